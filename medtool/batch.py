@@ -1,0 +1,117 @@
+"""Run one function over many inputs, in parallel processes, with a progress bar.
+
+Failures of one input (any :class:`~medtool.errors.MedtoolError`) are collected and the batch
+goes on; the command reports them at the end and exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+from .errors import MedtoolError
+
+
+@dataclass
+class BatchResult:
+    """What a batch produced: results in input order, and the inputs that failed."""
+
+    results: list[Any] = field(default_factory=list)
+    failures: list[tuple[str, MedtoolError]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def run_batch(
+    function: Callable[[Any], Any],
+    items: Sequence[Any],
+    *,
+    workers: int = 1,
+    description: str = "working",
+    progress: bool = True,
+    on_error: Callable[[MedtoolError], None] | None = None,
+    name: Callable[[Any], str] = str,
+) -> BatchResult:
+    """Apply ``function`` to every item; collect results and per-item user errors.
+
+    Parameters
+    ----------
+    function
+        A module-level function (it is sent to worker processes when ``workers > 1``).
+    items
+        The inputs, one call each.
+    workers
+        Number of processes; 1 runs in this process.
+    description
+        Label of the progress bar (shown on stderr unless ``progress`` is false).
+    on_error
+        Called with each :class:`MedtoolError` as it happens (the CLI prints it at once).
+    name
+        How an item is named in the list of failures.
+
+    Any other exception is a bug and propagates.
+    """
+    outcome = BatchResult(results=[None] * len(items))
+    with _progress_bar(description, len(items), progress) as advance:
+        for index, result in _results(function, items, workers):
+            if isinstance(result, MedtoolError):
+                if result.path is None:
+                    result.path = name(items[index])
+                outcome.failures.append((name(items[index]), result))
+                if on_error is not None:
+                    on_error(result)
+            else:
+                outcome.results[index] = result
+            advance()
+    outcome.failures.sort(key=lambda failure: failure[0])
+    return outcome
+
+
+def _call(function: Callable[[Any], Any], item: Any) -> Any:
+    try:
+        return function(item)
+    except MedtoolError as exc:
+        return exc
+
+
+def _results(function, items, workers) -> Iterator[tuple[int, Any]]:
+    workers = max(1, min(workers, len(items), os.cpu_count() or 1))
+    if workers == 1:
+        for index, item in enumerate(items):
+            yield index, _call(function, item)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_call, function, item): index for index, item in enumerate(items)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+class _progress_bar:
+    """Context manager yielding an ``advance()`` callable; a no-op when disabled."""
+
+    def __init__(self, description: str, total: int, enabled: bool):
+        self.description, self.total, self.enabled = description, total, enabled and total > 1
+        self._progress = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        from .console import stderr
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                                  console=stderr, transient=True)
+        self._progress.start()
+        task = self._progress.add_task(self.description, total=self.total)
+        return lambda: self._progress.advance(task)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,65 @@
+"""The ``medtool`` command line: one typer app, one thin module per command.
+
+Command modules import the core library inside their functions, so that ``medtool --help``
+and shell completion never pay for numpy-heavy or torch imports.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+
+
+class MedtoolGroup(TyperGroup):
+    """Keeps the raw arguments (for the history entry each step writes) in ``ctx.meta``."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        argv = list(args)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta["argv"] = argv
+        return ctx
+
+
+app = typer.Typer(
+    name="medtool",
+    cls=MedtoolGroup,
+    help="Medical-imaging deep learning from the command line: DICOM to volumes, masks, "
+         "trained models, scores and attention maps, in composable steps.",
+    no_args_is_help=True,
+    add_completion=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Medical-imaging deep learning from the command line."""
+
+
+# Registration order is the order of `medtool --help`: data, the pipeline, then helpers.
+from . import env, info, pending, phantom  # noqa: E402
+
+phantom.register(app)
+pending.register(app)  # the commands of issues still open, in pipeline order
+info.register(app)
+env.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

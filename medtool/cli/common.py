@@ -1,0 +1,204 @@
+"""What every command shares: the common options, logging, and turning errors into one line.
+
+Commands are declared with :func:`command`, which adds the shared options to the function's
+signature (so they are defined here once), collects them into an :class:`Options` passed as
+``opts``, and maps :class:`~medtool.errors.MedtoolError` to ``error: ...`` on stderr with the
+error's exit code (0 ok, 1 some input failed, 2 usage).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable, Iterable, Sequence
+
+import typer
+from rich.logging import RichHandler
+
+from .. import provenance
+from ..errors import EXIT_INPUT, EXIT_OK, MedtoolError
+from ..device import DEVICE_HELP, parse_device, resolve_device
+from ..files import parse_shard
+
+from ..console import stderr, stdout  # noqa: F401  (commands print through these)
+
+#: Exit status for Ctrl-C, as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Options:
+    """The shared options of one command run, as the command body sees them."""
+
+    device: str = "auto"
+    workers: int = 1
+    force: bool = False
+    shard: tuple[int, int] | None = None
+    quiet: bool = False
+    verbose: bool = False
+    debug: bool = False
+    argv: list[str] = field(default_factory=list)
+
+    def step(self, **details: Any) -> dict[str, Any]:
+        """The history entry for this run (see :func:`medtool.provenance.step`)."""
+        return provenance.step(self.argv, **details)
+
+    def torch_device(self):
+        """Resolve ``--device`` to a :class:`torch.device` (imports torch)."""
+        return resolve_device(self.device)
+
+    @property
+    def show_progress(self) -> bool:
+        return not self.quiet
+
+
+# Each shared option: (annotation with its typer.Option, default). Help panels keep them apart
+# from the command's own options in --help.
+_PANEL = "Common options"
+SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "device": (Annotated[str, typer.Option("--device", help=f"Compute device: {DEVICE_HELP}.",
+                                           rich_help_panel=_PANEL)], "auto"),
+    "workers": (Annotated[int, typer.Option("--workers", "-j", min=1,
+                                            help="Files processed in parallel.",
+                                            rich_help_panel=_PANEL)], 1),
+    "shard": (Annotated[str | None, typer.Option(
+        "--shard", metavar="I/N", rich_help_panel=_PANEL,
+        help="Process only share I of N of the files (deterministic; for job arrays).")], None),
+    "force": (Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.",
+                                           rich_help_panel=_PANEL)], False),
+    "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.",
+                                           rich_help_panel=_PANEL)], False),
+    "verbose": (Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.",
+                                             rich_help_panel=_PANEL)], False),
+    "debug": (Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.",
+                                           rich_help_panel=_PANEL)], False),
+}
+#: Name of the typer.Context parameter the wrapper adds (it carries the raw argv).
+_CONTEXT = "medtool_context"
+#: Options every command gets.
+ALWAYS = ("quiet", "verbose", "debug")
+#: The shared options of commands that read and write files one by one.
+FILE_COMMAND = ("workers", "shard", "force")
+
+
+def command(app: typer.Typer, name: str, *, shared: Sequence[str] = (), **settings: Any) -> Callable:
+    """Register ``fn`` as command ``name`` of ``app`` with the shared options ``shared``.
+
+    ``fn`` takes its own parameters plus ``opts: Options``; it returns an exit status (or
+    ``None`` for 0). ``--quiet``, ``--verbose`` and ``--debug`` are always added; ``device``
+    is resolved before ``fn`` runs, so a missing GPU fails fast.
+    """
+    names = list(dict.fromkeys([*shared, *ALWAYS]))
+    unknown = set(names) - SHARED_OPTIONS.keys()
+    if unknown:
+        raise ValueError(f"unknown shared options {sorted(unknown)}")
+
+    def decorate(fn: Callable) -> Callable:
+        signature = inspect.signature(fn, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "opts"]
+        extra = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=SHARED_OPTIONS[n][1],
+                              annotation=SHARED_OPTIONS[n][0])
+            for n in names
+        ]
+        extra.append(inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY,
+                                       annotation=typer.Context))
+
+        @functools.wraps(fn)
+        def run(**kwargs: Any) -> None:
+            values = {n: kwargs.pop(n) for n in names}
+            argv = kwargs.pop(_CONTEXT).meta.get("argv", [])
+            code = execute(lambda opts: fn(**kwargs, opts=opts), values, argv)
+            raise typer.Exit(code)
+
+        run.__signature__ = signature.replace(parameters=[*own, *extra])
+        run.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
+        del run.__wrapped__  # typer must see the new signature, not fn's
+        app.command(name, **settings)(run)
+        return fn
+
+    return decorate
+
+
+def execute(body: Callable[[Options], int | None], values: dict[str, Any], argv: list[str]) -> int:
+    """Build :class:`Options` from ``values``, run ``body`` and map errors to exit codes."""
+    debug = bool(values.get("debug"))
+    try:
+        opts = Options(argv=list(argv), **{k: v for k, v in values.items() if k != "shard"})
+        if values.get("shard") is not None:
+            opts.shard = parse_shard(values["shard"])
+        configure_logging(opts)
+        if "device" in values:
+            opts.device = parse_device(opts.device)
+            opts.torch_device()
+        result = body(opts)
+        return EXIT_OK if result is None else int(result)
+    except MedtoolError as exc:
+        if debug:
+            stderr.print_exception()
+        report_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        stderr.print("[red]interrupted[/red]")
+        return EXIT_INTERRUPTED
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # a bug: one line unless --debug
+        if debug:
+            stderr.print_exception()
+        report_error(f"internal error: {type(exc).__name__}: {exc} (run again with --debug "
+                     "and report the traceback)")
+        return EXIT_INPUT
+
+
+def report_error(error: MedtoolError | str) -> None:
+    """Print ``error: <text>`` in red on stderr."""
+    stderr.print(f"[bold red]error:[/bold red] {error}", markup=True, highlight=False,
+                 overflow="ignore", crop=False)
+
+
+def report_failures(failures: Iterable[tuple[str, BaseException]], total: int) -> int:
+    """Summarise a batch's failures on stderr; return the exit status for the batch."""
+    failures = list(failures)
+    if not failures:
+        return EXIT_OK
+    stderr.print(f"[bold red]{len(failures)} of {total} inputs failed:[/bold red] "
+                 + ", ".join(name for name, _ in failures), highlight=False)
+    return EXIT_INPUT
+
+
+def configure_logging(opts: Options) -> None:
+    """Send medtool's log records to stderr at the level ``--quiet``/``--verbose`` ask for."""
+    if opts.quiet:
+        level = logging.ERROR
+    elif opts.verbose:
+        level = logging.DEBUG if opts.debug else logging.INFO
+    else:
+        level = logging.WARNING
+    logger = logging.getLogger("medtool")
+    logger.handlers[:] = [RichHandler(console=stderr, show_time=False, show_path=opts.debug,
+                                      markup=False, rich_tracebacks=opts.debug)]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as JSON to stdout (plain text: no colours, stable for scripts)."""
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

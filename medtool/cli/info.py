@@ -1,0 +1,76 @@
+"""``medtool info``: what is in a volume file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import MedtoolError
+from . import common
+
+
+def register(app: typer.Typer) -> None:
+    @common.command(app, "info", short_help="Show shape, geometry, value range and history of volumes.")
+    def info(
+        files: Annotated[list[Path], typer.Argument(help="Volume files or folders (walked recursively).")],
+        *,
+        json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of tables.")] = False,
+        opts: common.Options,
+    ) -> int:
+        """Show shape, dtype, spacing, origin, orientation, value range, units and history.
+
+        Example: [bold]medtool info phantom/truth/case_001_lungs.nii.gz[/bold]
+        """
+        from ..files import find_files
+        from ..info import describe_file
+
+        rows, failures = [], []
+        for path in find_files(files):
+            try:
+                rows.append(describe_file(path))
+            except MedtoolError as exc:
+                common.report_error(exc)
+                failures.append((str(path), exc))
+        if json:
+            common.print_json(rows)
+        elif rows:
+            _print_tables(rows)
+        return common.report_failures(failures, len(rows) + len(failures))
+
+
+def _fmt(values, digits: int = 4) -> str:
+    return " x ".join(f"{v:.{digits}g}" for v in values)
+
+
+def _print_tables(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    if len(rows) > 1:
+        table = Table("file", "shape", "dtype", "spacing (mm)", "orient.", "range", "units",
+                      header_style="bold", box=None, pad_edge=False)
+        for row in rows:
+            table.add_row(row["file"], _fmt(row["shape"]), row["dtype"], _fmt(row["spacing"]),
+                          row["orientation"], f"{row['min']} .. {row['max']}", row["units"])
+        common.stdout.print(table)
+        return
+    row = rows[0]
+    table = Table(show_header=False, box=None, pad_edge=False, title=row["file"],
+                  title_justify="left", title_style="bold")
+    table.add_column(style="cyan")
+    table.add_column()
+    table.add_row("shape", f"{_fmt(row['shape'])}  ({row['axes']})")
+    table.add_row("dtype", row["dtype"])
+    table.add_row("spacing", f"{_fmt(row['spacing'], 6)} mm")
+    table.add_row("origin", f"{_fmt(row['origin'], 6)} mm (LPS)")
+    table.add_row("orientation", row["orientation"])
+    table.add_row("range", f"{row['min']} .. {row['max']}")
+    table.add_row("units", row["units"])
+    if row["modality"]:
+        table.add_row("modality", str(row["modality"]))
+    for i, entry in enumerate(row["history"], 1):
+        table.add_row("history" if i == 1 else "", f"{entry.get('time', '?')}  {entry.get('command', '?')}")
+    if not row["history"]:
+        table.add_row("history", "(none)")
+    common.stdout.print(table)

@@ -1,0 +1,211 @@
+"""``medtool phantom``: the project's synthetic data set with exact ground truth.
+
+Layout written under ``OUT``::
+
+    ct/<case_id>/IM-NNNN.dcm           one CT series per case, file names not in slice order
+    truth/<case_id>_lungs.nii.gz       0 background, 1 right lung, 2 left lung (series grid)
+    truth/<case_id>_tumour.nii.gz      0/1
+    labels.csv                         case_id,patient_id,label,tumour_volume_ml,tumour_diameter_mm
+    cxr/<patientId>.dcm                chest X-rays (CR)
+    cxr_boxes.csv                      patientId,x,y,width,height,Target (RSNA form)
+
+The same seed gives the same files (every case draws from its own child of the seed, so
+``--workers`` does not change the result). ``label`` is 1 when the case has a tumour whose
+longest axial diameter is at least :data:`~medtool.phantom.ct.LABEL_DIAMETER_MM`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..batch import run_batch
+from ..errors import MedtoolError
+from ..files import atomic_directory, atomic_write_text, check_writable
+from ..formats import save_volume
+from ..metrics import longest_axial_diameter
+from ..volume import Volume
+from .ct import LABEL_DIAMETER_MM, LEFT_LUNG, RIGHT_LUNG, make_ct
+from .cxr import RSNA_SIZE, make_cxr
+from .dicomfiles import Study, write_ct_series, write_cxr
+from .identity import Person, Site, make_person, make_site
+
+#: Chance that a new case is a follow-up scan of an earlier patient (who then has two cases).
+FOLLOW_UP_PROBABILITY = 0.3
+LABELS_HEADER = ("case_id", "patient_id", "label", "tumour_volume_ml", "tumour_diameter_mm")
+BOXES_HEADER = ("patientId", "x", "y", "width", "height", "Target")
+LUNG_LABELS = {str(RIGHT_LUNG): "right lung", str(LEFT_LUNG): "left lung"}
+
+
+@dataclass
+class CaseJob:
+    """Everything one worker needs to write one CT case."""
+
+    out: Path
+    case_id: str
+    patient_id: str
+    person: Person
+    site: Site
+    study: Study
+    seed: np.random.SeedSequence
+    shape: int
+    force: bool
+    step: dict[str, Any]
+
+
+@dataclass
+class XrayJob:
+    """Everything one worker needs to write one chest X-ray."""
+
+    out: Path
+    patient_uid: str
+    person: Person
+    site: Site
+    study: Study
+    seed: np.random.SeedSequence
+    size: int
+    force: bool
+
+
+def _study(rng: np.random.Generator, seed: int, key: str, date: dt.date, description: str) -> Study:
+    return Study(date=date, time=f"{rng.integers(7, 19):02d}{rng.integers(0, 60):02d}{rng.integers(0, 60):02d}",
+                 accession=f"A{rng.integers(10**7, 10**8)}", study_id=f"{rng.integers(1000, 99999)}",
+                 description=description, uid_seed=f"medtool-phantom-{seed}-{key}")
+
+
+def plan(*, cases: int, seed: int, cxr: int, shape: int, out: Path, force: bool,
+         step: dict[str, Any]) -> tuple[list[CaseJob], list[XrayJob]]:
+    """Decide patients, studies and seeds of every case and X-ray (deterministic for ``seed``)."""
+    root = np.random.SeedSequence(seed)
+    plan_seed, *item_seeds = root.spawn(1 + cases + cxr)
+    rng = np.random.default_rng(plan_seed)
+    width = max(3, len(str(cases)))
+    patients: list[tuple[str, Person, dt.date, int]] = []   # id, person, last scan, scans
+    jobs: list[CaseJob] = []
+    for index in range(cases):
+        single = [i for i, p in enumerate(patients) if p[3] == 1]
+        if single and rng.uniform() < FOLLOW_UP_PROBABILITY:
+            which = int(rng.choice(single))
+            patient_id, person, last, _ = patients[which]
+            date = last + dt.timedelta(days=int(rng.integers(60, 400)))
+            patients[which] = (patient_id, person, date, 2)
+            description = "CT CHEST FOLLOW-UP"
+        else:
+            patient_id, person = f"P{len(patients) + 1:0{width}d}", make_person(rng)
+            date = dt.date(2016, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365 * 7)))
+            patients.append((patient_id, person, date, 1))
+            description = "CT CHEST WITHOUT CONTRAST"
+        case_id = f"case_{index + 1:0{width}d}"
+        jobs.append(CaseJob(out, case_id, patient_id, person, make_site(rng),
+                            _study(rng, seed, case_id, date, description),
+                            item_seeds[index], shape, force, step))
+    size = int(min(RSNA_SIZE, max(128, 2 * shape)))
+    xrays = []
+    for index in range(cxr):
+        uid = str(_uuid(rng))
+        date = dt.date(2016, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365 * 7)))
+        xrays.append(XrayJob(out, uid, make_person(rng), make_site(rng),
+                             _study(rng, seed, uid, date, "XR CHEST 1 VIEW"),
+                             item_seeds[cases + index], size, force))
+    return jobs, xrays
+
+
+def _uuid(rng: np.random.Generator):
+    import uuid
+
+    return uuid.UUID(bytes=rng.bytes(16), version=4)
+
+
+def write_case(job: CaseJob) -> dict[str, Any]:
+    """Generate and write one CT case; return its row of ``labels.csv``."""
+    rng = np.random.default_rng(job.seed)
+    case = make_ct(rng, shape=job.shape)
+    truth = job.out / "truth"
+    lungs_path = truth / f"{job.case_id}_lungs.nii.gz"
+    tumour_path = truth / f"{job.case_id}_tumour.nii.gz"
+    for path in (lungs_path, tumour_path):
+        check_writable(path, force=job.force)
+    with atomic_directory(job.out / "ct" / job.case_id, force=job.force) as folder:
+        write_ct_series(folder, case, person=job.person, site=job.site, study=job.study, rng=rng)
+    meta = {"units": "label", "modality": "SEG", "case_id": job.case_id, "source": "medtool phantom"}
+    grid = dict(spacing=case.spacing, origin=case.origin, direction=np.eye(3))
+    save_volume(Volume(case.lungs, **grid, meta={**meta, "labels": LUNG_LABELS}, history=[job.step]),
+                lungs_path, force=job.force)
+    save_volume(Volume(case.tumour, **grid, meta={**meta, "labels": {"1": "tumour"}}, history=[job.step]),
+                tumour_path, force=job.force)
+    voxel_ml = float(np.prod(case.spacing)) / 1000.0
+    diameter = longest_axial_diameter(case.tumour, case.spacing)
+    return {
+        "case_id": job.case_id,
+        "patient_id": job.patient_id,
+        "label": int(diameter >= LABEL_DIAMETER_MM),
+        "tumour_volume_ml": round(float(case.tumour.sum()) * voxel_ml, 3),
+        "tumour_diameter_mm": round(diameter, 2),
+    }
+
+
+def write_xray(job: XrayJob) -> list[dict[str, Any]]:
+    """Generate and write one chest X-ray; return its rows of ``cxr_boxes.csv``."""
+    xray = make_cxr(np.random.default_rng(job.seed), size=job.size)
+    path = job.out / "cxr" / f"{job.patient_uid}.dcm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from ..files import atomic_output
+
+    with atomic_output(path, force=job.force) as temp:
+        write_cxr(temp, xray.image, spacing_mm=xray.spacing_mm, view=xray.view,
+                  person=job.person, site=job.site, study=job.study)
+    if not xray.boxes:
+        return [{"patientId": job.patient_uid, "x": "", "y": "", "width": "", "height": "", "Target": 0}]
+    return [{"patientId": job.patient_uid, "x": f"{x:.1f}", "y": f"{y:.1f}", "width": f"{w:.1f}",
+             "height": f"{h:.1f}", "Target": 1} for x, y, w, h in xray.boxes]
+
+
+def _write(job: CaseJob | XrayJob):
+    return write_case(job) if isinstance(job, CaseJob) else write_xray(job)
+
+
+def _csv(header, rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int = 512,
+                  cxr: int = 5, workers: int = 1, force: bool = False,
+                  step: dict[str, Any] | None = None, progress: bool = False,
+                  on_error=None) -> dict[str, Any]:
+    """Write the whole phantom data set under ``out``; return counts of what was written.
+
+    Raises
+    ------
+    OutputExistsError
+        ``out`` already holds a phantom data set and ``force`` is false.
+    """
+    out = Path(out)
+    for table in ("labels.csv", "cxr_boxes.csv"):
+        check_writable(out / table, force=force)
+    case_jobs, xray_jobs = plan(cases=cases, seed=seed, cxr=cxr, shape=shape, out=out,
+                                force=force, step=step or {})
+    outcome = run_batch(_write, [*case_jobs, *xray_jobs], workers=workers,
+                        description="phantom", progress=progress, on_error=on_error,
+                        name=lambda job: getattr(job, "case_id", None) or job.patient_uid)
+    if outcome.failures:
+        raise outcome.failures[0][1]
+    labels = [row for row in outcome.results[:cases]]
+    boxes = [row for rows in outcome.results[cases:] for row in rows]
+    atomic_write_text(out / "labels.csv", _csv(LABELS_HEADER, labels), force=force)
+    atomic_write_text(out / "cxr_boxes.csv", _csv(BOXES_HEADER, boxes), force=force)
+    ct_files = sum(1 for _ in (out / "ct").rglob("*.dcm")) if cases else 0
+    return {"cases": cases, "ct_files": ct_files, "cxr": cxr,
+            "positives": sum(row["label"] for row in labels)}
+
+
+__all__ = ["write_dataset", "plan", "write_case", "write_xray", "MedtoolError"]

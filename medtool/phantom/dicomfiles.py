@@ -1,0 +1,209 @@
+"""Writing phantom data as DICOM files that look like a hospital export.
+
+CT: one file per slice, Explicit VR Little Endian, signed 16-bit with RescaleIntercept -1024,
+out-of-field pixels stored as -2000 (PixelPaddingValue), instance 1 at the top (head-first
+scan), file names not in slice order. Chest X-rays: 8-bit CR images as in the RSNA Pneumonia
+Detection Challenge. Both carry the fake identity (names, IDs, dates, institution, staff,
+a private block and a nested sequence) that ``medtool anonymize`` must remove.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ComputedRadiographyImageStorage, ExplicitVRLittleEndian, \
+    generate_uid
+
+from .. import __version__
+from ..hounsfield import CT_PADDING_STORED, CT_RESCALE_INTERCEPT
+from .ct import CTCase
+from .identity import Person, Site, age_string
+
+#: Implementation identifiers written into the file meta information.
+IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1431.1"  # medtool phantom writer
+IMPLEMENTATION_VERSION = f"MEDTOOL_{__version__}"[:16]
+_INT16 = np.iinfo(np.int16)
+
+
+@dataclass
+class Study:
+    """One imaging study of a patient: when, and its identifiers."""
+
+    date: dt.date
+    time: str
+    accession: str
+    study_id: str
+    description: str
+    uid_seed: str
+
+    def uid(self, *parts: object) -> str:
+        """A deterministic UID for ``parts`` of this study (same seed, same UID)."""
+        return generate_uid(entropy_srcs=[self.uid_seed, *map(str, parts)])
+
+
+def stored_ct_values(hu: np.ndarray) -> np.ndarray:
+    """HU (NaN outside the field of view) to the stored int16 values of the DICOM pixels."""
+    stored = np.rint(hu - CT_RESCALE_INTERCEPT)
+    stored = np.clip(np.nan_to_num(stored, nan=CT_PADDING_STORED), _INT16.min, _INT16.max)
+    return stored.astype(np.int16)
+
+
+def _patient_module(ds: Dataset, person: Person, study: Study) -> None:
+    ds.PatientName = person.name
+    ds.PatientID = person.patient_id
+    ds.IssuerOfPatientID = "HOSPITAL MRN"
+    ds.OtherPatientIDs = person.other_ids
+    ds.PatientBirthDate = person.birth_date.strftime("%Y%m%d")
+    ds.PatientBirthTime = person.birth_time
+    ds.PatientSex = person.sex
+    ds.PatientAge = age_string(person.birth_date, study.date)
+    ds.PatientSize = person.height_m
+    ds.PatientWeight = person.weight_kg
+    ds.PatientAddress = person.address
+    ds.PatientTelephoneNumbers = person.phone
+    ds.AdditionalPatientHistory = f"Smoker. Follow-up of {person.name.split('^')[0].title()} family history."
+
+
+def _study_module(ds: Dataset, site: Site, study: Study, modality: str) -> None:
+    date, time = study.date.strftime("%Y%m%d"), study.time
+    ds.StudyInstanceUID = study.uid("study")
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
+    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = time
+    ds.AccessionNumber = study.accession
+    ds.StudyID = study.study_id
+    ds.StudyDescription = study.description
+    ds.ReferringPhysicianName = site.referring
+    ds.PerformingPhysicianName = site.performing
+    ds.OperatorsName = site.operator
+    ds.InstitutionName = site.institution
+    ds.InstitutionAddress = site.address
+    ds.InstitutionalDepartmentName = site.department
+    ds.StationName = site.station
+    ds.Manufacturer = site.manufacturer
+    ds.ManufacturerModelName = site.model
+    ds.DeviceSerialNumber = site.device_serial
+    ds.SoftwareVersions = "phantom"
+    ds.Modality = modality
+    request = Dataset()
+    request.RequestedProcedureID = f"RP{study.accession}"
+    request.ScheduledProcedureStepID = f"SPS{study.accession}"
+    request.RequestedProcedureDescription = study.description
+    request.StudyInstanceUID = ds.StudyInstanceUID
+    ds.RequestAttributesSequence = Sequence([request])
+    block = ds.private_block(0x0009, site.private_creator, create=True)
+    block.add_new(0x01, "LO", f"{ds.PatientName}")
+    block.add_new(0x02, "LO", site.station)
+
+
+def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    return meta
+
+
+def write_ct_series(folder: Path, case: CTCase, *, person: Person, site: Site, study: Study,
+                    rng: np.random.Generator) -> list[Path]:
+    """Write ``case`` as one DICOM file per slice into ``folder`` (which must exist).
+
+    Slices are numbered from the top (instance 1 = most superior, as a head-first scan); file
+    names are random (``IM-NNNN.dcm``, not in slice order). Returns the paths written.
+    """
+    n_slices, rows, cols = case.hu.shape
+    dz, dy, dx = case.spacing
+    x0, y0, z0 = case.origin
+    ds = Dataset()
+    _patient_module(ds, person, study)
+    _study_module(ds, site, study, "CT")
+    ds.SOPClassUID = CTImageStorage
+    ds.SeriesInstanceUID = study.uid("series", "ct")
+    ds.FrameOfReferenceUID = study.uid("frame", "ct")
+    ds.PositionReferenceIndicator = ""
+    ds.SeriesNumber = 2
+    ds.AcquisitionNumber = 1
+    ds.SeriesDescription = "CHEST 2.5 STANDARD" if dz >= 2 else "CHEST THIN LUNG"
+    ds.ProtocolName = "CHEST ROUTINE"
+    ds.BodyPartExamined = "CHEST"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PatientPosition = "HFS"
+    ds.ScanOptions = "HELICAL MODE"
+    ds.KVP = 120
+    ds.XRayTubeCurrent = int(rng.integers(80, 400))
+    ds.ConvolutionKernel = "STANDARD"
+    ds.SliceThickness = case.slice_thickness
+    ds.SpacingBetweenSlices = round(dz, 6)
+    ds.ReconstructionDiameter = round(case.fov_mm, 3)
+    ds.DataCollectionDiameter = 500
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.PixelSpacing = [round(dy, 8), round(dx, 8)]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.PixelPaddingValue = CT_PADDING_STORED
+    ds.RescaleIntercept = CT_RESCALE_INTERCEPT
+    ds.RescaleSlope = 1
+    ds.RescaleType = "HU"
+    ds.WindowCenter = [-600, 40]
+    ds.WindowWidth = [1500, 400]
+    ds.WindowCenterWidthExplanation = ["LUNG", "MEDIASTINUM"]
+
+    stored = stored_ct_values(case.hu)
+    names = rng.permutation(n_slices) + 1
+    written = []
+    for instance in range(1, n_slices + 1):
+        k = n_slices - instance                     # array index: 0 is the most inferior slice
+        z = z0 + k * dz
+        sop_uid = study.uid("ct", instance)
+        ds.SOPInstanceUID = sop_uid
+        ds.InstanceNumber = instance
+        ds.ImagePositionPatient = [round(x0, 6), round(y0, 6), round(z, 6)]
+        ds.SliceLocation = round(z, 6)
+        ds.PixelData = stored[k].tobytes()
+        ds.file_meta = _file_meta(CTImageStorage, sop_uid)
+        path = folder / f"IM-{names[instance - 1]:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        written.append(path)
+    return written
+
+
+def write_cxr(path: Path, image: np.ndarray, *, spacing_mm: float, view: str, person: Person,
+              site: Site, study: Study) -> None:
+    """Write an 8-bit chest X-ray ``image`` (rows, columns) as a CR DICOM file at ``path``."""
+    ds = Dataset()
+    _patient_module(ds, person, study)
+    _study_module(ds, site, study, "CR")
+    sop_uid = study.uid("cxr")
+    ds.file_meta = _file_meta(ComputedRadiographyImageStorage, sop_uid)
+    ds.SOPClassUID = ComputedRadiographyImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.SeriesInstanceUID = study.uid("series", "cxr")
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.SeriesDescription = f"view: {view}"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = view
+    ds.PatientOrientation = ["L", "F"] if view == "PA" else ["R", "F"]
+    ds.ConversionType = "WSD"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = image.shape
+    ds.PixelSpacing = [round(spacing_mm, 6), round(spacing_mm, 6)]
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.LossyImageCompression = "00"
+    ds.PixelData = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
