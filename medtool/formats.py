@@ -217,7 +217,11 @@ def _save_npz(volume: Volume, path: Path, *, force: bool) -> None:
 def _load_nifti(path: Path, *, mmap: bool) -> Volume:
     import nibabel as nib
 
-    image = nib.load(path, mmap=mmap if mmap else False)
+    try:
+        image = nib.load(path, mmap=mmap)
+    except nib.filebasedimages.ImageFileError as exc:
+        raise InputError(f"cannot read {volume_suffix(path)} file ({_reason(exc)})", path=path,
+                         hint="the file is truncated or not NIfTI; re-create it") from exc
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError("not a NIfTI image", path=path, hint="convert it to NIfTI first")
     header = _medtool_extension(image)
@@ -228,8 +232,8 @@ def _load_nifti(path: Path, *, mmap: bool) -> Volume:
     if len(shape) not in (2, 3):
         raise InputError(f"{len(shape)}D NIfTI (shape {list(proxy.shape)}) is not a 2D/3D volume",
                          path=path, hint="split it into 3D volumes first")
-    slope, inter = image.header.get_slope_inter()
-    scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
+    # nibabel moves scl_slope/scl_inter from the header to the array proxy when loading
+    scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
     data = proxy.get_scaled(np.float32) if scaled else proxy.get_unscaled()
     data = np.asarray(data).reshape(shape)
     if not mmap:

@@ -14,7 +14,8 @@ Conventions
 * ``direction`` is a 3x3 matrix whose column ``a`` is the unit LPS vector along array axis ``a``
   (so for an axial DICOM series, column 2 is the row cosine of ImageOrientationPatient, column 1
   the column cosine, column 0 the slice stacking direction). For a 2D image, column 0 is the
-  image normal and columns 1, 2 belong to ``(y, x)``.
+  image normal and columns 1, 2 belong to ``(y, x)``. Being in array order, the matrix of a
+  plain axial stack is not the identity but :data:`AXIAL_DIRECTION` (the default).
 * The world position of voxel index ``idx`` (array order) is
   ``origin + direction @ (spacing * idx)``.
 * NIfTI stores voxels in ``(i, j, k) = (x, y, z)`` order with an affine into RAS space, which
@@ -41,6 +42,9 @@ _AXIS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
 #: Units of a volume's values.
 UNITS_RAW = "raw"
 UNITS_HU = "HU"
+#: Direction of a standard axial stack (array z -> superior, y -> posterior, x -> left): the
+#: identity in (x, y, z) terms, written in array order (columns z, y, x). The default.
+AXIAL_DIRECTION = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 #: How far direction columns may be from unit length / orthogonal (DICOM files often carry
 #: cosines rounded to 6 decimals).
 DIRECTION_TOLERANCE = 1e-3
@@ -59,7 +63,8 @@ class Volume:
     origin
         LPS position (mm) of the centre of the first voxel.
     direction
-        3x3 direction cosines, column ``a`` for array axis ``a`` (see the module docstring).
+        3x3 direction cosines, column ``a`` for array axis ``a`` (see the module docstring);
+        the default :data:`AXIAL_DIRECTION` is a standard axial stack (orientation ``LPS``).
     meta
         JSON-serialisable facts about the data: ``units`` (``raw`` or ``HU``), ``modality``,
         non-identifying source facts. Never patient-identifying values.
@@ -70,7 +75,7 @@ class Volume:
     array: np.ndarray
     spacing: tuple[float, ...] = ()
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    direction: np.ndarray = field(default_factory=lambda: AXIAL_DIRECTION.copy())
     meta: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -154,6 +159,23 @@ class Volume:
             {**copy.deepcopy(self.meta), **meta},
             copy.deepcopy(self.history),
         )
+
+
+def direction_from_cosines(row: Sequence[float], column: Sequence[float],
+                           stack: Sequence[float] | None = None) -> np.ndarray:
+    """Direction matrix from DICOM cosines.
+
+    Parameters
+    ----------
+    row, column
+        ImageOrientationPatient's first and last three values: the LPS direction of increasing
+        column index (along a row) and of increasing row index.
+    stack
+        Direction in which the slice index increases; default the normal ``row x column``.
+    """
+    row, column = np.asarray(row, np.float64), np.asarray(column, np.float64)
+    stack = np.cross(row, column) if stack is None else np.asarray(stack, np.float64)
+    return np.column_stack([stack, column, row])
 
 
 def check_geometry(spacing, origin, direction, *, ndim: int) -> None:

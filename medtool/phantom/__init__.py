@@ -30,7 +30,7 @@ from ..errors import MedtoolError
 from ..files import atomic_directory, atomic_write_text, check_writable
 from ..formats import save_volume
 from ..metrics import longest_axial_diameter
-from ..volume import Volume
+from ..volume import AXIAL_DIRECTION, Volume
 from .ct import LABEL_DIAMETER_MM, LEFT_LUNG, RIGHT_LUNG, make_ct
 from .cxr import RSNA_SIZE, make_cxr
 from .dicomfiles import Study, write_ct_series, write_cxr
@@ -134,7 +134,7 @@ def write_case(job: CaseJob) -> dict[str, Any]:
     with atomic_directory(job.out / "ct" / job.case_id, force=job.force) as folder:
         write_ct_series(folder, case, person=job.person, site=job.site, study=job.study, rng=rng)
     meta = {"units": "label", "modality": "SEG", "case_id": job.case_id, "source": "medtool phantom"}
-    grid = dict(spacing=case.spacing, origin=case.origin, direction=np.eye(3))
+    grid = dict(spacing=case.spacing, origin=case.origin, direction=AXIAL_DIRECTION)
     save_volume(Volume(case.lungs, **grid, meta={**meta, "labels": LUNG_LABELS}, history=[job.step]),
                 lungs_path, force=job.force)
     save_volume(Volume(case.tumour, **grid, meta={**meta, "labels": {"1": "tumour"}}, history=[job.step]),
