@@ -234,7 +234,7 @@ def _load_nifti(path: Path, *, mmap: bool) -> Volume:
                          path=path, hint="split it into 3D volumes first")
     # nibabel moves scl_slope/scl_inter from the header to the array proxy when loading
     scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
-    data = proxy.get_scaled(np.float32) if scaled else proxy.get_unscaled()
+    data = image.get_fdata(dtype=np.float32) if scaled else proxy.get_unscaled()
     data = np.asarray(data).reshape(shape)
     if not mmap:
         data = np.array(data, copy=True)
