@@ -12,7 +12,6 @@ import functools
 import inspect
 import logging
 import sys
-import traceback
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Iterable, Sequence
 
@@ -50,6 +49,14 @@ class Options:
     def torch_device(self):
         """Resolve ``--device`` to a :class:`torch.device` (imports torch)."""
         return resolve_device(self.device)
+
+    def report(self, error: BaseException) -> None:
+        """Print one input's error as one line (with its traceback under ``--debug``)."""
+        if self.debug and error.__traceback__ is not None:
+            from rich.traceback import Traceback
+
+            stderr.print(Traceback.from_exception(type(error), error, error.__traceback__))
+        report_error(error)
 
     @property
     def show_progress(self) -> bool:

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
             try:
                 rows.append(describe_file(path))
             except MedtoolError as exc:
-                common.report_error(exc)
+                opts.report(exc)
                 failures.append((str(path), exc))
         if json:
             common.print_json(rows)

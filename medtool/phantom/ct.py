@@ -304,6 +304,7 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
     x_right = (grid.x < centre_x)[None, None, :]
     lungs[in_lung & x_right] = RIGHT_LUNG
     lungs[in_lung & ~x_right] = LEFT_LUNG
+    _drop_islands(lungs, labels, grid.block(*lung_box))
 
     # --- intensities, noise, field of view ----------------------------------------------------
     fov_outside = (grid.x[None, :] ** 2 + grid.y[:, None] ** 2) > (fov / 2.0) ** 2
@@ -320,6 +321,22 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
         slice_thickness=float(round(thickness, 3)),
         facts={"lung_gap_mm": gap, "body_cut_by_fov": bool(body_ax > fov / 2 - abs(centre_x))},
     )
+
+
+def _drop_islands(lungs: np.ndarray, labels: np.ndarray, block) -> None:
+    """Keep each lung's largest connected piece; voxel-sized islands left by the staircase of
+    the diaphragm domes and ribs become soft tissue (in the image and the truth alike)."""
+    from scipy import ndimage
+
+    sub, tissue = lungs[block], labels[block]
+    for label in (RIGHT_LUNG, LEFT_LUNG):
+        pieces, count = ndimage.label(sub == label)
+        if count > 1:
+            sizes = np.bincount(pieces.ravel())
+            sizes[0] = 0
+            island = (pieces > 0) & (pieces != np.argmax(sizes))
+            sub[island] = 0
+            tissue[island] = SOFT
 
 
 #: Independent noise slices generated per case; each slice of the volume uses one of them,

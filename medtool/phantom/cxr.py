@@ -21,6 +21,7 @@ class ChestXray:
 
     image: np.ndarray                 # (rows, columns) uint8
     boxes: list[tuple[float, float, float, float]]
+    opacity: np.ndarray               # (rows, columns) float32: what the opacities added
     spacing_mm: float
     view: str
 
@@ -64,6 +65,7 @@ def make_cxr(rng: np.random.Generator, *, size: int = RSNA_SIZE) -> ChestXray:
         image[arc & trunk] += 22.0
 
     boxes: list[tuple[float, float, float, float]] = []
+    opacity = np.zeros((size, size), dtype=np.float32)
     if rng.uniform() < POSITIVE_PROBABILITY:
         count = int(rng.choice([1, 1, 2]))
         sides = rng.permutation(2)[:count]
@@ -76,13 +78,13 @@ def make_cxr(rng: np.random.Generator, *, size: int = RSNA_SIZE) -> ChestXray:
             sx, sy = n * rng.uniform(0.03, 0.06), n * rng.uniform(0.04, 0.08)
             texture = 1.0 + 0.3 * ndimage.gaussian_filter(rng.standard_normal((size, size)).astype(np.float32), 4)
             blob = np.exp(-0.5 * (((xx - mx) / sx) ** 2 + ((yy - my) / sy) ** 2)) * texture
-            image += rng.uniform(45.0, 75.0) * blob * (lungs | trunk)
+            opacity += rng.uniform(45.0, 75.0) * blob * (lungs | trunk)
             x, y = max(0.0, mx - BOX_SIGMAS * sx), max(0.0, my - BOX_SIGMAS * sy)
             boxes.append((round(x), round(y), round(min(n, mx + BOX_SIGMAS * sx) - x),
                           round(min(n, my + BOX_SIGMAS * sy) - y)))
 
-    image = ndimage.gaussian_filter(image, sigma=max(1.0, n / 600))
+    image = ndimage.gaussian_filter(image + opacity, sigma=max(1.0, n / 600))
     image += rng.normal(0.0, 3.0, size=image.shape).astype(np.float32)
     spacing = RSNA_SPACING_MM * RSNA_SIZE / size
-    return ChestXray(np.clip(image, 0, 255).astype(np.uint8), boxes, spacing,
+    return ChestXray(np.clip(image, 0, 255).astype(np.uint8), boxes, opacity, spacing,
                      str(rng.choice(["PA", "AP"])))

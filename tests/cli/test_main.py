@@ -1,0 +1,90 @@
+"""The command line as a whole: help, version, exit codes, start-up cost."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from medtool import __version__
+from medtool.cli.pending import PLANNED
+
+ALL_COMMANDS = ["phantom", *PLANNED, "info", "env"]
+
+
+def test_help_lists_every_command_with_a_purpose(cli):
+    result = cli("--help")
+    assert result.exit_code == 0
+    for name in ALL_COMMANDS:
+        assert f" {name} " in result.stdout, name
+
+
+def test_version(cli):
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"medtool {__version__}"
+
+
+def test_python_dash_m_and_console_script_agree():
+    out = subprocess.run([sys.executable, "-m", "medtool", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"medtool {__version__}"
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = ("import sys, time; t = time.perf_counter(); from medtool.cli import app; "
+            "from typer.main import get_command; get_command(app); "
+            "print('torch' in sys.modules, 'nibabel' in sys.modules, time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    torch_loaded, nibabel_loaded, seconds = out.stdout.split()
+    assert torch_loaded == "False" and nibabel_loaded == "False"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "medtool", "--help"], capture_output=True, check=True)
+    assert time.perf_counter() - start < 1.5   # whole interpreter start included; ~0.3 s here
+
+
+@pytest.mark.parametrize("name", list(PLANNED))
+def test_planned_commands_say_so(cli, name):
+    result = cli(name, "anything")
+    assert result.exit_code == 2
+    assert "not available yet" in result.stderr and f"#{PLANNED[name][1]}" in result.stderr
+
+
+def test_usage_error_exits_2(cli):
+    result = cli("info", "--no-such-option", "x")
+    assert result.exit_code == 2
+
+
+def test_unknown_command_exits_2(cli):
+    assert cli("frobnicate").exit_code == 2
+
+
+def test_bad_device_spelling_is_a_usage_error(cli):
+    result = cli("env", "--device", "gpu0")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --device 'gpu0' is not one of")
+    assert "Traceback" not in result.stderr
+
+
+def test_cuda_where_there_is_none_is_one_clear_line(cli, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = cli("env", "--device", "cuda")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA device is available" in lines[0] and "--device cpu" in lines[0]
+
+
+def test_env_json(cli):
+    import json
+
+    result = cli("env", "--device", "cpu", "--json")
+    assert result.exit_code == 0
+    facts = json.loads(result.stdout)
+    assert facts["medtool"] == __version__ and facts["device"] == "cpu" and facts["torch"]
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    quiet = cli("info", tmp_path / "missing.nii.gz")
+    loud = cli("info", "--debug", tmp_path / "missing.nii.gz")
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr and loud.exit_code == 1

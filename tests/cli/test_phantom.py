@@ -1,0 +1,27 @@
+import csv
+
+from medtool.formats import load_volume
+
+
+def test_phantom_command(cli, tmp_path):
+    out = tmp_path / "data"
+    result = cli("phantom", out, "--cases", "2", "--shape", "48", "--cxr", "1", "--seed", "5")
+    assert result.exit_code == 0, result.stderr
+    assert "wrote 2 CT cases" in result.stderr
+    with open(out / "labels.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2
+    truth = load_volume(out / "truth" / "case_001_lungs.nii.gz")
+    step = truth.history[-1]
+    assert step["command"].startswith("medtool phantom") and "--seed 5" in step["command"]
+    assert step["version"] and step["time"]
+
+
+def test_existing_output_needs_force(cli, tmp_path):
+    out = tmp_path / "data"
+    assert cli("phantom", out, "--cases", "1", "--shape", "32", "--cxr", "0").exit_code == 0
+    again = cli("phantom", out, "--cases", "1", "--shape", "32", "--cxr", "0")
+    assert again.exit_code == 1
+    assert "exists already" in again.stderr and "--force" in again.stderr
+    forced = cli("phantom", out, "--cases", "1", "--shape", "32", "--cxr", "0", "--force", "--seed", "9")
+    assert forced.exit_code == 0, forced.stderr
+    assert not [p for p in out.rglob(".*")]     # no temporary or old folders left

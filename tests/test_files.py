@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+
+from medtool.errors import OutputExistsError, UsageError
+from medtool.files import atomic_directory, find_files, mirror_path, parse_shard, strip_suffix, \
+    take_shard, volume_suffix
+
+
+def test_suffixes():
+    assert volume_suffix("a/b.NII.GZ") == ".nii.gz" and volume_suffix("x.npy") == ".npy"
+    assert volume_suffix("x.gz") is None
+    assert strip_suffix("case_001.nii.gz") == "case_001"
+
+
+def test_shards_partition_the_items():
+    items = list(range(10))
+    shards = [take_shard(items, parse_shard(f"{i}/3")) for i in (1, 2, 3)]
+    assert sorted(sum(shards, [])) == items and shards[0] == [0, 3, 6, 9]
+    assert take_shard(items, None) == items
+
+
+@pytest.mark.parametrize("spec", ["0/3", "4/3", "a/b", "3"])
+def test_bad_shard(spec):
+    with pytest.raises(UsageError):
+        parse_shard(spec)
+
+
+def test_find_files_walks_folders_and_keeps_named_files(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/b.nii.gz", "d/sub/a.npy", "d/notes.txt", "d/.hidden.npy"):
+        (tmp_path / name).write_text("x")
+    found = find_files([tmp_path / "d", tmp_path / "d" / "notes.txt", tmp_path / "missing.nii"])
+    names = [p.relative_to(tmp_path).as_posix() for p in found]
+    assert names == ["d/b.nii.gz", "d/sub/a.npy", "d/notes.txt", "missing.nii"]
+
+
+def test_mirror_path(tmp_path):
+    root = tmp_path / "in"
+    (root / "x").mkdir(parents=True)
+    out = Path("/out")
+    assert mirror_path(root / "x" / "c.nii.gz", [root], out, ".npy") == out / "x" / "c.npy"
+    assert mirror_path(tmp_path / "d.npz", [root], out, ".nii.gz") == out / "d.nii.gz"
+
+
+def test_atomic_directory(tmp_path):
+    target = tmp_path / "series"
+    with atomic_directory(target) as temp:
+        (temp / "a").write_text("1")
+    assert (target / "a").read_text() == "1"
+    with pytest.raises(OutputExistsError):
+        with atomic_directory(target):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target, force=True) as temp:
+            (temp / "b").write_text("2")
+            raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.iterdir()] == ["series"]
+    assert [p.name for p in target.iterdir()] == ["a"]     # the old content survived
+    with atomic_directory(target, force=True) as temp:
+        (temp / "b").write_text("2")
+    assert [p.name for p in target.iterdir()] == ["b"]
