@@ -36,8 +36,7 @@ def register(app: typer.Typer) -> None:
 
         summary = write_dataset(out, cases=cases, seed=seed, shape=shape,
                                 cxr=cases if cxr is None else cxr, workers=opts.workers,
-                                force=opts.force, step=opts.step(), progress=opts.show_progress,
-                                on_error=opts.report)
+                                force=opts.force, step=opts.step(), progress=opts.show_progress)
         if not opts.quiet:
             common.stderr.print(
                 f"wrote {summary['cases']} CT cases ({summary['ct_files']} DICOM files), "

@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..batch import run_batch
-from ..errors import MedtoolError
-from ..files import atomic_directory, atomic_write_text, check_writable
+from ..files import atomic_directory, atomic_output, atomic_write_text, check_writable
 from ..formats import save_volume
 from ..metrics import longest_axial_diameter
 from ..volume import AXIAL_DIRECTION, Volume
@@ -122,15 +121,15 @@ def _uuid(rng: np.random.Generator):
     return uuid.UUID(bytes=rng.bytes(16), version=4)
 
 
+def _truth_paths(out: Path, case_id: str) -> tuple[Path, Path]:
+    return out / "truth" / f"{case_id}_lungs.nii.gz", out / "truth" / f"{case_id}_tumour.nii.gz"
+
+
 def write_case(job: CaseJob) -> dict[str, Any]:
     """Generate and write one CT case; return its row of ``labels.csv``."""
     rng = np.random.default_rng(job.seed)
     case = make_ct(rng, shape=job.shape)
-    truth = job.out / "truth"
-    lungs_path = truth / f"{job.case_id}_lungs.nii.gz"
-    tumour_path = truth / f"{job.case_id}_tumour.nii.gz"
-    for path in (lungs_path, tumour_path):
-        check_writable(path, force=job.force)
+    lungs_path, tumour_path = _truth_paths(job.out, job.case_id)
     with atomic_directory(job.out / "ct" / job.case_id, force=job.force) as folder:
         write_ct_series(folder, case, person=job.person, site=job.site, study=job.study, rng=rng)
     meta = {"units": "label", "modality": "SEG", "case_id": job.case_id, "source": "medtool phantom"}
@@ -154,9 +153,6 @@ def write_xray(job: XrayJob) -> list[dict[str, Any]]:
     """Generate and write one chest X-ray; return its rows of ``cxr_boxes.csv``."""
     xray = make_cxr(np.random.default_rng(job.seed), size=job.size)
     path = job.out / "cxr" / f"{job.patient_uid}.dcm"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from ..files import atomic_output
-
     with atomic_output(path, force=job.force) as temp:
         write_cxr(temp, xray.image, spacing_mm=xray.spacing_mm, view=xray.view,
                   person=job.person, site=job.site, study=job.study)
@@ -180,8 +176,7 @@ def _csv(header, rows) -> str:
 
 def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int = 512,
                   cxr: int = 5, workers: int = 1, force: bool = False,
-                  step: dict[str, Any] | None = None, progress: bool = False,
-                  on_error=None) -> dict[str, Any]:
+                  step: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
     """Write the whole phantom data set under ``out``; return counts of what was written.
 
     Raises
@@ -190,16 +185,21 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
         ``out`` already holds a phantom data set and ``force`` is false.
     """
     out = Path(out)
-    for table in ("labels.csv", "cxr_boxes.csv"):
-        check_writable(out / table, force=force)
     case_jobs, xray_jobs = plan(cases=cases, seed=seed, cxr=cxr, shape=shape, out=out,
                                 force=force, step=step or {})
+    # Refuse before generating anything, rather than after minutes of work.
+    outputs = [out / "labels.csv", out / "cxr_boxes.csv"]
+    for job in case_jobs:
+        outputs += [out / "ct" / job.case_id, *_truth_paths(out, job.case_id)]
+    outputs += [out / "cxr" / f"{job.patient_uid}.dcm" for job in xray_jobs]
+    for path in outputs:
+        check_writable(path, force=force)
     outcome = run_batch(_write, [*case_jobs, *xray_jobs], workers=workers,
-                        description="phantom", progress=progress, on_error=on_error,
+                        description="phantom", progress=progress,
                         name=lambda job: getattr(job, "case_id", None) or job.patient_uid)
     if outcome.failures:
         raise outcome.failures[0][1]
-    labels = [row for row in outcome.results[:cases]]
+    labels = outcome.results[:cases]
     boxes = [row for rows in outcome.results[cases:] for row in rows]
     atomic_write_text(out / "labels.csv", _csv(LABELS_HEADER, labels), force=force)
     atomic_write_text(out / "cxr_boxes.csv", _csv(BOXES_HEADER, boxes), force=force)
@@ -208,4 +208,3 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
             "positives": sum(row["label"] for row in labels)}
 
 
-__all__ = ["write_dataset", "plan", "write_case", "write_xray", "MedtoolError"]
