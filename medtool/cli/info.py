@@ -48,8 +48,10 @@ def _print_tables(rows: list[dict]) -> None:
     from rich.table import Table
 
     if len(rows) > 1:
-        table = Table("file", "shape", "dtype", "spacing (mm)", "orient.", "range", "units",
-                      header_style="bold", box=None, pad_edge=False)
+        table = Table(header_style="bold", box=None, pad_edge=False)
+        table.add_column("file", overflow="fold")
+        for name in ("shape", "dtype", "spacing (mm)", "orient.", "range", "units"):
+            table.add_column(name, no_wrap=True)
         for row in rows:
             table.add_row(row["file"], _fmt(row["shape"]), row["dtype"], _fmt(row["spacing"]),
                           row["orientation"], f"{row['min']} .. {row['max']}", row["units"])
