@@ -56,7 +56,7 @@ def run_batch(
     Any other exception is a bug and propagates.
     """
     outcome = BatchResult(results=[None] * len(items))
-    with _progress_bar(description, len(items), progress) as advance:
+    with _ProgressBar(description, len(items), progress) as advance:
         for index, result in _results(function, items, workers):
             if isinstance(result, MedtoolError):
                 if result.path is None:
@@ -90,7 +90,7 @@ def _results(function, items, workers) -> Iterator[tuple[int, Any]]:
             yield futures[future], future.result()
 
 
-class _progress_bar:
+class _ProgressBar:
     """Context manager yielding an ``advance()`` callable; a no-op when disabled."""
 
     def __init__(self, description: str, total: int, enabled: bool):

@@ -7,12 +7,11 @@ from typing import Annotated
 
 import typer
 
-from ..errors import MedtoolError
 from . import common
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "info", short_help="Show shape, geometry, value range and history of volumes.")
+    @common.command(app, "info", shared=("workers",), short_help="Show shape, geometry, value range and history of volumes.")
     def info(
         files: Annotated[list[Path], typer.Argument(help="Volume files or folders (walked recursively).")],
         *,
@@ -23,21 +22,19 @@ def register(app: typer.Typer) -> None:
 
         Example: [bold]medtool info phantom/truth/case_001_lungs.nii.gz[/bold]
         """
+        from ..batch import run_batch
         from ..files import find_files
         from ..info import describe_file
 
-        rows, failures = [], []
-        for path in find_files(files):
-            try:
-                rows.append(describe_file(path))
-            except MedtoolError as exc:
-                opts.report(exc)
-                failures.append((str(path), exc))
+        paths = find_files(files)
+        outcome = run_batch(describe_file, paths, workers=opts.workers, description="reading",
+                            progress=opts.show_progress, on_error=opts.report)
+        rows = [row for row in outcome.results if row is not None]
         if json:
             common.print_json(rows)
         elif rows:
             _print_tables(rows)
-        return common.report_failures(failures, len(rows) + len(failures))
+        return common.report_failures(outcome.failures, len(paths))
 
 
 def _fmt(values, digits: int = 4) -> str:

@@ -294,7 +294,6 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
 
     # --- tumour -------------------------------------------------------------------------------
     tumour = np.zeros(grid.shape, dtype=bool)
-    diameter_mm = 0.0
     if rng.uniform() < tumour_probability:
         tumour = _add_tumour(in_lung, grid, rng, pixel=pixel)
         labels[tumour] = TUMOUR
