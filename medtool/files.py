@@ -111,8 +111,7 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False) -> Iterator[P
     error the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    if not force and path.exists():
-        raise OutputExistsError("output exists already", path=path, hint="pass --force to overwrite it")
+    check_writable(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = volume_suffix(path) or path.suffix
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
@@ -135,8 +134,7 @@ def atomic_directory(path: str | os.PathLike, *, force: bool = False) -> Iterato
     complete). On any error the temporary folder is removed.
     """
     path = Path(path)
-    if not force and path.exists():
-        raise OutputExistsError("output exists already", path=path, hint="pass --force to overwrite it")
+    check_writable(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

@@ -113,10 +113,11 @@ def _header(volume: Volume) -> dict[str, Any]:
 
 
 def _dumps(header: dict[str, Any]) -> str:
-    return json.dumps(header, indent=1, allow_nan=False, default=_json_default)
+    return json.dumps(header, indent=1, allow_nan=False, default=json_default)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps`` hook for NumPy scalars and arrays; anything else is an error."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -197,15 +197,7 @@ def print_json(data: Any) -> None:
     """Write ``data`` as JSON to stdout (plain text: no colours, stable for scripts)."""
     import json
 
-    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+    from ..formats import json_default
+
+    sys.stdout.write(json.dumps(data, indent=2, default=json_default) + "\n")
     sys.stdout.flush()
-
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
