@@ -173,6 +173,8 @@ def report_failures(failures: Iterable[tuple[str, BaseException]], total: int) -
     failures = list(failures)
     if not failures:
         return EXIT_OK
+    if total == 1:      # the error line itself said it all
+        return EXIT_INPUT
     stderr.print(f"[bold red]{len(failures)} of {total} inputs failed:[/bold red] "
                  + ", ".join(name for name, _ in failures), highlight=False)
     return EXIT_INPUT

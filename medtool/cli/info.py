@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import InputError
 from . import common
 
 
@@ -27,6 +28,9 @@ def register(app: typer.Typer) -> None:
         from ..info import describe_file
 
         paths = find_files(files)
+        if not paths:
+            raise InputError("no volume files found", path=" ".join(map(str, files)),
+                             hint="medtool info reads .nii.gz, .nii, .npy and .npz files")
         outcome = run_batch(describe_file, paths, workers=opts.workers, description="reading",
                             progress=opts.show_progress, on_error=opts.report)
         rows = [row for row in outcome.results if row is not None]
@@ -61,8 +65,8 @@ def _print_tables(rows: list[dict]) -> None:
     table.add_column()
     table.add_row("shape", f"{_fmt(row['shape'])}  ({row['axes']})")
     table.add_row("dtype", row["dtype"])
-    table.add_row("spacing", f"{_fmt(row['spacing'], 6)} mm")
-    table.add_row("origin", f"{_fmt(row['origin'], 6)} mm (LPS)")
+    table.add_row("spacing", f"{_fmt(row['spacing'], 6)} mm  ({row['axes']})")
+    table.add_row("origin", f"{_fmt(row['origin'], 6)} mm  (x y z, LPS)")
     table.add_row("orientation", row["orientation"])
     table.add_row("range", f"{row['min']} .. {row['max']}")
     table.add_row("units", row["units"])

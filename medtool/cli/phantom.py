@@ -39,6 +39,10 @@ def register(app: typer.Typer) -> None:
                                 force=opts.force, step=opts.step(), progress=opts.show_progress)
         if not opts.quiet:
             common.stderr.print(
-                f"wrote {summary['cases']} CT cases ({summary['ct_files']} DICOM files), "
-                f"{summary['cxr']} chest X-rays to {out}")
+                f"wrote {_count(summary['cases'], 'CT case')} ({summary['ct_files']} DICOM files), "
+                f"{_count(summary['cxr'], 'chest X-ray')} to {out}")
         return 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

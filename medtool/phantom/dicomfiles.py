@@ -87,7 +87,7 @@ def _study_module(ds: Dataset, site: Site, study: Study, modality: str) -> None:
     ds.Manufacturer = site.manufacturer
     ds.ManufacturerModelName = site.model
     ds.DeviceSerialNumber = site.device_serial
-    ds.SoftwareVersions = "phantom"
+    ds.SoftwareVersions = site.software
     ds.Modality = modality
     request = Dataset()
     request.RequestedProcedureID = f"RP{study.accession}"
@@ -129,7 +129,7 @@ def write_ct_series(folder: Path, case: CTCase, *, person: Person, site: Site, s
     ds.PositionReferenceIndicator = ""
     ds.SeriesNumber = 2
     ds.AcquisitionNumber = 1
-    ds.SeriesDescription = "CHEST 2.5 STANDARD" if dz >= 2 else "CHEST THIN LUNG"
+    ds.SeriesDescription = f"CHEST {case.slice_thickness:.3g}mm {site.kernel}"
     ds.ProtocolName = "CHEST ROUTINE"
     ds.BodyPartExamined = "CHEST"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -137,7 +137,7 @@ def write_ct_series(folder: Path, case: CTCase, *, person: Person, site: Site, s
     ds.ScanOptions = "HELICAL MODE"
     ds.KVP = 120
     ds.XRayTubeCurrent = int(rng.integers(80, 400))
-    ds.ConvolutionKernel = "STANDARD"
+    ds.ConvolutionKernel = site.kernel
     ds.SliceThickness = case.slice_thickness
     ds.SpacingBetweenSlices = round(dz, 6)
     ds.ReconstructionDiameter = round(case.fov_mm, 3)

@@ -21,10 +21,11 @@ _STREETS = ("MAPLE AVENUE", "HARBOUR ROAD", "CHURCH STREET", "LINDEN LANE", "STA
 _CITIES = ("SPRINGFIELD", "RIVERTON", "LAKEWOOD", "FAIRVIEW", "OAKDALE")
 _INSTITUTIONS = ("ST. ELSEWHERE GENERAL HOSPITAL", "RIVERTON UNIVERSITY MEDICAL CENTER",
                  "LAKEWOOD COUNTY HOSPITAL", "FAIRVIEW CHEST CLINIC")
-_SCANNERS = (("GE MEDICAL SYSTEMS", "LightSpeed VCT", "GEMS_IDEN_01"),
-             ("SIEMENS", "SOMATOM Definition AS", "SIEMENS CT VA0  COAD"),
-             ("Philips", "Brilliance 64", "Philips Imaging DD 001"),
-             ("TOSHIBA", "Aquilion ONE", "TOSHIBA_MEC_CT3"))
+#: (manufacturer, model, private creator, reconstruction kernel, software version)
+_SCANNERS = (("GE MEDICAL SYSTEMS", "LightSpeed VCT", "GEMS_IDEN_01", "STANDARD", "LightSpeedverrel"),
+             ("SIEMENS", "SOMATOM Definition AS", "SIEMENS CT VA0  COAD", "B31f", "syngo CT 2012B"),
+             ("Philips", "Brilliance 64", "Philips Imaging DD 001", "B", "4.1.6"),
+             ("TOSHIBA", "Aquilion ONE", "TOSHIBA_MEC_CT3", "FC08", "V6.00ER005"))
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Site:
     manufacturer: str
     model: str
     private_creator: str
+    kernel: str
+    software: str
     device_serial: str
     referring: str
     performing: str
@@ -87,7 +90,7 @@ def _doctor(rng: np.random.Generator) -> str:
 
 def make_site(rng: np.random.Generator) -> Site:
     """A fake acquisition site and staff."""
-    manufacturer, model, creator = _SCANNERS[int(rng.integers(len(_SCANNERS)))]
+    manufacturer, model, creator, kernel, software = _SCANNERS[int(rng.integers(len(_SCANNERS)))]
     institution = str(rng.choice(_INSTITUTIONS))
     return Site(
         institution=institution,
@@ -97,6 +100,8 @@ def make_site(rng: np.random.Generator) -> Site:
         manufacturer=manufacturer,
         model=model,
         private_creator=creator,
+        kernel=kernel,
+        software=software,
         device_serial=f"{rng.integers(10**5, 10**6)}",
         referring=_doctor(rng),
         performing=_doctor(rng),

@@ -85,3 +85,10 @@ def test_batch_goes_on_past_a_bad_file(cli, tmp_path, oblique_volume):
     assert [r["file"].rsplit("/", 1)[1] for r in json.loads(result.stdout)] == ["good.nii"]
     _one_error_line(result, "bad.nii")
     assert "1 of 2 inputs failed" in result.stderr
+
+
+def test_folder_without_volumes_is_an_error(cli, tmp_path):
+    (tmp_path / "IM-0001.dcm").write_bytes(b"\0" * 10)
+    result = cli("info", tmp_path)
+    assert result.exit_code == 1
+    assert "no volume files found" in _one_error_line(result, str(tmp_path))
