@@ -236,9 +236,8 @@ def _load_nifti(path: Path, *, mmap: bool) -> Volume:
     # nibabel moves scl_slope/scl_inter from the header to the array proxy when loading
     scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
     data = image.get_fdata(dtype=np.float32) if scaled else proxy.get_unscaled()
+    # Without mmap, nibabel has already read a fresh array of its own: no copy needed.
     data = np.asarray(data).reshape(shape)
-    if not mmap:
-        data = np.array(data, copy=True)
     array, spacing, origin, direction = from_nifti(data, image.affine)
     if header is not None and _agrees(header, array, spacing, origin, direction):
         stored = np.dtype(header.get("dtype", array.dtype))
