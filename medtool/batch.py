@@ -35,6 +35,7 @@ def run_batch(
     progress: bool = True,
     on_error: Callable[[MedtoolError], None] | None = None,
     name: Callable[[Any], str] = str,
+    on_result: Callable[[int, Any], None] | None = None,
 ) -> BatchResult:
     """Apply ``function`` to every item; collect results and per-item user errors.
 
@@ -52,6 +53,9 @@ def run_batch(
         Called with each :class:`MedtoolError` as it happens (the CLI prints it at once).
     name
         How an item is named in the list of failures.
+    on_result
+        Called with ``(index, result)`` as each result arrives; the result is then not kept
+        (``results`` holds ``None``), so a stream of large results stays bounded in memory.
 
     Any other exception is a bug and propagates.
     """
@@ -64,6 +68,8 @@ def run_batch(
                 outcome.failures.append((name(items[index]), result))
                 if on_error is not None:
                     on_error(result)
+            elif on_result is not None:
+                on_result(index, result)
             else:
                 outcome.results[index] = result
             advance()

@@ -168,6 +168,13 @@ def report_error(error: MedtoolError | str) -> None:
                  overflow="ignore", crop=False)
 
 
+def report_notice(notice) -> None:
+    """Print a :class:`~medtool.series.Notice` (``note:`` / ``warning:``) on stderr."""
+    colour = "yellow" if notice.level == "warning" else "cyan"
+    stderr.print(f"[{colour}]{notice.level}:[/{colour}] {notice.text}", markup=True,
+                 highlight=False, overflow="ignore", crop=False)
+
+
 def report_failures(failures: Iterable[tuple[str, BaseException]], total: int) -> int:
     """Summarise a batch's failures on stderr; return the exit status for the batch."""
     failures = list(failures)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import typer
 
 from ..errors import EXIT_USAGE
 from .common import report_error
 
-#: name -> (one-line purpose, issue that delivers it)
-PLANNED: dict[str, tuple[str, int]] = {
+#: The pipeline commands in order: name -> (one-line purpose, issue that delivers it).
+PIPELINE: dict[str, tuple[str, int]] = {
     "dicom2npy": ("Convert DICOM series into volumes (.npy/.npz/.nii.gz).", 3),
     "anonymize": ("De-identify DICOM files (PS3.15 basic profile), series kept intact.", 4),
     "hu": ("Convert raw scanner values to Hounsfield units.", 3),
@@ -23,11 +25,13 @@ PLANNED: dict[str, tuple[str, int]] = {
 }
 
 
-def register(app: typer.Typer) -> None:
-    """Add every planned command that no module has registered yet."""
+def register(app: typer.Typer, landed: dict[str, Callable[[typer.Typer], None]]) -> None:
+    """Add the pipeline commands in pipeline order: ``landed`` ones for real, others planned."""
     taken = {info.name for info in app.registered_commands}
-    for name, (purpose, issue) in PLANNED.items():
-        if name not in taken:
+    for name, (purpose, issue) in PIPELINE.items():
+        if name in landed:
+            landed[name](app)
+        elif name not in taken:
             app.command(
                 name,
                 help=f"{purpose} [dim](not available yet: issue #{issue})[/dim]",

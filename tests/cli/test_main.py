@@ -7,9 +7,12 @@ import time
 import pytest
 
 from medtool import __version__
-from medtool.cli.pending import PLANNED
+from medtool.cli import app
+from medtool.cli.pending import PIPELINE
 
-ALL_COMMANDS = ["phantom", *PLANNED, "info", "env"]
+ALL_COMMANDS = ["phantom", *PIPELINE, "info", "env"]
+LANDED = {"dicom2npy", "hu"}
+PLANNED = {name: value for name, value in PIPELINE.items() if name not in LANDED}
 
 
 def test_help_lists_every_command_with_a_purpose(cli):
@@ -17,6 +20,11 @@ def test_help_lists_every_command_with_a_purpose(cli):
     assert result.exit_code == 0
     for name in ALL_COMMANDS:
         assert f" {name} " in result.stdout, name
+
+
+def test_help_lists_the_pipeline_in_order(cli):
+    names = [info.name for info in app.registered_commands]
+    assert names == ALL_COMMANDS
 
 
 def test_version(cli):

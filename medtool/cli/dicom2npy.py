@@ -1,0 +1,90 @@
+"""``medtool dicom2npy``: DICOM series to volume files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import common
+
+_HELP = """Convert DICOM series into volume files, one per series, with exact geometry.
+
+Folders are walked recursively, any file names; non-DICOM files are skipped and counted.
+Images are grouped by SeriesInstanceUID and split into stacks by orientation, image size and
+pixel spacing; localizers (ImageType LOCALIZER/SCOUT/PROJECTION IMAGE, or up to 3 images in
+another orientation) are dropped with a note. Slices are sorted by ImagePositionPatient
+projected on the slice normal (InstanceNumber only when positions are missing, with a
+warning); slice spacing comes from those positions, never from SliceThickness.
+
+Checks: spacing between neighbouring slices may differ from the median by 5 %; more is
+reported as missing slices (error, or [bold]--allow-gaps[/bold] to interpolate linearly onto a
+uniform grid, the true positions kept in the metadata). Images closer than 0.01 mm are at the
+same position: exact duplicates are dropped, different images are phases, split into separate
+volumes by the attribute that tells them apart (TemporalPositionIdentifier, TriggerTime,
+EchoTime, AcquisitionNumber, ...) or refused. Slices drifting sideways by more than a quarter
+pixel over the stack are a gantry tilt (error, or [bold]--untilt[/bold] to resample onto a
+straight grid).
+
+Output: OUT/<case>.<format>, the case being the series' folder relative to the input, plus a
+_series<N> suffix when a case holds several series; OUT may also name one file. Values are the
+stored values with each slice's RescaleSlope/Intercept in the metadata (units raw), or HU with
+[bold]--hu[/bold] (as medtool hu). The metadata keeps non-identifying facts only.
+
+Example: [bold]medtool dicom2npy phantom/ct volumes/ --workers 2[/bold]
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @common.command(app, "dicom2npy", shared=common.FILE_COMMAND, help=_HELP,
+                    short_help="Convert DICOM series into volumes (.npy/.npz/.nii.gz).")
+    def dicom2npy(
+        inputs: Annotated[list[Path], typer.Argument(help="DICOM files or folders (walked recursively).",
+                                                     show_default=False)],
+        out: Annotated[Path, typer.Argument(help="Output folder, or one output file for one series.",
+                                            show_default=False)],
+        *,
+        fmt: Annotated[str, typer.Option("--format", help="npy (+ .json sidecar), npz, nii.gz or nii.")] = "npy",
+        series: Annotated[str, typer.Option("--series", help="all, largest (per case) or one SeriesInstanceUID.")] = "all",
+        hu: Annotated[bool, typer.Option("--hu", help="Write int16 Hounsfield units (as medtool hu) instead of stored values.")] = False,
+        allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Interpolate missing or unevenly spaced slices onto a uniform grid.")] = False,
+        untilt: Annotated[bool, typer.Option("--untilt", help="Resample gantry-tilted series onto a straight grid.")] = False,
+        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        opts: common.Options,
+    ) -> int:
+        from ..ingest import HuOptions, convert
+
+        report = convert(inputs, out, fmt=fmt, series=series, allow_gaps=allow_gaps, untilt=untilt,
+                         hu=HuOptions() if hu else None, workers=opts.workers, force=opts.force,
+                         shard=opts.shard, step=opts.step(), progress=opts.show_progress,
+                         on_error=opts.report, on_notice=common.report_notice if not opts.quiet else None)
+        return report_conversion(report, json=json, opts=opts)
+
+
+def report_conversion(report, *, json: bool, opts: common.Options) -> int:
+    """Print what a DICOM conversion wrote (table or JSON) and a summary; return the exit code."""
+    from ..errors import InputError
+
+    if json:
+        common.print_json({"written": report.written, "skipped": [p for p, _ in report.skipped],
+                           "failed": [name for name, _ in report.failures]})
+    elif report.written and not opts.quiet:
+        from rich.table import Table
+
+        table = Table(header_style="bold", box=None, pad_edge=False)
+        for column in ("output", "shape", "spacing (mm)", "orient.", "files", "units"):
+            table.add_column(column, overflow="fold" if column == "output" else None)
+        for row in report.written:
+            table.add_row(row["output"], " x ".join(map(str, row["shape"])),
+                          " x ".join(f"{s:.4g}" for s in row["spacing"]), row["orientation"],
+                          str(row["files"]), row["units"])
+        common.stdout.print(table)
+    if report.skipped and not opts.quiet:
+        common.stderr.print(f"skipped {len(report.skipped)} file(s) that are not DICOM images"
+                            + (": " + ", ".join(p for p, _ in report.skipped) if opts.verbose
+                               else " (--verbose lists them)"), highlight=False)
+    if not report.written and not report.failures:
+        raise InputError("no DICOM image series found", path=" ".join(report.inputs),
+                         hint=f"{report.files} file(s) looked at; check the path")
+    return common.report_failures(report.failures, len(report.written) + len(report.failures))

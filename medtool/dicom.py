@@ -1,0 +1,528 @@
+"""Reading DICOM files: one :class:`Frame` record per 2D image, and its stored pixel values.
+
+A file holds one image (classic CT/MR/CR) or many frames (enhanced multi-frame CT/MR, plain
+multi-frame NM/RTDOSE). Either way :func:`read_frames` returns one header record per 2D image
+with everything :mod:`medtool.series` needs to stack images into volumes: where the image lies
+in the patient (per-frame functional groups first, then the shared groups, then the top-level
+attributes), its rescale, padding and storage. Pixels are read later, by :func:`read_pixels`,
+so that a series is assembled with one output volume plus a window of slices in memory.
+
+Uncompressed little- or big-endian pixel data is read straight from the file at the offset the
+header pass recorded; everything else is decoded by pydicom's pixel plugins (pylibjpeg for
+JPEG, JPEG-LS, JPEG 2000 and RLE; pydicom itself for Deflate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+#: Bytes at which a DICOM Part 10 file carries its ``DICM`` magic (after the preamble).
+_MAGIC_OFFSET = 128
+#: First bytes of a DICOM data set written without the Part 10 preamble (group 0002 or 0008).
+_BARE_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+#: Values at least this large are not read in the header pass (pixel data is read later).
+_DEFER_BYTES = 2048
+#: SOP Class of a DICOMDIR (an index, not an image).
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: ImageType values of scouts / localizers / projection images, never part of a volume.
+LOCALIZER_TYPES = ("LOCALIZER", "SCOUT", "PROJECTION IMAGE")
+#: Attributes that tell images at one position apart (phases, echoes, repeats), in the order
+#: they are tried when a stack holds several images per position.
+PHASE_KEYS = ("TemporalPositionIdentifier", "TemporalPositionIndex", "TriggerTime",
+              "EchoNumbers", "EchoTime", "DiffusionBValue", "AcquisitionNumber", "StackID",
+              "ImageType", "AcquisitionTime", "ContentTime")
+#: Non-identifying series-level facts kept in the output metadata (DICOM keyword -> meta key).
+SOURCE_FACTS = {
+    "SeriesInstanceUID": "series_uid",
+    "StudyInstanceUID": "study_uid",
+    "FrameOfReferenceUID": "frame_of_reference_uid",
+    "SOPClassUID": "sop_class_uid",
+    "SeriesNumber": "series_number",
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "manufacturer_model",
+    "ConvolutionKernel": "kernel",
+    "KVP": "kvp",
+    "BodyPartExamined": "body_part",
+    "PatientPosition": "patient_position",
+    "SliceThickness": "slice_thickness",
+    "SpacingBetweenSlices": "spacing_between_slices",
+    "GantryDetectorTilt": "gantry_detector_tilt",
+    "ViewPosition": "view_position",
+    "PhotometricInterpretation": "photometric",
+    "BitsStored": "bits_stored",
+    "PixelRepresentation": "pixel_representation",
+    "RescaleType": "rescale_type",
+}
+
+
+class NotDicomError(InputError):
+    """The file is not a DICOM image file that a series can be built from (skipped, counted)."""
+
+
+@dataclass
+class Frame:
+    """One 2D image of a DICOM file: where it lies, how its values are stored and scaled.
+
+    ``position`` is ImagePositionPatient (LPS mm of the centre of the first pixel),
+    ``orientation`` ImageOrientationPatient (row cosine then column cosine), ``pixel_spacing``
+    (row spacing, column spacing) = (dy, dx) in mm. Missing values are ``None``.
+    """
+
+    path: str
+    frame: int | None
+    series_uid: str
+    sop_uid: str
+    instance: int | None
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float] | None
+    spacing_source: str | None
+    slope: float
+    intercept: float
+    has_rescale: bool
+    padding: tuple[int, int | None] | None
+    dtype: str
+    bits_stored: int
+    transfer_syntax: str
+    pixel_offset: int | None
+    image_type: tuple[str, ...]
+    modality: str
+    patient_orientation: tuple[str, ...] | None
+    phase: dict[str, str] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    frame_count: int = 1
+
+    @property
+    def is_localizer(self) -> bool:
+        return any(t in self.image_type for t in LOCALIZER_TYPES)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows, self.columns
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """True when ``path`` looks like a DICOM file (Part 10 magic, or a bare data set)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_MAGIC_OFFSET + 4)
+    except OSError:
+        return False
+    if head[_MAGIC_OFFSET:_MAGIC_OFFSET + 4] == b"DICM":
+        return True
+    return len(head) >= 8 and head[:2] in _BARE_STARTS
+
+
+def read_frames(path: str | os.PathLike) -> list[Frame]:
+    """Header records of every image in the DICOM file at ``path`` (one per frame).
+
+    Raises
+    ------
+    NotDicomError
+        Not a DICOM file, or a DICOMDIR index (callers skip and count these).
+    InputError
+        A DICOM file that cannot give an image: unreadable or truncated, no pixel data (SR,
+        RTSTRUCT, ...), colour images, a compressed transfer syntax no installed decoder reads.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", path=path, hint="check the path")
+    if not is_dicom(path):
+        raise NotDicomError("not a DICOM file", path=path)
+    try:
+        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
+        sop_class = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    except InvalidDicomError as exc:
+        raise NotDicomError(f"not a DICOM file ({exc})", path=path) from None
+    except Exception as exc:  # pydicom raises many types on broken files
+        raise InputError(f"cannot read the DICOM header ({_reason(exc)})", path=path,
+                         hint="the file is damaged or truncated; copy it again from the source") from None
+    if sop_class == _DICOMDIR_CLASS:
+        raise NotDicomError("DICOMDIR index, not an image", path=path)
+    try:
+        return _frames(ds, path)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"invalid DICOM header ({_reason(exc)})", path=path,
+                         hint="fix the file with dcmodify / dciodvfy, or leave it out") from None
+
+
+def _reason(exc: BaseException, *, limit: int = 400) -> str:
+    """The exception as one short line (pydicom lists each plugin's failure on its own line)."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    text = text.replace(":;", ":")
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C decoders that print to file descriptor 2 (errors reach the user as one line)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _frames(ds, path: Path) -> list[Frame]:
+    from pydicom.uid import UID, ImplicitVRLittleEndian
+
+    modality = str(ds.get("Modality", "") or "")
+    pixel_tag = next((t for t in (0x7FE00010, 0x7FE00008, 0x7FE00009) if t in ds), None)
+    if pixel_tag is None:
+        what = f"{modality} file" if modality else "file"
+        raise InputError(f"{what} has no pixel data (not an image)", path=path,
+                         hint="dicom2npy converts image series; leave this file out")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2")
+    if samples != 1 or photometric in ("PALETTE COLOR", "RGB") or photometric.startswith("YBR"):
+        raise InputError(f"colour image ({photometric}, {samples} samples per pixel) is not supported",
+                         path=path, hint="medtool converts grayscale CT, MR and X-ray images")
+    missing = [k for k in ("Rows", "Columns") if ds.get(k) in (None, "")]
+    if missing:
+        raise InputError(f"has pixel data but no {' or '.join(missing)}", path=path,
+                         hint="the image header is incomplete; fix it or leave the file out")
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)))
+    _check_decoder(ts, path)
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    count = _frame_count(ds, path)
+    bits_allocated = int(ds.get("BitsAllocated", 16))
+    bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    dtype = _stored_dtype(pixel_tag, bits_allocated, signed, path)
+    offset = _pixel_offset(ds, pixel_tag, ts, rows * columns * count * dtype.itemsize, path)
+    if not ts.is_little_endian and offset is not None:
+        dtype = dtype.newbyteorder(">")
+
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    positions = _plain_multiframe_positions(ds, count)
+    image_type = tuple(str(v).upper() for v in _as_list(ds.get("ImageType")))
+    patient_orientation = tuple(str(v) for v in _as_list(ds.get("PatientOrientation"))) or None
+    facts = {key: _json_value(ds.get(keyword)) for keyword, key in SOURCE_FACTS.items()
+             if ds.get(keyword) not in (None, "")}
+    facts["transfer_syntax"] = ts.name
+    padding_value = ds.get("PixelPaddingValue")
+    padding = None
+    if padding_value is not None:
+        limit = ds.get("PixelPaddingRangeLimit")
+        padding = (int(padding_value), None if limit is None else int(limit))
+
+    frames = []
+    for index in range(count):
+        groups = [per_frame[index] if per_frame is not None and index < len(per_frame) else None,
+                  shared]
+
+        def find(sequence: str, keyword: str, default: Any = None, groups=groups) -> Any:
+            for group in groups:
+                if group is not None and sequence in group and group[sequence].value:
+                    item = group[sequence].value[0]
+                    if keyword in item and item[keyword].value not in (None, ""):
+                        return item[keyword].value
+            return default
+
+        position = find("PlanePositionSequence", "ImagePositionPatient")
+        if position is None:
+            position = positions[index] if positions is not None else ds.get("ImagePositionPatient")
+        orientation = find("PlaneOrientationSequence", "ImageOrientationPatient",
+                           ds.get("ImageOrientationPatient") or _detector(ds, "ImageOrientationPatient"))
+        spacing, spacing_source = find("PixelMeasuresSequence", "PixelSpacing"), "PixelSpacing"
+        if spacing is None:
+            spacing = ds.get("PixelSpacing")
+        if spacing is None and ds.get("ImagerPixelSpacing") is not None:
+            spacing, spacing_source = ds.ImagerPixelSpacing, "ImagerPixelSpacing"
+        slope = find("PixelValueTransformationSequence", "RescaleSlope", ds.get("RescaleSlope"))
+        intercept = find("PixelValueTransformationSequence", "RescaleIntercept",
+                         ds.get("RescaleIntercept"))
+        phase = {key: str(value) for key in PHASE_KEYS
+                 if (value := _phase_value(ds, key, find)) not in (None, "")}
+        frame_facts = dict(facts)
+        thickness = find("PixelMeasuresSequence", "SliceThickness")
+        if thickness is not None:
+            frame_facts["slice_thickness"] = float(thickness)
+        frames.append(Frame(
+            path=str(path),
+            frame=index if count > 1 or per_frame is not None else None,
+            series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+            sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+            instance=_int_or_none(ds.get("InstanceNumber")),
+            position=_floats(position, 3, "ImagePositionPatient", path),
+            orientation=_floats(orientation, 6, "ImageOrientationPatient", path),
+            rows=rows,
+            columns=columns,
+            pixel_spacing=_floats(spacing, 2, spacing_source, path),
+            spacing_source=spacing_source if spacing is not None else None,
+            slope=float(slope) if slope not in (None, "") else 1.0,
+            intercept=float(intercept) if intercept not in (None, "") else 0.0,
+            has_rescale=slope not in (None, "") or intercept not in (None, ""),
+            padding=padding,
+            dtype=dtype.str,
+            bits_stored=bits_stored,
+            transfer_syntax=str(ts),
+            pixel_offset=None if offset is None else offset + index * rows * columns * dtype.itemsize,
+            image_type=image_type,
+            modality=modality,
+            patient_orientation=patient_orientation,
+            phase=phase,
+            facts=frame_facts,
+            frame_count=count,
+        ))
+    return frames
+
+
+def _check_decoder(ts, path: Path) -> None:
+    """Fail in the header pass if no installed plugin can decode the transfer syntax."""
+    if not ts.is_compressed or not ts.is_encapsulated:
+        return
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        raise InputError(f"pixel data in transfer syntax {ts.name} ({ts}) has no Python decoder",
+                         path=path, hint="decompress it first, e.g. `gdcmconv --raw IN OUT` or "
+                                         "`dcmdjpeg IN OUT`") from None
+    if not decoder.is_available:
+        needed = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+        raise InputError(f"no installed decoder reads transfer syntax {ts.name} ({ts})", path=path,
+                         hint=f"install one of: {needed}")
+
+
+def _frame_count(ds, path: Path) -> int:
+    value = ds.get("NumberOfFrames", 1)
+    try:
+        count = int(value or 1)
+    except (TypeError, ValueError):
+        raise InputError(f"invalid NumberOfFrames {value!r}", path=path,
+                         hint="fix the header (e.g. with dcmodify) or leave the file out") from None
+    if count < 1:
+        raise InputError(f"NumberOfFrames is {count}", path=path, hint="the file holds no image")
+    return count
+
+
+def _stored_dtype(pixel_tag: int, bits_allocated: int, signed: bool, path: Path) -> np.dtype:
+    if pixel_tag == 0x7FE00008:
+        return np.dtype("<f4")
+    if pixel_tag == 0x7FE00009:
+        return np.dtype("<f8")
+    if bits_allocated == 1:
+        return np.dtype(np.uint8)
+    if bits_allocated not in (8, 16, 32):
+        raise InputError(f"BitsAllocated {bits_allocated} is not supported", path=path,
+                         hint="DICOM images use 1, 8, 16 or 32 bits per pixel")
+    return np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
+
+
+def _pixel_offset(ds, pixel_tag: int, ts, nbytes: int, path: Path) -> int | None:
+    """File offset of native pixel data that can be read directly, else ``None``.
+
+    Raises :class:`InputError` when the file is shorter than its pixel data.
+    """
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    element = ds.get_item(pixel_tag, keep_deferred=True)
+    deferred = getattr(element, "value", b"") is None and getattr(element, "value_tell", None) is not None
+    if ts.is_encapsulated or ts.is_deflated:
+        return None
+    if deferred:
+        offset = element.value_tell
+        available = min(os.path.getsize(path) - offset, element.length)
+    else:
+        offset = None
+        value = ds[pixel_tag].value
+        available = len(value) if value is not None else 0
+    if available < nbytes and ds.get("BitsAllocated", 16) != 1:
+        raise InputError(f"truncated: pixel data has {available} of {nbytes} bytes", path=path,
+                         hint="the file is incomplete; copy it again from the source")
+    native = ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+    if deferred and native and pixel_tag == 0x7FE00010 and int(ds.get("BitsAllocated", 16)) in (8, 16, 32):
+        return offset
+    return None
+
+
+def _plain_multiframe_positions(ds, count: int) -> list | None:
+    """Frame positions of a plain multi-frame file (RTDOSE, NM) from its offsets, if any."""
+    if count == 1 or "PerFrameFunctionalGroupsSequence" in ds:
+        return None
+    origin = ds.get("ImagePositionPatient") or _detector(ds, "ImagePositionPatient")
+    cosines = ds.get("ImageOrientationPatient") or _detector(ds, "ImageOrientationPatient")
+    if origin is None or cosines is None:
+        return None
+    offsets = ds.get("GridFrameOffsetVector")
+    if offsets is not None and len(offsets) == count:
+        steps = np.asarray([float(v) for v in offsets])
+    else:
+        spacing = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
+        if spacing in (None, ""):
+            return None
+        steps = np.arange(count) * float(spacing)
+    cosines = np.asarray([float(v) for v in cosines])
+    normal = np.cross(cosines[:3], cosines[3:])
+    base = np.asarray([float(v) for v in origin])
+    return [tuple(base + step * normal) for step in steps]
+
+
+def _detector(ds, keyword: str):
+    """``keyword`` from the first DetectorInformationSequence item (NM images)."""
+    item = _first_item(ds, "DetectorInformationSequence")
+    return None if item is None else item.get(keyword)
+
+
+def _first_item(ds, keyword: str):
+    sequence = ds.get(keyword)
+    return sequence[0] if sequence else None
+
+
+def _phase_value(ds, key: str, find) -> Any:
+    if key == "TemporalPositionIndex":
+        return find("FrameContentSequence", "TemporalPositionIndex")
+    if key == "StackID":
+        return find("FrameContentSequence", "StackID")
+    if key == "EchoTime":
+        return find("MREchoSequence", "EffectiveEchoTime", ds.get("EchoTime"))
+    if key == "DiffusionBValue":
+        return find("MRDiffusionSequence", "DiffusionBValue", ds.get("DiffusionBValue"))
+    if key == "ImageType":
+        value = find("CTImageFrameTypeSequence", "FrameType") or find("MRImageFrameTypeSequence", "FrameType")
+        value = value if value is not None else ds.get("ImageType")
+        return "\\".join(map(str, _as_list(value))) if value is not None else None
+    return ds.get(key)
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return [value]
+    return list(value)
+
+
+def _floats(value, count: int, keyword: str, path: Path) -> tuple[float, ...] | None:
+    if value in (None, ""):
+        return None
+    try:
+        numbers = tuple(float(v) for v in _as_list(value))
+    except (TypeError, ValueError):
+        raise InputError(f"invalid {keyword} {value!r}", path=path,
+                         hint="fix the header or leave the file out") from None
+    if len(numbers) != count or not np.all(np.isfinite(numbers)):
+        raise InputError(f"{keyword} needs {count} numbers, got {list(numbers)}", path=path,
+                         hint="fix the header or leave the file out")
+    return numbers
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _json_value(value) -> Any:
+    """A pydicom value as plain JSON (numbers, strings, lists)."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [_json_value(v) for v in value]
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):
+        return int(value)
+    return str(value)
+
+
+# -- pixels --------------------------------------------------------------------------------
+
+def read_pixels(frames: Sequence[Frame]) -> np.ndarray:
+    """Stored values of ``frames`` (all from one file), stacked as ``(len(frames), rows, cols)``.
+
+    Values are the stored integers (no rescale), sign-extended or masked to ``BitsStored`` as
+    the standard says; the dtype is the stored one in native byte order.
+
+    Raises
+    ------
+    InputError
+        The file cannot be decoded (naming its transfer syntax) or no longer matches its header.
+    """
+    first = frames[0]
+    path = first.path
+    if any(f.path != path for f in frames):
+        raise ValueError("read_pixels reads frames of one file")
+    dtype = np.dtype(first.dtype)
+    if all(f.pixel_offset is not None for f in frames):
+        pixels = np.empty((len(frames), first.rows, first.columns), dtype.newbyteorder("="))
+        count = first.rows * first.columns
+        try:
+            for out, frame in zip(pixels, frames):
+                values = np.fromfile(path, dtype=dtype, count=count, offset=frame.pixel_offset)
+                if values.size != count:
+                    raise InputError("truncated: pixel data ends early", path=path,
+                                     hint="the file is incomplete; copy it again from the source")
+                out[...] = values.reshape(first.rows, first.columns)
+        except OSError as exc:
+            raise InputError(f"cannot read pixel data ({_reason(exc)})", path=path) from None
+        return _fix_bits(pixels, first.bits_stored)
+    return _decode(frames)
+
+
+def _fix_bits(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
+    """Sign-extend (signed) or mask (unsigned) values stored in fewer bits than allocated."""
+    bits = pixels.dtype.itemsize * 8
+    if pixels.dtype.kind not in "iu" or bits_stored >= bits or bits_stored <= 0:
+        return pixels
+    if pixels.dtype.kind == "u":
+        pixels &= np.array((1 << bits_stored) - 1, dtype=pixels.dtype)
+    else:
+        shift = bits - bits_stored
+        pixels <<= shift
+        pixels >>= shift
+    return pixels
+
+
+def _decode(frames: Sequence[Frame]) -> np.ndarray:
+    import warnings
+
+    import pydicom
+    from pydicom.uid import UID
+
+    first = frames[0]
+    ts = UID(first.transfer_syntax)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with _quiet_stderr():
+                images = np.asarray(pydicom.dcmread(first.path, force=True).pixel_array)
+    except Exception as exc:
+        raise InputError(f"cannot decode {ts.name} pixel data ({_reason(exc)})", path=first.path,
+                         hint="the pixel data is damaged, or re-save it uncompressed "
+                              "(`gdcmconv --raw`) and try again") from None
+    if images.ndim == 2:
+        images = images[np.newaxis]
+    if images.shape[0] == first.frame_count and first.frame_count > 1:
+        images = images[[f.frame for f in frames]]
+    if images.shape[1:] != (first.rows, first.columns) or images.shape[0] != len(frames):
+        raise InputError(f"decoded pixel data has shape {images.shape}, the header says "
+                         f"{len(frames)} x {first.rows} x {first.columns}", path=first.path,
+                         hint="the file is damaged; leave it out")
+    return images.astype(np.dtype(first.dtype).newbyteorder("="), copy=False)

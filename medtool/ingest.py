@@ -1,0 +1,254 @@
+"""DICOM folders to volume files: what ``dicom2npy`` (and ``hu`` on DICOM input) run.
+
+:func:`convert` scans the inputs, plans the stacks (:mod:`medtool.series`), and writes each as
+one volume file named after its case folder. Work is spread over ``workers`` processes: across
+series when there are several, across the slices of a series when there is one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import InputError, MedtoolError, UsageError
+from .files import take_shard, volume_suffix
+from .series import Notice, Stack, assemble, find_candidates, plan, scan
+
+#: Output formats of ``dicom2npy`` (``--format``).
+FORMATS = ("npy", "npz", "nii.gz", "nii")
+
+
+@dataclass(frozen=True)
+class HuOptions:
+    """How to turn stored values into HU (``--hu``, ``medtool hu``); ``None`` fields are off."""
+
+    window: tuple[float, float] | None = None
+    normalize: bool = False
+    rescale: tuple[float, float] | None = None
+
+    def apply(self, volume):
+        """Convert ``volume`` to HU, then window / normalise it as asked."""
+        from .hounsfield import NORMALIZE_RANGE, to_hu, window
+
+        volume = to_hu(volume, rescale=self.rescale)
+        if self.window is not None or self.normalize:
+            low, high = self.window if self.window is not None else NORMALIZE_RANGE
+            volume = window(volume, low, high, normalize=self.normalize)
+        return volume
+
+
+@dataclass
+class Report:
+    """What :func:`convert` did."""
+
+    written: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[tuple[str, MedtoolError]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    files: int = 0
+    inputs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    stack: Stack
+    path: Path
+    hu: HuOptions | None
+    step: dict[str, Any]
+    force: bool
+    workers: int
+    progress: bool
+
+
+def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt: str = "npy",
+            series: str = "all", allow_gaps: bool = False, untilt: bool = False,
+            hu: HuOptions | None = None, workers: int = 1, force: bool = False,
+            shard: tuple[int, int] | None = None, step: dict[str, Any] | None = None,
+            progress: bool = False, on_error: Callable[[MedtoolError], None] | None = None,
+            on_notice: Callable[[Notice], None] | None = None) -> Report:
+    """Convert every image series under ``inputs`` into volume files under ``out``.
+
+    ``out`` is a folder (``OUT/<case>.<fmt>``, the case being the series' folder relative to
+    the input it was found in, plus a series suffix when a case holds several series) or, when
+    it ends in a volume suffix, the single output file of a single series.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    report = Report(inputs=[str(p) for p in inputs])
+    candidates = [p for p in find_candidates(inputs) if not _is_volume_file(p)]
+    missing = [p for p in candidates if not p.exists()]
+    for path in missing:
+        error = InputError("no such file or folder", path=path, hint="check the path")
+        report.failures.append((str(path), error))
+        if on_error:
+            on_error(error)
+    candidates = [p for p in candidates if p.exists()]
+    report.files = len(candidates)
+    scanned = scan(candidates, workers=workers, progress=progress, on_error=on_error)
+    report.failures.extend(scanned.failures)
+    report.skipped = scanned.skipped
+    planned = plan(scanned.frames, roots=inputs, series=series, allow_gaps=allow_gaps,
+                   untilt=untilt)
+    for name, error in planned.failures:
+        report.failures.append((name, error))
+        if on_error:
+            on_error(error)
+    report.notices.extend(planned.notices)
+    for stack in planned.stacks:
+        report.notices.extend(stack.notices)
+    if on_notice:
+        for notice in report.notices:
+            on_notice(notice)
+    stacks = take_shard(planned.stacks, shard)
+
+    out = Path(out)
+    single = volume_suffix(out) is not None
+    if single and len(stacks) > 1:
+        raise UsageError(f"{out} names one file, but the input holds {len(stacks)} series "
+                         f"({', '.join(s.name for s in stacks[:4])}{' ...' if len(stacks) > 4 else ''})",
+                         hint="give an output folder instead")
+    jobs = []
+    for stack in stacks:
+        path = out if single else out / f"{stack.name}.{fmt}"
+        jobs.append(_Job(stack, path, hu, step or {}, force, 1, False))
+    _check_outputs(jobs, force=force, report=report, on_error=on_error)
+    jobs = [j for j in jobs if j.path not in {Path(f[0]) for f in report.failures}]
+    if len(jobs) == 1:
+        jobs[0].workers, jobs[0].progress = workers, progress
+    from .batch import run_batch
+
+    outcome = run_batch(_write, jobs, workers=workers if len(jobs) > 1 else 1,
+                        description="converting", progress=progress, on_error=on_error,
+                        name=lambda job: str(job.path))
+    report.written.extend(r for r in outcome.results if r is not None)
+    report.failures.extend(outcome.failures)
+    return report
+
+
+def _is_volume_file(path: Path) -> bool:
+    """A volume file or the .json sidecar of one (never DICOM)."""
+    if volume_suffix(path):
+        return True
+    return path.suffix == ".json" and path.with_suffix(".npy").exists()
+
+
+def _check_outputs(jobs: list[_Job], *, force: bool, report: Report, on_error) -> None:
+    from .files import check_writable
+
+    seen: set[Path] = set()
+    for job in jobs:
+        if job.path in seen:
+            raise UsageError(f"two series would both be written to {job.path}",
+                             hint="convert the folders separately")
+        seen.add(job.path)
+        try:
+            check_writable(job.path, force=force)
+        except MedtoolError as exc:
+            report.failures.append((str(job.path), exc))
+            if on_error:
+                on_error(exc)
+
+
+def _write(job: _Job) -> dict[str, Any]:
+    from .formats import save_volume
+
+    volume = assemble(job.stack, workers=job.workers, progress=job.progress)
+    if job.hu is not None:
+        try:
+            volume = job.hu.apply(volume)
+        except MedtoolError as exc:
+            exc.path = exc.path or job.stack.name
+            raise
+    volume.history.append({**job.step, "source": job.stack.case})
+    save_volume(volume, job.path, force=job.force)
+    return {"output": str(job.path), "series": job.stack.name, "shape": list(volume.shape),
+            "spacing": [round(s, 6) for s in volume.spacing], "files": job.stack.files,
+            "dtype": str(volume.array.dtype), "units": volume.units,
+            "modality": volume.meta.get("modality"), "orientation": volume.orientation,
+            "range": [np.min(volume.array).item(), np.max(volume.array).item()]}
+
+
+@dataclass
+class _HuJob:
+    source: Path
+    path: Path
+    hu: HuOptions
+    step: dict[str, Any]
+    force: bool
+
+
+def convert_hu(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+               window: tuple[float, float] | None = None, preset: str | None = None,
+               normalize: bool = False, rescale: tuple[float, float] | None = None,
+               fmt: str | None = None, workers: int = 1, force: bool = False,
+               shard: tuple[int, int] | None = None, step: dict[str, Any] | None = None,
+               progress: bool = False, on_error: Callable[[MedtoolError], None] | None = None,
+               on_notice: Callable[[Notice], None] | None = None) -> Report:
+    """``medtool hu``: volume files and DICOM folders under ``inputs`` to HU volumes in ``out``.
+
+    Volume files keep their names (mirrored under ``out``) and, unless ``fmt`` is given, their
+    format; DICOM series are converted as :func:`convert` does with ``hu`` set.
+    """
+    from .batch import run_batch
+    from .files import mirror_path
+    from .hounsfield import WINDOW_PRESETS
+
+    if window is not None and preset is not None:
+        raise UsageError("give --window or --preset, not both")
+    if preset is not None:
+        if preset not in WINDOW_PRESETS:
+            raise UsageError(f"--preset {preset}: choose one of {', '.join(WINDOW_PRESETS)}")
+        window = WINDOW_PRESETS[preset]
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    options = HuOptions(window=window, normalize=normalize, rescale=rescale)
+    out = Path(out)
+    candidates = find_candidates(inputs)
+    volumes = [p for p in candidates if volume_suffix(p)]
+    dicom = [p for p in candidates if not _is_volume_file(p)]
+    report = Report(inputs=[str(p) for p in inputs])
+    if dicom:
+        report = convert(inputs, out, fmt=fmt or "npy", hu=options,
+                         workers=workers, force=force, shard=shard, step=step, progress=progress,
+                         on_error=on_error, on_notice=on_notice)
+        report.inputs = [str(p) for p in inputs]
+    volumes = take_shard(volumes, shard)
+    single = volume_suffix(out) is not None
+    if single and len(volumes) + len(report.written) > 1:
+        raise UsageError(f"{out} names one file, but there are several inputs",
+                         hint="give an output folder instead")
+    roots = [Path(p) for p in inputs]
+    jobs = [_HuJob(source, out if single else mirror_path(source, roots, out, f".{fmt}" if fmt
+                                                            else volume_suffix(source)),
+                   options, step or {}, force) for source in volumes]
+    outcome = run_batch(_write_hu, jobs, workers=workers, description="converting",
+                        progress=progress, on_error=on_error, name=lambda job: str(job.source))
+    report.written.extend(r for r in outcome.results if r is not None)
+    report.failures.extend(outcome.failures)
+    report.files += len(volumes)
+    return report
+
+
+def _write_hu(job: _HuJob) -> dict[str, Any]:
+    from .files import check_writable
+    from .formats import load_volume, save_volume
+
+    check_writable(job.path, force=job.force)
+    source = load_volume(job.source, mmap=True)
+    try:
+        volume = job.hu.apply(source)
+    except MedtoolError as exc:
+        exc.path = exc.path or str(job.source)
+        raise
+    detail = {"note": "input was HU already; values unchanged"} if volume is source else {}
+    volume.history.append({**job.step, **detail})
+    save_volume(volume, job.path, force=job.force)
+    return {"output": str(job.path), "series": str(job.source), "shape": list(volume.shape),
+            "spacing": [round(s, 6) for s in volume.spacing], "files": 1,
+            "dtype": str(volume.array.dtype), "units": volume.units,
+            "modality": volume.meta.get("modality"), "orientation": volume.orientation,
+            "range": [np.min(volume.array).item(), np.max(volume.array).item()]}
