@@ -477,8 +477,8 @@ def _geometry(frames: list[Frame], name: str, case: str, where: str, notices: li
                                          f"{len(frames)} slices to {count} at "
                                          f"{extent / (count - 1):.4g} mm (--allow-gaps)"))
         stack.spacing = (extent / (count - 1), *spacing_yx)
-    else:
-        stack.spacing = (extent / (len(frames) - 1), *spacing_yx)
+    else:   # least squares over all positions: jitter within tolerance averages out
+        stack.spacing = (float(np.polyfit(np.arange(len(frames)), positions, 1)[0]), *spacing_yx)
     if stack.spacing[0] <= 0:
         raise InputError("all slices lie at the same position", hint="this is not a volume")
     return stack
