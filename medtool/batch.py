@@ -104,12 +104,12 @@ class _ProgressBar:
         self._progress = None
 
     def __enter__(self) -> Callable[[], None]:
-        if not self.enabled:
+        from .console import stderr
+
+        if not self.enabled or not stderr.is_terminal:   # no bar in logs and pipes
             return lambda: None
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
-
-        from .console import stderr
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -143,7 +144,9 @@ def read_frames(path: str | os.PathLike) -> list[Frame]:
     if not is_dicom(path):
         raise NotDicomError("not a DICOM file", path=path)
     try:
-        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
+        with warnings.catch_warnings():   # pydicom warns about fixable quirks; we read on
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
         sop_class = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
     except InvalidDicomError as exc:
         raise NotDicomError(f"not a DICOM file ({exc})", path=path) from None
@@ -153,7 +156,9 @@ def read_frames(path: str | os.PathLike) -> list[Frame]:
     if sop_class == _DICOMDIR_CLASS:
         raise NotDicomError("DICOMDIR index, not an image", path=path)
     try:
-        return _frames(ds, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _frames(ds, path)
     except InputError:
         raise
     except Exception as exc:
@@ -501,8 +506,6 @@ def _fix_bits(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
 
 
 def _decode(frames: Sequence[Frame]) -> np.ndarray:
-    import warnings
-
     import pydicom
     from pydicom.uid import UID
 

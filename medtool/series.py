@@ -59,6 +59,7 @@ class Notice:
 
     level: str
     text: str
+    paths: list[str] = field(default_factory=list)   # files left out because of it
 
 
 @dataclass
@@ -265,7 +266,8 @@ def _plan_series(uid: str, frames: list[Frame], case: str, notices: list[Notice]
     localizers = [f for f in frames if f.is_localizer]
     if localizers:
         notices.append(Notice("note", f"{where}: dropped {len(localizers)} localizer image(s) "
-                                      f"(ImageType {'/'.join(localizers[0].image_type)})"))
+                                      f"(ImageType {'/'.join(localizers[0].image_type)})",
+                              [f.path for f in localizers]))
         frames = [f for f in frames if not f.is_localizer]
         if not frames:
             return []
@@ -277,9 +279,11 @@ def _plan_series(uid: str, frames: list[Frame], case: str, notices: list[Notice]
     main = stacks[0]
     kept = [main]
     for other in stacks[1:]:
-        if len(other) <= LOCALIZER_MAX_IMAGES and _stack_key(other[0])[0] != _stack_key(main[0])[0]:
+        if (len(main) > LOCALIZER_MAX_IMAGES and len(other) <= LOCALIZER_MAX_IMAGES
+                and _stack_key(other[0])[0] != _stack_key(main[0])[0]):
             notices.append(Notice("note", f"{where}: dropped {len(other)} image(s) in another "
-                                          f"orientation than the series' {len(main)} (localizer)"))
+                                          f"orientation than the series' {len(main)} (localizer)",
+                                  [f.path for f in other]))
         else:
             kept.append(other)
 
@@ -334,18 +338,19 @@ def _split_phases(frames: list[Frame], where: str,
     starts = np.flatnonzero(np.concatenate([[True], ~same]))
     runs = np.split(np.arange(len(frames)), starts[1:])
     keep: list[Frame] = []
-    duplicates = 0
+    dropped: list[Frame] = []
     conflicts: list[float] = []
     for run in runs:
         members = [frames[i] for i in run]
         distinct = _distinct_images(members)
-        duplicates += len(members) - len(distinct)
+        dropped.extend(f for f in members if not any(f is d for d in distinct))
         keep.extend(distinct)
         if len(distinct) > 1:
             conflicts.append(float(positions[run[0]]))
-    if duplicates:
-        notices.append(Notice("warning", f"{where}: dropped {duplicates} exact duplicate "
-                                         f"slice(s) (same position, same pixels)"))
+    if dropped:
+        notices.append(Notice("warning", f"{where}: dropped {len(dropped)} exact duplicate "
+                                         f"slice(s) (same position, same pixels)",
+                              sorted({f.path for f in dropped})))
     if not conflicts:
         return [(None, keep)]
     for key in _phase_keys(keep):

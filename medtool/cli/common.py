@@ -165,14 +165,14 @@ def execute(body: Callable[[Options], int | None], values: dict[str, Any], argv:
 def report_error(error: MedtoolError | str) -> None:
     """Print ``error: <text>`` in red on stderr."""
     stderr.print(f"[bold red]error:[/bold red] {error}", markup=True, highlight=False,
-                 overflow="ignore", crop=False)
+                 overflow="ignore", crop=False, soft_wrap=True)
 
 
 def report_notice(notice) -> None:
     """Print a :class:`~medtool.series.Notice` (``note:`` / ``warning:``) on stderr."""
     colour = "yellow" if notice.level == "warning" else "cyan"
     stderr.print(f"[{colour}]{notice.level}:[/{colour}] {notice.text}", markup=True,
-                 highlight=False, overflow="ignore", crop=False)
+                 highlight=False, overflow="ignore", crop=False, soft_wrap=True)
 
 
 def report_failures(failures: Iterable[tuple[str, BaseException]], total: int) -> int:
@@ -200,6 +200,11 @@ def configure_logging(opts: Options) -> None:
                                       markup=False, rich_tracebacks=opts.debug)]
     logger.setLevel(level)
     logger.propagate = False
+    # pydicom logs each failed decoder plugin with a traceback; medtool reports the failure as
+    # one line, so pydicom's records only show with --debug.
+    library = logging.getLogger("pydicom")
+    library.handlers[:] = [RichHandler(console=stderr, show_time=False)] if opts.debug else [logging.NullHandler()]
+    library.propagate = False
 
 
 def print_json(data: Any) -> None:

@@ -1,0 +1,197 @@
+"""``medtool dicom2npy`` and ``medtool hu`` from the command line."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from medtool.formats import load_volume
+
+from ..dicom_fixtures import write_series
+
+PYDICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+@pytest.fixture
+def stored():
+    return np.random.default_rng(5).integers(-1000, 1500, size=(5, 6, 4)).astype(np.int16)
+
+
+def test_converts_folders_named_after_the_case(cli, tmp_path, stored):
+    write_series(tmp_path / "in" / "p1" / "ct", stored)
+    write_series(tmp_path / "in" / "p2", stored + 1, seed=3)
+    result = cli("dicom2npy", tmp_path / "in", tmp_path / "out", "--format", "nii.gz", "--json")
+    assert result.exit_code == 0, result.stderr
+    written = json.loads(result.stdout)["written"]
+    assert sorted(Path(w["output"]).relative_to(tmp_path / "out").as_posix() for w in written) == [
+        "p1/ct.nii.gz", "p2.nii.gz"]
+    volume = load_volume(tmp_path / "out" / "p2.nii.gz")
+    np.testing.assert_array_equal(volume.array, stored + 1)
+    assert volume.history[-1]["command"].startswith("medtool dicom2npy")
+
+
+def test_one_output_file_and_hu(cli, tmp_path, stored):
+    write_series(tmp_path / "c", stored, intercept=-1024, padding=-1000)
+    result = cli("dicom2npy", tmp_path / "c", tmp_path / "c.npy", "--hu")
+    assert result.exit_code == 0, result.stderr
+    volume = load_volume(tmp_path / "c.npy")
+    expected = np.where(stored == -1000, -1000, np.clip(stored - 1024, -1024, None))
+    expected[stored - 1024 <= -2000] = -1000
+    np.testing.assert_array_equal(volume.array, expected)
+    assert volume.units == "HU"
+
+
+def test_hu_command_on_raw_volume_and_on_dicom_agree(cli, tmp_path, stored):
+    write_series(tmp_path / "dicom" / "c", stored, intercept=[-1024, -1024, -2047, -1024, -1024])
+    assert cli("dicom2npy", tmp_path / "dicom", tmp_path / "raw").exit_code == 0
+    assert cli("hu", tmp_path / "raw", tmp_path / "hu_from_raw").exit_code == 0
+    assert cli("hu", tmp_path / "dicom", tmp_path / "hu_from_dicom").exit_code == 0
+    a = load_volume(tmp_path / "hu_from_raw" / "c.npy")
+    b = load_volume(tmp_path / "hu_from_dicom" / "c.npy")
+    np.testing.assert_array_equal(a.array, b.array)
+    slice_hu = stored[2].astype(int) - 2047
+    np.testing.assert_array_equal(a.array[2], np.where(slice_hu <= -2000, -1000,
+                                                       np.clip(slice_hu, -1024, None)))
+    again = cli("hu", tmp_path / "hu_from_raw" / "c.npy", tmp_path / "twice.npy")
+    assert again.exit_code == 0
+    np.testing.assert_array_equal(load_volume(tmp_path / "twice.npy").array, a.array)
+    normalized = cli("hu", tmp_path / "raw", tmp_path / "norm", "--normalize", "--format", "nii.gz")
+    assert normalized.exit_code == 0, normalized.stderr
+    n = load_volume(tmp_path / "norm" / "c.nii.gz")
+    assert n.array.dtype == np.float32 and 0 <= n.array.min() and n.array.max() <= 1
+
+
+def test_gap_error_then_allow_gaps(cli, tmp_path, stored):
+    paths = write_series(tmp_path / "c", stored, names=[f"{k}.dcm" for k in range(5)])
+    paths[2].unlink()
+    failed = cli("dicom2npy", tmp_path / "c", tmp_path / "out")
+    assert failed.exit_code == 1
+    line = failed.stderr.strip().splitlines()[0]
+    assert line.startswith("error: c (series 3): missing slices") and "--allow-gaps" in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    ok = cli("dicom2npy", tmp_path / "c", tmp_path / "out", "--allow-gaps")
+    assert ok.exit_code == 0 and "warning:" in ok.stderr
+    assert load_volume(tmp_path / "out" / "c.npy").shape == (5, 6, 4)
+
+
+def test_bad_files_one_line_each_and_the_others_convert(cli, tmp_path, stored):
+    write_series(tmp_path / "in" / "good", stored)
+    bad = tmp_path / "in" / "bad"
+    bad.mkdir()
+    (bad / "report.dcm").write_bytes((PYDICOM_DATA / "reportsi.dcm").read_bytes())
+    (bad / "readme.txt").write_text("hello")
+    result = cli("dicom2npy", tmp_path / "in", tmp_path / "out")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "report.dcm: SR file has no pixel data" in errors[0]
+    assert "skipped 1 file(s)" in result.stderr
+    assert (tmp_path / "out" / "good.npy").exists()
+
+
+def test_existing_output_needs_force(cli, tmp_path, stored):
+    write_series(tmp_path / "c", stored)
+    assert cli("dicom2npy", tmp_path / "c", tmp_path / "o").exit_code == 0
+    again = cli("dicom2npy", tmp_path / "c", tmp_path / "o")
+    assert again.exit_code == 1 and "--force" in again.stderr
+    assert cli("dicom2npy", tmp_path / "c", tmp_path / "o", "--force").exit_code == 0
+
+
+def test_hu_refuses_values_that_cannot_be_hu(cli, tmp_path):
+    from medtool.formats import save_volume
+    from medtool.volume import Volume
+
+    save_volume(Volume(np.full((2, 3, 3), 500, np.uint16)), tmp_path / "v.nii.gz")
+    result = cli("hu", tmp_path / "v.nii.gz", tmp_path / "o.nii.gz")
+    assert result.exit_code == 1 and "all values are >= 0" in result.stderr
+
+
+def test_every_pydicom_test_file_converts_or_fails_in_one_line(cli, tmp_path):
+    result = cli("dicom2npy", PYDICOM_DATA, tmp_path / "out", "--json", "--allow-gaps")
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    report = json.loads(result.stdout)
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    # every stderr line is an error, a note/warning, or the summaries: nothing spills over
+    assert all(line.startswith(("error:", "warning:", "note:", "skipped ")) or " inputs failed" in line
+               for line in lines), [l for l in lines if not l.startswith(("error:", "warning:", "note:"))]
+    assert len(errors) == len(report["failed"]) >= 60
+    assert len(report["written"]) >= 20 and result.exit_code == 1
+
+
+def test_every_pydicom_test_file_is_accounted_for():
+    from medtool.series import find_candidates, plan, scan
+
+    files = {str(p) for p in find_candidates([PYDICOM_DATA])}
+    scanned = scan(sorted(files))
+    result = plan(scanned.frames, roots=[PYDICOM_DATA], allow_gaps=True)
+    used = {f.path for stack in result.stacks for f in stack.frames}
+    dropped = {p for notice in result.notices for p in notice.paths}
+    skipped = {p for p, _ in scanned.skipped}
+    failed = {p for p, _ in scanned.failures}
+    assert files == used | dropped | skipped | failed
+    assert {"README.txt", "zipMR.gz", "DICOMDIR"} <= {Path(p).name for p in skipped}
+    assert "MR_truncated.dcm" in {Path(p).name for p in failed}
+
+
+@pytest.mark.parametrize("twin", ["MR_small_RLE.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm",
+                                  "MR_small_implicit.dcm", "MR_small_jp2klossless.dcm",
+                                  "MR_small_jpeg_ls_lossless.dcm", "MR_small_padded.dcm"])
+def test_compressed_and_other_encodings_match_their_uncompressed_twin(cli, tmp_path, twin):
+    assert cli("dicom2npy", PYDICOM_DATA / "MR_small.dcm", tmp_path / "a.npy").exit_code == 0
+    result = cli("dicom2npy", PYDICOM_DATA / twin, tmp_path / "b.npy")
+    assert result.exit_code == 0, result.stderr
+    a, b = load_volume(tmp_path / "a.npy"), load_volume(tmp_path / "b.npy")
+    np.testing.assert_array_equal(a.array, b.array)
+    assert a.same_grid(b)
+
+
+@pytest.mark.parametrize("pair", [("rtdose.dcm", "rtdose_rle.dcm"), ("rtdose.dcm", "rtdose_expb.dcm"),
+                                  ("liver_1frame.dcm", "liver_expb_1frame.dcm")])
+def test_multiframe_twins_match(cli, tmp_path, pair):
+    for name, out in zip(pair, ("a.npy", "b.npy")):
+        result = cli("dicom2npy", PYDICOM_DATA / name, tmp_path / out)
+        assert result.exit_code == 0, result.stderr
+    a, b = load_volume(tmp_path / "a.npy"), load_volume(tmp_path / "b.npy")
+    np.testing.assert_array_equal(a.array, b.array)
+    assert a.same_grid(b)
+
+
+def test_rtdose_multiframe_geometry_from_grid_frame_offsets(cli, tmp_path):
+    assert cli("dicom2npy", PYDICOM_DATA / "rtdose.dcm", tmp_path / "d.npy").exit_code == 0
+    ds = pydicom.dcmread(PYDICOM_DATA / "rtdose.dcm")
+    volume = load_volume(tmp_path / "d.npy")
+    assert volume.shape == (15, 10, 10)
+    offsets = np.asarray(ds.GridFrameOffsetVector, float)
+    assert volume.spacing[0] == pytest.approx(abs(offsets[1] - offsets[0]))
+
+
+def test_phantom_nifti_equals_dcm2niix_voxel_for_voxel(cli, tmp_path, phantom_dir, dcm2niix):
+    import nibabel as nib
+
+    case = sorted((phantom_dir / "ct").iterdir())[0]
+    assert cli("dicom2npy", case, tmp_path / "ours.nii.gz").exit_code == 0
+    (tmp_path / "peer").mkdir()
+    subprocess.run([dcm2niix, "-z", "y", "-o", tmp_path / "peer", "-f", "peer", case],
+                   check=True, capture_output=True)
+    ours = nib.load(tmp_path / "ours.nii.gz")
+    peer = nib.load(tmp_path / "peer" / "peer.nii.gz")
+    ours_c = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(ours.dataobj), ours.affine))
+    peer_c = nib.as_closest_canonical(nib.Nifti1Image(peer.dataobj.get_unscaled(), peer.affine))
+    np.testing.assert_array_equal(np.asarray(ours_c.dataobj), np.asarray(peer_c.dataobj))
+    np.testing.assert_allclose(ours_c.affine, peer_c.affine, atol=1e-3)
+    assert load_volume(tmp_path / "ours.nii.gz").meta["rescale"]["intercept"] == peer.dataobj.inter
+
+
+def test_workers_give_the_same_result(cli, tmp_path, phantom_dir):
+    a = cli("dicom2npy", phantom_dir / "ct", tmp_path / "a", "-j", "1")
+    b = cli("dicom2npy", phantom_dir / "ct", tmp_path / "b", "-j", "2")
+    assert a.exit_code == b.exit_code == 0
+    names = sorted(os.listdir(tmp_path / "a"))
+    assert names == sorted(os.listdir(tmp_path / "b")) and len(names) == 8   # 4 cases, npy + json
+    for name in names:
+        if name.endswith(".npy"):
+            np.testing.assert_array_equal(np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name))
