@@ -11,3 +11,9 @@ WORKERS=${WORKERS:-2}
 medtool phantom "$OUT/phantom" --cases "$CASES" --shape "$SHAPE" --seed 42 --workers "$WORKERS" --force
 # 2. what was written: geometry, value range and history of the truth masks
 medtool info "$OUT/phantom/truth"
+# 3. DICOM series -> raw volumes (stored values, per-slice rescale in the sidecar)
+medtool dicom2npy "$OUT/phantom/ct" "$OUT/raw" --workers "$WORKERS" --force
+# 4. raw -> int16 Hounsfield units (padding to air); a lung-windowed [0, 1] copy for models
+medtool hu "$OUT/raw" "$OUT/hu" --workers "$WORKERS" --force
+medtool hu "$OUT/hu" "$OUT/hu_lung01" --preset lung --normalize --format nii.gz --workers "$WORKERS" --force
+medtool info "$OUT/hu"
