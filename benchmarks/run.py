@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_volume_io"]
+BENCHMARKS = ["bench_volume_io", "bench_dicom"]
 
 
 def timeit(function, *, repeat: int) -> float:
