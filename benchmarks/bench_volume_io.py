@@ -22,7 +22,7 @@ SHAPE = (300, 512, 512)
 def _volume() -> Volume:
     rng = np.random.default_rng(0)
     # CT-like content (compressibility matters for .nii.gz): smooth body plus noise
-    z, y, x = np.ogrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]]
+    _z, y, x = np.ogrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]]
     body = ((y - 256) / 200.0) ** 2 + ((x - 256) / 230.0) ** 2 < 1
     array = np.where(body, 40, -1000).astype(np.int16) + rng.normal(0, 20, SHAPE).astype(np.int16)
     return Volume(array, spacing=(1.25, 0.7, 0.7), origin=(-179.0, -200.0, -300.0),
