@@ -50,9 +50,11 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 
 def find_files(
-    paths: Sequence[str | os.PathLike], *, suffixes: Sequence[str] = VOLUME_SUFFIXES
+    paths: Sequence[str | os.PathLike], *, suffixes: Sequence[str] | None = VOLUME_SUFFIXES
 ) -> list[Path]:
     """Expand folders (recursively) into the files whose names end in ``suffixes``.
+
+    ``suffixes=None`` takes every file (DICOM files have any name). Hidden files are left out.
 
     Files named directly are kept whatever their suffix, and so are paths that do not exist, so
     that the command reports what is wrong with each while it goes on with the others. The
@@ -64,8 +66,8 @@ def find_files(
         if path.is_dir():
             inside = sorted(
                 p for p in path.rglob("*")
-                if p.is_file() and p.name.lower().endswith(tuple(suffixes))
-                and not p.name.startswith(".")
+                if p.is_file() and not p.name.startswith(".")
+                and (suffixes is None or p.name.lower().endswith(tuple(suffixes)))
             )
             found.extend(inside)
         else:

@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import InputError, MedtoolError, UsageError
-from .files import take_shard, volume_suffix
-from .series import Notice, Stack, assemble, find_candidates, plan, scan
+from .files import find_files, take_shard, volume_suffix
+from .series import Notice, Stack, assemble, plan, scan
 
 #: Output formats of ``dicom2npy`` (``--format``).
 FORMATS = ("npy", "npz", "nii.gz", "nii")
@@ -79,7 +79,7 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     report = Report(inputs=[str(p) for p in inputs])
-    candidates = [p for p in find_candidates(inputs) if not _is_volume_file(p)]
+    candidates = [p for p in find_files(inputs, suffixes=None) if not _is_volume_file(p)]
     missing = [p for p in candidates if not p.exists()]
     for path in missing:
         error = InputError("no such file or folder", path=path, hint="check the path")
@@ -98,8 +98,6 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
         if on_error:
             on_error(error)
     report.notices.extend(planned.notices)
-    for stack in planned.stacks:
-        report.notices.extend(stack.notices)
     if on_notice:
         for notice in report.notices:
             on_notice(notice)
@@ -115,8 +113,7 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
     for stack in stacks:
         path = out if single else out / f"{stack.name}.{fmt}"
         jobs.append(_Job(stack, path, hu, step or {}, force, 1, False))
-    _check_outputs(jobs, force=force, report=report, on_error=on_error)
-    jobs = [j for j in jobs if j.path not in {Path(f[0]) for f in report.failures}]
+    jobs = _writable(jobs, force=force, report=report, on_error=on_error)
     if len(jobs) == 1:
         jobs[0].workers, jobs[0].progress = workers, progress
     from .batch import run_batch
@@ -136,10 +133,12 @@ def _is_volume_file(path: Path) -> bool:
     return path.suffix == ".json" and path.with_suffix(".npy").exists()
 
 
-def _check_outputs(jobs: list[_Job], *, force: bool, report: Report, on_error) -> None:
+def _writable(jobs: list[_Job], *, force: bool, report: Report, on_error) -> list[_Job]:
+    """The jobs whose output may be written; the others are reported as failures."""
     from .files import check_writable
 
     seen: set[Path] = set()
+    writable = []
     for job in jobs:
         if job.path in seen:
             raise UsageError(f"two series would both be written to {job.path}",
@@ -151,6 +150,9 @@ def _check_outputs(jobs: list[_Job], *, force: bool, report: Report, on_error) -
             report.failures.append((str(job.path), exc))
             if on_error:
                 on_error(exc)
+        else:
+            writable.append(job)
+    return writable
 
 
 def _write(job: _Job) -> dict[str, Any]:
@@ -165,8 +167,13 @@ def _write(job: _Job) -> dict[str, Any]:
             raise
     volume.history.append({**job.step, "source": job.stack.case})
     save_volume(volume, job.path, force=job.force)
-    return {"output": str(job.path), "series": job.stack.name, "shape": list(volume.shape),
-            "spacing": [round(s, 6) for s in volume.spacing], "files": job.stack.files,
+    return _written(volume, job.path, series=job.stack.name, files=job.stack.files)
+
+
+def _written(volume, path: Path, *, series: str, files: int) -> dict[str, Any]:
+    """The row a command prints (and ``--json`` gives) for one written volume."""
+    return {"output": str(path), "series": series, "shape": list(volume.shape),
+            "spacing": [round(s, 6) for s in volume.spacing], "files": files,
             "dtype": str(volume.array.dtype), "units": volume.units,
             "modality": volume.meta.get("modality"), "orientation": volume.orientation,
             "range": [np.min(volume.array).item(), np.max(volume.array).item()]}
@@ -207,7 +214,7 @@ def convert_hu(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
         raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     options = HuOptions(window=window, normalize=normalize, rescale=rescale)
     out = Path(out)
-    candidates = find_candidates(inputs)
+    candidates = find_files(inputs, suffixes=None)
     volumes = [p for p in candidates if volume_suffix(p)]
     dicom = [p for p in candidates if not _is_volume_file(p)]
     report = Report(inputs=[str(p) for p in inputs])
@@ -247,8 +254,4 @@ def _write_hu(job: _HuJob) -> dict[str, Any]:
     detail = {"note": "input was HU already; values unchanged"} if volume is source else {}
     volume.history.append({**job.step, **detail})
     save_volume(volume, job.path, force=job.force)
-    return {"output": str(job.path), "series": str(job.source), "shape": list(volume.shape),
-            "spacing": [round(s, 6) for s in volume.spacing], "files": 1,
-            "dtype": str(volume.array.dtype), "units": volume.units,
-            "modality": volume.meta.get("modality"), "orientation": volume.orientation,
-            "range": [np.min(volume.array).item(), np.max(volume.array).item()]}
+    return _written(volume, job.path, series=str(job.source), files=1)

@@ -24,7 +24,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -90,7 +90,6 @@ class Stack:
     positions: np.ndarray | None = None
     shifts: np.ndarray | None = None
     grid: np.ndarray | None = None
-    notices: list[Notice] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -117,19 +116,6 @@ class Plan:
 
 
 # -- 1. scanning ----------------------------------------------------------------------------
-
-def find_candidates(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Every file under ``paths`` (folders walked recursively, hidden files left out)."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and not p.name.startswith(".")))
-        else:
-            found.append(path)
-    return list(dict.fromkeys(found))
-
 
 def scan(files: Sequence[Path], *, workers: int = 1, progress: bool = False,
          on_error=None) -> ScanResult:
@@ -654,13 +640,3 @@ def _regrid(array: np.ndarray, positions: np.ndarray, grid: np.ndarray) -> np.nd
         else:
             out[k] = _like((1 - w) * array[a].astype(np.float32) + w * array[b], array.dtype)
     return out
-
-
-def describe(stacks: Iterable[Stack]) -> list[dict[str, Any]]:
-    """One JSON-ready row per stack (for listings and ``--json``)."""
-    rows = []
-    for stack in stacks:
-        rows.append({"name": stack.name, "shape": list(stack.shape), "spacing": list(stack.spacing),
-                     "files": stack.files, "modality": stack.meta.get("modality"),
-                     "series_uid": stack.frames[0].series_uid})
-    return rows

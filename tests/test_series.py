@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from medtool.errors import InputError
-from medtool.series import assemble, find_candidates, plan, scan
+from medtool.files import find_files
+from medtool.series import assemble, plan, scan
 
 from .dicom_fixtures import write_enhanced, write_series
 
 
 def build(*folders, **options):
     """Scan + plan + assemble; returns ({name: volume}, plan)."""
-    scanned = scan(find_candidates(folders))
+    scanned = scan(find_files(folders, suffixes=None))
     assert not scanned.failures, scanned.failures
     result = plan(scanned.frames, roots=folders, **options)
     return {s.name: assemble(s) for s in result.stacks}, result
@@ -93,7 +94,7 @@ def test_missing_slice_is_an_error_naming_the_gap(tmp_path, stored):
     paths = write_series(folder, stored, names=[f"{k}.dcm" for k in range(6)], spacing=(2.0, 1, 1),
                          origin=(0, 0, 0))
     paths[3].unlink()
-    scanned = scan(find_candidates([folder]))
+    scanned = scan(find_files([folder], suffixes=None))
     result = plan(scanned.frames, roots=[folder])
     assert not result.stacks
     message = str(result.failures[0][1])
@@ -113,7 +114,7 @@ def test_allow_gaps_interpolates_onto_a_uniform_grid(tmp_path):
     np.testing.assert_array_equal(volume.array[:, 0, 0], [0, 10, 20, 30, 40, 50])  # 30 interpolated
     assert volume.meta["slice_positions"] == [0.0, 2.0, 4.0, 8.0, 10.0]
     assert volume.meta["interpolated_slices"] == 1
-    assert any("--allow-gaps" in n.text for n in result.notices + result.stacks[0].notices)
+    assert any("--allow-gaps" in n.text for n in result.notices)
 
 
 def test_small_position_jitter_is_not_a_gap(tmp_path, stored):
@@ -147,7 +148,7 @@ def test_phases_nothing_tells_apart_are_refused_not_merged(tmp_path, stored):
     uid = "1.2.3.10"
     write_series(tmp_path / "c", stored, series_uid=uid)
     write_series(tmp_path / "c", stored + 5, series_uid=uid, seed=2)
-    scanned = scan(find_candidates([tmp_path / "c"]))
+    scanned = scan(find_files([tmp_path / "c"], suffixes=None))
     result = plan(scanned.frames, roots=[tmp_path / "c"])
     assert not result.stacks
     assert "6 slice position(s) hold different images" in str(result.failures[0][1])
@@ -169,7 +170,7 @@ def _tilted(tmp_path, shift_mm=1.0):
 
 def test_gantry_tilt_is_detected_and_refused(tmp_path):
     _tilted(tmp_path)
-    scanned = scan(find_candidates([tmp_path / "tilt"]))
+    scanned = scan(find_files([tmp_path / "tilt"], suffixes=None))
     result = plan(scanned.frames, roots=[tmp_path / "tilt"])
     message = str(result.failures[0][1])
     assert "gantry tilt of 26.57 degrees" in message and "--untilt" in message
@@ -218,7 +219,7 @@ def test_missing_positions_fall_back_to_instance_number_with_a_warning(tmp_path,
     volume = volumes["c"]
     np.testing.assert_array_equal(volume.array, stored[::-1])   # InstanceNumber = count - k
     assert volume.spacing[0] == 3.0 and volume.meta["slice_spacing_source"] == "SpacingBetweenSlices"
-    assert any("InstanceNumber" in n.text for n in result.notices + result.stacks[0].notices)
+    assert any("InstanceNumber" in n.text for n in result.notices)
 
 
 def test_enhanced_multiframe_gives_the_volume(tmp_path, stored):
@@ -270,7 +271,7 @@ def test_bad_files_are_reported_and_the_rest_converts(tmp_path, stored):
     data = paths[0].read_bytes()
     (bad / "truncated.dcm").write_bytes(data[: len(data) - 20])
     (bad / "notes.txt").write_text("not dicom")
-    scanned = scan(find_candidates([tmp_path]))
+    scanned = scan(find_files([tmp_path], suffixes=None))
     assert [p for p, _ in scanned.skipped] == [str(bad / "notes.txt")]
     (name, error), = scanned.failures
     assert name.endswith("truncated.dcm") and "truncated" in str(error)
@@ -282,7 +283,7 @@ def test_unknown_series_uid_is_a_usage_error(tmp_path, stored):
     from medtool.errors import UsageError
 
     write_series(tmp_path / "c", stored)
-    scanned = scan(find_candidates([tmp_path]))
+    scanned = scan(find_files([tmp_path], suffixes=None))
     with pytest.raises(UsageError, match="no series with this SeriesInstanceUID"):
         plan(scanned.frames, roots=[tmp_path], series="1.2.999")
     assert InputError  # the module's errors are importable from medtool.errors

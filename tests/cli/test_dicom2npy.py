@@ -123,9 +123,10 @@ def test_every_pydicom_test_file_converts_or_fails_in_one_line(cli, tmp_path):
 
 
 def test_every_pydicom_test_file_is_accounted_for():
-    from medtool.series import find_candidates, plan, scan
+    from medtool.files import find_files
+    from medtool.series import plan, scan
 
-    files = {str(p) for p in find_candidates([PYDICOM_DATA])}
+    files = {str(p) for p in find_files([PYDICOM_DATA], suffixes=None)}
     scanned = scan(sorted(files))
     result = plan(scanned.frames, roots=[PYDICOM_DATA], allow_gaps=True)
     used = {f.path for stack in result.stacks for f in stack.frames}
