@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_volume_io", "bench_dicom"]
+#: Every ``bench_*.py`` module here, run in name order.
+BENCHMARKS = sorted(p.stem for p in HERE.glob("bench_*.py"))
 
 
 def timeit(function, *, repeat: int) -> float:

@@ -52,11 +52,25 @@ def _root(
 
 
 # Registration order is the order of `medtool --help`: data, the pipeline, then helpers.
-from . import dicom2npy, env, hu, info, pending, phantom  # noqa: E402
+from . import env, info, pending, phantom  # noqa: E402
+
+
+def _landed() -> dict:
+    """The pipeline commands that have a module ``medtool/cli/<name>.py``: name -> register."""
+    import importlib
+    import importlib.util
+
+    found = {}
+    for name in pending.PIPELINE:
+        if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            found[name] = importlib.import_module(f"{__name__}.{name}").register
+    return found
+
 
 phantom.register(app)
 # The pipeline in order; commands of issues still open are listed as planned.
-pending.register(app, {"dicom2npy": dicom2npy.register, "hu": hu.register})
+LANDED = _landed()
+pending.register(app, LANDED)
 info.register(app)
 env.register(app)
 

@@ -7,11 +7,10 @@ import time
 import pytest
 
 from medtool import __version__
-from medtool.cli import app
+from medtool.cli import LANDED, app
 from medtool.cli.pending import PIPELINE
 
 ALL_COMMANDS = ["phantom", *PIPELINE, "info", "env"]
-LANDED = {"dicom2npy", "hu"}
 PLANNED = {name: value for name, value in PIPELINE.items() if name not in LANDED}
 
 
