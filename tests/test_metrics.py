@@ -33,3 +33,115 @@ def test_matches_brute_force(seed):
     spacing = (2.0, 0.7, 1.3)
     expected = max(pdist(np.argwhere(mask[k]) * [0.7, 1.3]).max() for k in range(4) if mask[k].sum() > 1)
     assert longest_axial_diameter(mask, spacing) == pytest.approx(expected)
+
+
+# -- segmentation metrics against medpy ------------------------------------------------------
+from medpy.metric import binary as medpy_binary  # noqa: E402
+
+from medtool import metrics  # noqa: E402
+
+
+def _blobs(rng, shape, p=0.55, smooth=2):
+    """Random lumpy masks (smoothed noise), so that surfaces are not trivial."""
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(rng.random(shape), size=smooth * 2 + 1) > p
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dice_hd95_assd_equal_medpy(seed):
+    rng = np.random.default_rng(seed)
+    shape = (12, 30, 26) if seed % 2 else (40, 33)
+    spacing = (2.5, 0.7, 1.3)[-len(shape):]
+    truth = _blobs(rng, shape)
+    pred = _blobs(rng, shape, p=0.53)
+    if seed == 3:                    # one mask far inside the other's bounding box corner
+        pred[:] = False
+        pred[0, 0, 0] = True
+    assert truth.any() and pred.any()
+    score = metrics.score_masks(truth, pred, spacing)
+    assert score.flag == ""
+    assert score.values["dice"] == pytest.approx(medpy_binary.dc(pred, truth), abs=1e-12)
+    assert score.values["jaccard"] == pytest.approx(medpy_binary.jc(pred, truth), abs=1e-12)
+    assert score.values["hd95"] == pytest.approx(medpy_binary.hd95(pred, truth, voxelspacing=spacing), abs=1e-6)
+    assert score.values["assd"] == pytest.approx(medpy_binary.assd(pred, truth, voxelspacing=spacing), abs=1e-6)
+    assert score.values["volume-error"] == pytest.approx(abs(medpy_binary.ravd(pred, truth)), abs=1e-12)
+    assert metrics.hd95(truth, pred, spacing) == score.values["hd95"]
+
+
+def test_masks_touching_the_array_border_equal_medpy():
+    rng = np.random.default_rng(11)
+    truth = _blobs(rng, (10, 20, 20), p=0.45)
+    pred = np.roll(truth, 3, axis=2)
+    assert truth[:, :, 0].any() and pred[:, :, -1].any()
+    spacing = (3.0, 0.8, 0.8)
+    score = metrics.score_masks(truth, pred, spacing, ("hd95", "assd"))
+    assert score.values["hd95"] == pytest.approx(medpy_binary.hd95(pred, truth, voxelspacing=spacing), abs=1e-6)
+    assert score.values["assd"] == pytest.approx(medpy_binary.assd(pred, truth, voxelspacing=spacing), abs=1e-6)
+
+
+def test_hand_computed_cubes():
+    truth = np.zeros((1, 10, 10), bool)
+    truth[0, 2:6, 2:6] = True                 # 16 voxels
+    pred = np.zeros_like(truth)
+    pred[0, 2:6, 4:8] = True                  # shifted 2 columns: overlap 8
+    score = metrics.score_masks(truth, pred, (1.0, 1.0, 2.0))
+    assert score.values["dice"] == pytest.approx(0.5)
+    assert score.values["jaccard"] == pytest.approx(8 / 24)
+    assert score.values["volume-error"] == 0.0
+    assert score.values["recist"] == 0.0
+    # on one slice every voxel is on the surface; truth columns 2, 3 are 2 and 1 columns
+    # (4 and 2 mm) from pred column 4, columns 4, 5 are pred voxels (0); the same mirrored back
+    d = np.array([4, 2, 0, 0] * 4, float)
+    assert score.values["assd"] == pytest.approx(d.mean())
+    assert score.values["hd95"] == pytest.approx(np.percentile(np.r_[d, d], 95))
+
+
+def test_empty_mask_conventions():
+    empty = np.zeros((4, 8, 8), bool)
+    full = empty.copy()
+    full[1:3, 2:5, 2:5] = True
+    spacing = (2.0, 1.0, 1.0)
+    worst = np.sqrt((3 * 2.0) ** 2 + 7 ** 2 + 7 ** 2)
+    assert metrics.worst_distance(empty.shape, spacing) == pytest.approx(worst)
+
+    both = metrics.score_masks(empty, empty, spacing)
+    assert both.flag == metrics.FLAG_BOTH_EMPTY
+    assert both.values == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "assd": 0.0,
+                           "volume-error": 0.0, "recist": 0.0}
+    missed = metrics.score_masks(full, empty, spacing)
+    assert missed.flag == metrics.FLAG_PRED_EMPTY
+    assert missed.values["dice"] == 0 and missed.values["jaccard"] == 0
+    assert missed.values["hd95"] == pytest.approx(worst) and missed.values["assd"] == pytest.approx(worst)
+    assert missed.values["volume-error"] == 1.0 and missed.values["recist"] == 1.0
+    invented = metrics.score_masks(empty, full, spacing)
+    assert invented.flag == metrics.FLAG_TRUTH_EMPTY
+    assert invented.values["dice"] == 0 and invented.values["hd95"] == pytest.approx(worst)
+    assert np.isnan(invented.values["volume-error"]) and np.isnan(invented.values["recist"])
+
+
+def test_recist_relative_error():
+    truth = np.zeros((3, 20, 20), bool)
+    truth[1, 5, 2:12] = True                  # 9 voxels apart -> 9 * 0.5 mm
+    pred = np.zeros_like(truth)
+    pred[2, 5, 2:8] = True                    # 5 * 0.5 mm
+    score = metrics.score_masks(truth, pred, (5.0, 0.5, 0.5), ("recist",))
+    assert score.values == {"recist": pytest.approx(abs(2.5 - 4.5) / 4.5)}
+
+
+def test_score_labels_per_label_and_absent_labels():
+    truth = np.zeros((2, 6, 6), np.uint8)
+    truth[:, :3, :3] = 1
+    truth[:, 3:, 3:] = 2
+    pred = truth.copy()
+    pred[:, 3:, 3:] = 0                       # label 2 missed entirely
+    pred[0, 0, 5] = 3                         # a label the truth does not have
+    scores = metrics.score_labels(truth, pred, (1, 1, 1), ("dice",))
+    assert sorted(scores) == [1, 2, 3]
+    assert scores[1].values["dice"] == 1.0 and scores[1].flag == ""
+    assert scores[2].values["dice"] == 0.0 and scores[2].flag == metrics.FLAG_PRED_EMPTY
+    assert scores[3].flag == metrics.FLAG_TRUTH_EMPTY
+    chosen = metrics.score_labels(truth, pred, (1, 1, 1), ("dice",), labels=[1, 4])
+    assert chosen[4].flag == metrics.FLAG_BOTH_EMPTY and chosen[4].values["dice"] == 1.0
+    assert metrics.present_labels(truth) == {0, 1, 2}
+    assert metrics.present_labels(truth.astype(np.int32) - 1) == {-1, 0, 1}
