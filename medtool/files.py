@@ -164,13 +164,18 @@ def _umask() -> int:
     return mask
 
 
-def mirror_path(source: Path, roots: Iterable[Path], out_dir: Path, suffix: str) -> Path:
+def mirror_path(source: Path, roots: Iterable[Path], out_dir: Path, suffix: str | None) -> Path:
     """Output path for ``source`` inside ``out_dir``, mirroring its place under its input root.
 
     ``roots`` are the folders the user named; a file named directly lands at the top level.
+    The name gets ``suffix`` instead of its volume suffix; ``suffix=None`` keeps the name as it
+    is (DICOM files, whose names may hold dots: ``1.2.840.113619.2.55.3.dcm``).
     """
+    def renamed(path: Path) -> str:
+        return path.name if suffix is None else strip_suffix(path) + suffix
+
     for root in roots:
         if root.is_dir() and source.is_relative_to(root):
             relative = source.relative_to(root)
-            return out_dir / relative.parent / (strip_suffix(relative) + suffix)
-    return out_dir / (strip_suffix(source) + suffix)
+            return out_dir / relative.parent / renamed(relative)
+    return out_dir / renamed(source)

@@ -1,0 +1,765 @@
+"""De-identifying DICOM files with the PS3.15 Basic Application Level Confidentiality Profile.
+
+Each data set is walked, nested sequences and the file meta information included, and every
+attribute gets the action Table E.1-1 (:mod:`medtool.deid_table`) gives it for the options in
+use. On top of the table:
+
+* UIDs: every UI value except SOP Class, Transfer Syntax and other well-known UIDs of the
+  standard is replaced by ``2.25.<HMAC-SHA256(salt, uid) as a 128-bit integer>``, so all files
+  of a series keep one new SeriesInstanceUID, references between files stay consistent, and two
+  runs with the same salt give the same UIDs.
+* Patient: PatientID and PatientName become one pseudonym, from ``--pseudonym-map`` or
+  ``ANON`` + 10 hex digits of HMAC(salt, PatientID).
+* Dates: with the Modified Dates option every DA and DT value (dates of birth excepted, the
+  table removes them) moves by a per-patient whole number of days derived from HMAC(salt,
+  PatientID), so intervals between dates stay exact; times of day are kept. Dates the table
+  does not list are shifted too, kept with Full Dates, and removed in the Basic Profile.
+* Private attributes are removed unless named in the safe list; overlay groups (60xx) and
+  curves (50xx) are removed whole.
+* PatientIdentityRemoved = YES, DeidentificationMethod and its Code Sequence (CID 7050),
+  LongitudinalTemporalInformationModified are set.
+
+Pixel data is never decoded or rewritten: its bytes are copied as read.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import hmac
+import io
+import os
+import secrets
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .deid_table import BASIC_PROFILE, EDITION, OPTIONS, Row, Table, load_table, resolve
+from .dicom import is_dicom
+from .errors import InputError, MedtoolError, UsageError
+from .files import atomic_output, find_files, mirror_path, take_shard
+
+#: Root of the UUID-derived UIDs of PS3.5 B.2: ``2.25.<128-bit integer>`` (at most 44 chars).
+UUID_ROOT = "2.25."
+#: Bytes of the HMAC digest that make the 128-bit integer of a new UID.
+UID_BYTES = 16
+#: Prefix of generated patient pseudonyms, and how many hex digits follow it.
+PSEUDONYM_PREFIX, PSEUDONYM_DIGITS = "ANON", 10
+#: Date shifts move dates back by 1 .. this many days (about ten years), per patient.
+MAX_DATE_SHIFT_DAYS = 3652
+#: Tags handled outside the table.
+PIXEL_DATA = 0x7FE00010
+PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
+#: File meta elements that name the sending systems (AE titles, private information).
+META_SYSTEM_TAGS = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+#: Group of overlays and of curves (each repeats over 60xx / 50xx).
+OVERLAY_GROUP, CURVE_GROUP = 0x6000, 0x5000
+#: UI attributes whose values name a class or a syntax, never an instance (kept as they are).
+CLASS_UID_KEYWORDS = frozenset({"TransferSyntaxUID", "ReferencedTransferSyntaxUIDInFile",
+                                "CodingSchemeUID", "ContextUID", "MappingResourceUID",
+                                "ImplementationClassUID", "PrivateInformationCreatorUID"})
+#: SOP classes of secondary capture (screen shots, scanned documents): burned-in text unless the
+#: file says BurnedInAnnotation NO.
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+#: SOP Class of a DICOMDIR (an index of patient names; skipped).
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: Dummy value (action D) per VR; numbers get 0, binary values zero length.
+DUMMY_TEXT = "ANONYMIZED"
+DUMMY_BY_VR = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000Y",
+               "DS": "0", "IS": "0", "UR": "", "UI": None}
+TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+NUMBER_VRS = frozenset({"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "AT"})
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+#: Value of PatientIdentityRemoved after de-identification.
+IDENTITY_REMOVED = "YES"
+#: Private creator elements sit at (gggg,0010) .. (gggg,00FF).
+PRIVATE_CREATOR_RANGE = range(0x10, 0x100)
+#: Length a value has when it is undefined (sequences, encapsulated pixel data).
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class BurnedInError(InputError):
+    """The pixels may show identity (burned-in annotation); refused without --allow-burned-in."""
+
+
+@dataclass(frozen=True)
+class SafePrivate:
+    """One entry of the safe private list: a creator's block element (``None`` = whole block)."""
+
+    creator: str
+    group: int
+    element: int | None
+
+    @classmethod
+    def parse(cls, spec: str) -> "SafePrivate":
+        """Parse ``CREATOR:gggg,ee`` (``ee`` = the element within the block, or ``xx``)."""
+        creator, _, tag = spec.rpartition(":")
+        try:
+            group_text, element_text = tag.split(",")
+            group = int(group_text, 16)
+            element = None if element_text.lower() == "xx" else int(element_text, 16)
+        except ValueError:
+            raise UsageError(f"--keep-private {spec!r} is not CREATOR:gggg,ee",
+                             hint='e.g. --keep-private "GEMS_PARM_01:0043,27"') from None
+        if not creator or not group & 1 or (element is not None and not 0 <= element <= 0xFF):
+            raise UsageError(f"--keep-private {spec!r}: need a creator, an odd group and an "
+                             "element 00..ff within the block", hint='e.g. "GEMS_PARM_01:0043,27"')
+        return cls(creator.strip(), group, element)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to do, the same in every worker process.
+
+    Parameters
+    ----------
+    salt
+        The secret every replacement (UIDs, pseudonyms, date shifts) is derived from.
+    options
+        Table E.1-1 option columns in force (``modified_dates``, ``full_dates``, ``patient``,
+        ``device``, ``institution``, ``safe_private``).
+    pseudonyms
+        Original PatientID -> pseudonym; when given, every patient must be in it.
+    safe_private
+        Private attributes kept (only with the ``safe_private`` option).
+    allow_burned_in
+        Write files whose pixels may show identity instead of refusing them.
+    """
+
+    salt: bytes
+    options: frozenset[str] = frozenset()
+    pseudonyms: dict[str, str] | None = None
+    safe_private: tuple[SafePrivate, ...] = ()
+    allow_burned_in: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = self.options - OPTIONS.keys()
+        if unknown:
+            raise ValueError(f"unknown options {sorted(unknown)}")
+        if {"modified_dates", "full_dates"} <= self.options:
+            raise UsageError("--date-shift and --keep-dates exclude each other", hint="choose one")
+
+    def _digest(self, purpose: str, value: str) -> bytes:
+        return hmac.new(self.salt, f"{purpose}\0{value}".encode(), hashlib.sha256).digest()
+
+    def uid(self, value: str) -> str:
+        """The new UID for ``value`` (same salt, same UID)."""
+        return _cached_uid(self.salt, value)
+
+    def pseudonym(self, patient_id: str) -> str:
+        """The pseudonym replacing PatientID and PatientName."""
+        if self.pseudonyms is not None:
+            try:
+                return self.pseudonyms[patient_id]
+            except KeyError:
+                raise InputError("patient not in the --pseudonym-map",
+                                 hint="add a row for this patient's ID") from None
+        digest = self._digest("patient", patient_id).hex().upper()
+        return PSEUDONYM_PREFIX + digest[:PSEUDONYM_DIGITS]
+
+    def date_shift(self, patient_id: str) -> int:
+        """Days added to every date of this patient (negative: dates move back)."""
+        number = int.from_bytes(self._digest("date-shift", patient_id)[:8], "big")
+        return -(1 + number % MAX_DATE_SHIFT_DAYS)
+
+
+_UID_CACHE: dict[tuple[bytes, str], str] = {}
+
+
+def _cached_uid(salt: bytes, value: str) -> str:
+    key = (salt, value)
+    found = _UID_CACHE.get(key)
+    if found is None:
+        digest = hmac.new(salt, b"uid\0" + value.encode(), hashlib.sha256).digest()[:UID_BYTES]
+        found = _UID_CACHE[key] = UUID_ROOT + str(int.from_bytes(digest, "big"))
+    return found
+
+
+def random_salt() -> bytes:
+    """A fresh random salt (runs with different salts do not agree)."""
+    return secrets.token_bytes(32)
+
+
+def read_pseudonym_map(path: str | os.PathLike) -> dict[str, str]:
+    """``patient_id,pseudonym`` rows (more columns are ignored) as a dict."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise UsageError(f"cannot read the pseudonym map ({exc.strerror})", path=path) from None
+    if not rows or not {"patient_id", "pseudonym"} <= set(rows[0]):
+        raise UsageError("pseudonym map needs the columns patient_id,pseudonym", path=path,
+                         hint="write one with --write-map and edit it")
+    mapping = {row["patient_id"]: row["pseudonym"] for row in rows}
+    if len(set(mapping.values())) != len(mapping):
+        raise UsageError("two patients share one pseudonym", path=path, hint="make them unique")
+    return mapping
+
+
+# --------------------------------------------------------------------------------------------
+# one data set
+
+
+@dataclass
+class Outcome:
+    """What de-identifying one data set did (the patient facts stay in this process)."""
+
+    patient_id: str
+    pseudonym: str
+    date_shift: int | None
+    removed: int = 0
+    replaced: int = 0
+
+
+class _Walker:
+    """Applies the table to one data set and everything nested in it."""
+
+    def __init__(self, settings: Settings, patient_id: str):
+        self.settings = settings
+        self.table: Table = load_table()
+        self.options = settings.options
+        self.pseudonym = settings.pseudonym(patient_id)
+        self.shift = (settings.date_shift(patient_id) if "modified_dates" in self.options
+                      else None)
+        self.removed = self.replaced = 0
+
+    def walk(self, ds) -> None:
+        creators = _private_creators(ds)
+        for tag in list(ds.keys()):
+            tag = int(tag)
+            if tag == PIXEL_DATA:
+                continue
+            group, element = tag >> 16, tag & 0xFFFF
+            if element == 0 and group != 0x0002:        # group lengths (retired)
+                del ds[tag]
+                continue
+            if group & 1:
+                self._private(ds, tag, creators)
+                continue
+            if group & 0xFF00 in (OVERLAY_GROUP, CURVE_GROUP):
+                del ds[tag]
+                self.removed += 1
+                continue
+            row = self.table.row(tag)
+            self._apply(ds, tag, row, row.action(self.options) if row else None)
+
+    def _apply(self, ds, tag: int, row: Row | None, action: str | None) -> None:
+        elem = ds[tag]
+        vr = elem.VR
+        if tag in (PATIENT_ID, PATIENT_NAME) and action != "K":
+            elem.value = self.pseudonym
+            self.replaced += 1
+            return
+        if action is None:
+            self._unlisted(ds, tag, elem)
+            return
+        if action == "C":
+            if vr in ("DA", "DT", "TM") and self.shift is not None:
+                self._shift(ds, tag, elem, row)
+                return
+            action = resolve(row.basic)
+        if action == "K":
+            if vr == "SQ":
+                self._items(elem)
+            return
+        if action == "X":
+            del ds[tag]
+            self.removed += 1
+            return
+        if action == "Z":
+            _empty(elem)
+            self.replaced += 1
+            return
+        if vr == "SQ":                                  # D or U: keep it, de-identify inside
+            self._items(elem)
+            return
+        if vr == "UI":
+            self._remap(elem)
+            return
+        if action == "U":                               # a UID stored in another VR (UN)
+            _empty(elem)
+            self.replaced += 1
+            return
+        _dummy(elem)                                    # D
+        self.replaced += 1
+
+    def _unlisted(self, ds, tag: int, elem) -> None:
+        vr = elem.VR
+        if vr == "SQ":
+            self._items(elem)
+        elif vr == "UI":
+            if not _is_class_uid(elem):
+                self._remap(elem)
+        elif vr in ("DA", "DT"):
+            if self.shift is not None:
+                self._shift(ds, tag, elem, None)
+            elif "full_dates" not in self.options:
+                del ds[tag]
+                self.removed += 1
+
+    def _items(self, elem) -> None:
+        for item in elem.value or ():
+            self.walk(item)
+
+    def _remap(self, elem) -> None:
+        if elem.VM == 0 or elem.value in (None, ""):
+            return
+        uid = self.settings.uid
+        if elem.VM > 1:
+            elem.value = [uid(str(v).strip("\0 ")) if not _well_known(str(v)) else v
+                          for v in elem.value]
+        elif not _well_known(str(elem.value)):
+            elem.value = uid(str(elem.value).strip("\0 "))
+        self.replaced += 1
+
+    def _shift(self, ds, tag: int, elem, row: Row | None) -> None:
+        """Move a DA/DT value by the patient's shift; TM stays (whole days only)."""
+        if elem.VR == "TM" or elem.VM == 0 or elem.value in (None, ""):
+            return
+        values = list(elem.value) if elem.VM > 1 else [elem.value]
+        shifted = [_shift_value(str(v), self.shift, elem.VR) for v in values]
+        if any(v is None for v in shifted):             # unparseable: the basic action instead
+            self._apply(ds, tag, row, resolve(row.basic) if row else "X")
+            return
+        elem.value = shifted if len(shifted) > 1 else shifted[0]
+        self.replaced += 1
+
+    def _private(self, ds, tag: int, creators: dict[tuple[int, int], str]) -> None:
+        if "safe_private" in self.options and _is_safe_private(tag, creators,
+                                                               self.settings.safe_private):
+            elem = ds[tag]
+            if elem.VR == "UI":
+                self._remap(elem)
+            return
+        del ds[tag]
+        self.removed += 1
+
+
+def _private_creators(ds) -> dict[tuple[int, int], str]:
+    """(group, block) -> creator name of the private blocks of ``ds``."""
+    found = {}
+    for tag in ds.keys():
+        group, element = tag >> 16, tag & 0xFFFF
+        if group & 1 and element in PRIVATE_CREATOR_RANGE:
+            value = ds[tag].value
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            found[(group, element)] = str(value or "").strip()
+    return found
+
+
+def _is_safe_private(tag: int, creators, safe: Sequence[SafePrivate]) -> bool:
+    group, element = tag >> 16, tag & 0xFFFF
+    if element in PRIVATE_CREATOR_RANGE:                # a creator: kept when its block is
+        creator = creators.get((group, element))
+        return any(s.creator == creator and s.group == group for s in safe)
+    creator = creators.get((group, element >> 8))
+    return any(s.creator == creator and s.group == group
+               and (s.element is None or s.element == element & 0xFF) for s in safe)
+
+
+def _well_known(uid: str) -> bool:
+    from pydicom.uid import UID_dictionary
+
+    return uid.strip("\0 ") in UID_dictionary
+
+
+def _is_class_uid(elem) -> bool:
+    keyword = elem.keyword or ""
+    return keyword.endswith("ClassUID") or keyword in CLASS_UID_KEYWORDS
+
+
+def _empty(elem) -> None:
+    from pydicom.sequence import Sequence as DicomSequence
+
+    if elem.VR == "SQ":
+        elem.value = DicomSequence()
+    elif elem.VR in BINARY_VRS:
+        elem.value = b""
+    elif elem.VR in NUMBER_VRS:
+        elem.value = None
+    else:
+        elem.value = ""
+
+
+def _dummy(elem) -> None:
+    vr = elem.VR
+    if vr in DUMMY_BY_VR:
+        elem.value = DUMMY_BY_VR[vr]
+    elif vr in TEXT_VRS:
+        elem.value = DUMMY_TEXT
+    elif vr in NUMBER_VRS:
+        elem.value = 0
+    else:
+        _empty(elem)
+
+
+def _shift_value(value: str, days: int, vr: str) -> str | None:
+    """``value`` (DA ``YYYYMMDD`` or DT ``YYYYMMDD...``) moved by ``days``; ``None`` if unparseable."""
+    value = value.strip()
+    if not value:
+        return value
+    try:
+        date = dt.datetime.strptime(value[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+    if vr == "DA" and len(value) != 8:
+        return None
+    return (date + dt.timedelta(days=days)).strftime("%Y%m%d") + value[8:]
+
+
+def deidentify(ds, settings: Settings) -> Outcome:
+    """De-identify the data set ``ds`` (a pydicom Dataset, file meta included) in place."""
+    patient_id = str(ds.get("PatientID", "") or "")
+    walker = _Walker(settings, patient_id)
+    walker.walk(ds)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        for tag in META_SYSTEM_TAGS:
+            if tag in meta:
+                del meta[tag]
+        walker.walk(meta)
+    _declare(ds, settings)
+    return Outcome(patient_id, walker.pseudonym, walker.shift, walker.removed, walker.replaced)
+
+
+def _declare(ds, settings: Settings) -> None:
+    """Record what was done: PatientIdentityRemoved, method, CID 7050 codes, date handling."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    codes = [BASIC_PROFILE] + [OPTIONS[o] for o in OPTIONS if o in settings.options]
+    ds.PatientIdentityRemoved = IDENTITY_REMOVED
+    ds.DeidentificationMethod = [f"medtool {__version__} PS3.15 E.1-1 {EDITION}"[:64]] + [
+        meaning[:64] for _, meaning in codes]
+    items = []
+    for value, meaning in codes:
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = DicomSequence(items)
+    ds.LongitudinalTemporalInformationModified = (
+        "MODIFIED" if "modified_dates" in settings.options
+        else "UNMODIFIED" if "full_dates" in settings.options else "REMOVED")
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def read_dicom(path: Path):
+    """Read the whole DICOM file at ``path``; raise :class:`InputError` if it is not complete."""
+    import pydicom
+
+    if not path.is_file():
+        raise InputError("no such file", path=path, hint="check the path")
+    if not is_dicom(path):
+        raise InputError("not a DICOM file", path=path, hint="give DICOM files or folders")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+            _check_complete(ds, path)
+    except MedtoolError:
+        raise
+    except Exception as exc:                            # pydicom raises many types
+        raise InputError(f"cannot read the DICOM file ({type(exc).__name__}: {exc})"[:200],
+                         path=path, hint="the file is damaged or truncated; copy it again") from None
+    return ds
+
+
+def _check_complete(ds, path: Path) -> None:
+    """Every value read as long as its header said (pydicom reads short values at the end)."""
+    from pydicom.dataelem import RawDataElement
+
+    for raw in ds._dict.values():
+        if isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH \
+                and raw.value is not None and len(raw.value) < raw.length:
+            raise InputError(f"truncated: ({raw.tag.group:04X},{raw.tag.element:04X}) has "
+                             f"{len(raw.value)} of {raw.length} bytes", path=path,
+                             hint="copy the file again from the source")
+    if PIXEL_DATA in ds._dict and "Rows" in ds and ds.file_meta.get("TransferSyntaxUID") and \
+            not ds.file_meta.TransferSyntaxUID.is_compressed:
+        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+                    * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("BitsAllocated", 16)) + 7) // 8
+        have = ds._dict[PIXEL_DATA].length
+        if have < expected:
+            raise InputError(f"truncated: pixel data has {have} of {expected} bytes", path=path,
+                             hint="copy the file again from the source")
+
+
+def burned_in_reason(ds) -> str | None:
+    """Why the pixels may show identity, or ``None``."""
+    flag = str(ds.get("BurnedInAnnotation", "") or "").upper()
+    if flag == "YES":
+        return "BurnedInAnnotation is YES"
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    if not flag and sop_class.startswith(SECONDARY_CAPTURE_PREFIX):
+        return "secondary capture without BurnedInAnnotation"
+    return None
+
+
+@dataclass
+class _Job:
+    source: Path
+    target: Path
+    settings: Settings
+    force: bool
+    named: bool
+
+
+def _anonymize_file(job: _Job) -> dict[str, Any]:
+    """De-identify one file; the result says what was written (or why it was skipped)."""
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if not job.named and not is_dicom(job.source):
+        return {"source": str(job.source), "skipped": "not DICOM"}
+    ds = read_dicom(job.source)
+    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    if sop_class == DICOMDIR_CLASS:
+        if job.named:
+            raise InputError("DICOMDIR index, not an image", path=job.source,
+                             hint="anonymize the files it lists and build a new DICOMDIR")
+        return {"source": str(job.source), "skipped": "DICOMDIR"}
+    reason = burned_in_reason(ds)
+    if reason and not job.settings.allow_burned_in:
+        raise BurnedInError(f"refused: pixels may show identity ({reason})", path=job.source,
+                            hint="check the pixels and pass --allow-burned-in to write it anyway")
+    if "TransferSyntaxUID" not in ds.file_meta:         # a bare data set: give it file meta
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if ds.original_encoding[0]
+                                          else ExplicitVRLittleEndian)
+    ds.file_meta.MediaStorageSOPClassUID = ds.file_meta.get("MediaStorageSOPClassUID", sop_class)
+    if "SOPInstanceUID" in ds:
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    outcome = deidentify(ds, job.settings)
+    if "SOPInstanceUID" in ds:
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.ImplementationVersionName = f"MEDTOOL_{__version__}"[:16]
+    with atomic_output(job.target, force=job.force) as temp:
+        try:
+            ds.save_as(temp, enforce_file_format=True)
+        except Exception as exc:                        # a value pydicom cannot encode
+            raise InputError(f"cannot write the de-identified file ({type(exc).__name__}: "
+                             f"{exc})"[:200], path=job.source, hint="report this file") from None
+    return {"source": str(job.source), "output": str(job.target), "patient_id": outcome.patient_id,
+            "pseudonym": outcome.pseudonym, "date_shift_days": outcome.date_shift,
+            "removed": outcome.removed, "replaced": outcome.replaced}
+
+
+@dataclass
+class Report:
+    """What :func:`anonymize` did."""
+
+    written: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, MedtoolError]] = field(default_factory=list)
+    files: int = 0
+
+    @property
+    def refused(self) -> list[str]:
+        """Files refused for burned-in annotation."""
+        return [name for name, error in self.failures if isinstance(error, BurnedInError)]
+
+    def patients(self) -> list[dict[str, Any]]:
+        """One row per patient: original ID, pseudonym, date shift (identifying!)."""
+        rows = {}
+        for w in self.written:
+            rows.setdefault(w["patient_id"], {"patient_id": w["patient_id"],
+                                              "pseudonym": w["pseudonym"],
+                                              "date_shift_days": w["date_shift_days"]})
+        return sorted(rows.values(), key=lambda r: r["pseudonym"])
+
+
+def plan_outputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None, *,
+                 in_place: bool = False) -> list[tuple[Path, Path, bool]]:
+    """(source, target, named directly) for every file under ``inputs``.
+
+    ``out`` is a folder mirroring the inputs (a file named directly lands at its top), or the
+    output file when the only input is one file and ``out`` has a suffix and is no folder.
+    """
+    roots = [Path(p) for p in inputs]
+    files = find_files(roots, suffixes=None)
+    named = {Path(p) for p in roots if not Path(p).is_dir()}
+    if in_place:
+        return [(f, f, f in named) for f in files]
+    if out is None:
+        raise UsageError("give an output folder, or --in-place to rewrite the inputs")
+    out = Path(out)
+    for root in roots:
+        if root.is_dir() and out.resolve().is_relative_to(root.resolve()):
+            raise UsageError(f"the output {out} lies inside the input folder {root}",
+                             hint="choose another output folder, or pass --in-place")
+    if len(roots) == 1 and roots[0] in named and out.suffix and not out.is_dir():
+        return [(roots[0], out, True)]
+    return [(f, mirror_path(f, roots, out, suffix=None), f in named) for f in files]
+
+
+def anonymize(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None, *,
+              settings: Settings, in_place: bool = False, workers: int = 1, force: bool = False,
+              shard: tuple[int, int] | None = None, progress: bool = False,
+              on_error: Callable[[MedtoolError], None] | None = None) -> Report:
+    """De-identify every DICOM file under ``inputs`` into ``out`` (or in place).
+
+    Non-DICOM files and DICOMDIRs found in folders are skipped and counted; a bad file gets one
+    error and the others go on. Existing outputs are kept unless ``force``.
+    """
+    planned = take_shard(plan_outputs(inputs, out, in_place=in_place), shard)
+    targets = [target for _, target, _ in planned]
+    if len(set(targets)) != len(targets):
+        raise UsageError("two inputs would be written to the same output file",
+                         hint="anonymize the folders separately")
+    if not in_place and not force:
+        existing = [t for t in targets if t.exists()]
+        if existing:
+            raise UsageError(f"{len(existing)} output file(s) exist already (first: {existing[0]})",
+                             hint="pass --force to overwrite them")
+    jobs = [_Job(source, target, settings, force or in_place, named)
+            for source, target, named in planned]
+    from .batch import run_batch
+
+    outcome = run_batch(_anonymize_file, jobs, workers=workers, description="anonymizing",
+                        progress=progress, on_error=on_error, name=lambda job: str(job.source))
+    report = Report(files=len(jobs), failures=outcome.failures)
+    for result in outcome.results:
+        if result is None:
+            continue
+        if "skipped" in result:
+            report.skipped.append((result["source"], result["skipped"]))
+        else:
+            report.written.append(result)
+    return report
+
+
+def write_map(path: str | os.PathLike, report: Report, *, force: bool = False) -> int:
+    """Write ``patient_id,pseudonym,date_shift_days`` for every patient written; returns rows."""
+    rows = report.patients()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, ["patient_id", "pseudonym", "date_shift_days"],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_output(path, force=force) as temp:
+        temp.write_text(buffer.getvalue(), encoding="utf-8")
+        os.chmod(temp, 0o600)
+    return len(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# checking
+
+
+def _declared_options(ds) -> frozenset[str]:
+    codes = {str(item.get("CodeValue", "")) for item in
+             ds.get("DeidentificationMethodCodeSequence", None) or ()}
+    return frozenset(name for name, (code, _) in OPTIONS.items() if code in codes)
+
+
+def check_dataset(ds) -> list[dict[str, str]]:
+    """Every attribute of ``ds`` the profile would still act on: tag, name, action.
+
+    The options the file declares in its DeidentificationMethodCodeSequence are honoured.
+    Values that were replaced (dummies, pseudonyms, new UIDs, shifted dates) cannot be told
+    from originals, so D, U and C attributes count as done only when the file says
+    PatientIdentityRemoved YES; removals (X) and empties (Z) are always checked.
+    """
+    options = _declared_options(ds)
+    removed = str(ds.get("PatientIdentityRemoved", "")).upper() == IDENTITY_REMOVED
+    table = load_table()
+    findings: list[dict[str, str]] = []
+
+    def report(tag: int, name: str, action: str, path: str) -> None:
+        findings.append({"tag": f"({tag >> 16:04X},{tag & 0xFFFF:04X})", "name": name,
+                         "action": action, "where": path})
+
+    def visit(data, path: str) -> None:
+        for tag in data.keys():
+            tag = int(tag)
+            group, element = tag >> 16, tag & 0xFFFF
+            if tag == PIXEL_DATA or element == 0:
+                continue
+            elem = data[tag]
+            name = elem.name
+            if group & 1:
+                if "safe_private" not in options:
+                    report(tag, "Private Attribute", "X", path)
+                continue
+            row = table.row(tag)
+            action = row.action(options) if row else None
+            empty = elem.VM == 0 or elem.value in (None, "", b"")
+            if row is None:
+                if elem.VR == "UI" and not removed and not empty and not _is_class_uid(elem) \
+                        and not _well_known(str(elem.value)):
+                    report(tag, name, "U", path)
+                elif elem.VR in ("DA", "DT") and not empty and not removed:
+                    report(tag, name, "X", path)
+            elif action == "C" and elem.VR in ("DA", "DT", "TM") and \
+                    options & {"modified_dates", "full_dates"}:
+                action = "K"
+            elif action == "C":
+                action = resolve(row.basic)
+            if row is not None:
+                if action == "X":
+                    report(tag, row.name, "X", path)
+                    continue
+                if action == "Z" and not empty and elem.VR != "SQ" and not (
+                        removed and tag in (PATIENT_ID, PATIENT_NAME)):
+                    report(tag, row.name, "Z", path)
+                elif action in ("D", "U") and not empty and not removed and elem.VR != "SQ":
+                    report(tag, row.name, action, path)
+            if elem.VR == "SQ":
+                for index, item in enumerate(elem.value or ()):
+                    visit(item, f"{path}{elem.keyword or hex(tag)}[{index}]/")
+
+    visit(ds, "")
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and not removed:
+        visit(meta, "")
+    return findings
+
+
+def _check_file(path: Path) -> dict[str, Any]:
+    if not is_dicom(path):
+        return {"source": str(path), "skipped": "not DICOM"}
+    ds = read_dicom(path)
+    return {"source": str(path), "findings": check_dataset(ds)}
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check` found: per file, the attributes the profile would still act on."""
+
+    findings: list[dict[str, str]] = field(default_factory=list)
+    checked: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, MedtoolError]] = field(default_factory=list)
+
+    @property
+    def dirty_files(self) -> list[str]:
+        return sorted({f["file"] for f in self.findings})
+
+
+def check(inputs: Sequence[str | os.PathLike], *, workers: int = 1,
+          shard: tuple[int, int] | None = None, progress: bool = False,
+          on_error: Callable[[MedtoolError], None] | None = None) -> CheckReport:
+    """Scan every DICOM file under ``inputs`` with :func:`check_dataset`."""
+    files = take_shard(find_files(inputs, suffixes=None), shard)
+    from .batch import run_batch
+
+    outcome = run_batch(_check_file, files, workers=workers, description="checking",
+                        progress=progress, on_error=on_error)
+    report = CheckReport(failures=outcome.failures)
+    for result in outcome.results:
+        if result is None:
+            continue
+        if "skipped" in result:
+            report.skipped.append((result["source"], result["skipped"]))
+            continue
+        report.checked += 1
+        report.findings.extend({"file": result["source"], **f} for f in result["findings"])
+    return report
