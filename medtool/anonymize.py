@@ -77,6 +77,8 @@ BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 IDENTITY_REMOVED = "YES"
 #: Private creator elements sit at (gggg,0010) .. (gggg,00FF).
 PRIVATE_CREATOR_RANGE = range(0x10, 0x100)
+#: Permissions of the identifying --write-map file: owner only.
+MAP_FILE_MODE = 0o600
 #: Length a value has when it is undefined (sequences, encapsulated pixel data).
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
@@ -646,7 +648,7 @@ def write_map(path: str | os.PathLike, report: Report, *, force: bool = False) -
     writer.writerows(rows)
     with atomic_output(path, force=force) as temp:
         temp.write_text(buffer.getvalue(), encoding="utf-8")
-        os.chmod(temp, 0o600)
+    os.chmod(path, MAP_FILE_MODE)
     return len(rows)
 
 
