@@ -1,0 +1,57 @@
+import csv
+import json
+
+from medtool.folds import TEST
+
+
+def _read(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_folds_on_phantom_labels(cli, phantom_dir, tmp_path):
+    out = tmp_path / "folds.csv"
+    result = cli("folds", phantom_dir / "labels.csv", out, "--k", "2", "--group", "patient_id", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = _read(out)
+    labels = _read(phantom_dir / "labels.csv")
+    assert [r["case_id"] for r in rows] == [r["case_id"] for r in labels]
+    fold = {r["case_id"]: r["fold"] for r in rows}
+    patients = {}
+    for row in labels:
+        patients.setdefault(row["patient_id"], set()).add(fold[row["case_id"]])
+    assert any(len([r for r in labels if r["patient_id"] == p]) > 1 for p in patients)  # a repeat patient
+    assert all(len(f) == 1 for f in patients.values())
+    assert set(fold.values()) == {"0", "1"}
+    splits = json.loads((tmp_path / "splits_final.json").read_text())
+    assert [sorted(s["val"]) for s in splits] == [sorted(c for c in fold if fold[c] == k) for k in "01"]
+    assert "patient_ids" in result.stdout and "fold" in result.stdout          # the balance table
+    # existing outputs need --force
+    again = cli("folds", phantom_dir / "labels.csv", out, "--k", "2")
+    assert again.exit_code == 1 and "--force" in again.stderr
+
+
+def test_folds_with_test_split_and_stratification(cli, tmp_path):
+    table = tmp_path / "labels.csv"
+    table.write_text("case_id,patient_id,label\n" + "".join(
+        f"c{i:02d},P{i // 2:02d},{int(i % 4 == 0)}\n" for i in range(40)))
+    out = tmp_path / "folds.csv"
+    result = cli("folds", table, out, "--k", "3", "--group", "patient_id", "--stratify", "label",
+                 "--test", "0.25", "--seed", "3")
+    assert result.exit_code == 0, result.stderr
+    rows = _read(out)
+    assert 8 <= sum(r["fold"] == TEST for r in rows) <= 12
+    assert "label=1" in result.stdout and "test" in result.stdout
+    same = cli("folds", table, tmp_path / "again.csv", "--k", "3", "--group", "patient_id",
+               "--stratify", "label", "--test", "0.25", "--seed", "3")
+    assert same.exit_code == 0 and _read(tmp_path / "again.csv") == rows
+
+
+def test_impossible_request_is_a_usage_error(cli, tmp_path):
+    table = tmp_path / "labels.csv"
+    table.write_text("case_id,label\na,0\nb,0\nc,1\nd,0\n")
+    result = cli("folds", table, tmp_path / "f.csv", "--k", "3", "--stratify", "label")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: class '1' has 1 case") and "--k" in lines[0]
+    assert not (tmp_path / "f.csv").exists()
