@@ -524,6 +524,9 @@ def _anonymize_file(job: _Job) -> dict[str, Any]:
         return {"source": str(job.source), "skipped": "not DICOM"}
     ds = read_dicom(job.source)
     sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    if not sop_class:
+        raise InputError("cannot read a DICOM object (no SOP Class UID)", path=job.source,
+                         hint="the file is damaged or not a DICOM object; copy it again")
     if sop_class == DICOMDIR_CLASS:
         if job.named:
             raise InputError("DICOMDIR index, not an image", path=job.source,

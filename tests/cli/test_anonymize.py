@@ -1,0 +1,128 @@
+"""``medtool anonymize`` from the command line, and its output read by the peers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from medtool.formats import load_volume
+
+
+@pytest.fixture(scope="module")
+def ct_case(phantom_dir, tmp_path_factory) -> Path:
+    """One phantom CT series copied (tests may write beside it)."""
+    root = tmp_path_factory.mktemp("cli_anon") / "in"
+    shutil.copytree(phantom_dir / "ct" / "case_003", root / "case_003")
+    return root
+
+
+@pytest.fixture(scope="module")
+def anonymized(ct_case, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from medtool.cli import app
+
+    key = tmp_path_factory.mktemp("key") / "site.key"
+    key.write_text("a secret\n")
+    out = ct_case.parent / "out"
+    result = CliRunner().invoke(app, ["anonymize", str(ct_case), str(out), "--key-file", str(key),
+                                      "--date-shift", "--json", "-j", "2"])
+    assert result.exit_code == 0, result.stderr
+    return out, json.loads(result.stdout)
+
+
+def test_writes_a_mirrored_tree_and_json(ct_case, anonymized):
+    out, report = anonymized
+    names = sorted(p.relative_to(ct_case).as_posix() for p in ct_case.rglob("*.dcm"))
+    assert sorted(Path(w["output"]).relative_to(out).as_posix() for w in report["written"]) == names
+    assert report["failed"] == [] and report["refused_burned_in"] == []
+    assert all(w["removed"] > 10 for w in report["written"])
+
+
+def test_dicom2npy_gives_the_same_volume(cli, ct_case, anonymized, tmp_path):
+    out, _ = anonymized
+    assert cli("dicom2npy", ct_case, tmp_path / "a").exit_code == 0
+    assert cli("dicom2npy", out, tmp_path / "b").exit_code == 0
+    a = load_volume(tmp_path / "a" / "case_003.npy")
+    b = load_volume(tmp_path / "b" / "case_003.npy")
+    np.testing.assert_array_equal(a.array, b.array)
+    np.testing.assert_array_equal(a.spacing, b.spacing)
+    np.testing.assert_array_equal(a.origin, b.origin)
+    np.testing.assert_array_equal(a.direction, b.direction)
+    assert a.meta["dicom"]["series_uid"] != b.meta["dicom"]["series_uid"]
+    assert b.meta["dicom"]["series_uid"].startswith("2.25.") and b.meta["dicom"]["files"] == 39
+
+
+def test_check_is_clean_on_output_and_dirty_on_input(cli, ct_case, anonymized):
+    out, _ = anonymized
+    clean = cli("anonymize", "--check", out)
+    assert clean.exit_code == 0 and clean.stdout == "" and "clean" in clean.stderr
+    one = sorted(ct_case.rglob("*.dcm"))[0]
+    dirty = cli("anonymize", "--check", one, "--json")
+    assert dirty.exit_code == 1
+    found = json.loads(dirty.stdout)
+    assert found["dirty_files"] == [str(one)]
+    assert {"(0010,0010)", "(0010,0030)", "(0009,1001)", "(0020,000E)"} <= {
+        f["tag"] for f in found["findings"]}
+
+
+def test_peers_read_the_output(anonymized, tmp_path, dcm2niix):
+    out, _ = anonymized
+    dcmdump = shutil.which("dcmdump")
+    if dcmdump is not None:
+        first = sorted(out.rglob("*.dcm"))[0]
+        dumped = subprocess.run([dcmdump, "-E", str(first)], capture_output=True, text=True)
+        assert dumped.returncode == 0 and "E:" not in dumped.stderr, dumped.stderr
+        assert "(0012,0062) CS [YES]" in dumped.stdout
+    converted = subprocess.run([dcm2niix, "-z", "n", "-o", str(tmp_path), "-f", "x",
+                                str(out / "case_003")], capture_output=True, text=True)
+    assert converted.returncode == 0, converted.stdout + converted.stderr
+    assert (tmp_path / "x.nii").exists()
+
+
+def test_usage_errors_and_warnings(cli, ct_case, tmp_path):
+    assert cli("anonymize", ct_case).exit_code == 2                  # no output folder
+    inside = cli("anonymize", ct_case, ct_case / "out", "--salt", "s")
+    assert inside.exit_code == 2 and "inside the input folder" in inside.stderr
+    both = cli("anonymize", ct_case, tmp_path / "o", "--date-shift", "--keep-dates", "--salt", "s")
+    assert both.exit_code == 2 and "exclude each other" in both.stderr
+    bad = cli("anonymize", ct_case, tmp_path / "o", "--keep-private", "ACME:0010,01")
+    assert bad.exit_code == 2 and "odd group" in bad.stderr
+    random = cli("anonymize", ct_case, tmp_path / "r", "--write-map", tmp_path / "map.csv")
+    assert random.exit_code == 0
+    assert "random salt" in random.stderr and "identifying" in random.stderr
+    rows = (tmp_path / "map.csv").read_text().splitlines()
+    assert rows[0] == "patient_id,pseudonym,date_shift_days" and len(rows) == 2
+    again = cli("anonymize", ct_case, tmp_path / "r", "--salt", "s")
+    assert again.exit_code == 2 and "--force" in again.stderr
+
+
+def test_bad_file_gets_one_line_and_in_place_rewrites(cli, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "a.dcm")
+    (folder / "b.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
+    original = pydicom.dcmread(folder / "a.dcm")
+    result = cli("anonymize", folder, "--in-place", "--salt", "s")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {folder / 'b.dcm'}: cannot read")
+    rewritten = pydicom.dcmread(folder / "a.dcm")
+    assert rewritten.PatientIdentityRemoved == "YES"
+    assert rewritten.PatientName != original.PatientName
+    assert rewritten.PixelData == original.PixelData
+    assert sorted(p.name for p in folder.iterdir()) == ["a.dcm", "b.dcm"]
+
+
+def test_help_has_an_example(cli):
+    result = cli("anonymize", "--help")
+    assert result.exit_code == 0
+    assert "medtool anonymize data/ct anon/" in result.stdout and "--check" in result.stdout
