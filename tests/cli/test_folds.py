@@ -49,9 +49,9 @@ def test_folds_with_test_split_and_stratification(cli, tmp_path):
 
 def test_impossible_request_is_a_usage_error(cli, tmp_path):
     table = tmp_path / "labels.csv"
-    table.write_text("case_id,label\na,0\nb,0\nc,1\nd,0\n")
+    table.write_text("case_id,label\na,0\nb,0\nc,1\nd,0\ne,1\nf,0\n")
     result = cli("folds", table, tmp_path / "f.csv", "--k", "3", "--stratify", "label")
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: class '1' has 1 case") and "--k" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: class '1' has 2 cases") and "lower --k" in lines[0]
     assert not (tmp_path / "f.csv").exists()
