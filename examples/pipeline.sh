@@ -17,3 +17,9 @@ medtool dicom2npy "$OUT/phantom/ct" "$OUT/raw" --workers "$WORKERS" --force
 medtool hu "$OUT/raw" "$OUT/hu" --workers "$WORKERS" --force
 medtool hu "$OUT/hu" "$OUT/hu_lung01" --preset lung --normalize --format nii.gz --workers "$WORKERS" --force
 medtool info "$OUT/hu"
+# 5. de-identify the CT (PS3.15 basic profile, dates shifted per patient) with a site key, verify
+#    that nothing is left, and convert the anonymized series (same volumes as step 3)
+[ -s "$OUT/site.key" ] || python -c "import secrets; print(secrets.token_hex(32))" > "$OUT/site.key"
+medtool anonymize "$OUT/phantom/ct" "$OUT/anon" --key-file "$OUT/site.key" --date-shift --workers "$WORKERS" --force
+medtool anonymize --check "$OUT/anon"
+medtool dicom2npy "$OUT/anon" "$OUT/raw_anon" --workers "$WORKERS" --force
