@@ -1,0 +1,311 @@
+"""Data augmentation in torch, on the training device, for 2D and 3D batches.
+
+One spatial transform per sample (flips, rotation, scaling, shear and an elastic deformation)
+is composed into a single sampling grid and applied with ``grid_sample`` to the image (linear)
+and the mask (nearest), so both move identically and the image is interpolated only once.
+Intensity transforms (scale, shift, gamma, Gaussian noise, Gaussian blur) then touch the image
+only. Every transform has its own probability per sample.
+
+Tensors are ``(B, C, *spatial)`` images and ``(B, *spatial)`` integer masks, spatial axes in
+array order (``(z, y, x)`` or ``(y, x)``). The spatial part is an affine matrix per sample in
+voxel units about the patch centre (:meth:`Augmenter.sample_affine`), so points (box corners,
+landmarks) can be carried through the same transform with :func:`map_points` (the detection
+task's boxes will use it; elastic deformation is then left off).
+
+Presets ``none``, ``light`` and ``heavy`` set the defaults; ``key=value`` options override them
+(``rotate=30``, ``elastic=0``, ``p_spatial=0.5``...), see :class:`AugmentConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Sequence
+
+import torch
+from torch.nn import functional as F
+
+#: Points of the coarse random field the elastic deformation is interpolated from, per axis.
+ELASTIC_CONTROL_POINTS = 5
+#: Gaussian kernels reach this many sigmas on each side.
+KERNEL_SIGMAS = 3
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation settings: magnitudes and the probability of each transform per sample.
+
+    Attributes
+    ----------
+    flip
+        Probability of mirroring each spatial axis.
+    rotate, p_rotate
+        Largest in-plane rotation (degrees, about the z axis; the only one in 2D) and its
+        probability.
+    rotate_3d
+        Largest rotation about the y and x axes (3D only; 0 keeps slices axial).
+    scale, p_scale
+        Zoom factor range (``scale=0.85,1.25``) and its probability.
+    shear
+        Largest shear factor between in-plane axes (applied with ``p_rotate``).
+    elastic, p_elastic
+        Largest displacement of the elastic deformation in voxels, and its probability.
+    intensity_scale, p_intensity
+        Multiplicative intensity range; also the probability of an additive shift.
+    intensity_shift
+        Largest additive shift, in units of the sample's standard deviation.
+    gamma, p_gamma
+        Gamma range applied to the sample rescaled to [0, 1], and its probability.
+    noise, p_noise
+        Largest standard deviation of additive Gaussian noise, and its probability.
+    blur, p_blur
+        Gaussian blur sigma range in voxels, and its probability.
+    """
+
+    flip: float = 0.0
+    rotate: float = 0.0
+    rotate_3d: float = 0.0
+    p_rotate: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+    p_scale: float = 0.0
+    shear: float = 0.0
+    elastic: float = 0.0
+    p_elastic: float = 0.0
+    intensity_scale: tuple[float, float] = (1.0, 1.0)
+    intensity_shift: float = 0.0
+    p_intensity: float = 0.0
+    gamma: tuple[float, float] = (1.0, 1.0)
+    p_gamma: float = 0.0
+    noise: float = 0.0
+    p_noise: float = 0.0
+    blur: tuple[float, float] = (0.5, 1.0)
+    p_blur: float = 0.0
+
+
+PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(),
+    "light": AugmentConfig(flip=0.5, rotate=15.0, p_rotate=0.2, scale=(0.9, 1.1), p_scale=0.2,
+                           intensity_scale=(0.9, 1.1), intensity_shift=0.1, p_intensity=0.15,
+                           noise=0.05, p_noise=0.1),
+    "heavy": AugmentConfig(flip=0.5, rotate=30.0, rotate_3d=15.0, p_rotate=0.3,
+                           scale=(0.7, 1.4), p_scale=0.3, shear=0.1, elastic=4.0, p_elastic=0.2,
+                           intensity_scale=(0.75, 1.25), intensity_shift=0.2, p_intensity=0.15,
+                           gamma=(0.7, 1.5), p_gamma=0.3, noise=0.1, p_noise=0.15,
+                           blur=(0.5, 1.0), p_blur=0.2),
+}
+
+
+def make_config(preset: str = "light", options: Sequence[str] | dict[str, Any] = ()) -> AugmentConfig:
+    """The ``preset`` with ``key=value`` overrides (``"rotate=30"``, ``"scale=0.8,1.2"``).
+
+    Raises
+    ------
+    UsageError
+        An unknown preset or key, or a value of the wrong form.
+    """
+    from .errors import UsageError
+
+    if preset not in PRESETS:
+        raise UsageError(f"--augment {preset}: choose one of {', '.join(PRESETS)}")
+    config = PRESETS[preset]
+    if isinstance(options, dict):
+        return replace(config, **options)
+    types = {f.name: f.type for f in fields(AugmentConfig)}
+    changes: dict[str, Any] = {}
+    for option in options:
+        key, _, text = option.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in types or not text:
+            raise UsageError(f"--aug {option}: expected KEY=VALUE with KEY one of {', '.join(types)}")
+        try:
+            if "tuple" in str(types[key]):
+                low, high = (float(v) for v in text.split(","))
+                changes[key] = (low, high)
+            else:
+                changes[key] = float(text)
+        except ValueError:
+            raise UsageError(f"--aug {option}: {key} takes "
+                             f"{'two numbers LOW,HIGH' if 'tuple' in str(types[key]) else 'a number'}") from None
+    return replace(config, **changes)
+
+
+def config_dict(config: AugmentConfig) -> dict[str, Any]:
+    """``config`` as JSON-friendly values (for the checkpoint recipe)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def _uniform(low: float, high: float, size: int, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64)
+
+
+def _chance(p: float, size: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(size, generator=generator) < p
+
+
+def _rotation(axis_a: int, axis_b: int, angle: torch.Tensor, dim: int) -> torch.Tensor:
+    """Rotations by ``angle`` (per sample) in the plane of array axes ``a`` and ``b``."""
+    matrix = torch.eye(dim, dtype=torch.float64).repeat(len(angle), 1, 1)
+    c, s = torch.cos(angle), torch.sin(angle)
+    matrix[:, axis_a, axis_a], matrix[:, axis_a, axis_b] = c, -s
+    matrix[:, axis_b, axis_a], matrix[:, axis_b, axis_b] = s, c
+    return matrix
+
+
+class Augmenter:
+    """Applies an :class:`AugmentConfig` to batches; see the module docstring.
+
+    Parameters
+    ----------
+    config
+        What to apply.
+    seed
+        Seed of the generator drawing the per-sample parameters (noise fields use the global
+        torch generator of the batch's device).
+    """
+
+    def __init__(self, config: AugmentConfig, *, seed: int = 0):
+        self.config = config
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def spatial(self) -> bool:
+        c = self.config
+        return c.flip > 0 or c.p_rotate > 0 or c.p_scale > 0 or c.p_elastic > 0
+
+    # -- spatial --------------------------------------------------------------------------------
+    def sample_affine(self, batch: int, dim: int) -> torch.Tensor:
+        """Per-sample matrices ``(B, dim, dim)`` mapping output voxel offsets (from the patch
+        centre, array order) to input offsets: ``rotation @ shear @ scale @ flips``."""
+        c, g = self.config, self.generator
+        matrix = torch.eye(dim, dtype=torch.float64).repeat(batch, 1, 1)
+        flips = torch.where(_chance(c.flip, batch * dim, g).reshape(batch, dim), -1.0, 1.0)
+        matrix = matrix * flips.to(torch.float64)[:, None, :]
+        zoom = torch.where(_chance(c.p_scale, batch, g), _uniform(*c.scale, batch, g), torch.ones(batch, dtype=torch.float64))
+        # zooming in (factor > 1) samples a smaller input region
+        matrix = matrix / zoom[:, None, None]
+        rotate = _chance(c.p_rotate, batch, g)
+        if c.shear > 0:
+            shear = torch.eye(dim, dtype=torch.float64).repeat(batch, 1, 1)
+            amount = torch.where(rotate, _uniform(-c.shear, c.shear, batch, g), torch.zeros(batch, dtype=torch.float64))
+            shear[:, dim - 2, dim - 1] = amount
+            matrix = shear @ matrix
+        angle = torch.where(rotate, _uniform(-c.rotate, c.rotate, batch, g) * math.pi / 180,
+                            torch.zeros(batch, dtype=torch.float64))
+        matrix = _rotation(dim - 2, dim - 1, angle, dim) @ matrix
+        if dim == 3 and c.rotate_3d > 0:
+            for a, b in ((0, 2), (0, 1)):
+                tilt = torch.where(rotate, _uniform(-c.rotate_3d, c.rotate_3d, batch, g) * math.pi / 180,
+                                   torch.zeros(batch, dtype=torch.float64))
+                matrix = _rotation(a, b, tilt, dim) @ matrix
+        return matrix
+
+    def _grid(self, matrix: torch.Tensor, shape: Sequence[int], device, elastic: torch.Tensor | None) -> torch.Tensor:
+        """Sampling grid for ``grid_sample`` (coordinates in x, y[, z] order, align_corners)."""
+        dim = len(shape)
+        half = torch.tensor([(n - 1) / 2 if n > 1 else 1.0 for n in shape], dtype=torch.float64)
+        normalised = matrix * half[None, :, None] / half[None, None, :]   # D^-1 A D in array order
+        theta = torch.zeros(len(matrix), dim, dim + 1, dtype=torch.float64)
+        theta[:, :, :dim] = normalised.flip(1).flip(2)                      # to grid (x, y, z) order
+        grid = F.affine_grid(theta.float().to(device), [len(matrix), 1, *shape], align_corners=True)
+        if elastic is not None:
+            grid = grid + elastic
+        return grid
+
+    def _elastic(self, batch: int, shape: Sequence[int], device) -> torch.Tensor | None:
+        c = self.config
+        if c.p_elastic <= 0 or c.elastic <= 0:
+            return None
+        dim = len(shape)
+        chosen = _chance(c.p_elastic, batch, self.generator)
+        if not chosen.any():
+            return None
+        coarse = torch.randn(batch, dim, *[ELASTIC_CONTROL_POINTS] * dim, generator=self.generator)
+        coarse = coarse * chosen.float().view(batch, *[1] * (dim + 1))
+        field = F.interpolate(coarse.to(device), size=tuple(shape),
+                              mode="trilinear" if dim == 3 else "bilinear", align_corners=True)
+        peak = field.abs().amax(dim=tuple(range(1, dim + 2)), keepdim=True).clamp_min(1e-6)
+        field = field / peak * c.elastic                                   # voxels, array order
+        half = torch.tensor([(n - 1) / 2 if n > 1 else 1.0 for n in shape], device=device)
+        field = field / half.view(1, dim, *[1] * dim)
+        return field.flip(1).movedim(1, -1)                                # grid (x, y, z) order
+
+    def spatial_transform(self, image: torch.Tensor, mask: torch.Tensor | None = None):
+        """Apply one random spatial transform per sample to ``image`` and ``mask``."""
+        shape = image.shape[2:]
+        batch, dim = image.shape[0], len(shape)
+        matrix = self.sample_affine(batch, dim)
+        elastic = self._elastic(batch, shape, image.device)
+        identity = torch.eye(dim, dtype=torch.float64)
+        if elastic is None and torch.allclose(matrix, identity.expand_as(matrix)):
+            return image, mask
+        grid = self._grid(matrix, shape, image.device, elastic)
+        image = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="zeros",
+                              align_corners=True)
+        if mask is not None:
+            mask = F.grid_sample(mask[:, None].float(), grid.float(), mode="nearest",
+                                 padding_mode="zeros", align_corners=True)[:, 0].to(mask.dtype)
+        return image, mask
+
+    # -- intensity ------------------------------------------------------------------------------
+    def intensity_transform(self, image: torch.Tensor) -> torch.Tensor:
+        """Blur, noise, multiplicative scale / additive shift and gamma, per sample."""
+        c, g = self.config, self.generator
+        batch = image.shape[0]
+        view = (batch, *[1] * (image.ndim - 1))
+        device = image.device
+        if c.p_blur > 0 and (chosen := _chance(c.p_blur, batch, g)).any():
+            sigma = _uniform(*c.blur, batch, g)
+            blurred = torch.stack([_gaussian_blur(image[i:i + 1], float(sigma[i]))[0] for i in range(batch)])
+            image = torch.where(chosen.to(device).view(view), blurred, image)
+        if c.p_noise > 0 and c.noise > 0 and (chosen := _chance(c.p_noise, batch, g)).any():
+            sigma = (_uniform(0, c.noise, batch, g) * chosen).float().to(device).view(view)
+            image = image + sigma * torch.randn_like(image)
+        if c.p_intensity > 0:
+            factor = torch.where(_chance(c.p_intensity, batch, g), _uniform(*c.intensity_scale, batch, g),
+                                 torch.ones(batch, dtype=torch.float64))
+            shift = torch.where(_chance(c.p_intensity, batch, g),
+                                _uniform(-c.intensity_shift, c.intensity_shift, batch, g),
+                                torch.zeros(batch, dtype=torch.float64))
+            std = image.flatten(1).std(dim=1).view(view)
+            image = image * factor.float().to(device).view(view) + shift.float().to(device).view(view) * std
+        if c.p_gamma > 0 and (chosen := _chance(c.p_gamma, batch, g)).any():
+            gamma = torch.where(chosen, _uniform(*c.gamma, batch, g), torch.ones(batch, dtype=torch.float64))
+            low = image.flatten(1).amin(1).view(view)
+            span = (image.flatten(1).amax(1).view(view) - low).clamp_min(1e-6)
+            unit = ((image - low) / span).clamp(0, 1)
+            image = unit.pow(gamma.float().to(device).view(view)) * span + low
+        return image
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor | None = None):
+        """Augment a batch: the spatial transform on both, then the intensity ones on the image."""
+        if self.spatial:
+            image, mask = self.spatial_transform(image, mask)
+        image = self.intensity_transform(image)
+        return image, mask
+
+
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, C, *spatial)`` over every spatial axis (edges replicated)."""
+    radius = max(1, int(math.ceil(KERNEL_SIGMAS * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=image.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(image.dtype)
+    dim, channels = image.ndim - 2, image.shape[1]
+    conv = F.conv3d if dim == 3 else F.conv2d
+    for axis in range(dim):
+        shape = [1] * dim
+        shape[axis] = len(kernel)
+        weight = kernel.view(1, 1, *shape).repeat(channels, 1, *[1] * dim)
+        padding = [0] * (2 * dim)          # F.pad counts from the last axis
+        padding[2 * (dim - 1 - axis)] = padding[2 * (dim - 1 - axis) + 1] = radius
+        image = conv(F.pad(image, padding, mode="replicate"), weight, groups=channels)
+    return image
+
+
+def map_points(points: torch.Tensor, matrix: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Where voxel positions ``points`` (``(N, dim)``, array order) of the input land in the
+    output of the affine transform ``matrix`` (from :meth:`Augmenter.sample_affine`) on a patch
+    of ``shape``: ``centre + matrix^-1 (p - centre)``."""
+    centre = torch.tensor([(n - 1) / 2 for n in shape], dtype=torch.float64)
+    offsets = points.to(torch.float64) - centre
+    return offsets @ torch.linalg.inv(matrix).T + centre

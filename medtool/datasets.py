@@ -1,0 +1,250 @@
+"""Training data for segmentation: cases matched by id, a preprocessed cache, patch sampling.
+
+Cases come from an image folder and a mask folder matched by case id (any volume format), or
+from a CSV ``case_id,image,mask``; a folds CSV ``case_id,fold`` picks the validation fold.
+:func:`preprocess_case` brings each case into the model's space once (resampled to the
+recipe's spacing, intensities normalised, masks merged into one label map) and writes it to the
+run's cache as ``.npy`` volumes, which training then memory-maps (:func:`~medtool.formats.load_volume`
+with ``mmap=True``), so the data set never has to fit in memory. Each cached case also stores up
+to :data:`MAX_LOCATIONS` voxel positions per foreground class, so foreground patches are drawn
+without scanning the mask.
+
+:class:`PatchDataset` draws one random patch per item: 3D patches ``(pz, py, px)`` or 2D slices
+(patch ``(1, py, px)``); with probability ``pos_ratio`` the patch is centred (with jitter) on a
+voxel of a foreground class chosen uniformly among those present, otherwise anywhere. The draw
+depends only on ``(seed, epoch, index)``, so a run is reproducible whatever the number of
+loader workers or processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError, UsageError
+from .files import find_files, strip_suffix
+
+#: Foreground positions kept per class and case for foreground sampling.
+MAX_LOCATIONS = 10_000
+
+
+@dataclass
+class Case:
+    """One training case: its id, image file and mask file(s) (merged in order)."""
+
+    case_id: str
+    image: Path
+    masks: list[Path] = field(default_factory=list)
+
+
+def match_cases(images: str | os.PathLike, masks: str | os.PathLike,
+                mask_suffixes: Sequence[str] = ("",)) -> list[Case]:
+    """Pair the volumes under ``images`` with masks under ``masks`` by case id.
+
+    The case id of an image is its file name without the volume suffix. For every suffix in
+    ``mask_suffixes`` the mask ``<case_id><suffix>.<any volume format>`` must exist; several
+    suffixes (``_lungs``, ``_tumour``) are merged into one label map, later ones on top with
+    their labels shifted past the earlier ones.
+
+    Raises
+    ------
+    InputError
+        No images, or an image without one of its masks.
+    """
+    image_files = [p for p in find_files([images]) if p.exists()]
+    if not image_files:
+        raise InputError("no volume files", path=images, hint="give the folder of training images")
+    mask_files = {strip_suffix(p): p for p in find_files([masks]) if p.exists()}
+    cases = []
+    for image in image_files:
+        case_id = strip_suffix(image)
+        found = [mask_files.get(case_id + suffix) for suffix in mask_suffixes]
+        if any(f is None for f in found):
+            missing = [case_id + s for s, f in zip(mask_suffixes, found) if f is None]
+            raise InputError(f"no mask {', '.join(missing)} for this image", path=image,
+                             hint=f"put it in {masks} (or check --mask-suffix)")
+        cases.append(Case(case_id, image, list(found)))
+    ids = [c.case_id for c in cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise InputError(f"case ids found twice: {', '.join(duplicates[:5])}", path=images,
+                         hint="keep one volume per case")
+    return cases
+
+
+def read_cases_csv(path: str | os.PathLike) -> list[Case]:
+    """Cases from a CSV with columns ``case_id,image,mask`` (paths relative to the CSV;
+    several masks separated by ``;``)."""
+    path = Path(path)
+    rows = _read_csv(path, ("case_id", "image", "mask"))
+    return [Case(row["case_id"], path.parent / row["image"],
+                 [path.parent / m for m in row["mask"].split(";") if m]) for row in rows]
+
+
+def read_folds(path: str | os.PathLike) -> dict[str, int]:
+    """``case_id -> fold`` from a folds CSV (``case_id,fold``, as ``medtool folds`` writes)."""
+    path = Path(path)
+    folds = {}
+    for row in _read_csv(path, ("case_id", "fold")):
+        try:
+            folds[row["case_id"]] = int(row["fold"])
+        except ValueError:
+            raise InputError(f"fold {row['fold']!r} of {row['case_id']} is not a number", path=path,
+                             hint="folds are integers") from None
+    return folds
+
+
+def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise InputError("no such file", path=path, hint="check the path")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"no column {', '.join(missing)}", path=path,
+                             hint=f"the CSV needs the columns {','.join(columns)}")
+        return list(reader)
+
+
+def split_cases(cases: list[Case], *, folds: dict[str, int] | None = None, fold: int | None = None,
+                val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Case], list[Case]]:
+    """Training and validation cases: fold ``fold`` of ``folds`` validates, the others train;
+    without folds a seeded random ``val_fraction`` of the cases (none when there is one case).
+
+    Raises
+    ------
+    UsageError
+        ``fold`` without folds or not in them; cases missing from the folds CSV.
+    """
+    if folds is not None:
+        if fold is None:
+            raise UsageError("--folds needs --fold K (the fold to validate on)")
+        missing = [c.case_id for c in cases if c.case_id not in folds]
+        if missing:
+            raise UsageError(f"{len(missing)} cases are not in the folds CSV ({', '.join(missing[:3])})",
+                             hint="make the folds from the same cases")
+        if fold not in set(folds.values()):
+            raise UsageError(f"--fold {fold}: the folds CSV has folds {sorted(set(folds.values()))}")
+        return ([c for c in cases if folds[c.case_id] != fold], [c for c in cases if folds[c.case_id] == fold])
+    if fold is not None:
+        raise UsageError("--fold needs --folds folds.csv")
+    if len(cases) < 2 or val_fraction <= 0:
+        return list(cases), []
+    order = np.random.default_rng(seed).permutation(len(cases))
+    count = min(len(cases) - 1, max(1, round(val_fraction * len(cases))))
+    val = {int(i) for i in order[:count]}
+    return [c for i, c in enumerate(cases) if i not in val], [c for i, c in enumerate(cases) if i in val]
+
+
+def merge_masks(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """One uint8 label map from several masks; each mask's labels are shifted past the ones
+    before it and painted on top. Returns the map and the number of labels each mask brought."""
+    merged = np.zeros(arrays[0].shape, dtype=np.uint8)
+    offset, counts = 0, []
+    for array in arrays:
+        array = np.asarray(array)
+        top = int(array.max()) if array.size else 0
+        if array.min() < 0 or top > 255:
+            raise ValueError(f"mask labels must be 0..255, got {int(array.min())}..{top}")
+        where = array > 0
+        merged[where] = (array[where] + offset).astype(np.uint8)
+        counts.append(top)
+        offset += top
+    return merged, counts
+
+
+def locations(labels: np.ndarray, classes: int, *, rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """Up to :data:`MAX_LOCATIONS` random voxel indices ``(n, ndim)`` of each class 1..classes-1."""
+    found = {}
+    flat = np.asarray(labels).ravel()
+    for value in range(1, classes):
+        index = np.flatnonzero(flat == value)
+        if index.size == 0:
+            continue
+        if index.size > MAX_LOCATIONS:
+            index = rng.choice(index, MAX_LOCATIONS, replace=False)
+        found[value] = np.stack(np.unravel_index(index, labels.shape), axis=1).astype(np.int32)
+    return found
+
+
+def crop(array: np.ndarray, start: Sequence[int], size: Sequence[int], *, pad: float) -> np.ndarray:
+    """``array[..., start:start+size]`` over the last ``len(size)`` axes, padded with ``pad``
+    where the window leaves the array (start may be negative)."""
+    lead = array.ndim - len(size)
+    src, dst = [], []
+    for axis, (s, n) in enumerate(zip(start, size)):
+        length = array.shape[lead + axis]
+        lo, hi = max(s, 0), min(s + n, length)
+        src.append(slice(lo, max(lo, hi)))
+        dst.append(slice(lo - s, lo - s + max(0, hi - lo)))
+    out = np.full(array.shape[:lead] + tuple(size), pad, dtype=array.dtype)
+    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
+    return out
+
+
+class PatchDataset:
+    """Random patches from cached cases (a map-style torch dataset; see the module docstring).
+
+    Parameters
+    ----------
+    cases
+        Cached cases: dicts with ``image`` and ``mask`` (``.npy`` paths) and ``locations``
+        (``.npz`` path).
+    patch
+        ``(pz, py, px)``; ``pz == 1`` with ``two_d`` gives ``(C, py, px)`` slices.
+    length
+        Items per epoch.
+    """
+
+    def __init__(self, cases: list[dict[str, Any]], *, patch: Sequence[int], length: int,
+                 pos_ratio: float = 0.33, seed: int = 0, two_d: bool = False, pad_value: float = 0.0):
+        self.cases, self.patch, self.length = cases, tuple(int(p) for p in patch), int(length)
+        self.pos_ratio, self.seed, self.two_d, self.pad_value = pos_ratio, seed, two_d, pad_value
+        self.epoch = 0
+        self._open: dict[int, tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _case(self, index: int):
+        if index not in self._open:
+            from .formats import load_volume
+
+            case = self.cases[index]
+            image = load_volume(case["image"], mmap=True).array[None]   # one input channel
+            mask = load_volume(case["mask"], mmap=True).array
+            with np.load(case["locations"]) as data:
+                where = {int(k.split("_")[1]): data[k] for k in data.files}
+            self._open[index] = (image, mask, where)
+        return self._open[index]
+
+    def __getitem__(self, item: int):
+        import torch
+
+        rng = np.random.default_rng([self.seed, self.epoch, int(item)])
+        index = int(item) % len(self.cases)
+        image, mask, where = self._case(index)
+        shape = mask.shape
+        if where and rng.random() < self.pos_ratio:
+            points = where[list(where)[rng.integers(len(where))]]
+            centre = points[rng.integers(len(points))]
+            jitter = [int(rng.integers(-(p // 2) + 1, p // 2 + 1)) if p > 1 else 0 for p in self.patch]
+            start = [int(c) - p // 2 + j for c, p, j in zip(centre, self.patch, jitter)]
+            # keep the window inside the volume where it fits
+            start = [min(max(s, 0), max(n - p, 0)) if n >= p else s for s, n, p in zip(start, shape, self.patch)]
+        else:
+            start = [int(rng.integers(0, n - p + 1)) if n >= p else -int(rng.integers(0, p - n + 1))
+                     for n, p in zip(shape, self.patch)]
+        x = crop(image, start, self.patch, pad=self.pad_value)
+        y = crop(mask, start, self.patch, pad=0)
+        if self.two_d:
+            x, y = x[:, 0], y[0]
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))

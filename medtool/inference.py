@@ -1,0 +1,226 @@
+"""Sliding-window inference with importance weighting, streamed along z, and label clean-up.
+
+The volume (at the model's resolution, ``(C, Z, Y, X)``) is covered by windows of the patch
+size with the requested overlap; each window's logits are weighted by a Gaussian importance map
+(centre trusted most, as nnU-Net and MONAI do) or a constant, summed, and divided by the summed
+weights. Windows are run in batches and, with ``tta``, under every combination of axis flips
+(averaged). A 2D model is a window of depth 1, so it runs over the slices of a volume the same
+way.
+
+Memory stays bounded: windows are processed in order of their z start, and rows no later window
+touches are handed to ``on_slab`` and dropped, so only a slab of about one window depth (times
+the batch) of per-class float32 buffers exists at any time (at the model's resolution), whatever
+the volume's length.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+#: Standard deviation of the Gaussian importance map, as a fraction of the patch size (MONAI's
+#: ``sigma_scale`` and nnU-Net's 1/8).
+GAUSSIAN_SIGMA_SCALE = 0.125
+#: Smallest weight of the importance map relative to its peak (keeps border voxels defined).
+MIN_IMPORTANCE = 1e-3
+#: Blend modes.
+BLENDS = ("gaussian", "constant")
+
+
+def importance_map(patch: Sequence[int], blend: str = "gaussian", *, device=None) -> torch.Tensor:
+    """Weights of one window: a separable Gaussian (peak 1) or ones, shape ``patch``."""
+    if blend == "constant":
+        return torch.ones(tuple(patch), device=device)
+    weights = torch.ones((), device=device)
+    for axis, size in enumerate(patch):
+        coords = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+        sigma = max(size * GAUSSIAN_SIGMA_SCALE, 1e-6)
+        profile = torch.exp(-0.5 * (coords / sigma) ** 2)
+        weights = weights.unsqueeze(-1) * profile
+    weights = weights / weights.max()
+    return weights.clamp_min(MIN_IMPORTANCE).float()
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start indices of windows of length ``patch`` covering ``size`` (``size >= patch``),
+    evenly spread with at least ``overlap`` (fraction) between neighbours."""
+    if size <= patch:
+        return [0]
+    step = max(1, int(patch * (1 - overlap)))
+    count = math.ceil((size - patch) / step) + 1
+    return sorted({round(i * (size - patch) / (count - 1)) for i in range(count)})
+
+
+def _flips(dim: int, tta: bool) -> list[tuple[int, ...]]:
+    axes = tuple(range(2, 2 + dim))
+    if not tta:
+        return [()]
+    return [combo for r in range(dim + 1) for combo in itertools.combinations(axes, r)]
+
+
+def sliding_window(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray | torch.Tensor,
+    *,
+    patch: Sequence[int],
+    out_channels: int,
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    tta: bool = False,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    on_slab: Callable[[int, torch.Tensor], None] | None = None,
+    pad_value: float = 0.0,
+) -> torch.Tensor | None:
+    """Logits of ``model`` over ``image`` by sliding windows.
+
+    Parameters
+    ----------
+    model
+        Takes ``(B, C, *patch)`` (``(B, C, py, px)`` for a 2D model) and returns logits
+        ``(B, out_channels, ...)`` of the same spatial size.
+    image
+        ``(C, Z, Y, X)`` at the model's resolution (a NumPy memmap is read window by window).
+    patch
+        Window size ``(pz, py, px)``; ``pz == 1`` with a 2D model (``len(patch) == 2`` is taken
+        as ``(1, py, px)``).
+    overlap, blend, batch_size, tta
+        Fraction of overlap between windows; ``gaussian`` or ``constant`` weighting; windows
+        per forward pass; average over all flips.
+    amp_dtype
+        Autocast dtype on CUDA (``torch.bfloat16`` / ``torch.float16``); ignored on CPU.
+    on_slab
+        Called with ``(z0, logits)`` for consecutive finished slabs ``(out_channels, n, Y, X)``
+        (float32, on ``device``); then nothing is returned. Without it the whole
+        ``(out_channels, Z, Y, X)`` is returned (small volumes, tests, validation).
+    """
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}")
+    device = torch.device(device)
+    two_d = len(patch) == 2
+    patch = (1, *patch) if two_d else tuple(int(p) for p in patch)
+    channels, *size = image.shape
+    if len(size) != 3:
+        raise ValueError(f"image must be (C, Z, Y, X), got shape {tuple(image.shape)}")
+    padded = [max(s, p) for s, p in zip(size, patch)]
+    # pad Y and X (and Z when shorter than the patch) at the end; windows read from the source
+    source = image
+    if padded != list(size):
+        source = np.full((channels, *padded), pad_value, dtype=np.float32)
+        source[:, : size[0], : size[1], : size[2]] = np.asarray(image, dtype=np.float32) \
+            if not isinstance(image, torch.Tensor) else image.cpu().numpy()
+    starts = [window_starts(s, p, overlap) for s, p in zip(padded, patch)]
+    plane = [(y, x) for y in starts[1] for x in starts[2]]
+    weights = importance_map(patch, blend, device=device)
+    if two_d:
+        weights = importance_map(patch[1:], blend, device=device)[None]
+    flips = _flips(2 if two_d else 3, tta)
+    group = max(1, math.ceil(batch_size / len(plane)))
+    pz = patch[0]
+    out_rows = size[0]
+    pieces: list[torch.Tensor] = []
+
+    def emit(z0: int, slab: torch.Tensor) -> None:
+        z1 = min(z0 + slab.shape[1], out_rows)
+        if z1 <= z0:
+            return
+        logits = slab[:out_channels, : z1 - z0] / slab[out_channels:, : z1 - z0]
+        logits = logits[:, :, : size[1], : size[2]]
+        if on_slab is not None:
+            on_slab(z0, logits)
+        else:
+            pieces.append(logits)
+
+    buffer: torch.Tensor | None = None
+    buffer_start = 0
+    for g in range(0, len(starts[0]), group):
+        zs = starts[0][g: g + group]
+        first, end = zs[0], zs[-1] + pz
+        fresh = torch.zeros(out_channels + 1, end - first, padded[1], padded[2], device=device)
+        if buffer is not None:
+            emit(buffer_start, buffer[:, : first - buffer_start])
+            keep = buffer[:, first - buffer_start:]
+            fresh[:, : keep.shape[1]] += keep
+        buffer, buffer_start = fresh, first
+        windows = [(z, y, x) for z in zs for y, x in plane]
+        for b in range(0, len(windows), batch_size):
+            chunk = windows[b: b + batch_size]
+            batch = np.stack([np.asarray(source[:, z: z + pz, y: y + patch[1], x: x + patch[2]],
+                                         dtype=np.float32) for z, y, x in chunk])
+            inputs = torch.from_numpy(batch).to(device)
+            if two_d:
+                inputs = inputs[:, :, 0]
+            logits = _run(model, inputs, flips, device, amp_dtype)
+            if two_d:
+                logits = logits[:, :, None]
+            logits = logits * weights
+            for (z, y, x), window in zip(chunk, logits):
+                buffer[:out_channels, z - first: z - first + pz, y: y + patch[1], x: x + patch[2]] += window
+                buffer[out_channels:, z - first: z - first + pz, y: y + patch[1], x: x + patch[2]] += weights
+    emit(buffer_start, buffer)
+    if on_slab is None:
+        return torch.cat(pieces, dim=1)
+    return None
+
+
+@torch.inference_mode()
+def _run(model, inputs: torch.Tensor, flips, device: torch.device, amp_dtype) -> torch.Tensor:
+    total = None
+    for axes in flips:
+        x = inputs.flip(axes) if axes else inputs
+        if amp_dtype is not None and device.type == "cuda":
+            with torch.autocast("cuda", dtype=amp_dtype):
+                y = model(x)
+        else:
+            y = model(x)
+        y = y.float()
+        y = y.flip(axes) if axes else y
+        total = y if total is None else total + y
+    return total / len(flips)
+
+
+def labels_from_logits(logits: torch.Tensor, *, threshold: float | None = None) -> torch.Tensor:
+    """Integer labels from ``(C, ...)`` logits.
+
+    One channel (sigmoid): ``p >= threshold`` (0.5 by default). Several (softmax): the arg-max;
+    with ``threshold`` a voxel is foreground only where ``1 - p(background) >= threshold``, and
+    then gets the most likely foreground class.
+    """
+    if logits.shape[0] == 1:
+        cut = 0.5 if threshold is None else threshold
+        return (torch.sigmoid(logits[0]) >= cut).to(torch.uint8)
+    labels = logits.argmax(0)
+    if threshold is not None:
+        probs = torch.softmax(logits, dim=0)
+        foreground = 1 - probs[0] >= threshold
+        labels = torch.where(foreground, probs[1:].argmax(0) + 1, torch.zeros_like(labels))
+    return labels.to(torch.uint8)
+
+
+def keep_largest(labels: np.ndarray, count: int, *, classes: Sequence[int] | None = None) -> np.ndarray:
+    """Keep the ``count`` largest connected components (face connectivity) of each label.
+
+    Voxels of dropped components become background. ``classes`` limits it to those labels.
+    """
+    from scipy import ndimage
+
+    if count <= 0:
+        return labels
+    out = labels.copy()
+    present = [int(c) for c in np.unique(labels) if c != 0]
+    for value in present if classes is None else [c for c in present if c in set(classes)]:
+        components, found = ndimage.label(labels == value)
+        if found <= count:
+            continue
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        keep = np.zeros(found + 1, dtype=bool)
+        keep[np.argsort(sizes)[::-1][:count]] = True
+        keep[0] = False
+        out[(components > 0) & ~keep[components]] = 0
+    return out

@@ -1,0 +1,170 @@
+"""Segmentation losses chosen by name, for sigmoid (binary) and softmax (multi-class) heads.
+
+=============  ===================================================================================
+``bce-dice``   binary/multi-class cross-entropy plus soft Dice, weighted (``ce_weight``,
+               ``dice_weight``); with a sigmoid head the cross-entropy is BCE
+``dice-ce``    the same sum with equal weights (nnU-Net's default), named the MONAI way
+``dice``       soft Dice over the foreground classes (batch Dice: summed over the whole batch)
+``jaccard``    soft Jaccard (IoU) over the foreground classes
+``focal``      focal loss (``gamma``, optional ``alpha`` for the foreground)
+=============  ===================================================================================
+
+A model's logits are ``(B, C, *spatial)``: ``C == 1`` with a sigmoid (binary), ``C >= 2`` with
+a softmax (class 0 is background). Targets are integer label maps ``(B, *spatial)``. With deep
+supervision the model returns a list of logits from full resolution down; :class:`DeepSupervision`
+scores each against the target downsampled (nearest) to its size, with weights halving per
+level, normalised to sum to 1 (nnU-Net's weighting).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: Loss names.
+LOSSES = ("bce-dice", "dice-ce", "dice", "jaccard", "focal")
+#: Added to numerator and denominator of the soft Dice / Jaccard (keeps empty classes finite).
+SMOOTH = 1e-5
+#: Focal loss exponent by default.
+FOCAL_GAMMA = 2.0
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Sigmoid for a 1-channel head, softmax over channels otherwise."""
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
+def one_hot(target: torch.Tensor, channels: int) -> torch.Tensor:
+    """``(B, *spatial)`` labels as ``(B, channels, *spatial)`` floats (1 channel: label > 0)."""
+    if channels == 1:
+        return (target > 0).unsqueeze(1).float()
+    return F.one_hot(target.long(), channels).movedim(-1, 1).float()
+
+
+def _overlap(probs: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel intersection and sum of sizes, over the batch and space (batch Dice)."""
+    dims = [0, *range(2, probs.ndim)]
+    return (probs * truth).sum(dims), (probs + truth).sum(dims)
+
+
+def _foreground(values: torch.Tensor) -> torch.Tensor:
+    """Drop the background channel of a softmax head (a sigmoid head has none)."""
+    return values if values.shape[0] == 1 else values[1:]
+
+
+class SoftDice(nn.Module):
+    """``1 - mean soft Dice`` over the foreground classes (``jaccard=True``: soft IoU)."""
+
+    def __init__(self, *, jaccard: bool = False):
+        super().__init__()
+        self.jaccard = jaccard
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probs = probabilities(logits.float())
+        truth = one_hot(target, logits.shape[1])
+        intersection, total = _overlap(probs, truth)
+        if self.jaccard:
+            score = (intersection + SMOOTH) / (total - intersection + SMOOTH)
+        else:
+            score = (2 * intersection + SMOOTH) / (total + SMOOTH)
+        return 1 - _foreground(score).mean()
+
+
+class CrossEntropy(nn.Module):
+    """BCE for a sigmoid head, categorical cross-entropy for a softmax head."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if logits.shape[1] == 1:
+            return F.binary_cross_entropy_with_logits(logits, one_hot(target, 1))
+        return F.cross_entropy(logits, target.long())
+
+
+class Focal(nn.Module):
+    """Focal loss ``-(1 - p_t)^gamma log p_t``; ``alpha`` weighs the foreground (1 - alpha background)."""
+
+    def __init__(self, *, gamma: float = FOCAL_GAMMA, alpha: float | None = None):
+        super().__init__()
+        self.gamma, self.alpha = gamma, alpha
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if logits.shape[1] == 1:
+            truth = one_hot(target, 1)
+            log_p = F.logsigmoid(torch.where(truth > 0, logits, -logits))  # log p_t
+            foreground = truth
+        else:
+            log_p = torch.log_softmax(logits, dim=1).gather(1, target.long().unsqueeze(1))
+            foreground = (target > 0).unsqueeze(1).float()
+        loss = -((1 - log_p.exp()) ** self.gamma) * log_p
+        if self.alpha is not None:
+            loss = loss * (self.alpha * foreground + (1 - self.alpha) * (1 - foreground))
+        return loss.mean()
+
+
+class Weighted(nn.Module):
+    """A weighted sum of losses."""
+
+    def __init__(self, parts: Sequence[tuple[float, nn.Module]]):
+        super().__init__()
+        self.weights = [w for w, _ in parts]
+        self.parts = nn.ModuleList([m for _, m in parts])
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(w * m(logits, target) for w, m in zip(self.weights, self.parts))
+
+
+class DeepSupervision(nn.Module):
+    """Apply ``loss`` to each output of a deep-supervised model, weights halving per level."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    @staticmethod
+    def weights(levels: int) -> list[float]:
+        raw = [0.5 ** i for i in range(levels)]
+        return [w / sum(raw) for w in raw]
+
+    def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self.loss(outputs, target)
+        total = 0.0
+        for weight, logits in zip(self.weights(len(outputs)), outputs):
+            small = target
+            if logits.shape[2:] != target.shape[1:]:
+                small = F.interpolate(target[:, None].float(), size=logits.shape[2:],
+                                      mode="nearest")[:, 0].to(target.dtype)
+            total = total + weight * self.loss(logits, small)
+        return total
+
+
+def build_loss(name: str, *, ce_weight: float = 1.0, dice_weight: float = 1.0,
+               gamma: float = FOCAL_GAMMA, alpha: float | None = None) -> nn.Module:
+    """The loss ``name`` (see the module docstring), wrapped for deep supervision.
+
+    Raises
+    ------
+    UsageError
+        Unknown name or negative weights.
+    """
+    from .errors import UsageError
+
+    if name not in LOSSES:
+        raise UsageError(f"--loss {name}: choose one of {', '.join(LOSSES)}")
+    if ce_weight < 0 or dice_weight < 0:
+        raise UsageError("loss weights must not be negative")
+    if name == "bce-dice":
+        loss = Weighted([(ce_weight, CrossEntropy()), (dice_weight, SoftDice())])
+    elif name == "dice-ce":
+        loss = Weighted([(1.0, CrossEntropy()), (1.0, SoftDice())])
+    elif name == "dice":
+        loss = SoftDice()
+    elif name == "jaccard":
+        loss = SoftDice(jaccard=True)
+    else:
+        loss = Focal(gamma=gamma, alpha=alpha)
+    return DeepSupervision(loss)

@@ -1,0 +1,564 @@
+"""The segmentation task: recipe, preprocessing, training pieces and prediction.
+
+The **recipe** is everything ``predict`` needs to treat a new volume as training did, stored in
+the checkpoint (DESIGN.md): ``dim`` (2 or 3), ``patch`` ``(pz, py, px)`` (``pz = 1`` in 2D),
+``spacing`` (mm, ``null`` for an axis kept as it is: z in 2D), ``normalize`` (``ct`` window
+scaled to [0, 1], per-volume ``zscore``, or ``none``), ``classes`` (names, background first)
+and ``activation`` (``sigmoid`` for one foreground class trained that way, else ``softmax``).
+
+Prediction (:func:`predict_volume`): resample the input to the recipe's spacing (linear), normalise,
+sliding-window logits streamed along z (:func:`~medtool.inference.sliding_window`), labels per
+slab (arg-max or threshold) at the model's resolution, keep the N largest components per label,
+then resample the *labels* onto the input's own grid with nearest neighbour: full-resolution
+float maps for every class are never made (only with ``probabilities=True``, and then one class
+at a time).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError, UsageError
+from .volume import UNITS_HU, Volume
+
+#: Default CT window (HU) scaled to [0, 1] by ``normalize=ct``: air to soft tissue and bone.
+CT_WINDOW = (-1000.0, 400.0)
+#: Normalisation modes.
+NORMALIZATIONS = ("auto", "ct", "zscore", "none")
+#: Largest default patch: 3D ``(z, y, x)`` and 2D ``(y, x)``.
+MAX_PATCH_3D = (64, 128, 128)
+MAX_PATCH_2D = (256, 256)
+#: Overlap of validation windows during training (prediction defaults to 0.5).
+VALIDATION_OVERLAP = 0.25
+#: Activations of the output layer.
+ACTIVATIONS = ("auto", "sigmoid", "softmax")
+#: Name of the cache index inside the cache folder.
+CACHE_INDEX = "index.json"
+
+
+@dataclass
+class SegmentOptions:
+    """What ``medtool train --task segment`` was asked for (stored in the checkpoint)."""
+
+    images: str | None = None
+    masks: str | None = None
+    csv: str | None = None
+    mask_suffixes: list[str] = field(default_factory=lambda: [""])
+    class_names: list[str] | None = None
+    folds: str | None = None
+    fold: int | None = None
+    val_fraction: float = 0.2
+    dim: int = 3
+    patch: list[int] | None = None
+    spacing: list[float] | None = None
+    normalize: str = "auto"
+    window: list[float] = field(default_factory=lambda: list(CT_WINDOW))
+    pos_ratio: float = 0.33
+    activation: str = "auto"
+    model: str = "unet"
+    width: int = 32
+    depth: int = 5
+    norm: str = "instance"
+    dropout: float = 0.0
+    residual: bool = False
+    deep_supervision: bool = False
+    upsample: str = "transpose"
+    loss: str = "dice-ce"
+    ce_weight: float = 1.0
+    dice_weight: float = 1.0
+    augment: str = "light"
+    aug: list[str] = field(default_factory=list)
+    val_overlap: float = VALIDATION_OVERLAP
+
+    def check(self) -> None:
+        """Raise :class:`UsageError` for impossible combinations (before any work)."""
+        from .augment import make_config
+        from .losses import LOSSES
+
+        if self.csv is None and (self.images is None or self.masks is None):
+            raise UsageError("give --images DIR and --masks DIR, or --csv cases.csv")
+        if self.dim not in (2, 3):
+            raise UsageError(f"--dim must be 2d or 3d, got {self.dim}")
+        if self.normalize not in NORMALIZATIONS:
+            raise UsageError(f"--normalize {self.normalize}: choose one of {', '.join(NORMALIZATIONS)}")
+        if self.activation not in ACTIVATIONS:
+            raise UsageError(f"--activation {self.activation}: choose one of {', '.join(ACTIVATIONS)}")
+        if self.loss not in LOSSES:
+            raise UsageError(f"--loss {self.loss}: choose one of {', '.join(LOSSES)}")
+        if not 0 <= self.pos_ratio <= 1:
+            raise UsageError("--pos-ratio must be between 0 and 1")
+        if self.patch is not None and len(self.patch) != self.dim:
+            raise UsageError(f"--patch needs {self.dim} sizes for --dim {self.dim}d, got {self.patch}")
+        if self.spacing is not None and len(self.spacing) != 3:
+            raise UsageError(f"--spacing needs three values (z y x mm), got {self.spacing}")
+        if self.window[0] >= self.window[1]:
+            raise UsageError("--window LOW HIGH needs LOW < HIGH")
+        make_config(self.augment, self.aug)
+
+
+# -- preprocessing shared by training and prediction ----------------------------------------------
+def normalize(array: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Intensities as the recipe says: ``ct`` clips to the window and scales to [0, 1],
+    ``zscore`` subtracts the volume's mean and divides by its standard deviation."""
+    data = np.asarray(array, dtype=np.float32)
+    mode = spec["mode"]
+    if mode == "ct":
+        low, high = spec["window"]
+        return (np.clip(data, low, high) - low) / np.float32(high - low)
+    if mode == "zscore":
+        std = float(data.std())
+        return (data - np.float32(data.mean())) / np.float32(std if std > 0 else 1.0)
+    return data
+
+
+def normalize_spec(options: SegmentOptions, units: str) -> dict[str, Any]:
+    """The recipe's ``normalize`` entry; ``auto`` is ``ct`` for HU volumes, else ``zscore``."""
+    mode = options.normalize
+    if mode == "auto":
+        mode = "ct" if units == UNITS_HU else "zscore"
+    return {"mode": mode, "window": list(options.window)} if mode == "ct" else {"mode": mode}
+
+
+def as_3d(volume: Volume) -> Volume:
+    """A 2D image as a one-slice volume (its normal is the slice axis at 1 mm)."""
+    if volume.ndim == 3:
+        return volume
+    return Volume(volume.array[None], (1.0, *volume.spacing), volume.origin, volume.direction,
+                  dict(volume.meta), list(volume.history))
+
+
+def model_spacing(volume: Volume, spacing: Sequence[float | None] | None) -> tuple[float, ...]:
+    """The recipe's spacing for ``volume``: ``None`` entries keep the volume's own."""
+    if spacing is None:
+        return tuple(volume.spacing)
+    return tuple(float(v if s is None else s) for s, v in zip(spacing, volume.spacing))
+
+
+def to_model_space(volume: Volume, recipe: dict[str, Any], *, mask: bool = False,
+                   device: Any = "cpu") -> Volume:
+    """``volume`` (3D) resampled to the recipe's spacing (linear; nearest for masks)."""
+    from .resample import resample
+
+    spacing = model_spacing(volume, recipe.get("spacing"))
+    if np.allclose(spacing, volume.spacing, rtol=0, atol=1e-6):
+        return volume
+    return resample(volume, spacing=spacing, mask=mask, device=device)
+
+
+def prepare_image(volume: Volume, recipe: dict[str, Any], *, device: Any = "cpu") -> Volume:
+    """An input volume as the model sees it: 3D, at the recipe's spacing, normalised float32."""
+    volume = to_model_space(as_3d(volume), recipe, device=device)
+    return volume.with_array(normalize(volume.array, recipe["normalize"]))
+
+
+# -- the cache ---------------------------------------------------------------------------------------
+@dataclass
+class _CacheJob:
+    case_id: str
+    image: str
+    masks: list[str]
+    cache: str
+    recipe: dict[str, Any]
+    seed: int
+
+
+def preprocess_case(job: _CacheJob) -> dict[str, Any]:
+    """Bring one case into the model's space and write it to the cache (see the module docstring)."""
+    from .datasets import locations, merge_masks
+    from .formats import load_volume, save_volume
+
+    image = as_3d(load_volume(job.image, mmap=True))
+    arrays = []
+    for path in job.masks:
+        mask = as_3d(load_volume(path, mmap=True))
+        if not mask.same_grid(image, atol=1e-3):
+            raise InputError(f"mask is not on the grid of its image {Path(job.image).name} "
+                             f"(shape {list(mask.shape)} vs {list(image.shape)})", path=path,
+                             hint="resample it onto the image grid (medtool resample --like IMAGE)")
+        if mask.array.dtype.kind == "f" and not np.all(np.mod(mask.array, 1) == 0):
+            raise InputError("mask holds non-integer values", path=path,
+                             hint="masks are integer label volumes (0 background)")
+        arrays.append(mask.array)
+    try:
+        labels, counts = merge_masks(arrays)
+    except ValueError as exc:
+        raise InputError(str(exc), path=job.masks[0], hint="masks hold labels 0..255") from exc
+    recipe = dict(job.recipe)
+    if recipe["normalize"] is None:
+        recipe["normalize"] = {"mode": "none"}
+    model_image = to_model_space(image, recipe)
+    model_mask = to_model_space(image.with_array(labels, units="label"), recipe, mask=True)
+    cache = Path(job.cache)
+    image_path, mask_path = cache / f"{job.case_id}_image.npy", cache / f"{job.case_id}_mask.npy"
+    fg_path = cache / f"{job.case_id}_fg.npz"
+    save_volume(model_image.with_array(normalize(model_image.array, recipe["normalize"])),
+                image_path, force=True)
+    save_volume(model_mask.with_array(np.asarray(model_mask.array, dtype=np.uint8)), mask_path, force=True)
+    where = locations(model_mask.array, int(labels.max()) + 1 if labels.size else 1,
+                      rng=np.random.default_rng([job.seed, len(job.case_id)]))
+    from .files import atomic_output
+
+    with atomic_output(fg_path, force=True) as temp:
+        with open(temp, "wb") as handle:
+            np.savez(handle, **{f"class_{k}": v for k, v in where.items()})
+    return {"case_id": job.case_id, "image": str(image_path), "mask": str(mask_path),
+            "locations": str(fg_path), "shape": list(model_mask.shape), "label_counts": counts,
+            "present": sorted(where)}
+
+
+def _read_header(path: str) -> Volume:
+    from .formats import load_volume
+
+    return as_3d(load_volume(path, mmap=True))
+
+
+# -- the task -----------------------------------------------------------------------------------------
+class SegmentTask:
+    """Segmentation for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
+
+    name = "segment"
+
+    def __init__(self, options: SegmentOptions, *, recipe: dict[str, Any] | None = None):
+        options.check()
+        self.options = options
+        self.recipe: dict[str, Any] = recipe or {}
+        self.train_cases: list[dict[str, Any]] = []
+        self.val_cases: list[dict[str, Any]] = []
+
+    # -- data ------------------------------------------------------------------------------------
+    def cases(self):
+        from .datasets import match_cases, read_cases_csv
+
+        o = self.options
+        if o.csv is not None:
+            return read_cases_csv(o.csv)
+        return match_cases(o.images, o.masks, o.mask_suffixes)
+
+    def prepare(self, cache: Path, *, seed: int, workers: int = 1, progress: bool = False,
+                build_cache: bool = True, on_error=None) -> None:
+        """Find and split the cases, plan the recipe (unless resumed), write/read the cache.
+
+        Only one process builds the cache (``build_cache``); the others read its index after.
+        """
+        from .datasets import read_folds, split_cases
+
+        o = self.options
+        cases = self.cases()
+        folds = read_folds(o.folds) if o.folds else None
+        train, val = split_cases(cases, folds=folds, fold=o.fold, val_fraction=o.val_fraction, seed=seed)
+        if not train:
+            raise UsageError("no training cases left after taking out the validation fold")
+        if not self.recipe:
+            self.recipe = self._plan(train)
+        cache = Path(cache)
+        index_path = cache / CACHE_INDEX
+        key = {k: self.recipe[k] for k in ("spacing", "normalize", "dim")}
+        key["mask_suffixes"] = o.mask_suffixes
+        if build_cache:
+            entries = self._build_cache(train + val, cache, key, seed=seed, workers=workers,
+                                        progress=progress, on_error=on_error)
+        else:
+            entries = json.loads(index_path.read_text())["cases"]
+        by_id = {e["case_id"]: e for e in entries}
+        self.train_cases = [by_id[c.case_id] for c in train]
+        self.val_cases = [by_id[c.case_id] for c in val]
+        if "classes" not in self.recipe:
+            self._plan_classes(entries)
+
+    def _plan(self, train) -> dict[str, Any]:
+        """Spacing (median of the training images), normalisation and patch size."""
+        o = self.options
+        headers = [_read_header(str(c.image)) for c in train]
+        spacings = np.array([h.spacing for h in headers])
+        shapes = np.array([h.shape for h in headers])
+        if o.spacing is not None:
+            spacing = [float(s) for s in o.spacing]
+        else:
+            spacing = [float(s) for s in np.median(spacings, axis=0)]
+        if o.dim == 2:
+            spacing[0] = None       # slices stay as they are
+        sizes = np.median(shapes * spacings / np.array([s or v for s, v in zip(spacing, spacings[0])]), axis=0)
+        recipe: dict[str, Any] = {"dim": o.dim, "spacing": spacing,
+                                  "normalize": normalize_spec(o, headers[0].units)}
+        recipe["patch"] = self._plan_patch(sizes)
+        return recipe
+
+    def _plan_patch(self, sizes: np.ndarray) -> list[int]:
+        from .models.unet import plan_strides
+
+        o = self.options
+        if o.patch is not None:
+            wanted = list(o.patch)
+        elif o.dim == 3:
+            wanted = [int(min(s, m)) for s, m in zip(sizes, MAX_PATCH_3D)]
+        else:
+            wanted = [int(min(s, m)) for s, m in zip(sizes[1:], MAX_PATCH_2D)]
+        strides = plan_strides(wanted, o.depth)
+        divisor = np.prod(np.array(strides), axis=0) if strides else np.ones(len(wanted), int)
+        patch = [int(max(d, int(np.ceil(w / d)) * d)) for w, d in zip(wanted, divisor)]
+        return patch if o.dim == 3 else [1, *patch]
+
+    def _build_cache(self, cases, cache: Path, key, *, seed, workers, progress, on_error):
+        from .batch import run_batch
+        from .files import atomic_write_text
+
+        cache.mkdir(parents=True, exist_ok=True)
+        index_path = cache / CACHE_INDEX
+        if index_path.is_file():
+            index = json.loads(index_path.read_text())
+            have = {e["case_id"]: e for e in index["cases"]}
+            if index.get("key") == key and all(c.case_id in have for c in cases) and all(
+                    Path(have[c.case_id][k]).exists() for c in cases for k in ("image", "mask", "locations")):
+                return [have[c.case_id] for c in cases]
+        jobs = [_CacheJob(c.case_id, str(c.image), [str(m) for m in c.masks], str(cache), self.recipe, seed)
+                for c in cases]
+        outcome = run_batch(preprocess_case, jobs, workers=workers, description="preprocessing",
+                            progress=progress, on_error=on_error, name=lambda job: job.image)
+        if outcome.failures:
+            name, error = outcome.failures[0]
+            raise error
+        atomic_write_text(index_path, json.dumps({"key": key, "cases": outcome.results}, indent=1), force=True)
+        return outcome.results
+
+    def _plan_classes(self, entries) -> None:
+        o = self.options
+        counts = np.max(np.array([e["label_counts"] for e in entries]), axis=0).tolist()
+        if o.class_names is not None:
+            names = list(o.class_names)
+            if len(names) != sum(counts):
+                raise UsageError(f"--class-names gives {len(names)} names but the masks hold "
+                                 f"{sum(counts)} labels")
+        else:
+            names = []
+            for suffix, count in zip(o.mask_suffixes, counts):
+                stem = suffix.strip("_-. ") or "label"
+                names += [stem] if count == 1 and suffix else [f"{stem}_{i}" for i in range(1, count + 1)]
+        if not names:
+            raise InputError("the masks hold no foreground label", path=o.masks or o.csv,
+                             hint="check the mask folder and --mask-suffix")
+        activation = o.activation
+        if activation == "auto":
+            activation = "sigmoid" if len(names) == 1 and o.loss == "bce-dice" else "softmax"
+        if activation == "sigmoid" and len(names) != 1:
+            raise UsageError(f"--activation sigmoid needs one foreground class, the masks hold {len(names)}")
+        self.recipe["classes"] = ["background", *names]
+        self.recipe["activation"] = activation
+
+    # -- model, loss, data ---------------------------------------------------------------------------
+    @property
+    def out_channels(self) -> int:
+        return 1 if self.recipe["activation"] == "sigmoid" else len(self.recipe["classes"])
+
+    def model_spec(self) -> dict[str, Any]:
+        from .models.unet import plan_strides
+
+        o = self.options
+        patch = self.recipe["patch"][1:] if o.dim == 2 else self.recipe["patch"]
+        config = {"dim": o.dim, "in_channels": 1, "out_channels": self.out_channels, "width": o.width,
+                  "depth": o.depth, "norm": o.norm, "dropout": o.dropout, "residual": o.residual,
+                  "deep_supervision": o.deep_supervision, "upsample": o.upsample,
+                  "strides": plan_strides(patch, o.depth)}
+        return {"name": o.model, "config": config}
+
+    def build_loss(self):
+        from .losses import build_loss
+
+        o = self.options
+        return build_loss(o.loss, ce_weight=o.ce_weight, dice_weight=o.dice_weight)
+
+    def dataset(self, *, length: int, seed: int):
+        from .datasets import PatchDataset
+
+        return PatchDataset(self.train_cases, patch=self.recipe["patch"], length=length,
+                            pos_ratio=self.options.pos_ratio, seed=seed, two_d=self.options.dim == 2)
+
+    def augmenter(self, seed: int):
+        from .augment import Augmenter, make_config
+
+        return Augmenter(make_config(self.options.augment, self.options.aug), seed=seed)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [f"dice_{name}" for name in self.recipe["classes"][1:]]
+
+    def validate(self, model, *, device, amp_dtype=None, batch_size: int = 4) -> dict[str, float]:
+        """Mean Dice per label over the validation cases (full-volume sliding window at the
+        model's resolution); ``score`` is their mean."""
+        import torch
+
+        from .formats import load_volume
+        from .inference import labels_from_logits, sliding_window
+        from .metrics import dice
+
+        if not self.val_cases:
+            return {}
+        classes = self.recipe["classes"][1:]
+        scores = np.zeros((len(self.val_cases), len(classes)))
+        was_training = model.training
+        model.eval()
+        try:
+            for row, case in enumerate(self.val_cases):
+                image = load_volume(case["image"], mmap=True).array[None]
+                truth = load_volume(case["mask"], mmap=True).array
+                logits = sliding_window(model, image, patch=self._window(), out_channels=self.out_channels,
+                                        overlap=self.options.val_overlap, batch_size=batch_size,
+                                        device=device, amp_dtype=amp_dtype)
+                labels = labels_from_logits(logits).cpu().numpy()
+                for column in range(len(classes)):
+                    scores[row, column] = dice(truth == column + 1, labels == column + 1)
+        finally:
+            model.train(was_training)
+            del torch
+        result = {f"dice_{name}": float(v) for name, v in zip(classes, scores.mean(axis=0))}
+        result["score"] = float(scores.mean())
+        return result
+
+    def _window(self) -> list[int]:
+        patch = self.recipe["patch"]
+        return patch[1:] if self.recipe["dim"] == 2 else patch
+
+    def describe(self) -> dict[str, Any]:
+        return {"options": asdict(self.options)}
+
+
+# -- prediction ---------------------------------------------------------------------------------------
+@dataclass
+class PredictSettings:
+    """How ``predict`` runs the model (none of it changes the recipe)."""
+
+    overlap: float = 0.5
+    blend: str = "gaussian"
+    batch_size: int = 4
+    tta: bool = False
+    threshold: float | None = None
+    keep_largest: int = 0
+    probabilities: bool = False
+
+
+def predict_volume(model, volume: Volume, recipe: dict[str, Any], settings: PredictSettings, *,
+                   device, amp_dtype=None) -> tuple[Volume, list[Volume]]:
+    """Labels (uint8, on ``volume``'s own grid) and, if asked, one probability map per
+    foreground class; see the module docstring."""
+    import torch
+
+    from .inference import keep_largest, labels_from_logits, sliding_window
+
+    source = as_3d(volume)
+    prepared = prepare_image(source, recipe, device="cpu")
+    classes = recipe["classes"]
+    out_channels = 1 if recipe["activation"] == "sigmoid" else len(classes)
+    labels = np.zeros(prepared.shape, dtype=np.uint8)
+    probs = np.zeros((len(classes) - 1, *prepared.shape), dtype=np.float32) if settings.probabilities else None
+
+    def take(z0: int, logits: torch.Tensor) -> None:
+        z1 = z0 + logits.shape[1]
+        labels[z0:z1] = labels_from_logits(logits, threshold=settings.threshold).cpu().numpy()
+        if probs is not None:
+            p = torch.sigmoid(logits) if out_channels == 1 else torch.softmax(logits, dim=0)[1:]
+            probs[:, z0:z1] = p.cpu().numpy()
+
+    patch = recipe["patch"][1:] if recipe["dim"] == 2 else recipe["patch"]
+    sliding_window(model, prepared.array[None], patch=patch, out_channels=out_channels,
+                   overlap=settings.overlap, blend=settings.blend, batch_size=settings.batch_size,
+                   tta=settings.tta, device=device, amp_dtype=amp_dtype, on_slab=take)
+    if settings.keep_largest > 0:
+        labels = keep_largest(labels, settings.keep_largest)
+    result = _onto(prepared.with_array(labels, units="label"), source, mask=True)
+    maps = []
+    if probs is not None:
+        for channel in range(probs.shape[0]):
+            maps.append(_onto(prepared.with_array(probs[channel], units="probability"), source, mask=False))
+    if volume.ndim == 2:
+        result = Volume(result.array[0], volume.spacing, volume.origin, volume.direction, result.meta)
+        maps = [Volume(m.array[0], volume.spacing, volume.origin, volume.direction, m.meta) for m in maps]
+    return result, maps
+
+
+def _onto(model_volume: Volume, source: Volume, *, mask: bool) -> Volume:
+    """``model_volume`` on the grid of ``source`` (nearest for labels, linear for maps)."""
+    from .resample import resample
+
+    if model_volume.same_grid(source):
+        out = model_volume
+    else:
+        out = resample(model_volume, like=source, mask=mask, pad=0.0)
+    meta = {k: v for k, v in source.meta.items() if k not in ("units", "resampled_from")}
+    meta["units"] = "label" if mask else "probability"
+    return Volume(np.asarray(out.array), source.spacing, source.origin, source.direction, meta,
+                  list(source.history))
+
+
+@dataclass
+class _PredictJob:
+    source: Path
+    path: Path
+
+
+def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out: str | Path, *,
+                  settings: PredictSettings, device, fmt: str | None = None, force: bool = False,
+                  shard: tuple[int, int] | None = None, step: dict[str, Any] | None = None,
+                  amp: str = "auto", progress: bool = False, on_error=None):
+    """``medtool predict`` for a segmentation checkpoint: every volume under ``inputs`` to a
+    label volume under ``out`` (mirroring the input names), the model loaded once.
+
+    Returns a :class:`~medtool.batch.BatchResult` whose results are the rows printed.
+    """
+    from .batch import run_batch
+    from .files import check_writable, find_files, mirror_path, take_shard, volume_suffix
+    from .formats import load_volume, save_volume
+    from .ingest import FORMATS
+    from .train import amp_dtype, build_model
+
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if not 0 <= settings.overlap < 1:
+        raise UsageError("--overlap must be in [0, 1)")
+    if settings.threshold is not None and not 0 < settings.threshold < 1:
+        raise UsageError("--threshold must be between 0 and 1")
+    recipe = checkpoint["recipe"]
+    model = build_model(checkpoint).to(device)
+    dtype = amp_dtype(amp, device)
+    sources = take_shard(find_files(inputs), shard)
+    out = Path(out)
+    single = volume_suffix(out) is not None
+    if single and len(sources) > 1:
+        raise UsageError(f"{out} names one file, but there are {len(sources)} inputs",
+                         hint="give an output folder instead")
+    roots = [Path(p) for p in inputs]
+    jobs = [_PredictJob(s, out if single else mirror_path(s, roots, out, f".{fmt}" if fmt else volume_suffix(s) or ".nii.gz"))
+            for s in sources]
+    names = recipe["classes"][1:]
+
+    def probability_path(path: Path, name: str) -> Path:
+        suffix = volume_suffix(path)
+        return path.with_name(path.name[: -len(suffix)] + f"_prob_{name}{suffix}")
+
+    def run(job: _PredictJob) -> dict[str, Any]:
+        outputs = [job.path] + ([probability_path(job.path, n) for n in names] if settings.probabilities else [])
+        for path in outputs:
+            check_writable(path, force=force)
+        volume = load_volume(job.source, mmap=True)
+        if volume.array.dtype.kind not in "iuf":
+            raise InputError(f"cannot segment a {volume.array.dtype} volume", path=job.source,
+                             hint="give an image volume")
+        labels, maps = predict_volume(model, volume, recipe, settings, device=device, amp_dtype=dtype)
+        history = [*volume.history, {**(step or {}), "source": str(job.source),
+                                     "classes": recipe["classes"]}]
+        labels.history = history
+        labels.meta["classes"] = recipe["classes"]
+        save_volume(labels, job.path, force=force)
+        for path, item in zip(outputs[1:], maps):
+            item.history = history
+            save_volume(item.with_array(item.array.astype(np.float32)), path, force=force)
+        counts = np.bincount(labels.array.ravel(), minlength=len(recipe["classes"]))
+        voxel_ml = float(np.prod(labels.spacing)) / 1000.0
+        return {"input": str(job.source), "output": str(job.path), "shape": list(labels.shape),
+                "volumes_ml": {n: round(float(counts[i + 1]) * voxel_ml, 3) for i, n in enumerate(names)}}
+
+    return run_batch(run, jobs, workers=1, description="predicting", progress=progress,
+                     on_error=on_error, name=lambda job: str(job.source))

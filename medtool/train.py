@@ -1,0 +1,524 @@
+"""The training loop shared by every task (``medtool train --task ...``).
+
+A task (:class:`medtool.segmentation.SegmentTask`; classification and detection add their own)
+provides the data set, the model spec, the loss, the augmentation and the validation metric;
+:func:`fit` does the rest: AdamW or SGD, a cosine / plateau / constant schedule, mixed
+precision on CUDA (bf16 or fp16 with a gradient scaler), gradient clipping, early stopping on
+the validation score, seeds, checkpoints ``last.pt`` / ``best.pt`` holding the whole recipe,
+``--resume``, a log CSV and a learning-curve PNG, and a progress display on stderr.
+
+Launched by ``torchrun --nproc_per_node N`` it runs DistributedDataParallel: each process
+draws its share of the epoch's samples (DistributedSampler), gradients are averaged, and
+rank 0 alone validates, logs and writes checkpoints.
+
+Checkpoint layout (a dict, ``torch.save``)::
+
+    format, format_version, medtool_version, task,
+    model: {name, config}, recipe: {...task's recipe...}, state_dict,
+    training: {epoch (last finished, 0-based), best_score, best_epoch, stale_epochs,
+               config (TrainConfig), options (task options), optimizer, scheduler, scaler},
+    metrics: {validation metrics of that epoch}
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import InputError, UsageError
+
+#: Identifies a medtool checkpoint and its layout version.
+CHECKPOINT_FORMAT = "medtool-checkpoint"
+CHECKPOINT_VERSION = 1
+#: Files of a run folder.
+LAST, BEST, LOG, CURVE, CACHE = "last.pt", "best.pt", "log.csv", "curve.png", "cache"
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "plateau", "constant")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+#: Plateau schedule: factor and patience (epochs) of the learning-rate cut.
+PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.5, 5
+#: Momentum of SGD (nnU-Net's, with Nesterov).
+SGD_MOMENTUM = 0.99
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings common to every task."""
+
+    epochs: int = 100
+    steps_per_epoch: int = 50
+    batch_size: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    amp: str = "auto"
+    grad_clip: float = 12.0
+    patience: int = 0
+    val_every: int = 1
+    seed: int = 0
+    max_minutes: float | None = None
+
+    def check(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer {self.optimizer}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"--schedule {self.schedule}: choose one of {', '.join(SCHEDULES)}")
+        if self.amp not in AMP_MODES:
+            raise UsageError(f"--amp {self.amp}: choose one of {', '.join(AMP_MODES)}")
+        if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 1:
+            raise UsageError("--epochs, --steps and --batch-size must be at least 1")
+        if self.lr <= 0:
+            raise UsageError("--lr must be positive")
+
+
+#: Tasks by name: "module:class" (imported on use; classification and detection add theirs).
+TASKS: dict[str, str] = {"segment": "medtool.segmentation:SegmentTask"}
+#: Options dataclass of each task.
+TASK_OPTIONS: dict[str, str] = {"segment": "medtool.segmentation:SegmentOptions"}
+
+
+def _load(spec: str):
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_task(name: str, options: Any, recipe: dict[str, Any] | None = None):
+    """The task ``name`` built from its options (a dataclass or the dict stored in a checkpoint)."""
+    if name not in TASKS:
+        raise UsageError(f"--task {name}: choose one of {', '.join(TASKS)}")
+    if isinstance(options, dict):
+        options = _load(TASK_OPTIONS[name])(**options)
+    return _load(TASKS[name])(options, recipe=recipe)
+
+
+# -- distributed ------------------------------------------------------------------------------------
+@dataclass
+class Distributed:
+    """Where this process stands in a torchrun launch (world size 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def distributed_from_env(device) -> Distributed:
+    """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); no-op otherwise."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`fit` (on the CPU).
+
+    Raises
+    ------
+    InputError
+        Not a file, not a torch file, or not a medtool checkpoint.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such checkpoint", path=path, hint="give the best.pt or last.pt of a run")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise InputError(f"cannot read checkpoint ({type(exc).__name__})", path=path,
+                         hint="the file is truncated or not a torch checkpoint") from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise InputError("not a medtool checkpoint", path=path, hint="train one with medtool train")
+    if checkpoint.get("format_version", 0) > CHECKPOINT_VERSION:
+        raise InputError(f"checkpoint format {checkpoint['format_version']} is newer than this medtool",
+                         path=path, hint="upgrade medtool")
+    return checkpoint
+
+
+def build_model(checkpoint: dict[str, Any]):
+    """The checkpoint's model with its weights, in eval mode (on the CPU)."""
+    from . import models
+
+    model = models.build(checkpoint["model"]["name"], checkpoint["model"]["config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    import torch
+
+    from .files import atomic_output
+
+    with atomic_output(path, force=True) as temp:
+        torch.save(payload, temp)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def amp_dtype(mode: str, device):
+    """Autocast dtype for ``--amp`` on ``device``: only CUDA gets one (bf16 where supported)."""
+    import torch
+
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def threads_for(workers: int, world: int) -> int:
+    """torch compute threads of one process: the cores shared by the processes, minus the
+    loader processes (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    loaders = workers if workers > 1 else 0
+    return max(1, cores // max(1, world) - loaders // 2)
+
+
+@dataclass
+class EpochRow:
+    """One line of the log CSV."""
+
+    epoch: int
+    train_loss: float
+    lr: float
+    seconds: float
+    samples_per_s: float
+    data_wait: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# -- the loop -----------------------------------------------------------------------------------------
+def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: int = 1,
+        resume: bool = False, force: bool = False, progress: bool = True,
+        log: Callable[[str], None] | None = None, step: dict[str, Any] | None = None,
+        checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``task`` with ``config``, writing the run folder ``out``; returns a summary.
+
+    ``checkpoint`` (with ``resume``) is the ``last.pt`` to continue from: its epoch counter,
+    weights, optimizer, schedule and scaler states, best score and patience count.
+    """
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data.distributed import DistributedSampler
+
+    from . import __version__, models
+
+    config.check()
+    out = Path(out)
+    dist_info = distributed_from_env(device)
+    if dist_info.active and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    say = log if (log is not None and dist_info.main) else (lambda text: None)
+    if dist_info.main and not resume and (out / LAST).exists() and not force:
+        raise UsageError(f"{out} holds a run already", hint="pass --resume to continue it or --force to start over")
+    torch.set_num_threads(threads_for(workers, dist_info.world))
+    seed_everything(config.seed + dist_info.rank)
+
+    # data (rank 0 builds the cache, the others wait and read it)
+    cache = out / CACHE
+    if dist_info.main:
+        out.mkdir(parents=True, exist_ok=True)
+        task.prepare(cache, seed=config.seed, workers=workers, progress=progress, build_cache=True)
+    if dist_info.active:
+        torch.distributed.barrier()
+        if not dist_info.main:
+            task.prepare(cache, seed=config.seed, build_cache=False)
+    spec = task.model_spec()
+    model = models.build(spec["name"], spec["config"]).to(device)
+    loss_fn = task.build_loss()
+    dtype = amp_dtype(config.amp, device)
+    optimizer = _optimizer(model, config)
+    scheduler = _scheduler(optimizer, config)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    start_epoch, best_score, best_epoch, stale = 0, -math.inf, -1, 0
+    if resume and checkpoint is not None:
+        model.load_state_dict(checkpoint["state_dict"])
+        state = checkpoint["training"]
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = state["epoch"] + 1
+        best_score, best_epoch, stale = state["best_score"], state["best_epoch"], state["stale_epochs"]
+    train_model = model
+    if dist_info.active:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    samples = config.steps_per_epoch * config.batch_size * dist_info.world
+    dataset = task.dataset(length=samples, seed=config.seed)
+    sampler = (DistributedSampler(dataset, num_replicas=dist_info.world, rank=dist_info.rank,
+                                  shuffle=True, seed=config.seed, drop_last=True)
+               if dist_info.active else RandomSampler(dataset, generator=torch.Generator()))
+    loaders = workers if workers > 1 else 0
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=loaders,
+                        pin_memory=device.type == "cuda", drop_last=True,
+                        persistent_workers=loaders > 0)
+    columns = ["epoch", "train_loss", "lr", "seconds", "samples_per_s", "data_wait",
+               "val_score", *task.metric_names]
+    if dist_info.main:
+        _start_log(out / LOG, columns, keep_until=start_epoch if resume else 0)
+    say(f"training {task.name}: {len(task.train_cases)} training / {len(task.val_cases)} validation cases, "
+        f"patch {task.recipe.get('patch')}, spacing {task.recipe.get('spacing')}, device {device}"
+        + (f", {dist_info.world} processes" if dist_info.active else ""))
+
+    payload_base = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+                    "medtool_version": __version__, "task": task.name, "model": spec,
+                    "recipe": task.recipe, "history": [step] if step else []}
+    started = time.monotonic()
+    display = _Display(progress and dist_info.main, config.epochs, config.steps_per_epoch, start_epoch)
+    rows: list[EpochRow] = []
+    stopped = "epochs"
+    with display:
+        for epoch in range(start_epoch, config.epochs):
+            epoch_seed = _epoch_seed(config.seed, epoch, dist_info.rank)
+            torch.manual_seed(epoch_seed)
+            dataset.set_epoch(epoch)
+            if dist_info.active:
+                sampler.set_epoch(epoch)
+            else:
+                sampler.generator.manual_seed(epoch_seed)
+            augment = task.augmenter(epoch_seed)
+            train_model.train()
+            losses, waited, t0 = [], 0.0, time.perf_counter()
+            fetched = time.perf_counter()
+            for inputs, targets in loader:
+                waited += time.perf_counter() - fetched
+                inputs = inputs.to(device, non_blocking=True)
+                targets = targets.to(device, non_blocking=True)
+                with torch.no_grad():
+                    inputs, targets = augment(inputs, targets)
+                optimizer.zero_grad(set_to_none=True)
+                if dtype is not None:
+                    with torch.autocast(device.type, dtype=dtype):
+                        outputs = train_model(inputs)
+                else:
+                    outputs = train_model(inputs)
+                loss = loss_fn(outputs, targets)
+                scaler.scale(loss).backward()
+                if config.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(float(loss.detach()))
+                display.step(epoch, np.mean(losses))
+                fetched = time.perf_counter()
+            seconds = time.perf_counter() - t0
+            mean_loss = float(np.mean(losses))
+            if dist_info.active:
+                tensor = torch.tensor([mean_loss], device=device)
+                torch.distributed.all_reduce(tensor)
+                mean_loss = float(tensor) / dist_info.world
+            metrics: dict[str, float] = {}
+            validate = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+            if dist_info.main and validate:
+                metrics = task.validate(model, device=device, amp_dtype=dtype)
+            score = metrics.get("score", -mean_loss)
+            lr = optimizer.param_groups[0]["lr"]
+            if config.schedule == "plateau":
+                scheduler.step(score)
+            elif scheduler is not None:
+                scheduler.step()
+            stop = False
+            if dist_info.main:
+                improved = validate and score > best_score
+                if improved:
+                    best_score, best_epoch, stale = score, epoch, 0
+                elif validate:
+                    stale += 1
+                row = EpochRow(epoch, mean_loss, lr, seconds, samples / seconds, waited / seconds, metrics)
+                rows.append(row)
+                _append_log(out / LOG, columns, row)
+                payload = {**payload_base, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                           "metrics": metrics,
+                           "training": {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
+                                        "stale_epochs": stale, "config": asdict(config),
+                                        "options": task.describe()["options"],
+                                        "optimizer": optimizer.state_dict(),
+                                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                                        "scaler": scaler.state_dict() if scaler.is_enabled() else None}}
+                _save(out / LAST, payload)
+                if improved:
+                    _save(out / BEST, payload)
+                _plot(out / LOG, out / CURVE, task.metric_names)
+                display.epoch_done(epoch, mean_loss, metrics)
+                if not display.enabled and log is not None:
+                    dice = "  ".join(f"{k[5:] if k.startswith('dice_') else k} {v:.3f}"
+                                     for k, v in metrics.items() if k != "score")
+                    say(f"epoch {epoch + 1}/{config.epochs}  loss {mean_loss:.4f}  {dice}  "
+                        f"{row.samples_per_s:.1f} samples/s  data wait {row.data_wait:.0%}")
+                if config.patience and stale >= config.patience:
+                    stop, stopped = True, f"early stop: no better validation score for {stale} epochs"
+                if config.max_minutes is not None and time.monotonic() - started > config.max_minutes * 60:
+                    stop, stopped = True, f"time limit of {config.max_minutes:g} min reached"
+            if dist_info.active:
+                flag = torch.tensor([1.0 if stop else 0.0], device=device)
+                torch.distributed.broadcast(flag, 0)
+                stop = bool(flag.item())
+            if stop:
+                break
+    if dist_info.active:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    last = rows[-1] if rows else None
+    return {"run": str(out), "epochs": (last.epoch + 1) if last else start_epoch, "stopped": stopped,
+            "best_epoch": best_epoch + 1, "best_score": best_score,
+            "final_loss": last.train_loss if last else None, "metrics": last.metrics if last else {},
+            "samples_per_s": float(np.mean([r.samples_per_s for r in rows])) if rows else None,
+            "data_wait": float(np.mean([r.data_wait for r in rows])) if rows else None,
+            "minutes": (time.monotonic() - started) / 60, "rank": dist_info.rank}
+
+
+def _optimizer(model, config: TrainConfig):
+    import torch
+
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=SGD_MOMENTUM, nesterov=True,
+                               weight_decay=config.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _scheduler(optimizer, config: TrainConfig):
+    import torch
+
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=PLATEAU_FACTOR,
+                                                          patience=PLATEAU_PATIENCE)
+    return None
+
+
+def _start_log(path: Path, columns: list[str], *, keep_until: int) -> None:
+    """Start the log CSV; on resume keep the rows of the epochs before ``keep_until``."""
+    kept = []
+    if keep_until and path.is_file():
+        with open(path, newline="") as handle:
+            kept = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= keep_until]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+
+
+def _append_log(path: Path, columns: list[str], row: EpochRow) -> None:
+    values = {"epoch": row.epoch + 1, "train_loss": f"{row.train_loss:.6f}", "lr": f"{row.lr:.6g}",
+              "seconds": f"{row.seconds:.2f}", "samples_per_s": f"{row.samples_per_s:.2f}",
+              "data_wait": f"{row.data_wait:.4f}",
+              "val_score": f"{row.metrics['score']:.6f}" if "score" in row.metrics else ""}
+    values.update({k: f"{v:.6f}" for k, v in row.metrics.items() if k != "score"})
+    with open(path, "a", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore").writerow(values)
+
+
+def _plot(log_path: Path, png: Path, metric_names: list[str]) -> None:
+    """The learning curve: training loss and validation Dice per epoch (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from .files import atomic_output
+
+    with open(log_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) for r in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs, [float(r["train_loss"]) for r in rows], marker=".")
+    left.set(xlabel="epoch", ylabel="training loss", title="loss")
+    for name in metric_names:
+        points = [(e, float(r[name])) for e, r in zip(epochs, rows) if r.get(name)]
+        if points:
+            right.plot(*zip(*points), marker=".", label=name[5:] if name.startswith("dice_") else name)
+    right.set(xlabel="epoch", ylabel="Dice", title="validation", ylim=(0, 1))
+    if right.lines:
+        right.legend(fontsize="small")
+    figure.tight_layout()
+    with atomic_output(png, force=True) as temp:
+        figure.savefig(temp, dpi=100, format="png")
+    plt.close(figure)
+
+
+class _Display:
+    """A rich progress bar over epochs and steps on stderr (off in pipes and with --quiet)."""
+
+    def __init__(self, enabled: bool, epochs: int, steps: int, start: int):
+        from .console import stderr
+
+        self.enabled = enabled and stderr.is_terminal
+        self.epochs, self.steps, self.start = epochs, steps, start
+        self._progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            from .console import stderr
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                      console=stderr, transient=False)
+            self._progress.start()
+            self._epochs = self._progress.add_task("epochs", total=self.epochs, completed=self.start, info="")
+            self._steps = self._progress.add_task("steps", total=self.steps, info="")
+        return self
+
+    def step(self, epoch: int, loss: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._steps, advance=1, description=f"epoch {epoch + 1}",
+                                  info=f"loss {loss:.4f}")
+
+    def epoch_done(self, epoch: int, loss: float, metrics: dict[str, float]) -> None:
+        if self._progress is not None:
+            dice = " ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items() if k.startswith("dice_"))
+            self._progress.update(self._epochs, completed=epoch + 1, info=f"loss {loss:.4f} {dice}")
+            self._progress.reset(self._steps)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,68 @@
+"""Losses against hand-computed values and torch's own functions."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from medtool.errors import UsageError
+from medtool.losses import CrossEntropy, DeepSupervision, Focal, SoftDice, build_loss
+
+
+def _logits_for(labels: torch.Tensor, channels: int, scale: float = 50.0) -> torch.Tensor:
+    return F.one_hot(labels, channels).movedim(-1, 1).float() * scale
+
+
+def test_perfect_prediction_scores_zero():
+    target = torch.randint(0, 3, (2, 6, 6))
+    logits = _logits_for(target, 3)
+    for name in ("dice", "jaccard", "dice-ce"):
+        assert float(build_loss(name)(logits, target)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_soft_dice_hand_computed_binary():
+    # sigmoid head: probabilities 0.5 everywhere over 4 voxels, truth has 1 voxel
+    logits = torch.zeros(1, 1, 2, 2)
+    target = torch.tensor([[[1, 0], [0, 0]]])
+    expected = 1 - (2 * 0.5 + 1e-5) / (0.5 * 4 + 1 + 1e-5)
+    assert float(SoftDice()(logits, target)) == pytest.approx(expected, rel=1e-6)
+    # Jaccard: 0.5 / (2 + 1 - 0.5)
+    assert float(SoftDice(jaccard=True)(logits, target)) == pytest.approx(1 - (0.5 + 1e-5) / (2.5 + 1e-5), rel=1e-6)
+
+
+def test_cross_entropy_matches_torch():
+    logits, target = torch.randn(2, 1, 5, 5), torch.randint(0, 2, (2, 5, 5))
+    assert float(CrossEntropy()(logits, target)) == pytest.approx(
+        float(F.binary_cross_entropy_with_logits(logits, target[:, None].float())), rel=1e-6)
+    logits, target = torch.randn(2, 4, 5, 5), torch.randint(0, 4, (2, 5, 5))
+    assert float(CrossEntropy()(logits, target)) == pytest.approx(float(F.cross_entropy(logits, target)), rel=1e-6)
+
+
+def test_focal_with_gamma_zero_is_cross_entropy():
+    logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    assert float(Focal(gamma=0)(logits, target)) == pytest.approx(float(F.cross_entropy(logits, target)), rel=1e-5)
+    logits, target = torch.randn(2, 1, 4, 4), torch.randint(0, 2, (2, 4, 4))
+    assert float(Focal(gamma=0)(logits, target)) == pytest.approx(
+        float(F.binary_cross_entropy_with_logits(logits, target[:, None].float())), rel=1e-5)
+    # focusing lowers the loss of easy voxels
+    assert float(Focal(gamma=2)(logits, target)) < float(Focal(gamma=0)(logits, target))
+
+
+def test_bce_dice_weights():
+    logits, target = torch.randn(2, 1, 6, 6), torch.randint(0, 2, (2, 6, 6))
+    ce, dice = float(CrossEntropy()(logits, target)), float(SoftDice()(logits, target))
+    assert float(build_loss("bce-dice", ce_weight=0.3, dice_weight=2.0)(logits, target)) == pytest.approx(0.3 * ce + 2 * dice, rel=1e-6)
+
+
+def test_deep_supervision_weights_and_downsampled_targets():
+    assert DeepSupervision.weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    target = torch.randint(0, 2, (1, 8, 8))
+    full, half = torch.randn(1, 2, 8, 8), torch.randn(1, 2, 4, 4)
+    loss = build_loss("dice-ce")
+    small = target[:, ::2, ::2]        # nearest downsampling picks these voxels
+    expected = 2 / 3 * float(loss.loss(full, target)) + 1 / 3 * float(loss.loss(half, small))
+    assert float(loss([full, half], target)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_unknown_loss():
+    with pytest.raises(UsageError, match="choose one of"):
+        build_loss("hinge")

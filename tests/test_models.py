@@ -1,0 +1,58 @@
+"""U-Net shapes, options and the model registry."""
+
+import pytest
+import torch
+
+from medtool import models
+from medtool.errors import UsageError
+from medtool.models.unet import UNet, plan_strides
+
+
+def test_plan_strides_keeps_short_axes():
+    # a thin 3D patch is not halved along z below 4 voxels
+    assert plan_strides([8, 64, 64], 4) == [[2, 2, 2], [1, 2, 2], [1, 2, 2]]
+    assert plan_strides([4, 64, 64], 3) == [[1, 2, 2], [1, 2, 2]]
+    assert plan_strides([32, 32], 3) == [[2, 2], [2, 2]]
+
+
+@pytest.mark.parametrize("dim,upsample,norm,residual", [
+    (2, "transpose", "instance", False), (2, "interpolate", "batch", True),
+    (3, "transpose", "batch", True), (3, "interpolate", "instance", False)])
+def test_unet_output_matches_input(dim, upsample, norm, residual):
+    shape = (16, 16) if dim == 2 else (8, 16, 16)
+    model = UNet(dim=dim, in_channels=2, out_channels=3, width=4, depth=3, norm=norm,
+                 residual=residual, upsample=upsample, dropout=0.1,
+                 strides=plan_strides(shape, 3))
+    out = model(torch.randn(2, 2, *shape))
+    assert out.shape == (2, 3, *shape)
+    assert model.divisor == ((4, 4) if dim == 2 else (2, 4, 4))
+
+
+def test_deep_supervision_only_while_training():
+    model = UNet(dim=3, in_channels=1, out_channels=2, width=4, depth=4, deep_supervision=True)
+    x = torch.randn(1, 1, 16, 16, 16)
+    outputs = model(x)
+    assert [tuple(o.shape[2:]) for o in outputs] == [(16, 16, 16), (8, 8, 8), (4, 4, 4)]
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (1, 2, 16, 16, 16)
+        # the evaluation output is the first (full-resolution) training head
+        model.train()
+        torch.manual_seed(0)
+        first = model(x)[0]
+    assert first.shape == (1, 2, 16, 16, 16)
+
+
+def test_registry_builds_by_name_and_rejects_unknown():
+    model = models.build("unet", {"dim": 2, "in_channels": 1, "out_channels": 1, "width": 4, "depth": 2})
+    assert isinstance(model, UNet)
+    assert "unet" in models.names()
+    with pytest.raises(UsageError, match="unknown model"):
+        models.build("nope", {})
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="norm"):
+        UNet(dim=2, in_channels=1, out_channels=1, norm="group")
+    with pytest.raises(ValueError, match="strides"):
+        UNet(dim=3, in_channels=1, out_channels=1, depth=3, strides=[[2, 2, 2]])
