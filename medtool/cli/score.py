@@ -1,0 +1,179 @@
+"""``medtool score``: score prediction sets against truth and rank them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import common
+
+_HELP = """Score predictions against the truth; several prediction sets give a ranked leaderboard.
+
+[bold]Segmentation[/bold] (dice, jaccard, hd95, assd, volume-error, recist): TRUTH and each PRED
+are folders of label volumes (any format) matched by case id (the file name without its
+suffix); spacing comes from the truth's geometry; every label is scored on its own (or
+[bold]--labels 1,2[/bold]) and the mean over labels is ranked. Surfaces and distances are
+medpy's (6-connected surface voxels, hd95 = 95th percentile of both directions pooled, assd =
+their mean). volume-error and recist are |pred - truth| / truth of the volume and of the
+longest axial diameter (mm). Empty masks: both empty -> dice = jaccard = 1, hd95 = assd = 0,
+relative errors 0; one empty -> dice = jaccard = 0, hd95 = assd = the grid diagonal in mm
+(worst case), relative errors 1 (empty prediction) or NaN (empty truth); all flagged in
+--per-case. A missing prediction counts as empty and is reported.
+
+[bold]Detection[/bold] (map-iou, coco-map): TRUTH is the RSNA table
+patientId,x,y,width,height,Target; each PRED is patientId,PredictionString ("conf x y w h"
+groups). map-iou is the RSNA Pneumonia metric (IoU thresholds 0.40-0.75, TP/(TP+FP+FN) per
+image, confidence order; an image with no truth and any prediction scores 0, one with neither
+is left out); coco-map is COCO AP@[.50:.95] (and AP50), as pycocotools computes it.
+
+[bold]Classification[/bold] (accuracy, balanced-accuracy, auc, sensitivity, specificity, f1,
+cindex): TRUTH is a CSV with the case id first and the class in [bold]--truth-column[/bold]
+(default label); each PRED is case_id,prob_<class>...,pred (pred defaults to the most probable
+class). With two classes the second prob_ column is the positive class; with more, macro
+averages. cindex needs [bold]--time[/bold] and [bold]--event[/bold] columns of the truth and
+uses the risk column (or prob of the positive class).
+
+[bold]--bootstrap N[/bold] adds 95% confidence intervals (cases resampled, seeded).
+[bold]--per-case OUT.csv[/bold] writes every case's values. NaN values are counted and named.
+
+Example: [bold]medtool score --metric dice,hd95 --truth truth/ unet/ nnunet/ --per-case cases.csv --bootstrap 1000[/bold]
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @common.command(app, "score", shared=("workers", "force"), help=_HELP,
+                    short_help="Score predictions against truth (Dice, HD95, mAP, AUC, ...).")
+    def score(
+        predictions: Annotated[list[Path], typer.Argument(metavar="PRED...", show_default=False,
+                                                          help="Prediction folders or tables, one per model.")],
+        *,
+        truth: Annotated[Path, typer.Option("--truth", "-t", help="Truth folder or table.", show_default=False)],
+        metric: Annotated[list[str], typer.Option("--metric", "-m", help="Metric(s): repeat or comma-separate.",
+                                                  show_default=False)],
+        per_case: Annotated[Path | None, typer.Option("--per-case", metavar="OUT.csv",
+                                                      help="Write every case's values here.")] = None,
+        bootstrap: Annotated[int, typer.Option("--bootstrap", metavar="N", min=0,
+                                               help="Resamples for 95% confidence intervals.")] = 0,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resamples.")] = 0,
+        labels: Annotated[str | None, typer.Option("--labels", metavar="1,2",
+                                                   help="Segmentation labels to score [default: all present].")] = None,
+        truth_column: Annotated[str, typer.Option("--truth-column", help="Class column of the truth table.")] = "label",
+        time: Annotated[str | None, typer.Option("--time", metavar="COL", help="Follow-up time column (cindex).")] = None,
+        event: Annotated[str | None, typer.Option("--event", metavar="COL", help="Event column, 1/0 (cindex).")] = None,
+        json: Annotated[bool, typer.Option("--json", help="Print the leaderboard as JSON.")] = False,
+        opts: common.Options,
+    ) -> int:
+        from ..errors import UsageError
+        from ..files import check_writable
+        from ..scoring import Settings, parse_metrics, per_case_columns, score as score_runs
+        from ..tables import write_csv
+
+        try:
+            label_list = None if labels is None else [int(v) for v in labels.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--labels {labels!r} is not a list of integers", hint="e.g. --labels 1,2") from None
+        settings = Settings(parse_metrics(metric), bootstrap=bootstrap, seed=seed, labels=label_list,
+                            truth_column=truth_column, time_column=time, event_column=event,
+                            workers=opts.workers, progress=opts.show_progress)
+        if per_case is not None:
+            check_writable(per_case, force=opts.force)
+        runs = score_runs(truth, predictions, settings, on_error=opts.report)
+        if not opts.quiet:
+            _report_warnings(runs)
+        if per_case is not None:
+            write_csv(per_case, per_case_columns(runs), (row for run in runs for row in run.per_case),
+                      force=opts.force)
+        if json:
+            common.print_json({"task": settings.task, "metrics": settings.metrics,
+                               "bootstrap": bootstrap, "leaderboard": [run.as_dict() for run in runs]})
+        else:
+            _print_leaderboard(runs, settings)
+        failed = [(run.name, error) for run in runs for _, error in run.failures]
+        if failed:
+            common.stderr.print(f"[bold red]{sum(not r.ok for r in runs)} of {len(runs)} prediction sets "
+                                "failed and are not ranked[/bold red]", highlight=False)
+            return 1
+        return 0
+
+
+def _names(cases: list[str], limit: int = 5) -> str:
+    return ", ".join(cases[:limit]) + (f", ... ({len(cases)} in all)" if len(cases) > limit else "")
+
+
+def _report_warnings(runs) -> None:
+    def warn(text: str) -> None:
+        common.stderr.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
+
+    for run in runs:
+        if run.missing and run.ok:
+            warn(f"{run.name}: {len(run.missing)} of {run.cases} cases have no prediction and count as "
+                 f"empty: {_names(run.missing)}")
+        if run.extra:
+            warn(f"{run.name}: {len(run.extra)} predicted cases are not in the truth and are left out: "
+                 f"{_names(run.extra)}")
+        for column, cases in run.nan.items():
+            warn(f"{run.name}: {column} is NaN (undefined) for {_names(cases)}; the mean is over the "
+                 "other cases")
+
+
+def _value(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+
+
+def _print_leaderboard(runs, settings) -> None:
+    from rich.table import Table
+
+    columns = list(dict.fromkeys(c for run in runs if run.ok for c in run.summary))
+    ci = any(run.ci for run in runs)
+    table = Table(header_style="bold", box=None, pad_edge=False, padding=(0, 1, int(ci), 0),
+                  caption=f"{settings.task}; below each value its {_level()} bootstrap interval" if ci else None,
+                  caption_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("prediction", overflow="fold")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_column("cases", justify="right")
+    table.add_column("missing", justify="right")
+    table.add_column("nan", justify="right")
+    for run in runs:
+        cells = [str(run.rank) if run.rank else "-", run.name]
+        for column in columns:
+            if not run.ok:
+                cells.append("failed")
+                continue
+            text = _value(run.summary.get(column))
+            if column in run.ci:
+                low, high = run.ci[column]
+                text += f"\n[dim]{_value(low)}-{_value(high)}[/dim]"
+            cells.append(text)
+        cells += [str(run.cases), str(len(run.missing)), str(sum(len(v) for v in run.nan.values()))]
+        table.add_row(*cells)
+    common.stdout.print(table)
+    for run in runs:
+        if run.confusion and run.ok:
+            _print_confusion(run)
+
+
+def _level() -> str:
+    from ..scoring import CI_LEVEL
+
+    return f"{CI_LEVEL:.0%}"
+
+
+def _print_confusion(run) -> None:
+    from rich.table import Table
+
+    classes = run.confusion["classes"]
+    table = Table(title=f"confusion matrix of {run.name} (rows: truth, columns: prediction)",
+                  title_justify="left", header_style="bold", box=None, pad_edge=False)
+    table.add_column("")
+    for name in classes:
+        table.add_column(name, justify="right")
+    for name, row in zip(classes, run.confusion["matrix"]):
+        table.add_row(name, *map(str, row))
+    common.stdout.print(table)
