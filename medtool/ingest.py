@@ -1,8 +1,14 @@
-"""DICOM folders to volume files: what ``dicom2npy`` (and ``hu`` on DICOM input) run.
+"""Inputs to volume files: DICOM folders (``dicom2npy``, ``hu``) and volume to volume (``hu``,
+``lungmask``, ``resample``).
 
 :func:`convert` scans the inputs, plans the stacks (:mod:`medtool.series`), and writes each as
 one volume file named after its case folder. Work is spread over ``workers`` processes: across
 series when there are several, across the slices of a series when there is one.
+
+:func:`map_volumes` is the one mechanism of the volume-to-volume commands: it finds the volume
+files, mirrors their names under the output folder (:func:`plan_outputs`), takes ``--shard``,
+refuses existing outputs without ``--force``, runs a transform over the files with
+``--workers`` and collects each file's error while the others go on.
 """
 
 from __future__ import annotations
@@ -179,15 +185,6 @@ def _written(volume, path: Path, *, series: str, files: int) -> dict[str, Any]:
             "range": [np.min(volume.array).item(), np.max(volume.array).item()]}
 
 
-@dataclass
-class _HuJob:
-    source: Path
-    path: Path
-    hu: HuOptions
-    step: dict[str, Any]
-    force: bool
-
-
 def convert_hu(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                window: tuple[float, float] | None = None, preset: str | None = None,
                normalize: bool = False, rescale: tuple[float, float] | None = None,
@@ -200,8 +197,6 @@ def convert_hu(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
     Volume files keep their names (mirrored under ``out``) and, unless ``fmt`` is given, their
     format; DICOM series are converted as :func:`convert` does with ``hu`` set.
     """
-    from .batch import run_batch
-    from .files import mirror_path
     from .hounsfield import WINDOW_PRESETS
 
     if window is not None and preset is not None:
@@ -213,9 +208,7 @@ def convert_hu(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     options = HuOptions(window=window, normalize=normalize, rescale=rescale)
-    out = Path(out)
     candidates = find_files(inputs, suffixes=None)
-    volumes = [p for p in candidates if volume_suffix(p)]
     dicom = [p for p in candidates if not _is_volume_file(p)]
     report = Report(inputs=[str(p) for p in inputs])
     if dicom:
@@ -223,35 +216,140 @@ def convert_hu(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                          workers=workers, force=force, shard=shard, step=step, progress=progress,
                          on_error=on_error, on_notice=on_notice)
         report.inputs = [str(p) for p in inputs]
-    volumes = take_shard(volumes, shard)
-    single = volume_suffix(out) is not None
-    if single and len(volumes) + len(report.written) > 1:
+    volumes = [p for p in candidates if volume_suffix(p)]
+    return map_volumes(volumes, out, options.apply, roots=inputs, fmt=fmt, workers=workers,
+                       force=force, shard=shard, step=step, progress=progress, on_error=on_error,
+                       description="converting", report=report,
+                       unchanged_note="input was HU already; values unchanged")
+
+
+# -- volume files to volume files: what hu, lungmask and resample share ------------------------
+
+@dataclass
+class VolumeJob:
+    """One input volume file and where its outputs go."""
+
+    source: Path
+    path: Path
+    transform: Callable[[Any], Any]
+    extra: tuple[str, ...]
+    step: dict[str, Any]
+    force: bool
+    unchanged_note: str | None = None
+
+    def output(self, key: str) -> Path:
+        """Path of output ``key`` (``""``: the main one; others get ``_<key>`` in the name)."""
+        if not key:
+            return self.path
+        suffix = volume_suffix(self.path) or self.path.suffix
+        stem = self.path.name[: len(self.path.name) - len(suffix)]
+        return self.path.with_name(f"{stem}_{key}{suffix}")
+
+
+def plan_outputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                 suffix: Callable[[Path], str], roots: Sequence[str | os.PathLike] | None = None,
+                 shard: tuple[int, int] | None = None, single_suffixes: Sequence[str] | None = None,
+                 already: int = 0) -> list[tuple[Path, Path]]:
+    """Pair every input file with its output path: ``OUT/<relative name><suffix>``.
+
+    Folders among ``inputs`` are walked for volume files; their relative layout is mirrored
+    under ``out`` (``roots`` are the folders the names are relative to, default ``inputs``).
+    When ``out`` ends in one of ``single_suffixes`` (default: the volume suffixes) it names the
+    one output file of one input. ``already`` counts outputs written by an earlier stage into
+    the same ``out`` (``hu`` converts DICOM folders first).
+
+    Raises
+    ------
+    UsageError
+        ``out`` names one file but there are several inputs, or two inputs would be written to
+        the same output.
+    """
+    from .files import VOLUME_SUFFIXES, mirror_path
+
+    out = Path(out)
+    sources = take_shard(find_files(inputs), shard)
+    single_suffixes = tuple(single_suffixes or VOLUME_SUFFIXES)
+    single = out.name.lower().endswith(single_suffixes)
+    if single and len(sources) + already > 1:
         raise UsageError(f"{out} names one file, but there are several inputs",
                          hint="give an output folder instead")
-    roots = [Path(p) for p in inputs]
-    jobs = [_HuJob(source, out if single else mirror_path(source, roots, out, f".{fmt}" if fmt
-                                                            else volume_suffix(source)),
-                   options, step or {}, force) for source in volumes]
-    outcome = run_batch(_write_hu, jobs, workers=workers, description="converting",
+    roots = [Path(p) for p in (inputs if roots is None else roots)]
+    pairs = [(source, out if single else mirror_path(source, roots, out, suffix(source)))
+             for source in sources]
+    seen: dict[Path, Path] = {}
+    for source, path in pairs:
+        if path in seen:
+            raise UsageError(f"{seen[path]} and {source} would both be written to {path}",
+                             hint="give them different names or run them separately")
+        seen[path] = source
+    return pairs
+
+
+def map_volumes(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
+                transform: Callable[[Any], Any], *, roots: Sequence[str | os.PathLike] | None = None,
+                fmt: str | None = None, extra: Sequence[str] = (), workers: int = 1,
+                force: bool = False, shard: tuple[int, int] | None = None,
+                step: dict[str, Any] | None = None, progress: bool = False,
+                on_error: Callable[[MedtoolError], None] | None = None,
+                description: str = "working", report: Report | None = None,
+                unchanged_note: str | None = None) -> Report:
+    """Apply ``transform`` to every volume file under ``inputs``; write the results under ``out``.
+
+    Parameters
+    ----------
+    transform
+        A picklable callable (module-level function, bound method of a dataclass) taking the
+        input :class:`~medtool.volume.Volume` and returning the output volume, or a dict of
+        outputs keyed ``""`` (the main output) and each name in ``extra``. It raises
+        :class:`~medtool.errors.MedtoolError` for inputs it cannot handle.
+    fmt
+        Output format (``npy``, ``npz``, ``nii.gz``, ``nii``); default the input's.
+    extra
+        Names of the additional outputs, written beside the main one as ``<name>_<extra>``.
+    unchanged_note
+        History note for an input that the transform returned unchanged.
+
+    Every output is written atomically; existing outputs are refused without ``force``; an input
+    that fails is reported (``on_error``) and the others go on. Each output gets the history
+    entry ``step``.
+    """
+    from .batch import run_batch
+
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    report = report or Report(inputs=[str(p) for p in inputs])
+    pairs = plan_outputs(inputs, out, roots=roots, shard=shard, already=len(report.written),
+                         suffix=lambda source: f".{fmt}" if fmt else volume_suffix(source) or ".npy")
+    jobs = [VolumeJob(source, path, transform, tuple(extra), step or {}, force, unchanged_note)
+            for source, path in pairs]
+    outcome = run_batch(write_volume_job, jobs, workers=workers, description=description,
                         progress=progress, on_error=on_error, name=lambda job: str(job.source))
-    report.written.extend(r for r in outcome.results if r is not None)
+    report.written.extend(row for rows in outcome.results if rows is not None for row in rows)
     report.failures.extend(outcome.failures)
-    report.files += len(volumes)
+    report.files += len(jobs)
     return report
 
 
-def _write_hu(job: _HuJob) -> dict[str, Any]:
+def write_volume_job(job: VolumeJob) -> list[dict[str, Any]]:
+    """Run one :class:`VolumeJob`: read, transform, write every output; the rows written."""
     from .files import check_writable
     from .formats import load_volume, save_volume
 
-    check_writable(job.path, force=job.force)
+    keys = ("", *job.extra)
+    for key in keys:
+        check_writable(job.output(key), force=job.force)
     source = load_volume(job.source, mmap=True)
     try:
-        volume = job.hu.apply(source)
+        result = job.transform(source)
     except MedtoolError as exc:
         exc.path = exc.path or str(job.source)
         raise
-    detail = {"note": "input was HU already; values unchanged"} if volume is source else {}
-    volume.history.append({**job.step, **detail})
-    save_volume(volume, job.path, force=job.force)
-    return _written(volume, job.path, series=str(job.source), files=1)
+    outputs = result if isinstance(result, dict) else {"": result}
+    detail = {"note": job.unchanged_note} if result is source and job.unchanged_note else {}
+    rows = []
+    for key in keys:
+        volume = outputs[key]
+        volume.history.append({**job.step, **detail})
+        save_volume(volume, job.output(key), force=job.force)
+        rows.append(_written(volume, job.output(key), series=str(job.source), files=1))
+    return rows

@@ -215,3 +215,33 @@ def print_json(data: Any) -> None:
 
     sys.stdout.write(json.dumps(data, indent=2, default=json_default) + "\n")
     sys.stdout.flush()
+
+
+def threads_per_worker(workers: int) -> int:
+    """CPU threads each of ``workers`` processes may use (the cores shared out, at least 1)."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def report_written(report, *, json: bool, opts: Options) -> int:
+    """Print the volumes a volume-to-volume command wrote (table or JSON); the exit code."""
+    from ..errors import InputError
+
+    if json:
+        print_json({"written": report.written, "failed": [name for name, _ in report.failures]})
+    elif report.written and not opts.quiet:
+        from rich.table import Table
+
+        table = Table(header_style="bold", box=None, pad_edge=False)
+        for column in ("output", "shape", "spacing (mm)", "dtype", "units", "range"):
+            table.add_column(column, overflow="fold" if column == "output" else None)
+        for row in report.written:
+            table.add_row(row["output"], " x ".join(map(str, row["shape"])),
+                          " x ".join(f"{s:.4g}" for s in row["spacing"]), row["dtype"],
+                          str(row["units"]), " .. ".join(f"{v:g}" for v in row["range"]))
+        stdout.print(table)
+    if not report.written and not report.failures:
+        raise InputError("no volume files found", path=" ".join(report.inputs),
+                         hint="give .npy, .npz, .nii or .nii.gz files or folders holding them")
+    return report_failures(report.failures, report.files)

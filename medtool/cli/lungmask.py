@@ -1,0 +1,64 @@
+"""``medtool lungmask``: right and left lung masks from HU volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import common
+
+_HELP = """Segment the lungs of chest CT volumes in Hounsfield units: 1 = right, 2 = left.
+
+In 3D: the body first (outside air, the scanner bed and anything outside the field of view
+excluded), air-like voxels inside it (below [bold]--threshold[/bold]), the trachea and main
+bronchi tracked from the top and removed, lungs that touch at the anterior junction split,
+right and left told apart in patient coordinates (not array direction). Vessels, airways and
+nodules inside the lungs are filled ([bold]--no-fill[/bold] keeps the raw air regions). Works
+with one lung, no bed, a field of view that cuts the body, thick slices. Input must be HU
+(medtool hu). Output: uint8 masks on the input's grid, named as the inputs.
+
+[bold]--apply VALUE[/bold] also writes <name>_masked.<ext>: the image with everything outside
+the lungs set to VALUE (e.g. -1000). [bold]--binary[/bold] writes 0/1.
+
+Example: [bold]medtool lungmask hu/ masks/ --workers 2[/bold]
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @common.command(app, "lungmask", shared=common.FILE_COMMAND, help=_HELP,
+                    short_help="Segment the lungs (1 right, 2 left) in HU volumes.")
+    def lungmask(
+        inputs: Annotated[list[Path], typer.Argument(help="HU volume files or folders.", show_default=False)],
+        out: Annotated[Path, typer.Argument(help="Output folder, or one output file for one input.",
+                                            show_default=False)],
+        *,
+        threshold: Annotated[float, typer.Option("--threshold", help="Air-like below this HU.")] = -400.0,
+        fill: Annotated[bool, typer.Option("--fill/--no-fill", help="Fill vessels and nodules inside the lungs.")] = True,
+        binary: Annotated[bool, typer.Option("--binary", help="Write 0/1 instead of 1 right, 2 left.")] = False,
+        apply: Annotated[float | None, typer.Option("--apply", metavar="VALUE",
+                                                    help="Also write the image with the outside set to VALUE.")] = None,
+        method: Annotated[str, typer.Option("--method", help="threshold, or model (with --checkpoint).")] = "threshold",
+        checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Segmentation model for --method model.")] = None,
+        fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")] = None,
+        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        opts: common.Options,
+    ) -> int:
+        from ..errors import UsageError
+        from ..ingest import map_volumes
+        from ..lungmask import METHODS, LungMasker
+
+        if method not in METHODS:
+            raise UsageError(f"--method {method}: choose threshold or model")
+        if method == "model":
+            raise UsageError("--method model needs a segmentation model from medtool train, "
+                             "which arrives with issue #6", hint="use --method threshold for now")
+        if checkpoint is not None:
+            raise UsageError("--checkpoint goes with --method model")
+        transform = LungMasker(threshold=threshold, fill=fill, binary=binary, apply=apply)
+        report = map_volumes(inputs, out, transform, fmt=fmt, extra=transform.extra,
+                             workers=opts.workers, force=opts.force, shard=opts.shard,
+                             step=opts.step(), progress=opts.show_progress,
+                             on_error=opts.report, description="lungmask")
+        return common.report_written(report, json=json, opts=opts)

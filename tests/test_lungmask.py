@@ -1,0 +1,144 @@
+"""Lung masks: phantom Dice, and hand-made chests for the cases the method must cope with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medtool.errors import InputError, UsageError
+from medtool.lungmask import LEFT_LUNG, RIGHT_LUNG, LungMasker, apply_mask, lung_mask
+from medtool.phantom.ct import make_ct
+from medtool.volume import AXIAL_DIRECTION, Volume
+
+SPACING = (4.0, 3.0, 3.0)
+FLIP_X = AXIAL_DIRECTION @ np.diag([1.0, 1.0, -1.0])     # array x runs to the patient's right
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.sum(a & b) / (a.sum() + b.sum())
+
+
+def chest(*, lungs=("right", "left"), bed=True, gap_mm=20.0, trachea=True, flip=False):
+    """A hand-made chest in HU: body ellipse, lung ellipsoids, trachea, bed; and its truth.
+
+    Patient coordinates: x < 0 is the patient's right. ``flip`` stores x reversed in the array
+    (direction column of x = -x), so the right lung lies at the *high* array columns.
+    """
+    nz, ny, nx = 40, 64, 72
+    z = (np.arange(nz) - nz / 2) * SPACING[0]
+    y = (np.arange(ny) - ny / 2) * SPACING[1]
+    x = (np.arange(nx) - nx / 2 + 0.5) * SPACING[2]
+    Z, Y, X = np.meshgrid(z, y, x, indexing="ij")
+    hu = np.full((nz, ny, nx), -1000.0)
+    hu[(X / 95) ** 2 + (Y / 65) ** 2 <= 1] = 40.0
+    truth = np.zeros(hu.shape, np.uint8)
+    half = gap_mm / 2
+    for side, value in (("right", RIGHT_LUNG), ("left", LEFT_LUNG)):
+        if side not in lungs:
+            continue
+        sign = -1 if side == "right" else 1
+        cx = sign * (half + 30.0)
+        inside = ((X - cx) / 30.0) ** 2 + (Y / 45.0) ** 2 + (Z / 60.0) ** 2 <= 1
+        inside &= sign * X >= half
+        truth[inside] = value
+    hu[truth > 0] = -850.0
+    vessel = (np.abs(Y) < 5) & (np.abs(Z - 10) < 5) & (truth > 0) & (np.abs(np.abs(X) - half - 30) < 5)
+    hu[vessel] = 30.0                                        # vessels inside: filled
+    if trachea:
+        tube = (X ** 2 + (Y + 10) ** 2 <= 9.0 ** 2) & (Z >= 10)
+        hu[tube] = -1000.0
+        bronchi = (np.abs(Y + 10) <= 6) & (np.abs(Z - 12) <= 5) & (np.abs(X) <= half + 35)
+        hu[bronchi & (truth == 0)] = -1000.0
+    if bed:
+        hu[:, 56:58, 4:-4] = 300.0                           # carbon shell
+        hu[:, 58:62, 4:-4] = -950.0                          # foam: air-like, must not count
+        hu[:, 62:63, 4:-4] = 300.0
+    rng = np.random.default_rng(0)
+    hu += rng.normal(0, 10, hu.shape)
+    direction = FLIP_X if flip else AXIAL_DIRECTION
+    array, truth = (hu[..., ::-1], truth[..., ::-1]) if flip else (hu, truth)
+    origin = (float(x[-1] if flip else x[0]), float(y[0]), float(z[0]))
+    volume = Volume(np.round(array).astype(np.int16), spacing=SPACING, origin=origin,
+                    direction=direction, meta={"units": "HU", "modality": "CT"})
+    return volume, np.ascontiguousarray(truth)
+
+
+def _check(volume, truth, minimum=0.95):
+    mask = lung_mask(volume)
+    assert mask.array.dtype == np.uint8 and mask.same_grid(volume)
+    for value in (RIGHT_LUNG, LEFT_LUNG):
+        if (truth == value).any():
+            assert _dice(mask.array == value, truth == value) >= minimum, value
+        else:
+            assert not (mask.array == value).any()
+    return mask
+
+
+def test_two_lungs_with_bed_and_trachea():
+    volume, truth = chest()
+    mask = _check(volume, truth)
+    assert mask.meta["labels"] == {"1": "right lung", "2": "left lung"}
+    assert not mask.array[:, 56:63].any()                    # the bed foam is not lung
+    assert not mask.array[30:, 30:34, 34:38].any()           # trachea removed
+
+
+def test_one_lung_is_labelled_by_its_side():
+    _check(*chest(lungs=("left",)))
+    _check(*chest(lungs=("right",), bed=False))
+
+
+def test_no_bed():
+    _check(*chest(bed=False))
+
+
+def test_touching_lungs_are_split():
+    _check(*chest(gap_mm=0.0))
+
+
+def test_left_right_come_from_patient_coordinates():
+    volume, truth = chest(flip=True)
+    mask = _check(volume, truth)
+    right = np.argwhere(mask.array == RIGHT_LUNG)
+    assert right[:, 2].mean() > volume.shape[2] / 2          # high columns = patient's right
+    assert volume.world(right.mean(axis=0))[0] < 0            # ... which is LPS x < 0
+
+
+def test_no_fill_keeps_raw_air_regions():
+    volume, truth = chest()
+    raw = lung_mask(volume, fill=False)
+    filled = lung_mask(volume)
+    assert raw.array.sum() < filled.array.sum()
+    assert np.all(volume.array[raw.array > 0] < -400)
+
+
+def test_binary_and_apply():
+    volume, _ = chest()
+    out = LungMasker(binary=True, apply=-1000)(volume)
+    assert set(np.unique(out[""].array)) == {0, 1}
+    masked = out["masked"].array
+    assert np.all(masked[out[""].array == 0] == -1000)
+    assert np.array_equal(masked[out[""].array == 1], volume.array[out[""].array == 1])
+    with pytest.raises(UsageError):
+        apply_mask(volume, out[""], 40000)
+
+
+@pytest.mark.parametrize("seed", [0, 2])    # 0: body cut by the field of view; 2: lungs touch
+def test_phantom_dice(seed):
+    case = make_ct(np.random.default_rng(seed), shape=96)
+    volume = Volume(np.nan_to_num(case.hu, nan=-1000).astype(np.int16), spacing=case.spacing,
+                    origin=case.origin, meta={"units": "HU"})
+    mask = lung_mask(volume)
+    for value in (RIGHT_LUNG, LEFT_LUNG):
+        assert _dice(mask.array == value, case.lungs == value) >= 0.98
+
+
+def test_raw_and_non_hu_inputs_are_refused():
+    volume, _ = chest()
+    with pytest.raises(InputError, match="medtool hu"):
+        lung_mask(volume.with_array(volume.array + 1024, units="raw"))
+    with pytest.raises(InputError, match="not HU"):
+        lung_mask(volume.with_array(volume.array, units="normalized"))
+    with pytest.raises(InputError, match="medtool hu"):
+        lung_mask(Volume(np.abs(volume.array)))
+    with pytest.raises(InputError, match="no body"):
+        lung_mask(volume.with_array(np.full(volume.shape, -1000, np.int16)))
