@@ -71,6 +71,10 @@ DUMMY_TEXT = "ANONYMIZED"
 DUMMY_BY_VR = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000Y",
                "DS": "0", "IS": "0", "UR": "", "UI": None}
 TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+#: Free-text VRs: inside a sequence the table replaces with a dummy (action D, e.g. the SR
+#: Content Sequence), values of these VRs that the table does not list (Text Value, ...) get the
+#: dummy too; codes (SH, LO, UC code values and meanings) and numbers are kept.
+FREE_TEXT_VRS = frozenset({"LT", "PN", "ST", "UT"})
 NUMBER_VRS = frozenset({"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "AT"})
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 #: Value of PatientIdentityRemoved after de-identification.
@@ -228,6 +232,7 @@ class _Walker:
         self.shift = (settings.date_shift(patient_id) if "modified_dates" in self.options
                       else None)
         self.removed = self.replaced = 0
+        self.in_dummy = 0                               # depth inside sequences with action D
 
     def walk(self, ds) -> None:
         creators = _private_creators(ds)
@@ -277,7 +282,7 @@ class _Walker:
             self.replaced += 1
             return
         if vr == "SQ":                                  # D or U: keep it, de-identify inside
-            self._items(elem)
+            self._items(elem, dummy=action == "D")
             return
         if vr == "UI":
             self._remap(elem)
@@ -302,10 +307,17 @@ class _Walker:
             elif "full_dates" not in self.options:
                 del ds[tag]
                 self.removed += 1
+        elif vr in FREE_TEXT_VRS and self.in_dummy and elem.VM and elem.value not in (None, ""):
+            _dummy(elem)
+            self.replaced += 1
 
-    def _items(self, elem) -> None:
-        for item in elem.value or ():
-            self.walk(item)
+    def _items(self, elem, *, dummy: bool = False) -> None:
+        self.in_dummy += dummy
+        try:
+            for item in elem.value or ():
+                self.walk(item)
+        finally:
+            self.in_dummy -= dummy
 
     def _remap(self, elem) -> None:
         if elem.VM == 0 or elem.value in (None, ""):
@@ -488,8 +500,9 @@ def _check_complete(ds, path: Path) -> None:
                              hint="copy the file again from the source")
     if PIXEL_DATA in ds._dict and "Rows" in ds and ds.file_meta.get("TransferSyntaxUID") and \
             not ds.file_meta.TransferSyntaxUID.is_compressed:
-        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
-                    * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("BitsAllocated", 16)) + 7) // 8
+        from pydicom.pixels.utils import get_expected_length
+
+        expected = get_expected_length(ds, "bytes")     # knows YBR_FULL_422, bit-packed, ...
         have = ds._dict[PIXEL_DATA].length
         if have < expected:
             raise InputError(f"truncated: pixel data has {have} of {expected} bytes", path=path,
@@ -518,7 +531,13 @@ class _Job:
 
 def _anonymize_file(job: _Job) -> dict[str, Any]:
     """De-identify one file; the result says what was written (or why it was skipped)."""
-    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    with warnings.catch_warnings():                     # pydicom warns on odd values while
+        warnings.simplefilter("ignore")                 # they are converted lazily
+        return _anonymize_file_quietly(job)
+
+
+def _anonymize_file_quietly(job: _Job) -> dict[str, Any]:
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     if not job.named and not is_dicom(job.source):
         return {"source": str(job.source), "skipped": "not DICOM"}
@@ -537,8 +556,10 @@ def _anonymize_file(job: _Job) -> dict[str, Any]:
         raise BurnedInError(f"refused: pixels may show identity ({reason})", path=job.source,
                             hint="check the pixels and pass --allow-burned-in to write it anyway")
     if "TransferSyntaxUID" not in ds.file_meta:         # a bare data set: give it file meta
-        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if ds.original_encoding[0]
-                                          else ExplicitVRLittleEndian)
+        implicit, little = ds.original_encoding        # (pydicom cannot swap the byte order)
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit
+                                          else ExplicitVRLittleEndian if little
+                                          else ExplicitVRBigEndian)
     ds.file_meta.MediaStorageSOPClassUID = ds.file_meta.get("MediaStorageSOPClassUID", sop_class)
     if "SOPInstanceUID" in ds:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -601,8 +622,15 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | N
             raise UsageError(f"the output {out} lies inside the input folder {root}",
                              hint="choose another output folder, or pass --in-place")
     if len(roots) == 1 and roots[0] in named and out.suffix and not out.is_dir():
-        return [(roots[0], out, True)]
-    return [(f, mirror_path(f, roots, out, suffix=None), f in named) for f in files]
+        planned = [(roots[0], out, True)]
+    else:
+        planned = [(f, mirror_path(f, roots, out, suffix=None), f in named) for f in files]
+    sources = {source.resolve() for source, _, _ in planned}
+    for _, target, _ in planned:
+        if target.resolve() in sources:
+            raise UsageError(f"the output {target} would overwrite an input",
+                             hint="choose another output, or pass --in-place")
+    return planned
 
 
 def anonymize(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None, *,
@@ -682,7 +710,7 @@ def check_dataset(ds) -> list[dict[str, str]]:
         findings.append({"tag": f"({tag >> 16:04X},{tag & 0xFFFF:04X})", "name": name,
                          "action": action, "where": path})
 
-    def visit(data, path: str) -> None:
+    def visit(data, path: str, in_dummy: bool = False) -> None:
         for tag in data.keys():
             tag = int(tag)
             group, element = tag >> 16, tag & 0xFFFF
@@ -703,6 +731,8 @@ def check_dataset(ds) -> list[dict[str, str]]:
                     report(tag, name, "U", path)
                 elif elem.VR in ("DA", "DT") and not empty and not removed:
                     report(tag, name, "X", path)
+                elif elem.VR in FREE_TEXT_VRS and in_dummy and not empty and not removed:
+                    report(tag, name, "D", path)
             elif action == "C" and elem.VR in ("DA", "DT", "TM") and \
                     options & {"modified_dates", "full_dates"}:
                 action = "K"
@@ -719,7 +749,8 @@ def check_dataset(ds) -> list[dict[str, str]]:
                     report(tag, row.name, action, path)
             if elem.VR == "SQ":
                 for index, item in enumerate(elem.value or ()):
-                    visit(item, f"{path}{elem.keyword or hex(tag)}[{index}]/")
+                    visit(item, f"{path}{elem.keyword or hex(tag)}[{index}]/",
+                          in_dummy or action == "D")
 
     visit(ds, "")
     meta = getattr(ds, "file_meta", None)
@@ -732,7 +763,9 @@ def _check_file(path: Path) -> dict[str, Any]:
     if not is_dicom(path):
         return {"source": str(path), "skipped": "not DICOM"}
     ds = read_dicom(path)
-    return {"source": str(path), "findings": check_dataset(ds)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {"source": str(path), "findings": check_dataset(ds)}
 
 
 @dataclass

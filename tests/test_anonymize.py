@@ -285,6 +285,36 @@ def test_nested_sequences_references_and_private_blocks():
     assert ds.StudyDate == (dt.date(2020, 2, 29) + dt.timedelta(days=outcome.date_shift)).strftime("%Y%m%d")
 
 
+def test_free_text_in_a_replaced_sequence_gets_a_dummy(tmp_path):
+    """The SR Content Sequence is D: its Text Value (not in the table) must not survive."""
+    def item(**values):
+        found = Dataset()
+        for key, value in values.items():
+            setattr(found, key, value)
+        return found
+
+    concept = item(CodeValue="121071", CodingSchemeDesignator="DCM", CodeMeaning="Finding")
+    text = item(ValueType="TEXT", TextValue="Mr Zebulon of 12 Elm Street has a mass",
+                ConceptNameCodeSequence=DicomSequence([concept]))
+    nested = item(ValueType="CONTAINER", ContentSequence=DicomSequence([
+        item(ValueType="TEXT", TextValue="seen by Dr Quixote")]))
+    ds = _dataset(ContentSequence=DicomSequence([text, nested,
+                                                 item(ValueType="PNAME", PersonName="ROE^RICHARD")]))
+    ds.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    flagged = {(f["name"], f["where"]) for f in check_dataset(pydicom.dcmread(tmp_path / "sr.dcm"))}
+    assert ("Text Value", "ContentSequence[0]/") in flagged
+    assert ("Text Value", "ContentSequence[1]/ContentSequence[0]/") in flagged
+    report = anonymize([tmp_path / "sr.dcm"], tmp_path / "out.dcm", settings=Settings(SALT))
+    assert not report.failures
+    raw = (tmp_path / "out.dcm").read_bytes()
+    for secret in (b"Zebulon", b"Elm Street", b"Quixote", b"ROE"):
+        assert secret not in raw
+    out = pydicom.dcmread(tmp_path / "out.dcm")
+    assert out.ContentSequence[0].TextValue == out.ContentSequence[2].PersonName == "ANONYMIZED"
+    assert out.ContentSequence[0].ConceptNameCodeSequence[0].CodeMeaning == "Finding"  # codes stay
+    assert check_dataset(out) == []
+
+
 def test_check_finds_what_is_left():
     ds = _dataset(PatientIdentityRemoved="YES", AccessionNumber="A1")
     ds.OtherPatientIDs = "X9"
@@ -361,6 +391,44 @@ def test_bad_files_fail_alone_and_leave_nothing(tmp_path):
         from medtool.anonymize import read_dicom
 
         read_dicom(src / "notes.txt")
+
+
+@pytest.mark.parametrize("name", ["SC_ybr_full_422_uncompressed.dcm", "ExplVR_BigEndNoMeta.dcm"])
+def test_odd_but_valid_encodings_are_written(tmp_path, name):
+    """YBR_FULL_422 pixel data is 2/3 of a full RGB frame (not truncated); a big endian data set
+    without file meta stays big endian (pydicom cannot swap its byte order)."""
+    source = Path(get_testdata_file(name))
+    report = anonymize([source], tmp_path / name, settings=Settings(SALT, allow_burned_in=True))
+    assert not report.failures
+    a, b = pydicom.dcmread(source, force=True), pydicom.dcmread(tmp_path / name)
+    assert b.PatientIdentityRemoved == "YES" and b.SOPClassUID == a.SOPClassUID
+    assert b.get("PixelData") == a.get("PixelData")
+    assert b.file_meta.TransferSyntaxUID.is_little_endian == a.original_encoding[1]
+
+
+def test_pydicom_warnings_on_odd_values_are_not_printed(tmp_path):
+    """rtdose.dcm has an invalid UID (a component with a leading zero): it is remapped quietly."""
+    import warnings
+
+    source = get_testdata_file("rtdose.dcm")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = anonymize([source], tmp_path / "o.dcm", settings=Settings(SALT))
+        found = check([tmp_path / "o.dcm"])
+    assert not report.failures and found.checked == 1
+    assert [str(w.message) for w in caught] == []
+    assert b"1.2.123.456.78.9.0123" not in (tmp_path / "o.dcm").read_bytes()
+
+
+def test_an_output_never_overwrites_an_input(tmp_path):
+    source = tmp_path / "a.dcm"
+    shutil.copy(get_testdata_file("CT_small.dcm"), source)
+    before = source.read_bytes()
+    for inputs, out in (([source], source), ([source], tmp_path / "." / "a.dcm"),
+                        ([source, get_testdata_file("MR_small.dcm")], tmp_path)):
+        with pytest.raises(UsageError, match="would overwrite an input"):
+            anonymize(inputs, out, settings=Settings(SALT), force=True)
+    assert source.read_bytes() == before
 
 
 def test_write_map_is_private(tmp_path):
