@@ -9,32 +9,38 @@ import typer
 
 from . import common
 
-_HELP = """De-identify DICOM files with the DICOM PS3.15 Annex E Basic Application Level
-Confidentiality Profile (Table E.1-1 shipped as data, edition 2024c with the Basic Profile rows
-up to 2026c), walking nested sequences and the file meta information.
+#: Help text. Rich keeps single line breaks inside a paragraph, so each paragraph is one line
+#: here (joined below) and rich wraps it to the terminal; only the examples keep their breaks.
+_HELP = "\n\n".join([
+    "De-identify DICOM files with the DICOM PS3.15 Annex E Basic Application Level "
+    "Confidentiality Profile (Table E.1-1 shipped as data, edition 2024c with the Basic Profile "
+    "rows up to 2026c), walking nested sequences and the file meta information.",
 
-UIDs (all but SOP Class / Transfer Syntax / well-known UIDs) become 2.25.<HMAC-SHA256 of the
-salt and the UID>, so a series keeps one new SeriesInstanceUID, references stay consistent,
-and runs over separate batches agree when they use the same salt. Give the salt with
-[bold]--key-file[/bold] (preferred: a command-line --salt shows in ps and shell history) or
-[bold]--salt[/bold]; without either a random salt is used and a warning says that separate
-runs will not agree. PatientID and PatientName become a pseudonym (ANON + 10 hex digits from
-the salt, or [bold]--pseudonym-map[/bold] CSV patient_id,pseudonym). Private attributes,
-overlays, curves and icon images are removed; pixel data is copied byte for byte (compressed
-files are not decoded). Files with burned-in annotation (BurnedInAnnotation YES, or secondary
-capture without it) are refused unless [bold]--allow-burned-in[/bold].
+    "UIDs (all but SOP Class, Transfer Syntax and well-known UIDs) become "
+    "2.25.<HMAC-SHA256 of the salt and the UID>, so a series keeps one new SeriesInstanceUID, "
+    "references stay consistent, and runs over separate batches agree when they use the same "
+    "salt. Give the salt with [bold]--key-file[/bold] (preferred: a command-line --salt shows in "
+    "ps and shell history) or [bold]--salt[/bold]; without either a random salt is used and a "
+    "warning says that separate runs will not agree.",
 
-Compound actions are resolved to keep the file valid: X/Z -> empty, X/D, X/Z/D, Z/D ->
-dummy value, X/Z/U* -> kept with new UIDs inside.
+    "PatientID and PatientName become a pseudonym (ANON + 10 hex digits from the salt, or "
+    "[bold]--pseudonym-map[/bold] CSV patient_id,pseudonym). Private attributes, overlays, "
+    "curves and icon images are removed; free text inside sequences the table replaces (the "
+    "SR Content Sequence) gets a dummy; pixel data is copied byte for byte (compressed files "
+    "are not decoded). Files with burned-in annotation (BurnedInAnnotation YES, or secondary "
+    "capture without it) are refused unless [bold]--allow-burned-in[/bold].",
 
-The output folder mirrors the inputs (file names kept); [bold]--in-place[/bold] rewrites the
-inputs atomically instead. [bold]--check[/bold] lists every attribute the profile would still
-act on (file, tag, name) and exits 1 if there is any.
+    "Compound actions are resolved to keep the file valid: X/Z -> empty; X/D, X/Z/D, Z/D -> "
+    "dummy value; X/Z/U* -> kept with new UIDs inside.",
 
-Examples:
-  [bold]medtool anonymize data/ct anon/ --key-file site.key --date-shift --workers 2[/bold]
-  [bold]medtool anonymize --check anon/[/bold]
-"""
+    "The output folder mirrors the inputs (file names kept); [bold]--in-place[/bold] rewrites "
+    "the inputs atomically instead. [bold]--check[/bold] lists every attribute the profile "
+    "would still act on (file, tag, name) and exits 1 if there is any.",
+
+    "Examples:\n"
+    "  [bold]medtool anonymize data/ct anon/ --key-file site.key --date-shift --workers 2[/bold]\n"
+    "  [bold]medtool anonymize --check anon/[/bold]",
+])
 
 
 def register(app: typer.Typer) -> None:

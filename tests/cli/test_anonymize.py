@@ -126,3 +126,19 @@ def test_help_has_an_example(cli):
     result = cli("anonymize", "--help")
     assert result.exit_code == 0
     assert "medtool anonymize data/ct anon/" in result.stdout and "--check" in result.stdout
+
+
+def test_help_paragraphs_wrap_cleanly_at_80_columns(runner, monkeypatch):
+    """No hard line break inside a paragraph: rich keeps them, so at 80 columns they used to
+    leave a short line in mid-sentence ("2.25.<HMAC-SHA256 of the" / "salt and the UID>")."""
+    from medtool.cli import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    text = runner.invoke(app, ["anonymize", "--help"]).stdout
+    lines = [line.strip() for line in text.split("╭")[0].splitlines()[2:]]   # the description
+    assert max(len(line) for line in lines) <= 80
+    assert any("2.25.<HMAC-SHA256 of the salt and the UID>" in line for line in lines)
+    examples = lines.index("Examples:")
+    for line, following in zip(lines[:examples], lines[1:examples]):
+        if line and following:                       # a line inside a paragraph fills the width
+            assert len(line) > 60, f"short line inside a paragraph: {line!r}"
