@@ -197,7 +197,10 @@ def read_pseudonym_map(path: str | os.PathLike) -> dict[str, str]:
             rows = list(csv.DictReader(handle))
     except OSError as exc:
         raise UsageError(f"cannot read the pseudonym map ({exc.strerror})", path=path) from None
-    if not rows or not {"patient_id", "pseudonym"} <= set(rows[0]):
+    if not rows:
+        raise UsageError("the pseudonym map has no patients", path=path,
+                         hint="add one row patient_id,pseudonym per patient")
+    if not {"patient_id", "pseudonym"} <= set(rows[0]):
         raise UsageError("pseudonym map needs the columns patient_id,pseudonym", path=path,
                          hint="write one with --write-map and edit it")
     mapping = {row["patient_id"]: row["pseudonym"] for row in rows}

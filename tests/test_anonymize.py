@@ -335,6 +335,9 @@ def test_pseudonym_map_and_write_map(tmp_path):
     (tmp_path / "bad.csv").write_text("id,name\n1,2\n")
     with pytest.raises(UsageError, match="patient_id,pseudonym"):
         read_pseudonym_map(tmp_path / "bad.csv")
+    (tmp_path / "empty.csv").write_text("patient_id,pseudonym\n")
+    with pytest.raises(UsageError, match="has no patients"):
+        read_pseudonym_map(tmp_path / "empty.csv")
 
 
 # ------------------------------------------------------------------ compressed, burned-in, bad files
