@@ -12,6 +12,10 @@ voxel units about the patch centre (:meth:`Augmenter.sample_affine`), so points 
 landmarks) can be carried through the same transform with :func:`map_points` (the detection
 task's boxes will use it; elastic deformation is then left off).
 
+Mirroring swaps left and right, so it is off in ``light``: a model that must tell the right
+lung from the left one (lateralised labels) learns nothing with flips; turn them on
+(``flip=0.5``, as ``heavy`` does) only for symmetric labels.
+
 Presets ``none``, ``light`` and ``heavy`` set the defaults; ``key=value`` options override them
 (``rotate=30``, ``elastic=0``, ``p_spatial=0.5``...), see :class:`AugmentConfig`.
 """
@@ -84,7 +88,7 @@ class AugmentConfig:
 
 PRESETS: dict[str, AugmentConfig] = {
     "none": AugmentConfig(),
-    "light": AugmentConfig(flip=0.5, rotate=15.0, p_rotate=0.2, scale=(0.9, 1.1), p_scale=0.2,
+    "light": AugmentConfig(rotate=15.0, p_rotate=0.2, scale=(0.9, 1.1), p_scale=0.2,
                            intensity_scale=(0.9, 1.1), intensity_shift=0.1, p_intensity=0.15,
                            noise=0.05, p_noise=0.1),
     "heavy": AugmentConfig(flip=0.5, rotate=30.0, rotate_3d=15.0, p_rotate=0.3,

@@ -278,6 +278,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
+            if config.schedule == "cosine":      # --epochs may have been raised for the resumed run
+                scheduler.T_max = config.epochs
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1

@@ -136,7 +136,8 @@ class UNet(nn.Module):
             self.ups.append(Up(dim, channels[level + 1], channels[level], stride=strides[level], mode=upsample))
             self.decoder.append(ConvBlock(dim, 2 * channels[level], channels[level], stride=[1] * dim,
                                           dropout=0.0, norm=norm, residual=residual))
-            self.heads.append(_conv(dim)(channels[level], out_channels, 1))
+            if deep_supervision or level == 0:   # unused heads would stall DDP's gradient reduction
+                self.heads.append(_conv(dim)(channels[level], out_channels, 1))
 
     @property
     def divisor(self) -> tuple[int, ...]:
@@ -146,6 +147,11 @@ class UNet(nn.Module):
             total = [t * s for t, s in zip(total, level)]
         return tuple(total)
 
+    def _heads_by_level(self) -> list:
+        """The output head of each decoder level, deepest first (``None`` where there is none)."""
+        heads = list(self.heads)
+        return heads if len(heads) == len(self.decoder) else [None] * (len(self.decoder) - 1) + heads
+
     def forward(self, x: torch.Tensor):
         skips = []
         for block in self.encoder:
@@ -153,7 +159,7 @@ class UNet(nn.Module):
             skips.append(x)
         x = skips.pop()
         outputs = []
-        for up, block, head in zip(self.ups, self.decoder, self.heads):
+        for up, block, head in zip(self.ups, self.decoder, self._heads_by_level()):
             skip = skips.pop()
             x = block(torch.cat([up(x, skip.shape[2:]), skip], dim=1))
             if self.deep_supervision and self.training:

@@ -1,0 +1,128 @@
+"""The training loop: it learns, checkpoints reproduce predictions, resume continues the run,
+and two gloo processes train under torchrun."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from medtool.formats import load_volume
+from medtool.metrics import dice
+from medtool.segmentation import PredictSettings, SegmentOptions, predict_volume
+from medtool.train import LAST, LOG, TrainConfig, build_model, fit, load_checkpoint, make_task
+
+from .segdata import write_ball_dataset
+
+
+@pytest.fixture(scope="module")
+def balls(tmp_path_factory):
+    return write_ball_dataset(tmp_path_factory.mktemp("balls"), cases=4)
+
+
+def _options(images, masks, **kwargs):
+    base = dict(images=str(images), masks=str(masks), dim=3, patch=[8, 16, 16], width=8, depth=3,
+                augment="none", loss="dice-ce", pos_ratio=0.5)
+    return SegmentOptions(**{**base, **kwargs})
+
+
+def _config(**kwargs):
+    return TrainConfig(**{**dict(epochs=4, steps_per_epoch=20, batch_size=2, lr=3e-3, schedule="constant", seed=0),
+                           **kwargs})
+
+
+def _log(run):
+    with open(run / LOG, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def trained(balls, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "balls"
+    task = make_task("segment", _options(*balls, val_fraction=0.25))
+    summary = fit(task, _config(), run, device=torch.device("cpu"), progress=False)
+    return run, summary, task
+
+
+def test_the_loop_learns(trained, balls):
+    run, summary, task = trained
+    rows = _log(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
+    # Dice on training cases, predicted from files the way `medtool predict` does
+    model = build_model(load_checkpoint(run / LAST))
+    images, masks = balls
+    for case in task.train_cases[:2]:
+        name = case["case_id"] + ".npy"
+        labels, _ = predict_volume(model, load_volume(images / name), load_checkpoint(run / LAST)["recipe"],
+                                   PredictSettings(), device=torch.device("cpu"))
+        assert dice(load_volume(masks / name).array > 0, labels.array > 0) > 0.9
+    assert (run / "curve.png").stat().st_size > 1000
+    assert summary["samples_per_s"] > 0 and 0 <= summary["data_wait"] < 1
+
+
+def test_checkpoint_reproduces_the_validation_predictions(trained):
+    run, _, task = trained
+    checkpoint = load_checkpoint(run / LAST)
+    assert checkpoint["recipe"]["classes"] == ["background", "label_1"]
+    assert checkpoint["recipe"]["spacing"] == [2.0, 1.0, 1.0] and checkpoint["task"] == "segment"
+    again = task.validate(build_model(checkpoint), device=torch.device("cpu"))
+    assert again == checkpoint["metrics"]                       # bit-for-bit the same Dice
+    assert checkpoint["metrics"]["dice_label_1"] > 0.9
+
+
+def test_resume_continues_the_same_run(balls, tmp_path):
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    options = _options(*balls, val_fraction=0.25)
+    fit(make_task("segment", options), _config(epochs=2, steps_per_epoch=3), straight,
+        device=torch.device("cpu"), progress=False)
+    # stop after the first epoch (time limit 0), then resume from last.pt
+    first = fit(make_task("segment", options), _config(epochs=2, steps_per_epoch=3, max_minutes=0), halves,
+                device=torch.device("cpu"), progress=False)
+    assert first["epochs"] == 1 and "time limit" in first["stopped"]
+    checkpoint = load_checkpoint(halves / LAST)
+    assert checkpoint["training"]["epoch"] == 0
+    assert checkpoint["training"]["optimizer"]["state"]           # Adam moments were saved
+    resumed = make_task("segment", checkpoint["training"]["options"], recipe=checkpoint["recipe"])
+    fit(resumed, _config(epochs=2, steps_per_epoch=3), halves, device=torch.device("cpu"),
+        resume=True, checkpoint=checkpoint, progress=False)
+    a, b = load_checkpoint(straight / LAST), load_checkpoint(halves / LAST)
+    assert b["training"]["epoch"] == 1
+    assert [r["epoch"] for r in _log(halves)] == ["1", "2"]
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert a["training"]["best_score"] == b["training"]["best_score"]
+
+
+def test_two_d_sigmoid_bce_dice_with_deep_supervision(balls, tmp_path):
+    options = _options(*balls, dim=2, patch=[16, 16], loss="bce-dice", deep_supervision=True,
+                       residual=True, augment="heavy", val_fraction=0.25)
+    summary = fit(make_task("segment", options), _config(epochs=2, steps_per_epoch=4), tmp_path / "run",
+                  device=torch.device("cpu"), progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / LAST)
+    assert checkpoint["recipe"]["activation"] == "sigmoid" and checkpoint["recipe"]["patch"] == [1, 16, 16]
+    assert checkpoint["recipe"]["spacing"][0] is None            # slices kept as they are
+    assert checkpoint["model"]["config"]["dim"] == 2 and checkpoint["model"]["config"]["out_channels"] == 1
+    assert np.isfinite(summary["final_loss"])
+
+
+def test_ddp_with_two_gloo_processes(balls, tmp_path):
+    images, masks = balls
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "medtool", "train", "--images", str(images), "--masks", str(masks), "--out", str(run),
+               "--dim", "3d", "--patch", "8", "16", "16", "--width", "4", "--depth", "3", "--epochs", "2",
+               "--steps", "2", "--batch-size", "2", "--augment", "none", "--device", "cpu", "--json", "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)                            # rank 0 alone prints
+    assert summary["epochs"] == 2 and summary["rank"] == 0
+    checkpoint = load_checkpoint(run / LAST)
+    assert checkpoint["training"]["epoch"] == 1
+    assert "module." not in next(iter(checkpoint["state_dict"]))   # unwrapped weights
+    assert len(_log(run)) == 2
