@@ -11,14 +11,7 @@ from . import common
 
 _HELP = """Run a checkpoint from medtool train on volumes; masks land on each input's own grid.
 
-The model is loaded once. Each input is prepared exactly as the checkpoint's recipe says
-(resampled to its spacing, normalised), segmented by sliding windows (Gaussian importance
-weighting, [bold]--overlap[/bold], windows in batches, optional flip [bold]--tta[/bold]),
-turned into labels (arg-max, or [bold]--threshold[/bold] on the foreground probability),
-cleaned ([bold]--keep-largest N[/bold] components per label) and resampled back onto the
-input's grid with nearest neighbour, so the mask overlays the input in any viewer.
-[bold]--probabilities[/bold] also writes one float map per class (<name>_prob_<class>).
-Memory stays bounded: the volume is processed in slabs along z.
+The model is loaded once. Each input is prepared exactly as the checkpoint's recipe says (resampled to its spacing, normalised), segmented by sliding windows (Gaussian importance weighting, [bold]--overlap[/bold], windows in batches, optional flip [bold]--tta[/bold]), turned into labels (arg-max, or [bold]--threshold[/bold] on the foreground probability), cleaned ([bold]--keep-largest N[/bold] components per label) and resampled back onto the input's grid with nearest neighbour, so the mask overlays the input in any viewer. [bold]--probabilities[/bold] also writes one float map per class (<name>_prob_<class>). Memory stays bounded: the volume is processed in slabs along z.
 
 Example: [bold]medtool predict runs/lung/best.pt hu/ masks/ --keep-largest 1 --tta[/bold]
 """

@@ -11,20 +11,9 @@ from . import common
 
 _HELP = """Train a model; the run folder gets best.pt, last.pt, log.csv and curve.png.
 
-[bold]--task segment[/bold]: images and masks matched by case id ([bold]--images DIR --masks DIR[/bold],
-masks named <case><suffix> for each [bold]--mask-suffix[/bold], merged into one label map), or
-[bold]--csv[/bold] with case_id,image,mask. Each case is resampled to the recipe's spacing (default:
-the median of the training images), normalised (CT window to [0, 1] for HU volumes) and cached
-under RUN/cache, then memory-mapped. [bold]--dim 3d[/bold] samples patches ([bold]--patch Z Y X[/bold])
-with a foreground share [bold]--pos-ratio[/bold]; [bold]--dim 2d[/bold] samples slices. A U-Net
-(depth, width, norm, dropout, residual blocks, deep supervision, upsampling all configurable)
-is trained with the chosen loss and torch augmentation on the device; validation is full-volume
-sliding-window Dice per label on [bold]--fold K[/bold] of [bold]--folds[/bold] (else a random
---val-fraction). [bold]--resume[/bold] continues RUN/last.pt. Under
-[bold]torchrun --nproc_per_node N[/bold] it runs DistributedDataParallel.
+[bold]--task segment[/bold]: images and masks matched by case id ([bold]--images DIR --masks DIR[/bold], masks named <case><suffix> for each [bold]--mask-suffix[/bold], merged into one label map), or [bold]--csv[/bold] with case_id,image,mask. Each case is resampled to the recipe's spacing (default: the median of the training images), normalised (CT window to [0, 1] for HU volumes) and cached under RUN/cache, then memory-mapped. [bold]--dim 3d[/bold] samples patches ([bold]--patch Z Y X[/bold]) with a foreground share [bold]--pos-ratio[/bold]; [bold]--dim 2d[/bold] samples slices. A U-Net (depth, width, norm, dropout, residual blocks, deep supervision, upsampling all configurable) is trained with the chosen loss and torch augmentation on the device; validation is full-volume sliding-window Dice per label on [bold]--fold K[/bold] of [bold]--folds[/bold] (else a random --val-fraction). [bold]--resume[/bold] continues RUN/last.pt. Under [bold]torchrun --nproc_per_node N[/bold] it runs DistributedDataParallel.
 
-Example: [bold]medtool train --task segment --images hu/ --masks truth/ --mask-suffix _lungs
---mask-suffix _tumour --dim 3d --patch 32 96 96 --epochs 40 --out runs/lung[/bold]
+Example: [bold]medtool train --task segment --images hu/ --masks truth/ --mask-suffix _lungs --mask-suffix _tumour --dim 3d --patch 32 96 96 --epochs 40 --out runs/lung[/bold]
 """
 
 
