@@ -500,11 +500,13 @@ class _PredictJob:
 
 
 def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out: str | Path, *,
-                  settings: PredictSettings, device, fmt: str | None = None, force: bool = False,
+                  settings: PredictSettings, device, fmt: str | None = None, suffix: str = "",
+                  force: bool = False,
                   shard: tuple[int, int] | None = None, step: dict[str, Any] | None = None,
                   amp: str = "auto", progress: bool = False, on_error=None):
     """``medtool predict`` for a segmentation checkpoint: every volume under ``inputs`` to a
-    label volume under ``out`` (mirroring the input names), the model loaded once.
+    label volume under ``out`` (mirroring the input names, ``suffix`` added after the case id),
+    the model loaded once.
 
     Returns a :class:`~medtool.batch.BatchResult` whose results are the rows printed.
     """
@@ -530,8 +532,8 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
         raise UsageError(f"{out} names one file, but there are {len(sources)} inputs",
                          hint="give an output folder instead")
     roots = [Path(p) for p in inputs]
-    jobs = [_PredictJob(s, out if single else mirror_path(s, roots, out, f".{fmt}" if fmt else volume_suffix(s) or ".nii.gz"))
-            for s in sources]
+    jobs = [_PredictJob(s, out if single else mirror_path(
+        s, roots, out, suffix + (f".{fmt}" if fmt else volume_suffix(s) or ".nii.gz"))) for s in sources]
     names = recipe["classes"][1:]
 
     def probability_path(path: Path, name: str) -> Path:

@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
         probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write float probability maps.")] = False,
         amp: Annotated[str, typer.Option("--amp", help="Mixed precision on CUDA: auto, bf16, fp16, off.")] = "auto",
         fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")] = None,
+        suffix: Annotated[str, typer.Option("--suffix", help="Added to each output name after the case id (e.g. _lungs).")] = "",
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
     ) -> int:
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"predict for a {state['task']} checkpoint is not available yet")
         settings = PredictSettings(overlap=overlap, blend=blend, batch_size=batch_size, tta=tta,
                                    threshold=threshold, keep_largest=keep_largest, probabilities=probabilities)
-        outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=fmt,
+        outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=fmt, suffix=suffix,
                                 force=opts.force, shard=opts.shard, step=opts.step(), amp=amp,
                                 progress=opts.show_progress, on_error=opts.report)
         rows = [r for r in outcome.results if r is not None]
