@@ -67,21 +67,39 @@ class ImageBoxes:
     def from_lists(cls, ids: Sequence[str], boxes: Sequence[np.ndarray],
                    scores: Sequence[np.ndarray] | None = None) -> "ImageBoxes":
         """Pad per-image ``(k, 4)`` boxes (and ``(k,)`` scores) into arrays, best first."""
-        n = len(ids)
         counts = np.array([len(b) for b in boxes], dtype=np.intp)
+        flat = (np.concatenate([np.asarray(b, float).reshape(-1, 4) for b in boxes])
+                if len(boxes) else np.zeros((0, 4)))
+        flat_scores = None if scores is None else (
+            np.concatenate([np.asarray(v, float).reshape(-1) for v in scores]) if len(scores) else np.zeros(0))
+        return cls.from_flat(ids, np.repeat(np.arange(len(ids)), counts), flat, flat_scores)
+
+    @classmethod
+    def from_flat(cls, ids: Sequence[str], image: np.ndarray, boxes: np.ndarray,
+                  scores: np.ndarray | None = None) -> "ImageBoxes":
+        """Pad boxes given as one ``(N, 4)`` array with the image row of each into arrays.
+
+        Within an image, boxes are sorted by descending score; equal scores keep their order.
+        """
+        n = len(ids)
+        image = np.asarray(image, dtype=np.intp)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, dtype=np.float64)
+        counts = np.bincount(image, minlength=n).astype(np.intp)
         slots = int(counts.max()) if n else 0
         out_boxes = np.zeros((n, slots, 4))
         out_scores = np.full((n, slots), -np.inf)
-        if n and slots:
-            flat = np.concatenate([np.asarray(b, float).reshape(-1, 4) for b in boxes])
-            flat_scores = (np.ones(len(flat)) if scores is None
-                           else np.concatenate([np.asarray(s, float).reshape(-1) for s in scores]))
-            image = np.repeat(np.arange(n), counts)
-            # order: by image, then descending score, ties in input order
-            order = np.lexsort((np.arange(len(flat)), -flat_scores, image))
-            rank = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
-            out_boxes[image, rank] = flat[order]
-            out_scores[image, rank] = flat_scores[order]
+        if len(boxes):
+            if not bool(np.all(image[1:] >= image[:-1])):
+                order = np.argsort(image, kind="stable")
+                image, boxes, scores = image[order], boxes[order], scores[order]
+            rank = np.arange(len(boxes)) - np.repeat(np.cumsum(counts) - counts, counts)
+            out_boxes[image, rank] = boxes
+            out_scores[image, rank] = scores
+            if not bool(np.all(scores == scores[0])):       # best first within each image
+                order = np.argsort(-out_scores, axis=1, kind="stable")   # padding stays last
+                out_scores = np.take_along_axis(out_scores, order, axis=1)
+                out_boxes = np.take_along_axis(out_boxes, order[..., None], axis=1)
         return cls(list(ids), out_boxes, out_scores, counts)
 
     @property
@@ -108,49 +126,65 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Boxes are ``x y w h``; a pair whose union has no area has IoU 0.
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
-    ax0, ay0, aw, ah = (a[..., :, None, k] for k in range(4))
-    bx0, by0, bw, bh = (b[..., None, :, k] for k in range(4))
-    w = np.clip(np.minimum(ax0 + aw, bx0 + bw) - np.maximum(ax0, bx0), 0, None)
-    h = np.clip(np.minimum(ay0 + ah, by0 + bh) - np.maximum(ay0, by0), 0, None)
-    inter = w * h
-    union = aw * ah + bw * bh - inter
+    ax0, ay0 = a[..., :, None, 0], a[..., :, None, 1]
+    ax1, ay1 = (a[..., 0] + a[..., 2])[..., :, None], (a[..., 1] + a[..., 3])[..., :, None]
+    bx0, by0 = b[..., None, :, 0], b[..., None, :, 1]
+    bx1, by1 = (b[..., 0] + b[..., 2])[..., None, :], (b[..., 1] + b[..., 3])[..., None, :]
+    w = np.minimum(ax1, bx1)
+    w -= np.maximum(ax0, bx0)
+    np.maximum(w, 0, out=w)
+    h = np.minimum(ay1, by1)
+    h -= np.maximum(ay0, by0)
+    np.maximum(h, 0, out=h)
+    inter = np.multiply(w, h, out=w)
+    union = (a[..., 2] * a[..., 3])[..., :, None] + (b[..., 2] * b[..., 3])[..., None, :]
+    union -= inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / union, 0.0)
 
 
-def _greedy_match(overlaps: np.ndarray, thresholds: np.ndarray, *, strict: bool,
+def _greedy_match(truth: "ImageBoxes", pred: "ImageBoxes", thresholds: np.ndarray, *, strict: bool,
                   last_on_ties: bool) -> np.ndarray:
-    """Match predictions (rows, best first) to truth (columns) greedily, per threshold.
+    """Match predictions (best first) to truth boxes greedily, per threshold (all > 0).
 
-    ``overlaps`` is ``(images, P, G)`` with -1 where a slot is empty. Prediction rank ``r``
-    takes the unmatched truth box of largest overlap if it passes the threshold (``>`` when
-    ``strict``, else ``>=``); among equal overlaps the first (or, ``last_on_ties``, the last)
-    column. Returns ``(thresholds, images, P)``: whether each prediction matched.
+    Prediction rank ``r`` takes the unmatched truth box of largest IoU if that IoU passes the
+    threshold (``>`` when ``strict``, else ``>=``); among equal IoUs the first (or, with
+    ``last_on_ties``, the last) truth box. Returns ``(thresholds, images, slots)``: whether
+    each prediction matched.
     """
-    n, slots, truths = overlaps.shape
-    t = thresholds[:, None, None]
-    taken = np.zeros((len(thresholds), n, truths), dtype=bool)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    slots = pred.boxes.shape[1]
+    n, truths = len(pred.ids), truth.boxes.shape[1]
     hits = np.zeros((len(thresholds), n, slots), dtype=bool)
-    if truths == 0:
+    # Only images with truth and predictions can match. Sorted by their number of predictions
+    # (most first), the images with a prediction at rank r are a prefix: views, no copies.
+    busy = np.flatnonzero((truth.counts > 0) & (pred.counts > 0))
+    busy = busy[np.argsort(-pred.counts[busy], kind="stable")]
+    if not len(busy):
         return hits
+    active = np.bincount(pred.counts[busy], minlength=slots + 1)[::-1].cumsum()[::-1][1:]
+    # padded truth slots have IoU 0, which passes no threshold > 0
+    overlaps = iou(pred.boxes[busy], truth.boxes[busy])                # (m, P, G)
+    # a truth box already matched at a threshold is masked with -inf for that threshold
+    penalty = np.zeros((len(thresholds), len(busy), truths))
+    found = np.zeros((len(thresholds), len(busy), slots), dtype=bool)
     for r in range(slots):
-        row = overlaps[None, :, r, :]                                 # (1, n, G)
-        ok = ((row > t) if strict else (row >= t)) & ~taken & (row >= 0)
-        value = np.where(ok, row, -np.inf)
+        m = int(active[r])
+        if not m:
+            break
+        value = penalty[:, :m] + overlaps[None, :m, r, :]              # (T, m, G)
         if last_on_ties:
             best = truths - 1 - np.argmax(value[..., ::-1], axis=2)
         else:
-            best = np.argmax(value, axis=2)                            # (T, n)
-        hit = np.take_along_axis(ok, best[..., None], axis=2)[..., 0]
-        hits[:, :, r] = hit
-        np.put_along_axis(taken, best[..., None],
-                          np.take_along_axis(taken, best[..., None], axis=2) | hit[..., None], axis=2)
+            best = np.argmax(value, axis=2)                            # (T, m)
+        top = np.take_along_axis(value, best[..., None], axis=2)[..., 0]
+        # the largest available overlap decides: if it fails the threshold, all do
+        hit = (top > thresholds[:, None]) if strict else (top >= thresholds[:, None])
+        found[:, :m, r] = hit
+        t_index, m_index = np.nonzero(hit)
+        penalty[t_index, m_index, best[t_index, m_index]] = -np.inf
+    hits[:, busy] = found
     return hits
-
-
-def _overlaps(truth: ImageBoxes, pred: ImageBoxes) -> np.ndarray:
-    overlaps = iou(pred.boxes, truth.boxes)
-    return np.where(pred.valid[:, :, None] & truth.valid[:, None, :], overlaps, -1.0)
 
 
 def _aligned(truth: ImageBoxes, pred: ImageBoxes) -> None:
@@ -167,8 +201,7 @@ def map_iou_per_image(truth: ImageBoxes, pred: ImageBoxes,
     :meth:`ImageBoxes.take`).
     """
     _aligned(truth, pred)
-    hits = _greedy_match(_overlaps(truth, pred), np.asarray(thresholds, float), strict=True,
-                         last_on_ties=False)
+    hits = _greedy_match(truth, pred, thresholds, strict=True, last_on_ties=False)
     tp = hits.sum(axis=2)                                              # (T, n)
     denominator = truth.counts[None, :] + pred.counts[None, :] - tp   # TP + FP + FN
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -204,7 +237,7 @@ def coco_matches(truth: ImageBoxes, pred: ImageBoxes) -> CocoMatches:
     top = ImageBoxes(pred.ids, pred.boxes[:, :slots], pred.scores[:, :slots],
                      np.minimum(pred.counts, COCO_MAX_DETECTIONS))
     thresholds = np.minimum(COCO_THRESHOLDS, 1 - 1e-10)
-    hits = _greedy_match(_overlaps(truth, top), thresholds, strict=False, last_on_ties=True)
+    hits = _greedy_match(truth, top, thresholds, strict=False, last_on_ties=True)
     valid = top.valid
     image = np.broadcast_to(np.arange(len(top.ids))[:, None], valid.shape)[valid]
     return CocoMatches(image, top.scores[valid], hits[:, valid], truth.counts.copy())
@@ -276,7 +309,7 @@ def read_truth(path: str | os.PathLike) -> ImageBoxes:
 def read_predictions(path: str | os.PathLike) -> ImageBoxes:
     """Read ``patientId,PredictionString`` with ``conf x y w h`` groups (empty: no boxes)."""
     table = read_table(path, required=PREDICTION_COLUMNS)
-    ids, boxes, scores = [], [], []
+    ids: list[str] = []
     seen: dict[str, int] = {}
     for i, row in enumerate(table.rows):
         image = row["patientId"]
@@ -286,11 +319,21 @@ def read_predictions(path: str | os.PathLike) -> ImageBoxes:
             raise table.error(i, f"image {image} appears again (first at line {table.lines[seen[image]]})",
                               "give one row per image with all its boxes in its PredictionString")
         seen[image] = i
-        values = parse_prediction_string(row["PredictionString"], table=table, index=i)
         ids.append(image)
-        scores.append(values[:, 0])
-        boxes.append(values[:, 1:])
-    return ImageBoxes.from_lists(ids, boxes, scores)
+    tokens = [row["PredictionString"].split() for row in table.rows]
+    counts = np.array([len(t) for t in tokens], dtype=np.intp)
+    try:
+        if (counts % PREDICTION_FIELDS).any():
+            raise ValueError
+        values = np.array([v for t in tokens for v in t], dtype=np.float64).reshape(-1, PREDICTION_FIELDS)
+        if not np.isfinite(values).all() or (values[:, 3:] < 0).any():
+            raise ValueError
+    except ValueError:                      # find the first bad row and say what is wrong
+        for i, row in enumerate(table.rows):
+            parse_prediction_string(row["PredictionString"], table=table, index=i)
+        raise
+    image = np.repeat(np.arange(len(ids)), counts // PREDICTION_FIELDS)
+    return ImageBoxes.from_flat(ids, image, values[:, 1:], values[:, 0])
 
 
 def parse_prediction_string(text: str, *, table=None, index: int = 0) -> np.ndarray:

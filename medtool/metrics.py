@@ -91,32 +91,46 @@ def _counts(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
 
 # -- surfaces ------------------------------------------------------------------------------
 def surface(mask: np.ndarray) -> np.ndarray:
-    """Voxels of ``mask`` with a face neighbour outside it (the array border is outside)."""
-    from scipy.ndimage import binary_erosion, generate_binary_structure
+    """Voxels of ``mask`` with a face neighbour outside it (the array border is outside).
 
+    The same as ``mask ^ binary_erosion(mask)`` with the cross-shaped structure (medpy's
+    surface), done with shifted views.
+    """
     mask = np.asarray(mask, bool)
-    return mask & ~binary_erosion(mask, structure=generate_binary_structure(mask.ndim, 1))
+    inner = mask.copy()
+    for axis in range(mask.ndim):
+        def part(start, stop):
+            index = [slice(None)] * mask.ndim
+            index[axis] = slice(start, stop)
+            return tuple(index)
+        inner[part(1, None)] &= mask[part(None, -1)]
+        inner[part(None, -1)] &= mask[part(1, None)]
+        inner[part(0, 1)] = False
+        inner[part(-1, None)] = False
+    return mask & ~inner
 
 
 def surface_distances(a: np.ndarray, b: np.ndarray,
                       spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm) from each surface voxel of ``a`` to the surface of ``b``, and back.
 
-    Both masks must be non-empty. The work is done on the bounding box of ``a | b`` only: every
-    surface voxel lies inside it and the erosion sees zeros around it either way, so the result
-    is exactly that of the whole grid.
+    Both masks must be non-empty. The surfaces are found on the bounding box of ``a | b`` only
+    (every surface voxel lies inside it, and the erosion sees zeros around it either way), and
+    the nearest surface voxel of the other mask is found with a k-d tree over the surface
+    voxels' positions in mm: the same distances as a Euclidean distance transform of the whole
+    grid (medpy's way), at a fraction of the cost.
     """
-    from scipy.ndimage import distance_transform_edt
+    from scipy.spatial import cKDTree
 
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     if not a.any() or not b.any():
         raise ValueError("surface distances need two non-empty masks")
     box = bounding_box(a | b)
-    a, b = a[box], b[box]
     spacing = np.asarray(spacing, dtype=np.float64)
-    surf_a, surf_b = surface(a), surface(b)
-    a_to_b = distance_transform_edt(~surf_b, sampling=spacing)[surf_a]
-    b_to_a = distance_transform_edt(~surf_a, sampling=spacing)[surf_b]
+    points_a = np.argwhere(surface(a[box])) * spacing
+    points_b = np.argwhere(surface(b[box])) * spacing
+    a_to_b = cKDTree(points_b).query(points_a)[0]
+    b_to_a = cKDTree(points_a).query(points_b)[0]
     return a_to_b, b_to_a
 
 
