@@ -11,6 +11,10 @@ WORKERS=${WORKERS:-2}
 medtool phantom "$OUT/phantom" --cases "$CASES" --shape "$SHAPE" --seed 42 --workers "$WORKERS" --force
 # 2. what was written: geometry, value range and history of the truth masks
 medtool info "$OUT/phantom/truth"
+# 2b. leakage-free folds: grouped by patient (follow-up scans stay together), stratified by label
+#     where each label has cases enough (CASES >= 4); nnU-Net's splits_final.json beside folds.csv
+STRATIFY=(); [ "$CASES" -ge 4 ] && STRATIFY=(--stratify label)
+medtool folds "$OUT/phantom/labels.csv" "$OUT/folds/folds.csv" --k 2 --group patient_id "${STRATIFY[@]}" --json --force
 # 3. DICOM series -> raw volumes (stored values, per-slice rescale in the sidecar)
 medtool dicom2npy "$OUT/phantom/ct" "$OUT/raw" --workers "$WORKERS" --force
 # 4. raw -> int16 Hounsfield units (padding to air); a lung-windowed [0, 1] copy for models
