@@ -69,6 +69,7 @@ class Run:
     nan: dict[str, list[str]] = field(default_factory=dict)
     failures: list[tuple[str, MedtoolError]] = field(default_factory=list)
     confusion: dict[str, Any] | None = None
+    extra_labels: list[int] = field(default_factory=list)
     rank: int | None = None
 
     @property
@@ -261,16 +262,21 @@ def _score_segmentation(truth: Path, predictions: list[Path], settings: Settings
             name = str(job.pred or job.truth)
             run.failures.append((name, errors.get(name) or InputError("could not be scored", path=name)))
     draws = resamples(len(ids), settings.bootstrap, settings.seed) if settings.bootstrap else None
+    # the labels are the truth's (the same for every run); labels only predicted are named
+    labels = settings.labels or sorted({label for result in outcome.results if result
+                                        for label, score_ in result.items()
+                                        if score_.flag != metrics.FLAG_TRUTH_EMPTY})
     for run in runs:
-        if not run.failures:
-            _summarise_segmentation(run, [(job, result) for job, run_of, result
-                                          in zip(jobs, owner, outcome.results) if run_of is run],
-                                    settings, draws)
+        if run.failures:
+            continue
+        results = [(job, result) for job, run_of, result in zip(jobs, owner, outcome.results)
+                   if run_of is run]
+        run.extra_labels = sorted({label for _, result in results for label in result} - set(labels))
+        _summarise_segmentation(run, results, labels, settings, draws)
     return runs
 
 
-def _summarise_segmentation(run: Run, results, settings: Settings, draws) -> None:
-    labels = settings.labels or sorted({label for _, scores in results for label in scores})
+def _summarise_segmentation(run: Run, results, labels: list[int], settings: Settings, draws) -> None:
     both_empty = metrics.score_masks(np.zeros((1, 1), bool), np.zeros((1, 1), bool), (1.0, 1.0),
                                      settings.metrics)
     values = np.full((len(results), len(labels), len(settings.metrics)), np.nan)

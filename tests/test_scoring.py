@@ -64,12 +64,14 @@ def test_segmentation_runs_per_label_means_missing_and_nan(tmp_path):
     truth["c"][truth["c"] == 2] = 0                       # case c has no label 2
     pred = {k: np.where(rng.random(v.shape) < 0.1, 0, v) for k, v in truth.items()}
     pred["c"][0, 0, 0] = 2                                # label 2 predicted where the truth has none
+    pred["a"][0, 15, 15] = 3                              # a label no truth has
     del pred["b"]                                         # missing prediction
     _write_cases(tmp_path / "truth", truth)
     _write_cases(tmp_path / "pred", pred)
     settings = scoring.Settings(["dice", "hd95", "volume-error"], bootstrap=50, seed=1)
     [run] = scoring.score(tmp_path / "truth", [tmp_path / "pred"], settings)
     assert run.ok and run.rank == 1 and run.missing == ["b"] and run.cases == 3
+    assert run.extra_labels == [3] and "dice[3]" not in run.summary    # the truth's labels rank
     dice_a1 = medpy_binary.dc(pred["a"] == 1, truth["a"] == 1)
     dice_c1 = medpy_binary.dc(pred["c"] == 1, truth["c"] == 1)
     assert run.summary["dice[1]"] == pytest.approx((dice_a1 + 0 + dice_c1) / 3)    # b counts as empty

@@ -114,6 +114,9 @@ def _report_warnings(runs) -> None:
         if run.extra:
             warn(f"{run.name}: {len(run.extra)} predicted cases are not in the truth and are left out: "
                  f"{_names(run.extra)}")
+        if run.extra_labels:
+            warn(f"{run.name}: predicts label(s) {', '.join(map(str, run.extra_labels))}, which no truth "
+                 "volume has; they are not scored (name them with --labels to score them)")
         for column, cases in run.nan.items():
             warn(f"{run.name}: {column} is NaN (undefined) for {_names(cases)}; the mean is over the "
                  "other cases")
