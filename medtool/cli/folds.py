@@ -14,20 +14,11 @@ NNUNET_SPLITS = "splits_final.json"
 
 _HELP = f"""Split cases into K cross-validation folds: stratified, grouped, or both.
 
-Input: a CSV with the case id first (or a [bold]case_id[/bold] column), e.g. medtool phantom's
-labels.csv, or a folder of cases (one per volume file, or one per sub-folder of DICOM). Output:
-[bold]case_id,fold[/bold] with folds 0..K-1 and [bold]test[/bold] for the held-out cases.
+Input: a CSV with the case id first (or a [bold]case_id[/bold] column), e.g. medtool phantom's labels.csv, or a folder of cases (one per volume file, or one per sub-folder of DICOM). Output: [bold]case_id,fold[/bold] with folds 0..K-1 and [bold]test[/bold] for the held-out cases.
 
-[bold]--group COL[/bold] keeps every group (patient) in one fold, so follow-up scans of a
-patient never leak between training and validation. [bold]--stratify COL[/bold] balances the
-classes of COL over the folds ([bold]--bins N[/bold] cuts a numeric column into N quantile
-bins first). [bold]--test FRAC[/bold] holds out about FRAC of the cases first, grouped and
-stratified the same way. The same input and [bold]--seed[/bold] give the same folds, whatever
-the row order. [bold]--json[/bold] also writes nnU-Net's {NNUNET_SPLITS} beside OUT.csv
-(folds only; test cases are in none). The class balance of each fold is printed.
+[bold]--group COL[/bold] keeps every group (patient) in one fold, so follow-up scans of a patient never leak between training and validation. [bold]--stratify COL[/bold] balances the classes of COL over the folds ([bold]--bins N[/bold] cuts a numeric column into N quantile bins first). [bold]--test FRAC[/bold] holds out about FRAC of the cases first, grouped and stratified the same way. The same input and [bold]--seed[/bold] give the same folds, whatever the row order. [bold]--json[/bold] also writes nnU-Net's {NNUNET_SPLITS} beside OUT.csv (folds only; test cases are in none). The class balance of each fold is printed.
 
-Impossible requests (more folds than groups, a class with fewer cases than folds) are refused
-with what to change.
+Impossible requests (more folds than groups, a class with fewer cases than folds) are refused with what to change.
 
 Example: [bold]medtool folds data/labels.csv folds.csv --k 5 --group patient_id --stratify label --test 0.2[/bold]
 """

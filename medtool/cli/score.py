@@ -12,32 +12,13 @@ from . import common
 
 _HELP = """Score predictions against the truth; several prediction sets give a ranked leaderboard.
 
-[bold]Segmentation[/bold] (dice, jaccard, hd95, assd, volume-error, recist): TRUTH and each PRED
-are folders of label volumes (any format) matched by case id (the file name without its
-suffix); spacing comes from the truth's geometry; every label is scored on its own (or
-[bold]--labels 1,2[/bold]) and the mean over labels is ranked. Surfaces and distances are
-medpy's (6-connected surface voxels, hd95 = 95th percentile of both directions pooled, assd =
-their mean). volume-error and recist are |pred - truth| / truth of the volume and of the
-longest axial diameter (mm). Empty masks: both empty -> dice = jaccard = 1, hd95 = assd = 0,
-relative errors 0; one empty -> dice = jaccard = 0, hd95 = assd = the grid diagonal in mm
-(worst case), relative errors 1 (empty prediction) or NaN (empty truth); all flagged in
---per-case. A missing prediction counts as empty and is reported.
+[bold]Segmentation[/bold] (dice, jaccard, hd95, assd, volume-error, recist): TRUTH and each PRED are folders of label volumes (any format) matched by case id (the file name without its suffix); spacing comes from the truth's geometry; every label is scored on its own (or [bold]--labels 1,2[/bold]) and the mean over labels is ranked. Surfaces and distances are medpy's (6-connected surface voxels, hd95 = 95th percentile of both directions pooled, assd = their mean). volume-error and recist are |pred - truth| / truth of the volume and of the longest axial diameter (mm). Empty masks: both empty -> dice = jaccard = 1, hd95 = assd = 0, relative errors 0; one empty -> dice = jaccard = 0, hd95 = assd = the grid diagonal in mm (worst case), relative errors 1 (empty prediction) or NaN (empty truth); all flagged in --per-case. A missing prediction counts as empty and is reported.
 
-[bold]Detection[/bold] (map-iou, coco-map): TRUTH is the RSNA table
-patientId,x,y,width,height,Target; each PRED is patientId,PredictionString ("conf x y w h"
-groups). map-iou is the RSNA Pneumonia metric (IoU thresholds 0.40-0.75, TP/(TP+FP+FN) per
-image, confidence order; an image with no truth and any prediction scores 0, one with neither
-is left out); coco-map is COCO AP@[.50:.95] (and AP50), as pycocotools computes it.
+[bold]Detection[/bold] (map-iou, coco-map): TRUTH is the RSNA table patientId,x,y,width,height,Target; each PRED is patientId,PredictionString ("conf x y w h" groups). map-iou is the RSNA Pneumonia metric (IoU thresholds 0.40-0.75, TP/(TP+FP+FN) per image, confidence order; an image with no truth and any prediction scores 0, one with neither is left out); coco-map is COCO AP@[.50:.95] (and AP50), as pycocotools computes it.
 
-[bold]Classification[/bold] (accuracy, balanced-accuracy, auc, sensitivity, specificity, f1,
-cindex): TRUTH is a CSV with the case id first and the class in [bold]--truth-column[/bold]
-(default label); each PRED is case_id,prob_<class>...,pred (pred defaults to the most probable
-class). With two classes the second prob_ column is the positive class; with more, macro
-averages. cindex needs [bold]--time[/bold] and [bold]--event[/bold] columns of the truth and
-uses the risk column (or prob of the positive class).
+[bold]Classification[/bold] (accuracy, balanced-accuracy, auc, sensitivity, specificity, f1, cindex): TRUTH is a CSV with the case id first and the class in [bold]--truth-column[/bold] (default label); each PRED is case_id,prob_<class>...,pred (pred defaults to the most probable class). With two classes the second prob_ column is the positive class; with more, macro averages. cindex needs [bold]--time[/bold] and [bold]--event[/bold] columns of the truth and uses the risk column (or prob of the positive class).
 
-[bold]--bootstrap N[/bold] adds 95% confidence intervals (cases resampled, seeded).
-[bold]--per-case OUT.csv[/bold] writes every case's values. NaN values are counted and named.
+[bold]--bootstrap N[/bold] adds 95% confidence intervals (cases resampled, seeded). [bold]--per-case OUT.csv[/bold] writes every case's values. NaN values are counted and named.
 
 Example: [bold]medtool score --metric dice,hd95 --truth truth/ unet/ nnunet/ --per-case cases.csv --bootstrap 1000[/bold]
 """
