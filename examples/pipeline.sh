@@ -21,6 +21,11 @@ medtool dicom2npy "$OUT/phantom/ct" "$OUT/raw" --workers "$WORKERS" --force
 medtool hu "$OUT/raw" "$OUT/hu" --workers "$WORKERS" --force
 medtool hu "$OUT/hu" "$OUT/hu_lung01" --preset lung --normalize --format nii.gz --workers "$WORKERS" --force
 medtool info "$OUT/hu"
+# 4b. lungs from the HU volumes (1 right, 2 left) plus the masked CT (outside -1000), the seeds'
+#     model-ready grid (224 x 224 in-plane, 20 centre slices), and a picture of case 1 with its mask
+medtool lungmask "$OUT/hu" "$OUT/lungmask" --apply -1000 --workers "$WORKERS" --force
+medtool resample "$OUT/hu" "$OUT/hu_224" --shape 224 224 --crop-z 20 --workers "$WORKERS" --force
+medtool view "$OUT/hu/case_001.npy" "$OUT/case_001_lungs.png" --overlay "$OUT/lungmask/case_001.npy" --plane ortho --force
 # 5. de-identify the CT (PS3.15 basic profile, dates shifted per patient) with a site key, verify
 #    that nothing is left, and convert the anonymized series (same volumes as step 3)
 [ -s "$OUT/site.key" ] || python -c "import secrets; print(secrets.token_hex(32))" > "$OUT/site.key"
