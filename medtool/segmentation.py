@@ -188,9 +188,7 @@ def preprocess_case(job: _CacheJob) -> dict[str, Any]:
         labels, counts = merge_masks(arrays)
     except ValueError as exc:
         raise InputError(str(exc), path=job.masks[0], hint="masks hold labels 0..255") from exc
-    recipe = dict(job.recipe)
-    if recipe["normalize"] is None:
-        recipe["normalize"] = {"mode": "none"}
+    recipe = job.recipe
     model_image = to_model_space(image, recipe)
     model_mask = to_model_space(image.with_array(labels, units="label"), recipe, mask=True)
     cache = Path(job.cache)
@@ -389,8 +387,6 @@ class SegmentTask:
     def validate(self, model, *, device, amp_dtype=None, batch_size: int = 4) -> dict[str, float]:
         """Mean Dice per label over the validation cases (full-volume sliding window at the
         model's resolution); ``score`` is their mean."""
-        import torch
-
         from .formats import load_volume
         from .inference import labels_from_logits, sliding_window
         from .metrics import dice
@@ -413,7 +409,6 @@ class SegmentTask:
                     scores[row, column] = dice(truth == column + 1, labels == column + 1)
         finally:
             model.train(was_training)
-            del torch
         result = {f"dice_{name}": float(v) for name, v in zip(classes, scores.mean(axis=0))}
         result["score"] = float(scores.mean())
         return result
