@@ -142,3 +142,42 @@ def test_raw_and_non_hu_inputs_are_refused():
         lung_mask(Volume(np.abs(volume.array)))
     with pytest.raises(InputError, match="no body"):
         lung_mask(volume.with_array(np.full(volume.shape, -1000, np.int16)))
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 4])
+def test_shifted_view_morphology_equals_scipy(radius):
+    """The fast erosion/dilation/opening/closing and bounding box equal scipy.ndimage's."""
+    from scipy import ndimage
+
+    from medtool import lungmask as lm
+
+    footprint = lm._SLICE_2D | lm._SLICE_2D.transpose(1, 0, 2) if radius == 0 else lm._disk(radius)
+    rng = np.random.default_rng(radius)
+    for _ in range(4):
+        mask = rng.random((6, 23, 31)) < rng.uniform(0.3, 0.9)
+        assert np.array_equal(lm._erode(mask, footprint), ndimage.binary_erosion(mask, footprint))
+        assert np.array_equal(lm._dilate(mask, footprint), ndimage.binary_dilation(mask, footprint))
+        assert np.array_equal(lm._erode(lm._dilate(mask, footprint), footprint),
+                              ndimage.binary_closing(mask, footprint))
+        index = np.nonzero(mask)
+        assert lm._box(mask, margin=2) == tuple(
+            slice(max(0, i.min() - 2), min(n, i.max() + 3)) for i, n in zip(index, mask.shape))
+
+
+def test_convex_hull_equals_half_plane_test():
+    """Row intervals of the hull equal the pixel-by-pixel half-plane test of Qhull's facets."""
+    from scipy.spatial import ConvexHull
+
+    from medtool.lungmask import _convex_hull
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:40, :50]
+    for _ in range(30):
+        mask = np.zeros((40, 50), bool)
+        for _ in range(rng.integers(1, 4)):
+            cy, cx, r = rng.integers(0, 40), rng.integers(0, 50), rng.integers(2, 10)
+            mask |= (yy - cy) ** 2 * rng.uniform(0.3, 3) + (xx - cx) ** 2 < r * r
+        equations = ConvexHull(np.argwhere(mask)).equations
+        expected = np.all(equations[:, :1, None] * yy[None] + equations[:, 1:2, None] * xx[None]
+                          + equations[:, 2:, None] <= 1e-6, axis=0)
+        assert np.array_equal(_convex_hull(mask), expected)
