@@ -30,7 +30,7 @@ app = typer.Typer(
     help="Medical-imaging deep learning from the command line: DICOM to volumes, masks, "
          "trained models, scores and attention maps, in composable steps.",
     no_args_is_help=True,
-    add_completion=True,
+    add_completion=False,          # static scripts in completions/ (medtool/completion.py)
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
