@@ -13,7 +13,7 @@ _medtool() {
     local opts="" files=1
     case "$cmd" in
     phantom)
-        opts="--cases -n --seed -s --shape --cxr --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--cases -n --seed -s --shape --cxr --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --cases|-n) return ;;
             --seed|-s) return ;;

@@ -16,7 +16,7 @@ _HELP = f"""Split cases into K cross-validation folds: stratified, grouped, or b
 
 Input: a CSV with the case id first (or a [bold]case_id[/bold] column), e.g. medtool phantom's labels.csv, or a folder of cases (one per volume file, or one per sub-folder of DICOM). Output: [bold]case_id,fold[/bold] with folds 0..K-1 and [bold]test[/bold] for the held-out cases.
 
-[bold]--group COL[/bold] keeps every group (patient) in one fold, so follow-up scans of a patient never leak between training and validation. [bold]--stratify COL[/bold] balances the classes of COL over the folds ([bold]--bins N[/bold] cuts a numeric column into N quantile bins first). [bold]--test FRAC[/bold] holds out about FRAC of the cases first, grouped and stratified the same way. The same input and [bold]--seed[/bold] give the same folds, whatever the row order. [bold]--json[/bold] also writes nnU-Net's {NNUNET_SPLITS} beside OUT.csv (folds only; test cases are in none). The class balance of each fold is printed.
+[bold]--group COL[/bold] keeps every group (patient) in one fold, so follow-up scans of a patient never leak between training and validation. [bold]--stratify COL[/bold] balances the classes of COL over the folds ([bold]--bins N[/bold] cuts a numeric column into N quantile bins first). [bold]--test FRAC[/bold] holds out about FRAC of the cases first, grouped and stratified the same way. The same input and [bold]--seed[/bold] give the same folds, whatever the row order. [bold]--json[/bold] also writes nnU-Net's {NNUNET_SPLITS} beside OUT.csv (folds only; test cases are in none). The class balance of each fold is printed (as JSON with [bold]--json[/bold]).
 
 Impossible requests (more folds than groups, a class with fewer cases than folds) are refused with what to change.
 
@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed", help="Seed of the assignment.")] = 42,
         test: Annotated[float, typer.Option("--test", metavar="FRAC",
                                             help="Hold out this fraction as the test split.")] = 0.0,
-        json: Annotated[bool, typer.Option("--json", help=f"Also write {NNUNET_SPLITS} beside OUT.csv.")] = False,
+        json: Annotated[bool, typer.Option("--json", help=f"Print the balance as JSON; also write {NNUNET_SPLITS} beside OUT.csv.")] = False,
         opts: common.Options,
     ) -> int:
         import json as json_module
@@ -63,7 +63,11 @@ def register(app: typer.Typer) -> None:
         if json:
             atomic_write_text(splits_json, json_module.dumps(split.nnunet(), indent=2) + "\n",
                               force=opts.force)
-        _print_balance(split, stratify=stratify, group=group)
+        if json:
+            common.print_json({"cases": len(cases.ids), "folds": k, "test": len(split.members("test")),
+                               "csv": str(out), "splits_json": str(splits_json), "balance": split.balance()})
+        else:
+            _print_balance(split, stratify=stratify, group=group)
         if not opts.quiet:
             written = f"{out}" + (f" and {splits_json}" if json else "")
             common.stderr.print(f"wrote {len(cases.ids)} cases in {k} folds"

@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
                                            help="In-plane size of the CT (64 or 128 for fast tests).")] = 512,
         cxr: Annotated[int | None, typer.Option("--cxr", min=0,
                                                 help="Number of chest X-rays [default: same as --cases].")] = None,
+        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
     ) -> int:
         """Write a synthetic but realistic data set with exact ground truth.
@@ -37,7 +38,9 @@ def register(app: typer.Typer) -> None:
         summary = write_dataset(out, cases=cases, seed=seed, shape=shape,
                                 cxr=cases if cxr is None else cxr, workers=opts.workers,
                                 force=opts.force, step=opts.step(), progress=opts.show_progress)
-        if not opts.quiet:
+        if json:
+            common.print_json({"out": str(out), **summary})
+        elif not opts.quiet:
             common.stderr.print(
                 f"wrote {_count(summary['cases'], 'CT case')} ({summary['ct_files']} DICOM files), "
                 f"{_count(summary['cxr'], 'chest X-ray')} to {out}")

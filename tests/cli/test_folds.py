@@ -25,7 +25,10 @@ def test_folds_on_phantom_labels(cli, phantom_dir, tmp_path):
     assert set(fold.values()) == {"0", "1"}
     splits = json.loads((tmp_path / "splits_final.json").read_text())
     assert [sorted(s["val"]) for s in splits] == [sorted(c for c in fold if fold[c] == k) for k in "01"]
-    assert "patient_ids" in result.stdout and "fold" in result.stdout          # the balance table
+    payload = json.loads(result.stdout)                              # --json: the balance as JSON
+    assert payload["cases"] == len(labels) and payload["folds"] == 2
+    assert sum(row["cases"] for row in payload["balance"]) == len(labels)
+    assert {str(row["fold"]) for row in payload["balance"]} == {"0", "1"}
     # existing outputs need --force
     again = cli("folds", phantom_dir / "labels.csv", out, "--k", "2")
     assert again.exit_code == 1 and "--force" in again.stderr

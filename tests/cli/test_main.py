@@ -95,3 +95,22 @@ def test_debug_shows_the_traceback(cli, tmp_path):
     loud = cli("info", "--debug", tmp_path / "missing.nii.gz")
     assert "Traceback" not in quiet.stderr
     assert "Traceback" in loud.stderr and loud.exit_code == 1
+
+
+def _commands():
+    from medtool.completion import describe_cli
+
+    return [c for c in describe_cli() if c.name not in PIPELINE or c.name in LANDED]
+
+
+def test_every_command_prints_json_on_request():
+    """Scripts can consume any command's results: each one offers --json."""
+    missing = [c.name for c in _commands() if not any("--json" in o.names for o in c.options)]
+    assert not missing, f"commands without --json: {missing}"
+
+
+def test_every_command_help_carries_an_example(cli):
+    for command in _commands():
+        result = cli(command.name, "--help")
+        assert result.exit_code == 0
+        assert "Example" in result.stdout and f"medtool {command.name}" in result.stdout, command.name

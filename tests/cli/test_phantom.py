@@ -1,4 +1,5 @@
 import csv
+import json
 
 from medtool.formats import load_volume
 
@@ -22,6 +23,10 @@ def test_existing_output_needs_force(cli, tmp_path):
     again = cli("phantom", out, "--cases", "1", "--shape", "32", "--cxr", "0")
     assert again.exit_code == 1
     assert "exists already" in again.stderr and "--force" in again.stderr
-    forced = cli("phantom", out, "--cases", "1", "--shape", "32", "--cxr", "0", "--force", "--seed", "9")
+    forced = cli("phantom", out, "--cases", "1", "--shape", "32", "--cxr", "0", "--force", "--seed", "9",
+                 "--json")
     assert forced.exit_code == 0, forced.stderr
+    summary = json.loads(forced.stdout)
+    assert summary["cases"] == 1 and summary["cxr"] == 0 and summary["out"] == str(out)
+    assert summary["ct_files"] == len(list((out / "ct").rglob("*.dcm")))
     assert not [p for p in out.rglob(".*")]     # no temporary or old folders left
