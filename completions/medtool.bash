@@ -171,7 +171,7 @@ _medtool() {
         esac
         ;;
     score)
-        opts="--truth -t --metric -m --per-case --bootstrap --seed --labels --truth-column --time --event --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--truth -t --metric -m --per-case --bootstrap --seed --labels --truth-column --time --event --suffix --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --truth|-t) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --metric|-m) COMPREPLY=($(compgen -W "dice jaccard hd95 assd volume-error recist map-iou coco-map accuracy balanced-accuracy auc sensitivity specificity f1 cindex" -- "$cur")); return ;;
@@ -182,6 +182,7 @@ _medtool() {
             --truth-column) return ;;
             --time) return ;;
             --event) return ;;
+            --suffix) return ;;
             --workers|-j) return ;;
         esac
         ;;

@@ -223,6 +223,7 @@ complete -c medtool -n '__fish_seen_subcommand_from score' -l labels -x -d 'Segm
 complete -c medtool -n '__fish_seen_subcommand_from score' -l truth-column -x -d 'Class column of the truth table'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l time -x -d 'Follow-up time column (cindex)'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l event -x -d 'Event column, 1/0 (cindex)'
+complete -c medtool -n '__fish_seen_subcommand_from score' -l suffix -x -d 'Volume names are <case><S> (e.g. _lungs); truth files without it ar...'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l json -d 'Print the leaderboard as JSON'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l workers -s j -x -d 'Files processed in parallel'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l force -s f -d 'Overwrite existing outputs'

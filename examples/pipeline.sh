@@ -36,5 +36,4 @@ medtool dicom2npy "$OUT/anon" "$OUT/raw_anon" --workers "$WORKERS" --force
 #    3 mm in-plane), masks predicted back onto each volume's own grid, scored against the truth
 medtool train --task segment --images "$OUT/hu" --masks "$OUT/phantom/truth" --mask-suffix _lungs --dim 2d --spacing 2.5 3 3 --width 8 --depth 4 --epochs 2 --steps 10 --batch-size 4 --out "$OUT/run_lungs" --force
 medtool predict "$OUT/run_lungs/best.pt" "$OUT/hu" "$OUT/pred_lungs" --suffix _lungs --format nii.gz --keep-largest 1 --force
-mkdir -p "$OUT/truth_lungs" && cp "$OUT"/phantom/truth/*_lungs.nii.gz "$OUT/truth_lungs/"
-medtool score --truth "$OUT/truth_lungs" "$OUT/pred_lungs" --metric dice,hd95
+medtool score --truth "$OUT/phantom/truth" --suffix _lungs "$OUT/pred_lungs" --metric dice,hd95

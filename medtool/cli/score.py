@@ -12,7 +12,7 @@ from . import common
 
 _HELP = """Score predictions against the truth; several prediction sets give a ranked leaderboard.
 
-[bold]Segmentation[/bold] (dice, jaccard, hd95, assd, volume-error, recist): TRUTH and each PRED are folders of label volumes (any format) matched by case id (the file name without its suffix); spacing comes from the truth's geometry; every label is scored on its own (or [bold]--labels 1,2[/bold]) and the mean over labels is ranked. Surfaces and distances are medpy's (6-connected surface voxels, hd95 = 95th percentile of both directions pooled, assd = their mean). volume-error and recist are |pred - truth| / truth of the volume and of the longest axial diameter (mm). Empty masks: both empty -> dice = jaccard = 1, hd95 = assd = 0, relative errors 0; one empty -> dice = jaccard = 0, hd95 = assd = the grid diagonal in mm (worst case), relative errors 1 (empty prediction) or NaN (empty truth); all flagged in --per-case. A missing prediction counts as empty and is reported.
+[bold]Segmentation[/bold] (dice, jaccard, hd95, assd, volume-error, recist): TRUTH and each PRED are folders of label volumes (any format) matched by case id (the file name without its format suffix, and without [bold]--suffix S[/bold]: with --suffix _lungs, truth/case_001_lungs.nii.gz is case_001, other masks of the folder are skipped, and predictions may be named either way); spacing comes from the truth's geometry; every label is scored on its own (or [bold]--labels 1,2[/bold]) and the mean over labels is ranked. Surfaces and distances are medpy's (6-connected surface voxels, hd95 = 95th percentile of both directions pooled, assd = their mean). volume-error and recist are |pred - truth| / truth of the volume and of the longest axial diameter (mm). Empty masks: both empty -> dice = jaccard = 1, hd95 = assd = 0, relative errors 0; one empty -> dice = jaccard = 0, hd95 = assd = the grid diagonal in mm (worst case), relative errors 1 (empty prediction) or NaN (empty truth); all flagged in --per-case. A missing prediction counts as empty and is reported.
 
 [bold]Detection[/bold] (map-iou, coco-map): TRUTH is the RSNA table patientId,x,y,width,height,Target; each PRED is patientId,PredictionString ("conf x y w h" groups). map-iou is the RSNA Pneumonia metric (IoU thresholds 0.40-0.75, TP/(TP+FP+FN) per image, confidence order; an image with no truth and any prediction scores 0, one with neither is left out); coco-map is COCO AP@[.50:.95] (and AP50), as pycocotools computes it.
 
@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         truth_column: Annotated[str, typer.Option("--truth-column", help="Class column of the truth table.")] = "label",
         time: Annotated[str | None, typer.Option("--time", metavar="COL", help="Follow-up time column (cindex).")] = None,
         event: Annotated[str | None, typer.Option("--event", metavar="COL", help="Event column, 1/0 (cindex).")] = None,
+        suffix: Annotated[str, typer.Option("--suffix", metavar="S", help="Volume names are <case><S> (e.g. _lungs); truth files without it are skipped.")] = "",
         json: Annotated[bool, typer.Option("--json", help="Print the leaderboard as JSON.")] = False,
         opts: common.Options,
     ) -> int:
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--labels {labels!r} is not a list of integers", hint="e.g. --labels 1,2") from None
         settings = Settings(parse_metrics(metric), bootstrap=bootstrap, seed=seed, labels=label_list,
                             truth_column=truth_column, time_column=time, event_column=event,
-                            workers=opts.workers, progress=opts.show_progress)
+                            workers=opts.workers, progress=opts.show_progress, suffix=suffix)
         if per_case is not None:
             check_writable(per_case, force=opts.force)
         runs = score_runs(truth, predictions, settings, on_error=opts.report)

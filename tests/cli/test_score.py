@@ -60,6 +60,24 @@ def test_segmentation_leaderboard_per_case_and_json(cli, lung_runs, tmp_path):
     assert table.exit_code == 0 and table.stdout.index(str(good)) < table.stdout.index(str(shifted))
 
 
+def test_suffix_matches_named_masks_in_a_mixed_truth_folder(cli, phantom_dir, lung_runs, tmp_path):
+    """--suffix _lungs: the phantom's truth folder (lungs and tumour masks) scores as it is, and
+    predictions named case_xxx or case_xxx_lungs both match."""
+    truth, good, _, n = lung_runs
+    named = tmp_path / "named"
+    named.mkdir()
+    for path in sorted(good.glob("*.npz"))[1:]:
+        save_volume(load_volume(path), named / f"{path.stem}_lungs.npz")
+    direct = cli("score", "-m", "dice", "-t", truth, good, "--json")
+    mixed = cli("score", "-m", "dice", "-t", phantom_dir / "truth", good, named, "--suffix", "_lungs", "--json")
+    assert mixed.exit_code == 0, mixed.stderr
+    board = {row["prediction"]: row for row in json.loads(mixed.stdout)["leaderboard"]}
+    expected = json.loads(direct.stdout)["leaderboard"][0]["scores"]["dice"]
+    assert board[str(good)]["scores"]["dice"] == pytest.approx(expected)
+    assert board[str(good)]["missing"] == [] and board[str(named)]["missing"] == ["case_001"]
+    assert board[str(named)]["extra"] == []
+
+
 def test_segmentation_mismatch_is_one_line_and_exit_1(cli, lung_runs, tmp_path):
     truth, good, _, _ = lung_runs
     bad = tmp_path / "bad"
