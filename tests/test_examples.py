@@ -25,3 +25,27 @@ def test_readme_commands_match_ci():
     install = "pip install torch==2.14.1 torchvision==0.29.1 -e '.[dev]'"
     assert install in readme and install in ci
     assert "python -m pytest" in readme and "\npython -m pytest\n" in ci
+
+
+def test_makefile_workflows_run_at_the_smallest_size(tmp_path):
+    """examples/Makefile at SIZE=tiny: every workflow from DICOM to scores, in parallel."""
+    import json
+
+    out = tmp_path / "mk"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(["make", "-C", str(ROOT / "examples"), "-j2", "SIZE=tiny", f"OUT={out}", "all"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lungs = json.loads((out / "scores" / "lungs.json").read_text())["leaderboard"][0]
+    assert lungs["cases"] == 6 and lungs["missing"] == [] and set(lungs["scores"]) >= {"dice", "hd95"}
+    tumour = json.loads((out / "scores" / "tumour.json").read_text())["leaderboard"][0]
+    assert "recist" in tumour["scores"]
+    assert (out / "pictures" / "case_001_lungs.png").stat().st_size > 1000
+    # intermediate files are real volumes a user can open
+    from medtool.formats import load_volume
+
+    assert load_volume(out / "model_in" / "case_003.npy").shape[0] == 8
+    # a second run has nothing to do
+    again = subprocess.run(["make", "-C", str(ROOT / "examples"), "-q", "SIZE=tiny", f"OUT={out}", "all"],
+                           env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout
