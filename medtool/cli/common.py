@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Iterable, Sequence
 
 import typer
 from rich.logging import RichHandler
+from typer.core import TyperArgument, TyperCommand
 
 from .. import provenance
 from ..errors import EXIT_INPUT, EXIT_OK, MedtoolError
@@ -125,10 +127,101 @@ def command(app: typer.Typer, name: str, *, shared: Sequence[str] = (), **settin
         run.__signature__ = signature.replace(parameters=[*own, *extra])
         run.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
         del run.__wrapped__  # typer must see the new signature, not fn's
-        app.command(name, **settings)(run)
+        app.command(name, cls=HelpCommand, **settings)(run)
         return fn
 
     return decorate
+
+
+# -- help as users expect it --------------------------------------------------------------------
+#: Value names shown in --help for options without their own metavar, by type.
+_METAVARS = {"str": "TEXT", "int": "INT", "float": "FLOAT", "Path": "PATH", "bool": "BOOL"}
+
+
+def reflow(text: str) -> str:
+    """Help text with each paragraph on one line, so rich wraps it to the terminal's width.
+
+    Paragraphs are separated by blank lines; indented lines and lines starting with ``-``,
+    ``*`` or ``$`` keep their own line (examples, lists, commands), and a paragraph starting
+    with ``\\b`` is left as it is.
+    """
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        if paragraph.startswith("\b"):
+            paragraphs.append(paragraph)
+            continue
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line[:1].isspace() and not line.startswith(("- ", "* ", "$ ")):
+                lines[-1] = f"{lines[-1]} {line.strip()}"
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+#: ``[text]`` that rich would take for a style tag and swallow (``[default: ...]``).
+_NOT_A_TAG = re.compile(r"\[(?!/?(?:bold|italic|dim|underline|red|green|blue|yellow|cyan|magenta)\])"
+                        r"(?=[a-zA-Z#@/])")
+
+
+def escape_brackets(text: str | None) -> str | None:
+    """``text`` with square brackets that are not style tags escaped, so rich shows them."""
+    return None if text is None else _NOT_A_TAG.sub(r"\\[", text)
+
+
+def _type_name(annotation: Any) -> str:
+    import typing
+
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (list, tuple) or (origin is not None and args):
+        return " ".join(_type_name(a) for a in args) if origin is tuple else _type_name(args[0])
+    return _METAVARS.get(getattr(annotation, "__name__", ""), "VALUE")
+
+
+class _Argument(TyperArgument):
+    """An argument shown by its name alone (``INPUTS...``), without a ``<list[Path]>`` type."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+class HelpCommand(TyperCommand):
+    """A command whose --help reads like a mature tool's: paragraphs wrapped to the terminal,
+    no ``<bool>`` after flags, value names in capitals (``PATH``, ``INT``) and a plain usage
+    line (``medtool hu [OPTIONS] INPUTS... OUT``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = escape_brackets(reflow(self.help))
+        for param in self.params:
+            param.help = escape_brackets(getattr(param, "help", None))
+            if isinstance(param, TyperArgument):
+                param.__class__ = _Argument
+            if param.metavar is not None:
+                continue
+            annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+            if isinstance(param, TyperArgument):
+                param.metavar = param.name.upper() + ("..." if param.nargs != 1 else "")
+            elif getattr(param, "is_flag", False):
+                param.metavar = ""
+            else:
+                param.metavar = _type_name(annotation)
+
+    def get_help_option(self, ctx: Any):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = ["[OPTIONS]"]
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+        return pieces
 
 
 def execute(body: Callable[[Options], int | None], values: dict[str, Any], argv: list[str]) -> int:

@@ -114,3 +114,25 @@ def test_every_command_help_carries_an_example(cli):
         result = cli(command.name, "--help")
         assert result.exit_code == 0
         assert "Example" in result.stdout and f"medtool {command.name}" in result.stdout, command.name
+
+
+def test_help_reads_cleanly_at_80_columns(runner, monkeypatch):
+    """Paragraphs wrap to the terminal (no stray short lines), flags carry no <bool>, value names
+    are capitals, the usage line is plain, and bracketed notes are not eaten as markup."""
+    monkeypatch.setenv("COLUMNS", "80")
+    text = runner.invoke(app, ["hu", "--help"]).stdout
+    assert "Usage: medtool hu [OPTIONS] INPUTS... OUT" in text
+    assert "<bool>" not in text and "<list[Path]>" not in text and "{" not in text
+    assert "[default: the input's" in text
+    assert any("INT [x>=1]" in line for line in text.splitlines())
+    description = [line.strip() for line in text.split("╭")[0].splitlines()[3:]]
+    for line, following in zip(description, description[1:]):
+        if line and following:
+            assert len(line) > 55, f"short line inside a paragraph: {line!r}"
+
+
+def test_reflow_keeps_examples_and_lists_on_their_lines():
+    from medtool.cli.common import reflow
+
+    text = "One\nparagraph here.\n\nExamples:\n  medtool a\n  medtool b\n\n- item one\n- item two"
+    assert reflow(text) == "One paragraph here.\n\nExamples:\n  medtool a\n  medtool b\n\n- item one\n- item two"
