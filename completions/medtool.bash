@@ -106,37 +106,42 @@ _medtool() {
         esac
         ;;
     train)
-        opts="--out -o --task --images --masks --csv --mask-suffix --class-names --folds --fold --val-fraction --dim --patch --spacing --normalize --window --pos-ratio --activation --model --width --depth --norm --dropout --residual --deep-supervision --upsample --loss --ce-weight --dice-weight --augment --aug --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--out -o --task --images --folds --fold --val-fraction --dim --spacing --normalize --window --class-names --model --width --dropout --augment --aug --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --upsample --loss --ce-weight --dice-weight --labels --id-column --label-column --shape --class-weights --cv --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         files=0
         case "$prev" in
             --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --task) COMPREPLY=($(compgen -W "segment" -- "$cur")); return ;;
             --images) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --masks) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --csv) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --mask-suffix) return ;;
-            --class-names) return ;;
             --folds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --fold) return ;;
             --val-fraction) return ;;
             --dim) return ;;
-            --patch) return ;;
             --spacing) return ;;
             --normalize) return ;;
             --window) return ;;
-            --pos-ratio) return ;;
-            --activation) return ;;
+            --class-names) return ;;
             --model) return ;;
             --width) return ;;
+            --dropout) return ;;
+            --augment) return ;;
+            --aug) return ;;
+            --masks) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --csv) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --mask-suffix) return ;;
+            --patch) return ;;
+            --pos-ratio) return ;;
+            --activation) return ;;
             --depth) return ;;
             --norm) return ;;
-            --dropout) return ;;
             --upsample) return ;;
             --loss) return ;;
             --ce-weight) return ;;
             --dice-weight) return ;;
-            --augment) return ;;
-            --aug) return ;;
+            --labels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --id-column) return ;;
+            --label-column) return ;;
+            --shape) return ;;
+            --class-weights) return ;;
             --epochs) return ;;
             --steps) return ;;
             --batch-size) return ;;
@@ -155,14 +160,14 @@ _medtool() {
         esac
         ;;
     predict)
-        opts="--overlap --blend --batch-size --tta --keep-largest --threshold --probabilities --amp --format --suffix --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --format --suffix --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
+            --batch-size) return ;;
+            --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
             --overlap) return ;;
             --blend) return ;;
-            --batch-size) return ;;
             --keep-largest) return ;;
             --threshold) return ;;
-            --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
             --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
             --suffix) return ;;
             --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;

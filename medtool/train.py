@@ -46,9 +46,14 @@ PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.5, 5
 SGD_MOMENTUM = 0.99
 
 
+#: ``steps_per_epoch`` meaning one pass over the training cases (decided once they are known).
+ONE_PASS = 0
+
+
 @dataclass
 class TrainConfig:
-    """Loop settings common to every task."""
+    """Loop settings common to every task (``steps_per_epoch`` :data:`ONE_PASS`: one pass
+    over the training cases)."""
 
     epochs: int = 100
     steps_per_epoch: int = 50
@@ -71,7 +76,7 @@ class TrainConfig:
             raise UsageError(f"--schedule {self.schedule}: choose one of {', '.join(SCHEDULES)}")
         if self.amp not in AMP_MODES:
             raise UsageError(f"--amp {self.amp}: choose one of {', '.join(AMP_MODES)}")
-        if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 1:
+        if self.epochs < 1 or self.steps_per_epoch < 0 or self.batch_size < 1:
             raise UsageError("--epochs, --steps and --batch-size must be at least 1")
         if self.lr <= 0:
             raise UsageError("--lr must be positive")
@@ -264,6 +269,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
         torch.distributed.barrier()
         if not dist_info.main:
             task.prepare(cache, seed=config.seed, build_cache=False)
+    if config.steps_per_epoch == ONE_PASS:       # one pass over the training cases per epoch
+        config.steps_per_epoch = max(1, math.ceil(len(task.train_cases) / (config.batch_size * dist_info.world)))
     spec = task.model_spec()
     model = models.build(spec["name"], spec["config"]).to(device)
     loss_fn = task.build_loss()
@@ -303,7 +310,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     if dist_info.main:
         _start_log(out / LOG, columns, keep_until=start_epoch if resume else 0)
     say(f"training {task.name}: {len(task.train_cases)} training / {len(task.val_cases)} validation cases, "
-        f"patch {task.recipe.get('patch')}, spacing {task.recipe.get('spacing')}, device {device}"
+        f"{'patch' if 'patch' in task.recipe else 'input'} {task.recipe.get('patch', task.recipe.get('shape'))}, spacing {task.recipe.get('spacing')}, device {device}"
         + (f", {dist_info.world} processes" if dist_info.active else ""))
 
     payload_base = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,

@@ -1,78 +1,130 @@
-"""``medtool predict``: run a trained checkpoint on volumes."""
+"""``medtool predict``: run a trained checkpoint on volumes; what it writes depends on the task.
+
+The checkpoint names its task; :data:`_PREDICTORS` maps each task to one small function that
+calls that task's ``predict_files`` and prints what was written.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Callable
 
 import typer
 
 from . import common
 
-_HELP = """Run a checkpoint from medtool train on volumes; masks land on each input's own grid.
+_HELP = """Run a checkpoint from medtool train on volumes: segmentation masks on each input's own grid, or a classification CSV.
 
-The model is loaded once. Each input is prepared exactly as the checkpoint's recipe says (resampled to its spacing, normalised), segmented by sliding windows (Gaussian importance weighting, [bold]--overlap[/bold], windows in batches, optional flip [bold]--tta[/bold]), turned into labels (arg-max, or [bold]--threshold[/bold] on the foreground probability), cleaned ([bold]--keep-largest N[/bold] components per label) and resampled back onto the input's grid with nearest neighbour, so the mask overlays the input in any viewer. [bold]--probabilities[/bold] also writes one float map per class (<name>_prob_<class>). Memory stays bounded: the volume is processed in slabs along z.
+The model is loaded once and each input is prepared exactly as the checkpoint's recipe says (resampled to its spacing and shape, normalised).
 
-Example: [bold]medtool predict runs/lung/best.pt hu/ masks/ --keep-largest 1 --tta[/bold]
+[bold]segment[/bold] checkpoints: volumes are segmented by sliding windows (Gaussian importance weighting, [bold]--overlap[/bold], windows in batches, optional flip [bold]--tta[/bold]), turned into labels (arg-max, or [bold]--threshold[/bold] on the foreground probability), cleaned ([bold]--keep-largest N[/bold] components per label) and resampled back onto the input's grid with nearest neighbour, so the mask overlays the input in any viewer. [bold]--probabilities[/bold] also writes one float map per class (<name>_prob_<class>). Memory stays bounded: the volume is processed in slabs along z. OUT is a folder (or a file for one input).
+
+[bold]classify[/bold] checkpoints: OUT is one CSV [bold]case_id,prob_<class>...,pred[/bold] (case id = file name without its suffix), volumes in batches of [bold]--batch-size[/bold], ready for [bold]medtool score --metric auc --metric accuracy[/bold].
+
+Examples:
+[bold]medtool predict runs/lung/best.pt hu/ masks/ --keep-largest 1 --tta[/bold]
+[bold]medtool predict runs/recist/fold_0/last.pt crops/ predictions.csv[/bold]
 """
+
+_SEG = "Segmentation checkpoints"
 
 
 def register(app: typer.Typer) -> None:
     @common.command(app, "predict", shared=("device", "workers", "shard", "force"), help=_HELP,
-                    short_help="Run a trained model on volumes (masks on the input grid).")
+                    short_help="Run a trained model on volumes (masks on the input grid, or a class CSV).")
     def predict(
         checkpoint: Annotated[Path, typer.Argument(help="best.pt or last.pt of a run.", show_default=False)],
         paths: Annotated[list[Path], typer.Argument(metavar="INPUT... OUT",
-                                                    help="Volumes or folders, then the output folder (or file for one input).",
+                                                    help="Volumes or folders, then the output (folder or file; a .csv for classify).",
                                                     show_default=False)],
         *,
-        overlap: Annotated[float, typer.Option("--overlap", help="Overlap of neighbouring windows (fraction).")] = 0.5,
-        blend: Annotated[str, typer.Option("--blend", help="gaussian or constant window weighting.")] = "gaussian",
-        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows per forward pass.")] = 4,
-        tta: Annotated[bool, typer.Option("--tta", help="Average over all axis flips.")] = False,
-        keep_largest: Annotated[int, typer.Option("--keep-largest", min=0, help="Keep the N largest components of each label (0: all).")] = 0,
-        threshold: Annotated[float | None, typer.Option("--threshold", help="Foreground probability cut [default: arg-max / 0.5].")] = None,
-        probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write float probability maps.")] = False,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows (segment) or volumes (classify) per forward pass.")] = 4,
         amp: Annotated[str, typer.Option("--amp", help="Mixed precision on CUDA: auto, bf16, fp16, off.")] = "auto",
-        fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")] = None,
-        suffix: Annotated[str, typer.Option("--suffix", help="Added to each output name after the case id (e.g. _lungs).")] = "",
+        overlap: Annotated[float, typer.Option("--overlap", help="Overlap of neighbouring windows (fraction).", rich_help_panel=_SEG)] = 0.5,
+        blend: Annotated[str, typer.Option("--blend", help="gaussian or constant window weighting.", rich_help_panel=_SEG)] = "gaussian",
+        tta: Annotated[bool, typer.Option("--tta", help="Average over all axis flips.", rich_help_panel=_SEG)] = False,
+        keep_largest: Annotated[int, typer.Option("--keep-largest", min=0, help="Keep the N largest components of each label (0: all).", rich_help_panel=_SEG)] = 0,
+        threshold: Annotated[float | None, typer.Option("--threshold", help="Foreground probability cut [default: arg-max / 0.5].", rich_help_panel=_SEG)] = None,
+        probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write float probability maps.", rich_help_panel=_SEG)] = False,
+        fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].", rich_help_panel=_SEG)] = None,
+        suffix: Annotated[str, typer.Option("--suffix", help="Added to each output name after the case id (e.g. _lungs).", rich_help_panel=_SEG)] = "",
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
     ) -> int:
         import torch
 
         from ..errors import UsageError
-        from ..inference import BLENDS
-        from ..segmentation import PredictSettings, predict_files
         from ..train import load_checkpoint
 
+        values = dict(locals())
         if len(paths) < 2:
             raise UsageError("give at least one INPUT and the OUT folder")
-        if blend not in BLENDS:
-            raise UsageError(f"--blend {blend}: choose one of {', '.join(BLENDS)}")
         *inputs, out = paths
         device = opts.torch_device()
         torch.set_num_threads(max(1, opts.workers))
         state = load_checkpoint(checkpoint)
-        if state["task"] != "segment":
-            raise UsageError(f"predict for a {state['task']} checkpoint is not available yet")
-        settings = PredictSettings(overlap=overlap, blend=blend, batch_size=batch_size, tta=tta,
-                                   threshold=threshold, keep_largest=keep_largest, probabilities=probabilities)
-        outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=fmt, suffix=suffix,
-                                force=opts.force, shard=opts.shard, step=opts.step(), amp=amp,
-                                progress=opts.show_progress, on_error=opts.report)
-        rows = [r for r in outcome.results if r is not None]
-        if json:
-            common.print_json(rows)
-        elif rows:
-            from rich.table import Table
+        if state["task"] not in _PREDICTORS:
+            raise UsageError(f"predict for a {state['task']} checkpoint is not available",
+                             hint=f"this medtool predicts {', '.join(_PREDICTORS)}")
+        return _PREDICTORS[state["task"]](state, inputs, out, values, device, opts)
 
-            names = list(rows[0]["volumes_ml"])
-            table = Table(box=None, pad_edge=False)
-            for column in ["output", "shape", *[f"{n} (ml)" for n in names]]:
-                table.add_column(column)
-            for row in rows:
-                table.add_row(row["output"], " x ".join(map(str, row["shape"])),
-                              *[f"{row['volumes_ml'][n]:.1f}" for n in names])
-            common.stdout.print(table)
-        return common.report_failures(outcome.failures, len(outcome.results))
+
+def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: dict[str, Any], device,
+                     opts: common.Options) -> int:
+    from ..errors import UsageError
+    from ..inference import BLENDS
+    from ..segmentation import PredictSettings, predict_files
+
+    if v["blend"] not in BLENDS:
+        raise UsageError(f"--blend {v['blend']}: choose one of {', '.join(BLENDS)}")
+    settings = PredictSettings(overlap=v["overlap"], blend=v["blend"], batch_size=v["batch_size"], tta=v["tta"],
+                               threshold=v["threshold"], keep_largest=v["keep_largest"],
+                               probabilities=v["probabilities"])
+    outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=v["fmt"], suffix=v["suffix"],
+                            force=opts.force, shard=opts.shard, step=opts.step(), amp=v["amp"],
+                            progress=opts.show_progress, on_error=opts.report)
+    rows = [r for r in outcome.results if r is not None]
+    if v["json"]:
+        common.print_json(rows)
+    elif rows:
+        from rich.table import Table
+
+        names = list(rows[0]["volumes_ml"])
+        table = Table(box=None, pad_edge=False)
+        for column in ["output", "shape", *[f"{n} (ml)" for n in names]]:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(row["output"], " x ".join(map(str, row["shape"])),
+                          *[f"{row['volumes_ml'][n]:.1f}" for n in names])
+        common.stdout.print(table)
+    return common.report_failures(outcome.failures, len(outcome.results))
+
+
+def _predict_classify(state: dict[str, Any], inputs: list[Path], out: Path, v: dict[str, Any], device,
+                      opts: common.Options) -> int:
+    from ..classify import predict_files
+
+    outcome = predict_files(state, inputs, out, batch_size=v["batch_size"], device=device, amp=v["amp"],
+                            force=opts.force, shard=opts.shard, progress=opts.show_progress,
+                            on_error=opts.report)
+    rows = [r for r in outcome.results if r is not None]
+    if v["json"]:
+        common.print_json({"output": str(out), "predictions": rows})
+    elif rows:
+        from rich.table import Table
+
+        columns = list(rows[0])
+        table = Table(box=None, pad_edge=False, title=str(out), title_justify="left")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
+        common.stdout.print(table)
+    return common.report_failures(outcome.failures, len(outcome.results))
+
+
+#: Task name -> how predict runs a checkpoint of that task.
+_PREDICTORS: dict[str, Callable[..., int]] = {
+    "segment": _predict_segment,
+    "classify": _predict_classify,
+}

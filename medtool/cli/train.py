@@ -1,9 +1,14 @@
-"""``medtool train``: train a model from volumes and masks (segmentation today)."""
+"""``medtool train``: train a model for one task (segment, classify, ...) into a run folder.
+
+The command parses the options, hands the task's own ones to that task's options builder
+(:data:`_TASK_OPTIONS`: one small function per task) and runs :func:`medtool.train.fit`, or
+:func:`medtool.crossval.cross_validate` with ``--cv``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Callable
 
 import typer
 
@@ -13,74 +18,97 @@ _HELP = """Train a model; the run folder gets best.pt, last.pt, log.csv and curv
 
 [bold]--task segment[/bold]: images and masks matched by case id ([bold]--images DIR --masks DIR[/bold], masks named <case><suffix> for each [bold]--mask-suffix[/bold], merged into one label map), or [bold]--csv[/bold] with case_id,image,mask. Each case is resampled to the recipe's spacing (default: the median of the training images), normalised (CT window to [0, 1] for HU volumes) and cached under RUN/cache, then memory-mapped. [bold]--dim 3d[/bold] samples patches ([bold]--patch Z Y X[/bold]) with a foreground share [bold]--pos-ratio[/bold]; [bold]--dim 2d[/bold] samples slices. A U-Net (depth, width, norm, dropout, residual blocks, deep supervision, upsampling all configurable) is trained with the chosen loss and torch augmentation on the device; validation is full-volume sliding-window Dice per label on [bold]--fold K[/bold] of [bold]--folds[/bold] (else a random --val-fraction). [bold]--resume[/bold] continues RUN/last.pt. Under [bold]torchrun --nproc_per_node N[/bold] it runs DistributedDataParallel.
 
-Example: [bold]medtool train --task segment --images hu/ --masks truth/ --mask-suffix _lungs --mask-suffix _tumour --dim 3d --patch 32 96 96 --epochs 40 --out runs/lung[/bold]
+[bold]--task classify[/bold]: whole volumes (or 2D images with [bold]--dim 2d[/bold]) under [bold]--images[/bold] and their classes in [bold]--labels[/bold] CSV ([bold]--id-column[/bold], [bold]--label-column[/bold]); every image needs a label and every label an image. Each volume is resampled to [bold]--spacing[/bold] and brought to one [bold]--shape Z Y X[/bold] (in-plane resampled, centre slices kept; default: the median of the training volumes), normalised and cached. A CNN ([bold]--model simple3d[/bold], the seeds' 3-block net, or resnet3d-10 / resnet3d-18; 2D variants with --dim 2d) is trained with cross-entropy, class weights against imbalance ([bold]--class-weights balanced[/bold]) and torch augmentation; accuracy, balanced accuracy and AUC are validated each epoch. [bold]--cv[/bold] trains every fold of [bold]--folds[/bold] in turn (RUN/fold_K/, each a normal run) and writes the out-of-fold predictions RUN/oof.csv and the mean and spread of the metrics RUN/cv.json.
+
+Examples:
+[bold]medtool train --task segment --images hu/ --masks truth/ --mask-suffix _lungs --mask-suffix _tumour --dim 3d --patch 32 96 96 --epochs 40 --out runs/lung[/bold]
+[bold]medtool train --task classify --images crops/ --labels labels.csv --folds folds.csv --cv --model simple3d --epochs 30 --out runs/recist[/bold]
 """
+
+_SEG = "Segmentation (--task segment)"
+_CLS = "Classification (--task classify)"
+_LOOP = "Training loop"
 
 
 def register(app: typer.Typer) -> None:
     @common.command(app, "train", shared=("device", "workers", "force"), help=_HELP,
-                    short_help="Train a segmentation model (U-Net 2D/3D) from volumes and masks.")
+                    short_help="Train a model (segment: U-Net 2D/3D; classify: 2D/3D CNN) from volumes.")
     def train(
         *,
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, log, curve, cache).",
                                           show_default=False)],
-        task: Annotated[str, typer.Option("--task", help="What to train: segment.")] = "segment",
+        task: Annotated[str, typer.Option("--task", help="What to train: segment or classify.")] = "segment",
         images: Annotated[Path | None, typer.Option("--images", help="Folder of training volumes.")] = None,
-        masks: Annotated[Path | None, typer.Option("--masks", help="Folder of masks (named <case><suffix>).")] = None,
-        csv: Annotated[Path | None, typer.Option("--csv", help="CSV case_id,image,mask instead of folders.")] = None,
-        mask_suffix: Annotated[list[str] | None, typer.Option(
-            "--mask-suffix", help="Mask name after the case id; repeat to merge masks [default: none].")] = None,
-        class_names: Annotated[str | None, typer.Option(
-            "--class-names", help="Comma-separated names of the labels 1, 2, ...")] = None,
         folds: Annotated[Path | None, typer.Option("--folds", help="folds.csv (case_id,fold).")] = None,
         fold: Annotated[int | None, typer.Option("--fold", help="Fold to validate on.")] = None,
         val_fraction: Annotated[float, typer.Option("--val-fraction", help="Random validation share without --folds.")] = 0.2,
-        dim: Annotated[str, typer.Option("--dim", help="2d (slices) or 3d (patches).")] = "3d",
-        patch: Annotated[tuple[int, int, int] | None, typer.Option(
-            "--patch", metavar="Z Y X", help="Patch size (Z is 1 for --dim 2d) [default: planned from the data].")] = None,
+        dim: Annotated[str, typer.Option("--dim", help="2d or 3d (segment: slices or patches; classify: 2D images or volumes).")] = "3d",
         spacing: Annotated[tuple[float, float, float] | None, typer.Option(
             "--spacing", metavar="Z Y X", help="Model spacing in mm [default: median of the training images].")] = None,
         normalize: Annotated[str, typer.Option("--normalize", help="auto, ct (window to [0, 1]), zscore or none.")] = "auto",
         window: Annotated[tuple[float, float], typer.Option("--window", metavar="LOW HIGH", help="CT window in HU.")] = (-1000.0, 400.0),
-        pos_ratio: Annotated[float, typer.Option("--pos-ratio", help="Share of patches centred on foreground.")] = 0.33,
-        activation: Annotated[str, typer.Option("--activation", help="auto, sigmoid (one class) or softmax.")] = "auto",
-        model: Annotated[str, typer.Option("--model", help="Network (see medtool.models).")] = "unet",
-        width: Annotated[int, typer.Option("--width", min=1, help="Channels of the first level.")] = 32,
-        depth: Annotated[int, typer.Option("--depth", min=2, help="Levels of the U-Net.")] = 5,
-        norm: Annotated[str, typer.Option("--norm", help="instance or batch.")] = "instance",
-        dropout: Annotated[float, typer.Option("--dropout", min=0.0, max=1.0, help="Encoder dropout.")] = 0.0,
-        residual: Annotated[bool, typer.Option("--residual", help="Residual blocks.")] = False,
-        deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="Loss on every decoder level.")] = False,
-        upsample: Annotated[str, typer.Option("--upsample", help="transpose or interpolate.")] = "transpose",
-        loss: Annotated[str, typer.Option("--loss", help="bce-dice, dice-ce, dice, jaccard or focal.")] = "dice-ce",
-        ce_weight: Annotated[float, typer.Option("--ce-weight", help="Weight of the (B)CE term of bce-dice.")] = 1.0,
-        dice_weight: Annotated[float, typer.Option("--dice-weight", help="Weight of the Dice term of bce-dice.")] = 1.0,
+        class_names: Annotated[str | None, typer.Option(
+            "--class-names", help="Comma-separated class names (segment: labels 1, 2, ...; classify: the order of the classes).")] = None,
+        model: Annotated[str | None, typer.Option("--model", help="Network [default: unet for segment, simple3d for classify].")] = None,
+        width: Annotated[int | None, typer.Option("--width", min=1, help="Channels of the first level [default: 32 for unet, 16 for simple3d, 32 for resnets].")] = None,
+        dropout: Annotated[float | None, typer.Option("--dropout", min=0.0, max=1.0, help="Dropout [default: 0 for segment, 0.3 before the classifier].")] = None,
         augment: Annotated[str, typer.Option("--augment", help="none, light or heavy.")] = "light",
         aug: Annotated[list[str] | None, typer.Option("--aug", metavar="KEY=VALUE",
                                                       help="Override one augmentation setting (rotate=30, elastic=0, ...).")] = None,
-        epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs [default: 100].")] = None,
-        steps: Annotated[int, typer.Option("--steps", min=1, help="Batches per epoch (per process).")] = 50,
-        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patches per batch.")] = 2,
-        lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 1e-3,
-        weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay.")] = 1e-4,
-        optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.")] = "adamw",
-        schedule: Annotated[str, typer.Option("--schedule", help="cosine, plateau or constant.")] = "cosine",
-        amp: Annotated[str, typer.Option("--amp", help="Mixed precision on CUDA: auto (bf16 when supported), bf16, fp16, off.")] = "auto",
-        grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm (0: off).")] = 12.0,
-        patience: Annotated[int, typer.Option("--patience", help="Stop after this many validations without a better Dice (0: off).")] = 0,
-        val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N epochs.")] = 1,
-        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after the epoch that passes this wall time.")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+        # segmentation
+        masks: Annotated[Path | None, typer.Option("--masks", help="Folder of masks (named <case><suffix>).", rich_help_panel=_SEG)] = None,
+        csv: Annotated[Path | None, typer.Option("--csv", help="CSV case_id,image,mask instead of folders.", rich_help_panel=_SEG)] = None,
+        mask_suffix: Annotated[list[str] | None, typer.Option(
+            "--mask-suffix", help="Mask name after the case id; repeat to merge masks [default: none].", rich_help_panel=_SEG)] = None,
+        patch: Annotated[tuple[int, int, int] | None, typer.Option(
+            "--patch", metavar="Z Y X", help="Patch size (Z is 1 for --dim 2d) [default: planned from the data].", rich_help_panel=_SEG)] = None,
+        pos_ratio: Annotated[float, typer.Option("--pos-ratio", help="Share of patches centred on foreground.", rich_help_panel=_SEG)] = 0.33,
+        activation: Annotated[str, typer.Option("--activation", help="auto, sigmoid (one class) or softmax.", rich_help_panel=_SEG)] = "auto",
+        depth: Annotated[int, typer.Option("--depth", min=2, help="Levels of the U-Net.", rich_help_panel=_SEG)] = 5,
+        norm: Annotated[str, typer.Option("--norm", help="instance or batch.", rich_help_panel=_SEG)] = "instance",
+        residual: Annotated[bool, typer.Option("--residual", help="Residual blocks.", rich_help_panel=_SEG)] = False,
+        deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="Loss on every decoder level.", rich_help_panel=_SEG)] = False,
+        upsample: Annotated[str, typer.Option("--upsample", help="transpose or interpolate.", rich_help_panel=_SEG)] = "transpose",
+        loss: Annotated[str, typer.Option("--loss", help="bce-dice, dice-ce, dice, jaccard or focal.", rich_help_panel=_SEG)] = "dice-ce",
+        ce_weight: Annotated[float, typer.Option("--ce-weight", help="Weight of the (B)CE term of bce-dice.", rich_help_panel=_SEG)] = 1.0,
+        dice_weight: Annotated[float, typer.Option("--dice-weight", help="Weight of the Dice term of bce-dice.", rich_help_panel=_SEG)] = 1.0,
+        # classification
+        labels: Annotated[Path | None, typer.Option("--labels", help="CSV with a case id and a class per image.", rich_help_panel=_CLS)] = None,
+        id_column: Annotated[str, typer.Option("--id-column", help="Case id column of --labels (matches the image names).", rich_help_panel=_CLS)] = "case_id",
+        label_column: Annotated[str, typer.Option("--label-column", help="Class column of --labels.", rich_help_panel=_CLS)] = "label",
+        shape: Annotated[tuple[int, int, int] | None, typer.Option(
+            "--shape", metavar="Z Y X", help="Model input size (Z is 1 for --dim 2d) [default: median of the training volumes].", rich_help_panel=_CLS)] = None,
+        class_weights: Annotated[str, typer.Option(
+            "--class-weights", help="balanced (inverse class frequency), none, or one weight per class (0.3,0.7).", rich_help_panel=_CLS)] = "balanced",
+        cv: Annotated[bool, typer.Option("--cv", help="Train every fold of --folds; write RUN/oof.csv and RUN/cv.json.", rich_help_panel=_CLS)] = False,
+        # the loop
+        epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs [default: 100].", rich_help_panel=_LOOP)] = None,
+        steps: Annotated[int | None, typer.Option("--steps", min=1, help="Batches per epoch (per process) [default: 50 for segment, one pass over the training cases for classify].", rich_help_panel=_LOOP)] = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Samples per batch [default: 2 for segment, 8 for classify].", rich_help_panel=_LOOP)] = None,
+        lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=_LOOP)] = 1e-3,
+        weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay.", rich_help_panel=_LOOP)] = 1e-4,
+        optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=_LOOP)] = "adamw",
+        schedule: Annotated[str, typer.Option("--schedule", help="cosine, plateau or constant.", rich_help_panel=_LOOP)] = "cosine",
+        amp: Annotated[str, typer.Option("--amp", help="Mixed precision on CUDA: auto (bf16 when supported), bf16, fp16, off.", rich_help_panel=_LOOP)] = "auto",
+        grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm (0: off).", rich_help_panel=_LOOP)] = 12.0,
+        patience: Annotated[int, typer.Option("--patience", help="Stop after this many validations without a better score (0: off).", rich_help_panel=_LOOP)] = 0,
+        val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N epochs.", rich_help_panel=_LOOP)] = 1,
+        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after the epoch that passes this wall time.", rich_help_panel=_LOOP)] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Random seed.", rich_help_panel=_LOOP)] = 0,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.", rich_help_panel=_LOOP)] = False,
         json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
         opts: common.Options,
     ) -> int:
-        from ..segmentation import SegmentOptions
-        from ..train import LAST, TrainConfig, fit, load_checkpoint, make_task
+        from ..errors import UsageError
+        from ..train import LAST, TASKS, TrainConfig, fit, load_checkpoint, make_task
 
+        values = dict(locals())
         device = opts.torch_device()
+        log = None if opts.quiet else (lambda text: common.stderr.print(text, highlight=False))
         checkpoint = None
         if resume:
+            if cv:
+                raise UsageError("--cv and --resume do not go together", hint="resume one fold: --out RUN/fold_K --resume")
             checkpoint = load_checkpoint(out / LAST)
             state = checkpoint["training"]
             config = TrainConfig(**state["config"])
@@ -88,21 +116,27 @@ def register(app: typer.Typer) -> None:
                 config.epochs = epochs
             task_obj = make_task(checkpoint["task"], state["options"], recipe=checkpoint["recipe"])
         else:
-            options = SegmentOptions(
-                images=_str(images), masks=_str(masks), csv=_str(csv), mask_suffixes=mask_suffix or [""],
-                class_names=[n.strip() for n in class_names.split(",")] if class_names else None,
-                folds=_str(folds), fold=fold, val_fraction=val_fraction, dim=_dim(dim),
-                patch=_patch(patch, dim), spacing=list(spacing) if spacing else None,
-                normalize=normalize, window=list(window), pos_ratio=pos_ratio, activation=activation,
-                model=model, width=width, depth=depth, norm=norm, dropout=dropout, residual=residual,
-                deep_supervision=deep_supervision, upsample=upsample, loss=loss, ce_weight=ce_weight,
-                dice_weight=dice_weight, augment=augment, aug=list(aug or []))
-            config = TrainConfig(epochs=epochs or 100, steps_per_epoch=steps, batch_size=batch_size, lr=lr,
+            if task not in TASKS or task not in _TASK_OPTIONS:
+                raise UsageError(f"--task {task}: choose one of {', '.join(t for t in TASKS if t in _TASK_OPTIONS)}")
+            options = _TASK_OPTIONS[task](values)
+            defaults = _LOOP_DEFAULTS.get(task, {})
+            config = TrainConfig(epochs=epochs or 100, steps_per_epoch=steps or defaults.get("steps", 50),
+                                 batch_size=batch_size or defaults.get("batch_size", 2), lr=lr,
                                  weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, amp=amp,
                                  grad_clip=grad_clip, patience=patience, val_every=val_every, seed=seed,
                                  max_minutes=max_minutes)
+            if cv:
+                from ..crossval import cross_validate
+
+                summary = cross_validate(task, options, config, out, device=device, workers=opts.workers,
+                                         force=opts.force, progress=opts.show_progress, log=log,
+                                         step=opts.step())
+                if json:
+                    common.print_json(summary)
+                else:
+                    common.stdout.print(_cv_line(summary), highlight=False)
+                return 0
             task_obj = make_task(task, options)
-        log = None if opts.quiet else (lambda text: common.stderr.print(text, highlight=False))
         summary = fit(task_obj, config, out, device=device, workers=opts.workers, resume=resume,
                       force=opts.force, progress=opts.show_progress, log=log, step=opts.step(),
                       checkpoint=checkpoint)
@@ -111,17 +145,74 @@ def register(app: typer.Typer) -> None:
         if json:
             common.print_json(summary)
         else:
-            dice = ", ".join(f"{k[5:]} {v:.3f}" for k, v in summary["metrics"].items() if k.startswith("dice_"))
-            common.stdout.print(
-                f"{summary['run']}: {summary['epochs']} epochs ({summary['stopped']}), best epoch "
-                f"{summary['best_epoch']}" + (f", validation Dice {dice}" if dice else "")
-                + f", {summary['samples_per_s']:.1f} samples/s, data wait {summary['data_wait']:.0%}",
-                highlight=False)
+            common.stdout.print(_summary_line(summary), highlight=False)
         return 0
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    metrics = {k: v for k, v in summary["metrics"].items() if k != "score"}
+    dice = ", ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items() if k.startswith("dice_"))
+    other = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if not k.startswith("dice_"))
+    return (f"{summary['run']}: {summary['epochs']} epochs ({summary['stopped']}), best epoch "
+            f"{summary['best_epoch']}" + (f", validation Dice {dice}" if dice else "")
+            + (f", validation {other}" if other else "")
+            + f", {summary['samples_per_s']:.1f} samples/s, data wait {summary['data_wait']:.0%}")
+
+
+def _cv_line(summary: dict[str, Any]) -> str:
+    parts = [f"{name} {s['mean']:.3f} ± {s['std']:.3f}" for name, s in summary["metrics"].items()]
+    return (f"{summary['run']}: {summary['folds']}-fold cross-validation, out-of-fold "
+            f"{summary['oof']}; per fold (mean ± std): " + ", ".join(parts)
+            + "; pooled out-of-fold: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["pooled"].items()))
+
+
+# -- the options of each task ---------------------------------------------------------------------------
+def _segment_options(v: dict[str, Any]):
+    from ..segmentation import SegmentOptions
+
+    given = {k: v[k] for k in ("model", "width", "dropout") if v[k] is not None}
+    return SegmentOptions(
+        images=_str(v["images"]), masks=_str(v["masks"]), csv=_str(v["csv"]), mask_suffixes=v["mask_suffix"] or [""],
+        class_names=_names(v["class_names"]), folds=_str(v["folds"]), fold=v["fold"],
+        val_fraction=v["val_fraction"], dim=_dim(v["dim"]), patch=_sizes(v["patch"], v["dim"], "--patch"),
+        spacing=list(v["spacing"]) if v["spacing"] else None, normalize=v["normalize"], window=list(v["window"]),
+        pos_ratio=v["pos_ratio"], activation=v["activation"], depth=v["depth"], norm=v["norm"],
+        residual=v["residual"], deep_supervision=v["deep_supervision"], upsample=v["upsample"], loss=v["loss"],
+        ce_weight=v["ce_weight"], dice_weight=v["dice_weight"], augment=v["augment"], aug=list(v["aug"] or []),
+        **given)
+
+
+def _classify_options(v: dict[str, Any]):
+    from ..classify import ClassifyOptions
+
+    given = {k: v[k] for k in ("model", "width", "dropout") if v[k] is not None}
+    return ClassifyOptions(
+        images=_str(v["images"]), labels=_str(v["labels"]), id_column=v["id_column"],
+        label_column=v["label_column"], class_names=_names(v["class_names"]), folds=_str(v["folds"]),
+        fold=v["fold"], val_fraction=v["val_fraction"], dim=_dim(v["dim"]),
+        shape=_sizes(v["shape"], v["dim"], "--shape"), spacing=list(v["spacing"]) if v["spacing"] else None,
+        normalize=v["normalize"], window=list(v["window"]), class_weights=v["class_weights"],
+        augment=v["augment"], aug=list(v["aug"] or []), **given)
+
+
+#: Task name -> builder of its options dataclass from the command's values.
+_TASK_OPTIONS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "segment": _segment_options,
+    "classify": _classify_options,
+}
+#: Loop defaults that differ by task (steps 0: one pass over the training cases).
+_LOOP_DEFAULTS: dict[str, dict[str, int]] = {
+    "segment": {"steps": 50, "batch_size": 2},
+    "classify": {"steps": 0, "batch_size": 8},
+}
 
 
 def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",")] if text else None
 
 
 def _dim(text: str) -> int:
@@ -133,13 +224,14 @@ def _dim(text: str) -> int:
     return int(value)
 
 
-def _patch(patch: tuple[int, int, int] | None, dim: str) -> list[int] | None:
+def _sizes(sizes: tuple[int, int, int] | None, dim: str, option: str) -> list[int] | None:
+    """``--patch``/``--shape Z Y X``: three sizes in 3D, ``1 Y X`` in 2D (returned as Y X)."""
     from ..errors import UsageError
 
-    if patch is None:
+    if sizes is None:
         return None
     if _dim(dim) == 2:
-        if patch[0] != 1:
-            raise UsageError(f"--patch {' '.join(map(str, patch))}: a 2d patch is 1 Y X")
-        return list(patch[1:])
-    return list(patch)
+        if sizes[0] != 1:
+            raise UsageError(f"{option} {' '.join(map(str, sizes))}: a 2d {option[2:]} is 1 Y X")
+        return list(sizes[1:])
+    return list(sizes)
