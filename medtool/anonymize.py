@@ -85,6 +85,8 @@ PRIVATE_CREATOR_RANGE = range(0x10, 0x100)
 MAP_FILE_MODE = 0o600
 #: Length a value has when it is undefined (sequences, encapsulated pixel data).
 UNDEFINED_LENGTH = 0xFFFFFFFF
+#: Longest element header (explicit VR with a 4-byte length: tag 4, VR 2, reserved 2, length 4).
+ELEMENT_HEADER_MAX = 12
 
 
 class BurnedInError(InputError):
@@ -494,7 +496,20 @@ def read_dicom(path: Path):
 def _check_complete(ds, path: Path) -> None:
     """Every value read as long as its header said (pydicom reads short values at the end)."""
     from pydicom.dataelem import RawDataElement
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+    if not ds._dict:
+        raise InputError("damaged or truncated: no data set after the file meta header", path=path,
+                         hint="copy the file again from the source")
+    last = next(reversed(ds._dict.values()))
+    syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
+    if isinstance(last, RawDataElement) and last.length != UNDEFINED_LENGTH and \
+            last.value_tell is not None and syntax != DeflatedExplicitVRLittleEndian:
+        left = path.stat().st_size - (last.value_tell + last.length)
+        if 0 < left < ELEMENT_HEADER_MAX:               # pydicom drops a cut-off element header
+            raise InputError(f"truncated: the file ends inside an element header ({left} bytes "
+                             "after the last whole element)", path=path,
+                             hint="copy the file again from the source")
     for raw in ds._dict.values():
         if isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH \
                 and raw.value is not None and len(raw.value) < raw.length:

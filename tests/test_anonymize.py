@@ -396,6 +396,28 @@ def test_bad_files_fail_alone_and_leave_nothing(tmp_path):
         read_dicom(src / "notes.txt")
 
 
+@pytest.mark.parametrize("cut", ["after_meta", "in_header", "in_value"])
+def test_files_cut_before_the_pixel_data_are_truncated(tmp_path, cut):
+    """pydicom reads a file cut off in its header section without complaint (an empty data set,
+    or the last element header silently dropped); each is refused as truncated."""
+    import pydicom
+
+    from medtool.anonymize import read_dicom
+
+    good = Path(get_testdata_file("CT_small.dcm"))
+    data = good.read_bytes()
+    ds = pydicom.dcmread(good)
+    raw = pydicom.dcmread(good, stop_before_pixels=True)
+    meta_end = 132 + 12 + raw.file_meta.FileMetaInformationGroupLength
+    third = list(pydicom.dcmread(good)._dict.values())[2]    # after two whole elements
+    ends = {"after_meta": meta_end, "in_header": third.value_tell - 3, "in_value": third.value_tell + 1}
+    assert ds.SOPInstanceUID                              # the full file reads
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(data[: ends[cut]])
+    with pytest.raises(InputError, match="truncated"):
+        read_dicom(path)
+
+
 @pytest.mark.parametrize("name", ["SC_ybr_full_422_uncompressed.dcm", "ExplVR_BigEndNoMeta.dcm"])
 def test_odd_but_valid_encodings_are_written(tmp_path, name):
     """YBR_FULL_422 pixel data is 2/3 of a full RGB frame (not truncated); a big endian data set
