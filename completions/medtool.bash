@@ -106,11 +106,11 @@ _medtool() {
         esac
         ;;
     train)
-        opts="--out -o --task --images --folds --fold --val-fraction --dim --spacing --normalize --window --class-names --model --width --dropout --augment --aug --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --upsample --loss --ce-weight --dice-weight --labels --id-column --label-column --shape --class-weights --cv --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--out -o --task --images --folds --fold --val-fraction --dim --spacing --normalize --window --class-names --model --width --dropout --augment --aug --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --upsample --loss --ce-weight --dice-weight --labels --image-suffix --id-column --label-column --shape --class-weights --cv --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         files=0
         case "$prev" in
             --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --task) COMPREPLY=($(compgen -W "segment" -- "$cur")); return ;;
+            --task) COMPREPLY=($(compgen -W "segment classify detect" -- "$cur")); return ;;
             --images) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --folds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --fold) return ;;
@@ -138,6 +138,7 @@ _medtool() {
             --ce-weight) return ;;
             --dice-weight) return ;;
             --labels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --image-suffix) return ;;
             --id-column) return ;;
             --label-column) return ;;
             --shape) return ;;
@@ -192,8 +193,16 @@ _medtool() {
         esac
         ;;
     gradcam)
-        opts="--help -h"
-        files=0
+        opts="--method --layer --class --raw --png --list-layers --format --suffix --json --device --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        case "$prev" in
+            --method) return ;;
+            --layer) return ;;
+            --class) return ;;
+            --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
+            --suffix) return ;;
+            --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+            --shard) return ;;
+        esac
         ;;
     info)
         opts="--json --workers -j --quiet -q --verbose -v --debug --help -h"

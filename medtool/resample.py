@@ -126,6 +126,17 @@ def target_grid(volume: Volume, *, spacing: Sequence[float] | None = None,
                 tuple(float(o) for o in origin), grid.direction.copy())
 
 
+def centre_crop(grid: Grid, shape: Sequence[int]) -> Grid:
+    """The ``shape`` centre voxels of ``grid`` on every axis (the same spacing and direction;
+    an axis with fewer voxels gets padding on both sides), as ``crop_z`` does along z."""
+    if len(shape) != 3 or min(shape) < 1:
+        raise UsageError(f"a crop needs three positive sizes (z y x), got {list(shape)}")
+    start = (np.asarray(grid.shape) - np.asarray(shape)) // 2
+    origin = np.asarray(grid.origin) + grid.direction @ (start * np.asarray(grid.spacing))
+    return Grid(tuple(int(n) for n in shape), grid.spacing, tuple(float(o) for o in origin),
+                grid.direction.copy())
+
+
 def is_mask(volume: Volume) -> bool:
     """Whether ``volume`` holds labels (nearest interpolation, pad 0) rather than an image.
 

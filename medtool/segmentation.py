@@ -141,13 +141,22 @@ def model_spacing(volume: Volume, spacing: Sequence[float | None] | None) -> tup
 
 def to_model_space(volume: Volume, recipe: dict[str, Any], *, mask: bool = False,
                    device: Any = "cpu") -> Volume:
-    """``volume`` (3D) resampled to the recipe's spacing (linear; nearest for masks)."""
-    from .resample import resample
+    """``volume`` (3D) resampled to the recipe's spacing (linear; nearest for masks).
+
+    A recipe with a fixed input ``shape`` (classification) also keeps the ``shape`` centre
+    voxels at that spacing (padding where the volume is smaller), in the same interpolation.
+    """
+    from .resample import centre_crop, resample, resample_to, target_grid
 
     spacing = model_spacing(volume, recipe.get("spacing"))
-    if np.allclose(spacing, volume.spacing, rtol=0, atol=1e-6):
+    shape = recipe.get("shape")
+    same_spacing = np.allclose(spacing, volume.spacing, rtol=0, atol=1e-6)
+    if same_spacing and (shape is None or tuple(volume.shape) == tuple(shape)):
         return volume
-    return resample(volume, spacing=spacing, mask=mask, device=device)
+    if shape is None:
+        return resample(volume, spacing=spacing, mask=mask, device=device)
+    grid = centre_crop(target_grid(volume, spacing=spacing), shape)
+    return resample_to(volume, grid, mask=mask, device=device)
 
 
 def prepare_image(volume: Volume, recipe: dict[str, Any], *, device: Any = "cpu") -> Volume:
@@ -213,6 +222,40 @@ def _read_header(path: str) -> Volume:
     from .formats import load_volume
 
     return as_3d(load_volume(path, mmap=True))
+
+
+def label_counts(truth: np.ndarray, pred: np.ndarray, labels: int) -> tuple[np.ndarray, ...]:
+    """Voxels of each label 1..``labels`` in ``truth``, in ``pred`` and in both (one pass of
+    :func:`numpy.bincount` over the joint labels, not one mask per label)."""
+    size = labels + 1
+    joint = np.bincount((np.asarray(truth, np.int64) * size + np.asarray(pred, np.int64)).ravel(),
+                        minlength=size * size)[: size * size].reshape(size, size)
+    return joint.sum(axis=1)[1:], joint.sum(axis=0)[1:], np.diagonal(joint)[1:].copy()
+
+
+def validation_scores(classes: Sequence[str], truth: np.ndarray, pred: np.ndarray, overlap: np.ndarray,
+                      voxel_ml: np.ndarray) -> dict[str, float]:
+    """Validation metrics from voxel counts ``(cases, labels)`` (see :meth:`SegmentTask.validate`):
+    ``dice_<label>`` the mean Dice over the cases where truth or prediction holds the label
+    (absent when there is none), ``fp_ml_<label>`` the mean predicted volume on cases whose truth lacks it, ``score`` the
+    mean of the defined Dice values."""
+    truth, pred, overlap = (np.asarray(a, dtype=np.float64) for a in (truth, pred, overlap))
+    total = truth + pred
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_case = np.where(total > 0, 2 * overlap / total, np.nan)
+    result: dict[str, float] = {}
+    dices = []
+    for column, name in enumerate(classes):
+        defined = per_case[~np.isnan(per_case[:, column]), column]
+        if defined.size:                # else no case has a Dice for it: left out, not NaN
+            result[f"dice_{name}"] = float(defined.mean())
+            dices.append(result[f"dice_{name}"])
+    for column, name in enumerate(classes):
+        empty = truth[:, column] == 0
+        result[f"fp_ml_{name}"] = float((pred[empty, column] * voxel_ml[empty]).mean()) if empty.any() else 0.0
+    if dices:
+        result["score"] = float(np.mean(dices))
+    return result
 
 
 # -- the task -----------------------------------------------------------------------------------------
@@ -385,33 +428,43 @@ class SegmentTask:
         return [f"dice_{name}" for name in self.recipe["classes"][1:]]
 
     def validate(self, model, *, device, amp_dtype=None, batch_size: int = 4) -> dict[str, float]:
-        """Mean Dice per label over the validation cases (full-volume sliding window at the
-        model's resolution); ``score`` is their mean."""
+        """Dice per label over the validation cases (full-volume sliding window at the model's
+        resolution) and the false-positive volume on cases without the label.
+
+        ``dice_<label>`` follows nnU-Net: a case whose truth and prediction both lack the label
+        has no Dice (NaN, left out of the mean), one whose truth lacks it but whose prediction
+        has it scores 0. So predicting nothing cannot win: it scores 0 on every case holding the
+        label and is never rewarded on the others (:func:`validation_scores`). ``fp_ml_<label>``
+        is the mean volume (ml) predicted for the label on validation cases without it. ``score``
+        (which picks ``best.pt``) is the mean of the labels' Dice; it is left out when no
+        validation case has a Dice for any label (the loop then falls back to the loss).
+        """
         from .formats import load_volume
         from .inference import labels_from_logits, sliding_window
-        from .metrics import dice
 
         if not self.val_cases:
             return {}
         classes = self.recipe["classes"][1:]
-        scores = np.zeros((len(self.val_cases), len(classes)))
+        truth_counts = np.zeros((len(self.val_cases), len(classes)), dtype=np.int64)
+        pred_counts = np.zeros_like(truth_counts)
+        overlaps = np.zeros_like(truth_counts)
+        voxel_ml = np.zeros(len(self.val_cases))
         was_training = model.training
         model.eval()
         try:
             for row, case in enumerate(self.val_cases):
+                mask = load_volume(case["mask"], mmap=True)
                 image = load_volume(case["image"], mmap=True).array[None]
-                truth = load_volume(case["mask"], mmap=True).array
+                truth = np.asarray(mask.array)
                 logits = sliding_window(model, image, patch=self._window(), out_channels=self.out_channels,
                                         overlap=self.options.val_overlap, batch_size=batch_size,
                                         device=device, amp_dtype=amp_dtype)
                 labels = labels_from_logits(logits).cpu().numpy()
-                for column in range(len(classes)):
-                    scores[row, column] = dice(truth == column + 1, labels == column + 1)
+                truth_counts[row], pred_counts[row], overlaps[row] = label_counts(truth, labels, len(classes))
+                voxel_ml[row] = float(np.prod(mask.spacing)) / 1000.0
         finally:
             model.train(was_training)
-        result = {f"dice_{name}": float(v) for name, v in zip(classes, scores.mean(axis=0))}
-        result["score"] = float(scores.mean())
-        return result
+        return validation_scores(classes, truth_counts, pred_counts, overlaps, voxel_ml)
 
     def _window(self) -> list[int]:
         patch = self.recipe["patch"]

@@ -46,14 +46,15 @@ PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.5, 5
 SGD_MOMENTUM = 0.99
 
 
-#: ``steps_per_epoch`` meaning one pass over the training cases (decided once they are known).
-ONE_PASS = 0
+#: ``steps_per_epoch`` meaning one pass over the training cases (decided once they are known),
+#: but at least ``MIN_PASS_STEPS`` batches (batch-norm statistics need updates on small sets).
+ONE_PASS, MIN_PASS_STEPS = 0, 10
 
 
 @dataclass
 class TrainConfig:
     """Loop settings common to every task (``steps_per_epoch`` :data:`ONE_PASS`: one pass
-    over the training cases)."""
+    over the training cases, at least :data:`MIN_PASS_STEPS` batches)."""
 
     epochs: int = 100
     steps_per_epoch: int = 50
@@ -83,9 +84,13 @@ class TrainConfig:
 
 
 #: Tasks by name: "module:class" (imported on use; classification and detection add theirs).
-TASKS: dict[str, str] = {"segment": "medtool.segmentation:SegmentTask"}
+TASKS: dict[str, str] = {"segment": "medtool.segmentation:SegmentTask",
+                         "classify": "medtool.classify:ClassifyTask",
+                         "detect": "medtool.detection:DetectTask"}
 #: Options dataclass of each task.
-TASK_OPTIONS: dict[str, str] = {"segment": "medtool.segmentation:SegmentOptions"}
+TASK_OPTIONS: dict[str, str] = {"segment": "medtool.segmentation:SegmentOptions",
+                                "classify": "medtool.classify:ClassifyOptions",
+                                "detect": "medtool.detection:DetectOptions"}
 
 
 def _load(spec: str):
@@ -270,9 +275,14 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
         if not dist_info.main:
             task.prepare(cache, seed=config.seed, build_cache=False)
     if config.steps_per_epoch == ONE_PASS:       # one pass over the training cases per epoch
-        config.steps_per_epoch = max(1, math.ceil(len(task.train_cases) / (config.batch_size * dist_info.world)))
+        config.steps_per_epoch = max(MIN_PASS_STEPS, math.ceil(len(task.train_cases) / (config.batch_size * dist_info.world)))
     spec = task.model_spec()
-    model = models.build(spec["name"], spec["config"]).to(device)
+    model = models.build(spec["name"], spec["config"])
+    if not resume and hasattr(task, "init_model"):     # e.g. local pretrained weights
+        task.init_model(model)
+    model = model.to(device)
+    # detection models take the targets in their forward pass and return their losses
+    takes_targets = getattr(task, "model_takes_targets", False)
     loss_fn = task.build_loss()
     dtype = amp_dtype(config.amp, device)
     optimizer = _optimizer(model, config)
@@ -340,11 +350,12 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
                 with torch.no_grad():
                     inputs, targets = augment(inputs, targets)
                 optimizer.zero_grad(set_to_none=True)
+                arguments = (inputs, targets) if takes_targets else (inputs,)
                 if dtype is not None:
                     with torch.autocast(device.type, dtype=dtype):
-                        outputs = train_model(inputs)
+                        outputs = train_model(*arguments)
                 else:
-                    outputs = train_model(inputs)
+                    outputs = train_model(*arguments)
                 loss = loss_fn(outputs, targets)
                 scaler.scale(loss).backward()
                 if config.grad_clip > 0:

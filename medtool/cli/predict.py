@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[float | None, typer.Option("--threshold", help="Foreground probability cut [default: arg-max / 0.5].", rich_help_panel=_SEG)] = None,
         probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write float probability maps.", rich_help_panel=_SEG)] = False,
         fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].", rich_help_panel=_SEG)] = None,
-        suffix: Annotated[str, typer.Option("--suffix", help="Added to each output name after the case id (e.g. _lungs).", rich_help_panel=_SEG)] = "",
+        suffix: Annotated[str, typer.Option("--suffix", help="segment: added to each output name after the case id (e.g. _lungs); classify: the inputs are named <case><suffix> (e.g. _masked).")] = "",
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
     ) -> int:
@@ -105,7 +105,7 @@ def _predict_classify(state: dict[str, Any], inputs: list[Path], out: Path, v: d
     from ..classify import predict_files
 
     outcome = predict_files(state, inputs, out, batch_size=v["batch_size"], device=device, amp=v["amp"],
-                            force=opts.force, shard=opts.shard, progress=opts.show_progress,
+                            suffix=v["suffix"], force=opts.force, workers=opts.workers, shard=opts.shard, progress=opts.show_progress,
                             on_error=opts.report)
     rows = [r for r in outcome.results if r is not None]
     if v["json"]:

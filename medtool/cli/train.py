@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
         dice_weight: Annotated[float, typer.Option("--dice-weight", help="Weight of the Dice term of bce-dice.", rich_help_panel=_SEG)] = 1.0,
         # classification
         labels: Annotated[Path | None, typer.Option("--labels", help="CSV with a case id and a class per image.", rich_help_panel=_CLS)] = None,
+        image_suffix: Annotated[str, typer.Option("--image-suffix", help="Images are named <case><suffix> (e.g. _masked); others in the folder are left out.", rich_help_panel=_CLS)] = "",
         id_column: Annotated[str, typer.Option("--id-column", help="Case id column of --labels (matches the image names).", rich_help_panel=_CLS)] = "case_id",
         label_column: Annotated[str, typer.Option("--label-column", help="Class column of --labels.", rich_help_panel=_CLS)] = "label",
         shape: Annotated[tuple[int, int, int] | None, typer.Option(
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
         cv: Annotated[bool, typer.Option("--cv", help="Train every fold of --folds; write RUN/oof.csv and RUN/cv.json.", rich_help_panel=_CLS)] = False,
         # the loop
         epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs [default: 100].", rich_help_panel=_LOOP)] = None,
-        steps: Annotated[int | None, typer.Option("--steps", min=1, help="Batches per epoch (per process) [default: 50 for segment, one pass over the training cases for classify].", rich_help_panel=_LOOP)] = None,
+        steps: Annotated[int | None, typer.Option("--steps", min=1, help="Batches per epoch (per process) [default: 50 for segment; classify: one pass over the training cases, at least 10].", rich_help_panel=_LOOP)] = None,
         batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Samples per batch [default: 2 for segment, 8 for classify].", rich_help_panel=_LOOP)] = None,
         lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=_LOOP)] = 1e-3,
         weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay.", rich_help_panel=_LOOP)] = 1e-4,
@@ -187,7 +188,7 @@ def _classify_options(v: dict[str, Any]):
 
     given = {k: v[k] for k in ("model", "width", "dropout") if v[k] is not None}
     return ClassifyOptions(
-        images=_str(v["images"]), labels=_str(v["labels"]), id_column=v["id_column"],
+        images=_str(v["images"]), labels=_str(v["labels"]), image_suffix=v["image_suffix"], id_column=v["id_column"],
         label_column=v["label_column"], class_names=_names(v["class_names"]), folds=_str(v["folds"]),
         fold=v["fold"], val_fraction=v["val_fraction"], dim=_dim(v["dim"]),
         shape=_sizes(v["shape"], v["dim"], "--shape"), spacing=list(v["spacing"]) if v["spacing"] else None,

@@ -45,4 +45,4 @@ def names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from . import unet  # noqa: F401  (registers itself)
+    from . import cnn, retinanet, unet  # noqa: F401  (register themselves)

@@ -1,0 +1,625 @@
+"""The classification task: whole volumes (or 2D images) and a labels CSV to a class per case.
+
+Cases are the volumes under ``images`` (any format; case id = file name without its suffix)
+matched to the rows of a labels CSV by ``id_column``; the class is ``label_column``. Every
+image needs a label and every label an image, or nothing is trained (one line names the
+unmatched cases).
+
+The **recipe** stored in the checkpoint: ``dim`` (2 or 3), ``spacing`` (mm; ``null`` for z in
+2D), ``shape`` ``(Z, Y, X)`` (``Z = 1`` in 2D): each volume is resampled to the spacing and its
+``shape`` centre voxels kept (padded where smaller) in one interpolation
+(:func:`medtool.segmentation.to_model_space`), ``normalize`` (as segmentation: CT window to
+[0, 1] or per-volume z-score) and ``classes`` (names, in the order of the model's outputs). By
+default, training volumes that all have one shape (``medtool resample --shape --crop-z``, the
+seeds' recipe) are taken as they are (each keeps its own spacing); otherwise the spacing is their
+median and the shape their median size at that spacing.
+
+Training draws the training cases once per epoch in a seeded random order, cross-entropy
+weighted per class (``balanced``: ``n / (K n_k)`` over the training cases, as scikit-learn's
+``class_weight="balanced"``), with the torch augmentation on the image only. Validation
+reports accuracy, balanced accuracy and AUC (:mod:`medtool.classification`); the score that
+picks ``best.pt`` is the AUC, or the balanced accuracy when the fold holds one class only.
+
+Prediction (:func:`predict_files`) writes ``case_id,prob_<class>...,pred``, the table
+``medtool score`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError, UsageError
+from .segmentation import CT_WINDOW, NORMALIZATIONS, as_3d, normalize, normalize_spec, to_model_space
+
+#: Class weight modes (or one weight per class).
+CLASS_WEIGHTS = ("balanced", "none")
+#: Validation metrics, in the names ``medtool score`` uses.
+METRICS = ("accuracy", "balanced-accuracy", "auc")
+#: Columns of the prediction table.
+PROB_PREFIX, PRED_COLUMN = "prob_", "pred"
+#: Cache index file and the volumes read per validation forward pass.
+CACHE_INDEX = "index.json"
+VALIDATION_BATCH = 8
+#: Cases named in an error message before "...".
+NAMED_CASES = 5
+
+
+@dataclass
+class ClassifyOptions:
+    """What ``medtool train --task classify`` was asked for (stored in the checkpoint)."""
+
+    images: str | None = None
+    labels: str | None = None
+    image_suffix: str = ""
+    id_column: str = "case_id"
+    label_column: str = "label"
+    class_names: list[str] | None = None
+    folds: str | None = None
+    fold: int | None = None
+    val_fraction: float = 0.2
+    dim: int = 3
+    shape: list[int] | None = None
+    spacing: list[float] | None = None
+    normalize: str = "auto"
+    window: list[float] = field(default_factory=lambda: list(CT_WINDOW))
+    model: str = "simple3d"
+    width: int | None = None
+    dropout: float = 0.3
+    class_weights: str = "balanced"
+    augment: str = "light"
+    aug: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Raise :class:`UsageError` for impossible combinations (before any work)."""
+        from .augment import make_config
+        from .models.cnn import LEVELS
+
+        if self.images is None or self.labels is None:
+            raise UsageError("--task classify needs --images DIR and --labels CSV")
+        if self.dim not in (2, 3):
+            raise UsageError(f"--dim must be 2d or 3d, got {self.dim}")
+        if self.model not in LEVELS:
+            raise UsageError(f"--model {self.model}: a classifier is one of {', '.join(LEVELS)}")
+        if self.normalize not in NORMALIZATIONS:
+            raise UsageError(f"--normalize {self.normalize}: choose one of {', '.join(NORMALIZATIONS)}")
+        if self.shape is not None and (len(self.shape) != self.dim or min(self.shape) < 1):
+            raise UsageError(f"--shape needs {self.dim} positive sizes for --dim {self.dim}d, got {self.shape}")
+        if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise UsageError(f"--spacing needs three positive values (z y x mm), got {self.spacing}")
+        if self.window[0] >= self.window[1]:
+            raise UsageError("--window LOW HIGH needs LOW < HIGH")
+        if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
+            raise UsageError(f"--class-names repeats a name: {','.join(self.class_names)}")
+        parse_class_weights(self.class_weights, None)
+        make_config(self.augment, self.aug)
+
+
+def parse_class_weights(text: str, classes: int | None) -> list[float] | str:
+    """``balanced``, ``none`` or a comma-separated weight per class (checked against ``classes``)."""
+    if text in CLASS_WEIGHTS:
+        return text
+    try:
+        weights = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--class-weights {text}: give balanced, none or numbers like 0.3,0.7") from None
+    if min(weights) <= 0 or not all(math.isfinite(w) for w in weights):
+        raise UsageError(f"--class-weights {text}: weights must be positive")
+    if classes is not None and len(weights) != classes:
+        raise UsageError(f"--class-weights gives {len(weights)} weights for {classes} classes")
+    return weights
+
+
+def class_weights(mode: str, labels: Sequence[int], classes: list[str]) -> list[float]:
+    """Loss weight of each class; ``balanced`` is ``n / (K n_k)`` over ``labels``."""
+    parsed = parse_class_weights(mode, len(classes))
+    counts = np.bincount(np.asarray(labels, np.intp), minlength=len(classes))
+    empty = [name for name, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise UsageError(f"no training case of class {', '.join(empty)}",
+                         hint="every class needs training cases (check the folds and the labels)")
+    if parsed == "none":
+        return [1.0] * len(classes)
+    if parsed == "balanced":
+        return [float(v) for v in len(labels) / (len(classes) * counts)]
+    return list(parsed)
+
+
+# -- cases and labels --------------------------------------------------------------------------------
+def _named(ids: Sequence[str]) -> str:
+    return ", ".join(ids[:NAMED_CASES]) + (", ..." if len(ids) > NAMED_CASES else "")
+
+
+def read_labels(path: str | Path, *, id_column: str, label_column: str) -> dict[str, str]:
+    """``case_id -> class`` from the labels CSV.
+
+    Raises
+    ------
+    InputError
+        Missing columns, empty cells or a case listed twice.
+    """
+    from .tables import read_table
+
+    table = read_table(path)
+    ids = table.column(id_column, purpose="the case id; see --id-column")
+    values = table.column(label_column, purpose="the class; see --label-column")
+    labels: dict[str, str] = {}
+    for row, (case, value) in enumerate(zip(ids, values)):
+        if not case or not value:
+            raise table.error(row, f"empty {'case id' if not case else label_column}",
+                              "fill in the case id and the class of every row")
+        if case in labels:
+            raise table.error(row, f"case {case} is listed twice", "give each case one row")
+        labels[case] = value
+    if not labels:
+        raise InputError("no rows", path=path, hint="the labels CSV needs one row per image")
+    return labels
+
+
+def case_files(inputs: Sequence[str | Path], suffix: str = "") -> list[tuple[str, Path]]:
+    """``(case id, file)`` of the volumes under ``inputs`` whose names (without the format
+    suffix) end in ``suffix``; the case id is the name without both."""
+    from .files import find_files, strip_suffix
+
+    found = []
+    for path in find_files(inputs):
+        name = strip_suffix(path)
+        if name.endswith(suffix) and len(name) > len(suffix):
+            found.append((name[: len(name) - len(suffix)] if suffix else name, path))
+    return found
+
+
+def match_labels(images: str | Path, labels_path: str | Path, labels: dict[str, str], suffix: str = ""):
+    """Pair the volumes under ``images`` (named ``<case id><suffix>``) with their labels.
+
+    Returns
+    -------
+    list[Case]
+        One case per image (sorted as found).
+
+    Raises
+    ------
+    InputError
+        No images, a case id twice, or images without a label / labels without an image
+        (one line naming them).
+    """
+    from .datasets import Case
+
+    cases = [Case(case, path) for case, path in case_files([images], suffix) if path.exists()]
+    if not cases:
+        raise InputError(f"no volume files{f' named <case>{suffix}' if suffix else ''}", path=images,
+                         hint="give the folder of training volumes (and check --image-suffix)")
+    ids = [c.case_id for c in cases]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise InputError(f"case ids found twice: {_named(twice)}", path=images, hint="keep one volume per case")
+    unlabelled = [i for i in ids if i not in labels]
+    orphans = sorted(set(labels) - set(ids))
+    if unlabelled or orphans:
+        parts = []
+        if unlabelled:
+            parts.append(f"{len(unlabelled)} images have no label ({_named(unlabelled)})")
+        if orphans:
+            parts.append(f"{len(orphans)} labels have no image ({_named(orphans)})")
+        raise InputError(f"the labels do not match the images in {images}: {'; '.join(parts)}",
+                         path=labels_path, hint="give every image one row and every row an image "
+                         "(check --id-column and the image folder)")
+    return cases
+
+
+def class_order(values: Sequence[str], names: Sequence[str] | None, *, path: str | Path) -> list[str]:
+    """The classes: ``names`` as given (every label must be one), else the labels sorted
+    (numerically when they are all numbers)."""
+    found = sorted(set(values))
+    if names is not None:
+        unknown = [v for v in found if v not in names]
+        if unknown:
+            raise InputError(f"classes {', '.join(unknown)} are not among --class-names {','.join(names)}",
+                             path=path, hint="name every class once")
+        classes = list(names)
+    else:
+        try:
+            classes = sorted(found, key=float)
+        except ValueError:
+            classes = found
+    if len(classes) < 2:
+        raise InputError(f"only one class ({', '.join(classes)}) in the labels", path=path,
+                         hint="a classifier needs at least two classes")
+    return classes
+
+
+def check_dimensionality(volume, dim: int, path: str | Path) -> None:
+    """A 3D model takes 3D volumes, a 2D model 2D images (or one-slice volumes)."""
+    ndim = volume.ndim
+    slices = volume.shape[0] if ndim == 3 else 1
+    if ndim not in (2, 3):
+        raise InputError(f"a {ndim}D array (shape {list(volume.shape)}) is not an image",
+                         path=path, hint="give 2D images or 3D volumes")
+    if dim == 3 and ndim == 2:
+        raise InputError(f"a 2D image (shape {list(volume.shape)}) for a 3D model", path=path,
+                         hint="train with --dim 2d on 2D images, or give volumes")
+    if dim == 2 and slices > 1:
+        raise InputError(f"a 3D volume ({slices} slices) for a 2D model", path=path,
+                         hint="train with --dim 3d on volumes, or give 2D images")
+    if volume.array.dtype.kind not in "iufb":
+        raise InputError(f"cannot classify a {volume.array.dtype} array", path=path, hint="give an image")
+
+
+def prepare_image(volume, recipe: dict[str, Any], *, path: str | Path = "", device: Any = "cpu"):
+    """A volume as the model sees it: checked, 3D, at the recipe's spacing and shape,
+    normalised float32."""
+    check_dimensionality(volume, recipe["dim"], path)
+    volume = to_model_space(as_3d(volume), recipe, device=device)
+    return volume.with_array(normalize(volume.array, recipe["normalize"]))
+
+
+@dataclass
+class _CacheJob:
+    case_id: str
+    image: str
+    cache: str
+    recipe: dict[str, Any]
+
+
+def preprocess_case(job: _CacheJob) -> dict[str, Any]:
+    """One case in the model's space, written to the cache as ``<case>.npy``."""
+    from .formats import load_volume, save_volume
+
+    prepared = prepare_image(load_volume(job.image, mmap=True), job.recipe, path=job.image)
+    path = Path(job.cache) / f"{job.case_id}.npy"
+    save_volume(prepared.with_array(prepared.array.astype(np.float32)), path, force=True)
+    return {"case_id": job.case_id, "image": str(path)}
+
+
+def _header(path: str | Path):
+    from .formats import load_volume
+
+    return load_volume(path, mmap=True)
+
+
+# -- data set -------------------------------------------------------------------------------------------
+class ClassDataset:
+    """The training cases, each once per epoch in a seeded random order (repeated to fill
+    ``length``); items are ``(image (1, *shape), class index)``."""
+
+    def __init__(self, cases: list[dict[str, Any]], *, length: int, seed: int = 0, two_d: bool = False):
+        self.cases, self.length, self.seed, self.two_d = cases, int(length), seed, two_d
+        self.epoch = 0
+        self._open: dict[int, np.ndarray] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _order(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        passes = -(-self.length // len(self.cases))
+        return np.concatenate([rng.permutation(len(self.cases)) for _ in range(passes)])
+
+    def __getitem__(self, item: int):
+        import torch
+
+        from .formats import load_volume
+
+        index = int(self._order()[int(item)])
+        if index not in self._open:
+            self._open[index] = load_volume(self.cases[index]["image"], mmap=True).array
+        array = self._open[index]
+        array = array[0] if self.two_d else array
+        return (torch.from_numpy(np.array(array, dtype=np.float32))[None],
+                torch.tensor(self.cases[index]["label"], dtype=torch.int64))
+
+
+class _ImageOnly:
+    """The augmenter applied to the images of a batch; class targets pass through."""
+
+    def __init__(self, augmenter):
+        self.augmenter = augmenter
+
+    def __call__(self, images, targets):
+        return self.augmenter(images)[0], targets
+
+
+class WeightedCrossEntropy:
+    """Cross-entropy with per-class weights (moved to the logits' device on first use)."""
+
+    def __init__(self, weights: Sequence[float]):
+        import torch
+
+        self.weights = torch.tensor(list(weights), dtype=torch.float32)
+
+    def __call__(self, logits, targets):
+        from torch.nn import functional as F
+
+        if self.weights.device != logits.device:
+            self.weights = self.weights.to(logits.device)
+        return F.cross_entropy(logits.float(), targets, weight=self.weights)
+
+
+# -- the task ---------------------------------------------------------------------------------------------
+class ClassifyTask:
+    """Classification for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
+
+    name = "classify"
+
+    def __init__(self, options: ClassifyOptions, *, recipe: dict[str, Any] | None = None):
+        options.check()
+        self.options = options
+        self.recipe: dict[str, Any] = recipe or {}
+        self.train_cases: list[dict[str, Any]] = []
+        self.val_cases: list[dict[str, Any]] = []
+        self.weights: list[float] = []
+
+    def cases(self):
+        """The matched cases and each one's class name."""
+        o = self.options
+        labels = read_labels(o.labels, id_column=o.id_column, label_column=o.label_column)
+        cases = match_labels(o.images, o.labels, labels, o.image_suffix)
+        return cases, labels
+
+    def prepare(self, cache: Path, *, seed: int, workers: int = 1, progress: bool = False,
+                build_cache: bool = True, on_error=None) -> None:
+        """Match and split the cases, check every image, plan the recipe (unless resumed),
+        write/read the cache."""
+        from .datasets import read_folds, split_cases
+
+        o = self.options
+        cases, labels = self.cases()
+        classes = self.recipe.get("classes") or class_order(list(labels.values()), o.class_names, path=o.labels)
+        unknown = sorted({labels[c.case_id] for c in cases} - set(classes))
+        if unknown:
+            raise InputError(f"classes {', '.join(unknown)} are not among the checkpoint's {', '.join(classes)}",
+                             path=o.labels, hint="train a new run for new classes")
+        folds = read_folds(o.folds) if o.folds else None
+        train, val = split_cases(cases, folds=folds, fold=o.fold, val_fraction=o.val_fraction, seed=seed)
+        if not train:
+            raise UsageError("no training cases left after taking out the validation fold")
+        if not self.recipe:
+            headers = {c.case_id: _header(c.image) for c in cases}
+            for case in cases:
+                check_dimensionality(headers[case.case_id], o.dim, case.image)
+            self.recipe = self._plan([headers[c.case_id] for c in train])
+            self.recipe["classes"] = classes
+        index = {name: k for k, name in enumerate(classes)}
+        self.weights = class_weights(o.class_weights, [index[labels[c.case_id]] for c in train], classes)
+        cache = Path(cache)
+        key = {k: self.recipe[k] for k in ("dim", "spacing", "shape", "normalize")}
+        if build_cache:
+            entries = self._build_cache(train + val, cache, key, workers=workers, progress=progress,
+                                        on_error=on_error)
+        else:
+            entries = json.loads((cache / CACHE_INDEX).read_text())["cases"]
+        by_id = {e["case_id"]: e for e in entries}
+        self.train_cases = [{**by_id[c.case_id], "label": index[labels[c.case_id]]} for c in train]
+        self.val_cases = [{**by_id[c.case_id], "label": index[labels[c.case_id]]} for c in val]
+
+    def _plan(self, headers) -> dict[str, Any]:
+        """Spacing (median of the training volumes unless given) and shape (their median size
+        at that spacing unless given)."""
+        o = self.options
+        volumes = [as_3d(h) for h in headers]
+        spacings = np.array([v.spacing for v in volumes], dtype=np.float64)
+        shapes = np.array([v.shape for v in volumes], dtype=np.float64)
+        if o.spacing is not None:
+            spacing: list[float | None] = [float(s) for s in o.spacing]
+        elif len({v.shape for v in volumes}) == 1:
+            spacing = [None, None, None]        # volumes of one shape already: taken as they are
+        else:
+            spacing = [float(s) for s in np.median(spacings, axis=0)]
+        if o.dim == 2:
+            spacing[0] = None
+        target = np.array([[s if s is not None else v for s, v in zip(spacing, own)] for own in spacings])
+        sizes = np.median(shapes * spacings / target, axis=0)
+        shape = [max(1, int(round(s))) for s in sizes] if o.shape is None else [int(s) for s in o.shape]
+        if o.dim == 2:
+            shape = [1, *shape[-2:]]
+        return {"dim": o.dim, "spacing": spacing, "shape": shape,
+                "normalize": normalize_spec(o, volumes[0].units)}
+
+    def _build_cache(self, cases, cache: Path, key, *, workers, progress, on_error):
+        from .batch import run_batch
+        from .files import atomic_write_text
+
+        cache.mkdir(parents=True, exist_ok=True)
+        index_path = cache / CACHE_INDEX
+        if index_path.is_file():
+            index = json.loads(index_path.read_text())
+            have = {e["case_id"]: e for e in index["cases"]}
+            if index.get("key") == key and all(c.case_id in have and Path(have[c.case_id]["image"]).exists()
+                                               for c in cases):
+                return [have[c.case_id] for c in cases]
+        jobs = [_CacheJob(c.case_id, str(c.image), str(cache), self.recipe) for c in cases]
+        outcome = run_batch(preprocess_case, jobs, workers=workers, description="preprocessing",
+                            progress=progress, on_error=on_error, name=lambda job: job.image)
+        if outcome.failures:
+            raise outcome.failures[0][1]
+        atomic_write_text(index_path, json.dumps({"key": key, "cases": outcome.results}, indent=1), force=True)
+        return outcome.results
+
+    # -- model, loss, data ------------------------------------------------------------------------
+    def model_spec(self) -> dict[str, Any]:
+        from .models.cnn import DEFAULT_WIDTH, LEVELS, plan_pooling
+
+        o = self.options
+        shape = self.recipe["shape"][1:] if o.dim == 2 else self.recipe["shape"]
+        config = {"dim": o.dim, "in_channels": 1, "num_classes": len(self.recipe["classes"]),
+                  "width": o.width or DEFAULT_WIDTH[o.model], "dropout": o.dropout,
+                  "strides": plan_pooling(shape, LEVELS[o.model])}
+        return {"name": o.model, "config": config}
+
+    def build_loss(self):
+        return WeightedCrossEntropy(self.weights)
+
+    def dataset(self, *, length: int, seed: int):
+        return ClassDataset(self.train_cases, length=length, seed=seed, two_d=self.options.dim == 2)
+
+    def augmenter(self, seed: int):
+        from .augment import Augmenter, make_config
+
+        return _ImageOnly(Augmenter(make_config(self.options.augment, self.options.aug), seed=seed))
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(METRICS)
+
+    def probabilities(self, model, cases: list[dict[str, Any]], *, device, amp_dtype=None,
+                      batch_size: int = VALIDATION_BATCH) -> np.ndarray:
+        """Class probabilities ``(len(cases), K)`` of cached cases (model in eval mode)."""
+        from .formats import load_volume
+
+        arrays = (load_volume(c["image"], mmap=True).array for c in cases)
+        return predict_arrays(model, arrays, two_d=self.recipe["dim"] == 2, device=device,
+                              amp_dtype=amp_dtype, batch_size=batch_size)
+
+    def validate(self, model, *, device, amp_dtype=None) -> dict[str, float]:
+        """Accuracy, balanced accuracy and AUC on the validation cases; ``score`` is the AUC
+        (the balanced accuracy where the AUC is undefined)."""
+        if not self.val_cases:
+            return {}
+        probs = self.probabilities(model, self.val_cases, device=device, amp_dtype=amp_dtype)
+        truth = np.array([c["label"] for c in self.val_cases])
+        result = evaluate(truth, probs)
+        result["score"] = result["auc"] if math.isfinite(result["auc"]) else result["balanced-accuracy"]
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        return {"options": asdict(self.options)}
+
+
+def evaluate(truth: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """:data:`METRICS` of class indices ``truth`` against probabilities ``probs`` (arg-max
+    predictions), by :mod:`medtool.classification`."""
+    from . import classification
+
+    pred = probs.argmax(axis=1)
+    classes = probs.shape[1]
+    return {"accuracy": classification.accuracy(truth, pred),
+            "balanced-accuracy": classification.balanced_accuracy(truth, pred, classes),
+            "auc": classification.auc(truth, probs)}
+
+
+def predict_arrays(model, arrays, *, two_d: bool, device, amp_dtype=None,
+                   batch_size: int = VALIDATION_BATCH) -> np.ndarray:
+    """Softmax probabilities of prepared arrays ``(Z, Y, X)`` (an iterable), in batches."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out, pending = [], []
+
+    def flush() -> None:
+        batch = torch.from_numpy(np.stack(pending)).to(device)[:, None]
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(batch)
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        pending.clear()
+
+    try:
+        for array in arrays:
+            array = np.asarray(array, dtype=np.float32)
+            pending.append(array[0] if two_d else array)
+            if len(pending) == batch_size:
+                flush()
+        if pending:
+            flush()
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def prediction_rows(case_ids: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows ``case_id, prob_<class>..., pred`` (the arg-max class)."""
+    from .tables import CASE_ID
+
+    rows = []
+    for case, p in zip(case_ids, probs):
+        row: dict[str, Any] = {CASE_ID: case}
+        row.update({f"{PROB_PREFIX}{name}": float(v) for name, v in zip(classes, p)})
+        row[PRED_COLUMN] = classes[int(np.argmax(p))]
+        rows.append(row)
+    return rows
+
+
+def prediction_columns(classes: Sequence[str]) -> list[str]:
+    from .tables import CASE_ID
+
+    return [CASE_ID, *[f"{PROB_PREFIX}{name}" for name in classes], PRED_COLUMN]
+
+
+# -- prediction -------------------------------------------------------------------------------------------
+@dataclass
+class _Load:
+    source: str
+    recipe: dict[str, Any]
+
+
+def _load_prepared(job: _Load) -> np.ndarray:
+    from .formats import load_volume
+
+    return prepare_image(load_volume(job.source, mmap=True), job.recipe, path=job.source).array
+
+
+def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out: str | Path, *,
+                  batch_size: int = 4, device, amp: str = "auto", suffix: str = "", force: bool = False,
+                  workers: int = 1, shard: tuple[int, int] | None = None, progress: bool = False,
+                  on_error=None):
+    """``medtool predict`` for a classification checkpoint: every volume under ``inputs`` to one
+    row of the CSV ``out`` (``case_id,prob_<class>...,pred``; inputs named ``<case id><suffix>``),
+    the model loaded once, volumes
+    prepared as the recipe says (in ``workers`` processes) and classified in batches.
+
+    Returns a :class:`~medtool.batch.BatchResult` whose results are the rows (in input order).
+    """
+    from .batch import BatchResult, run_batch
+    from .files import check_writable, take_shard
+    from .tables import write_csv
+    from .train import amp_dtype, build_model
+
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise UsageError(f"{out}: a classify checkpoint writes one CSV table", hint="name the output <name>.csv")
+    check_writable(out, force=force)
+    recipe = checkpoint["recipe"]
+    found = take_shard(case_files(inputs, suffix), shard)
+    if not found:
+        raise InputError(f"no volume files{f' named <case>{suffix}' if suffix else ''}",
+                         path=inputs[0] if inputs else None, hint="give volumes or folders (and check --suffix)")
+    ids = [case for case, _ in found]
+    sources = [path for _, path in found]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise UsageError(f"case ids found twice among the inputs: {_named(twice)}",
+                         hint="the table has one row per case id (file name without suffix)")
+    model = build_model(checkpoint).to(device)
+    dtype = amp_dtype(amp, device)
+    probs: dict[int, np.ndarray] = {}
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        values = predict_arrays(model, [a for _, a in pending], two_d=recipe["dim"] == 2, device=device,
+                                amp_dtype=dtype, batch_size=len(pending))
+        probs.update({i: p for (i, _), p in zip(pending, values)})
+        pending.clear()
+
+    def take(index: int, array: np.ndarray) -> None:
+        pending.append((index, array))
+        if len(pending) == batch_size:
+            flush()
+
+    jobs = [_Load(str(s), recipe) for s in sources]
+    outcome = run_batch(_load_prepared, jobs, workers=workers, description="classifying", progress=progress,
+                        on_error=on_error, name=lambda job: job.source, on_result=take)
+    if pending:
+        flush()
+    done = sorted(probs)
+    rows = prediction_rows([ids[i] for i in done], np.array([probs[i] for i in done]), recipe["classes"])
+    if rows:
+        write_csv(out, prediction_columns(recipe["classes"]), rows, force=force)
+    return BatchResult(results=rows, failures=outcome.failures)

@@ -1,0 +1,122 @@
+"""Classification task: it learns on phantom CT, metrics match scikit-learn, the checkpoint
+reproduces its validation, and bad inputs stop before any training."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
+from medtool.classify import ClassifyOptions, class_weights, evaluate, match_labels, read_labels
+from medtool.errors import InputError, UsageError
+from medtool.formats import load_volume, save_volume
+from medtool.train import LAST, TrainConfig, build_model, fit, load_checkpoint, make_task
+from medtool.volume import Volume
+
+from .classdata import write_class_dataset
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from medtool.cli import app
+
+    runner = CliRunner()
+    return write_class_dataset(tmp_path_factory.mktemp("classify"),
+                               lambda *a: runner.invoke(app, [str(x) for x in a]))
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    crops, labels, folds = data
+    run = tmp_path_factory.mktemp("run") / "run"
+    options = ClassifyOptions(images=str(crops), labels=str(labels), folds=str(folds), fold=0,
+                              augment="none", width=8, dropout=0.0)
+    task = make_task("classify", options)
+    config = TrainConfig(epochs=12, steps_per_epoch=0, batch_size=3, lr=3e-3, schedule="constant", seed=1)
+    summary = fit(task, config, run, device=CPU, progress=False)
+    return task, run, summary
+
+
+def test_it_learns_the_training_cases(trained):
+    task, run, summary = trained
+    model = build_model(load_checkpoint(run / LAST))
+    truth = np.array([c["label"] for c in task.train_cases])
+    assert set(truth) == {0, 1}
+    probs = task.probabilities(model, task.train_cases, device=CPU)
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    metrics = evaluate(truth, probs)
+    # above chance on the training set (chance: balanced accuracy and AUC 0.5)
+    assert metrics["balanced-accuracy"] > 0.5 and metrics["auc"] > 0.5
+    # the metrics are scikit-learn's
+    pred = probs.argmax(axis=1)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(truth, pred))
+    assert metrics["balanced-accuracy"] == pytest.approx(balanced_accuracy_score(truth, pred))
+    assert metrics["auc"] == pytest.approx(roc_auc_score(truth, probs[:, 1]))
+
+
+def test_checkpoint_holds_the_recipe_and_reproduces_validation(trained):
+    task, run, summary = trained
+    checkpoint = load_checkpoint(run / LAST)
+    recipe = checkpoint["recipe"]
+    assert recipe["classes"] == ["0", "1"] and recipe["dim"] == 3
+    assert recipe["shape"] == [12, 32, 32] and recipe["spacing"] == [None, None, None]   # taken as they are
+    assert recipe["normalize"]["mode"] == "ct"
+    assert checkpoint["model"]["name"] == "simple3d" and checkpoint["model"]["config"]["num_classes"] == 2
+    # one pass over 3 training cases in batches of 3 is 1 batch: the floor of 10 applies
+    assert checkpoint["training"]["config"]["steps_per_epoch"] == 10
+    again = task.validate(build_model(checkpoint), device=CPU)
+    assert again == pytest.approx(checkpoint["metrics"])
+    assert set(checkpoint["metrics"]) == {"accuracy", "balanced-accuracy", "auc", "score"}
+
+
+def test_balanced_class_weights_are_sklearns():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = [0, 0, 0, 1, 2, 2]
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=np.array(labels))
+    assert class_weights("balanced", labels, ["a", "b", "c"]) == pytest.approx(expected)
+    assert class_weights("none", labels, ["a", "b", "c"]) == [1.0, 1.0, 1.0]
+    assert class_weights("1,2,3", labels, ["a", "b", "c"]) == [1.0, 2.0, 3.0]
+    with pytest.raises(UsageError, match="no training case of class c"):
+        class_weights("balanced", [0, 1], ["a", "b", "c"])
+    with pytest.raises(UsageError, match="2 weights for 3 classes"):
+        class_weights("1,2", labels, ["a", "b", "c"])
+
+
+def test_labels_must_match_the_images(tmp_path):
+    for case in ("a", "b", "c"):
+        save_volume(Volume(np.zeros((4, 8, 8), np.int16)), tmp_path / "img" / f"{case}_masked.npy")
+    save_volume(Volume(np.zeros((4, 8, 8), np.uint8)), tmp_path / "img" / "a.npy")   # not an image
+    table = tmp_path / "labels.csv"
+    table.write_text("case_id,label\na,1\nb,0\nd,1\n")
+    labels = read_labels(table, id_column="case_id", label_column="label")
+    with pytest.raises(InputError) as error:
+        match_labels(tmp_path / "img", table, labels, "_masked")
+    text = str(error.value)
+    assert "1 images have no label (c)" in text and "1 labels have no image (d)" in text
+    table.write_text("case_id,label\na,1\nb,0\nc,1\n")
+    cases = match_labels(tmp_path / "img", table, read_labels(table, id_column="case_id", label_column="label"),
+                         "_masked")
+    assert [c.case_id for c in cases] == ["a", "b", "c"]
+    table.write_text("case_id,label\na,1\na,0\n")
+    with pytest.raises(InputError, match="line 3: case a is listed twice"):
+        read_labels(table, id_column="case_id", label_column="label")
+    with pytest.raises(InputError, match="no column 'outcome'"):
+        read_labels(table, id_column="case_id", label_column="outcome")
+
+
+def test_recipe_shape_crops_and_pads_about_the_centre():
+    from medtool.segmentation import to_model_space
+
+    array = np.arange(4 * 6 * 6, dtype=np.float32).reshape(4, 6, 6)
+    volume = Volume(array, spacing=(2.0, 1.0, 1.0), origin=(10.0, 20.0, 30.0))
+    out = to_model_space(volume, {"spacing": [None, None, None], "shape": [2, 8, 4]})
+    assert out.shape == (2, 8, 4)
+    # the same voxels: z 1..2, y padded by one on each side, x 1..4 (hand-computed)
+    assert np.array_equal(out.array[:, 1:7, :], array[1:3, :, 1:5])
+    assert np.all(out.array[:, 0] == array.min()) and np.all(out.array[:, 7] == array.min())
+    # origin in LPS (x, y, z): x one column in, y one row out, z one slice (2 mm) in
+    assert np.allclose(out.origin, (10.0 + 1.0, 20.0 - 1.0, 30.0 + 2.0))
