@@ -9,8 +9,9 @@ only. Every transform has its own probability per sample.
 Tensors are ``(B, C, *spatial)`` images and ``(B, *spatial)`` integer masks, spatial axes in
 array order (``(z, y, x)`` or ``(y, x)``). The spatial part is an affine matrix per sample in
 voxel units about the patch centre (:meth:`Augmenter.sample_affine`), so points (box corners,
-landmarks) can be carried through the same transform with :func:`map_points` (the detection
-task's boxes will use it; elastic deformation is then left off).
+landmarks) can be carried through the same transform with :func:`map_points`, and boxes with
+:func:`map_boxes` (:meth:`Augmenter.with_boxes`, used by the detection task; elastic
+deformation is then left off, since no affine map follows it).
 
 Mirroring swaps left and right, so it is off in ``light``: a model that must tell the right
 lung from the left one (lateralised labels) learns nothing with flips; turn them on
@@ -43,6 +44,9 @@ class AugmentConfig:
     ----------
     flip
         Probability of mirroring each spatial axis.
+    hflip
+        Probability of mirroring the last axis (x, left-right) only: chest X-rays are flipped
+        sideways, never upside down.
     rotate, p_rotate
         Largest in-plane rotation (degrees, about the z axis; the only one in 2D) and its
         probability.
@@ -52,6 +56,8 @@ class AugmentConfig:
         Zoom factor range (``scale=0.85,1.25``) and its probability.
     shear
         Largest shear factor between in-plane axes (applied with ``p_rotate``).
+    shift, p_shift
+        Largest translation as a fraction of the size of each axis, and its probability.
     elastic, p_elastic
         Largest displacement of the elastic deformation in voxels, and its probability.
     intensity_scale, p_intensity
@@ -67,12 +73,15 @@ class AugmentConfig:
     """
 
     flip: float = 0.0
+    hflip: float = 0.0
     rotate: float = 0.0
     rotate_3d: float = 0.0
     p_rotate: float = 0.0
     scale: tuple[float, float] = (1.0, 1.0)
     p_scale: float = 0.0
     shear: float = 0.0
+    shift: float = 0.0
+    p_shift: float = 0.0
     elastic: float = 0.0
     p_elastic: float = 0.0
     intensity_scale: tuple[float, float] = (1.0, 1.0)
@@ -96,6 +105,11 @@ PRESETS: dict[str, AugmentConfig] = {
                            intensity_scale=(0.75, 1.25), intensity_shift=0.2, p_intensity=0.15,
                            gamma=(0.7, 1.5), p_gamma=0.3, noise=0.1, p_noise=0.15,
                            blur=(0.5, 1.0), p_blur=0.2),
+    # the seeds' chest X-ray detection recipe (boxes follow): scale, rotation up to 6 degrees,
+    # shear, shift, horizontal flip, gamma, blur and noise; no elastic deformation
+    "detect": AugmentConfig(hflip=0.5, rotate=6.0, p_rotate=0.5, scale=(0.85, 1.15), p_scale=0.5,
+                            shear=0.05, shift=0.06, p_shift=0.5, gamma=(0.8, 1.25), p_gamma=0.3,
+                            noise=0.05, p_noise=0.2, blur=(0.5, 1.0), p_blur=0.2),
 }
 
 
@@ -174,7 +188,8 @@ class Augmenter:
     @property
     def spatial(self) -> bool:
         c = self.config
-        return c.flip > 0 or c.p_rotate > 0 or c.p_scale > 0 or c.p_elastic > 0
+        return c.flip > 0 or c.hflip > 0 or c.p_rotate > 0 or c.p_scale > 0 or c.p_elastic > 0 or (
+            c.p_shift > 0 and c.shift > 0)
 
     # -- spatial --------------------------------------------------------------------------------
     def sample_affine(self, batch: int, dim: int) -> torch.Tensor:
@@ -183,6 +198,8 @@ class Augmenter:
         c, g = self.config, self.generator
         matrix = torch.eye(dim, dtype=torch.float64).repeat(batch, 1, 1)
         flips = torch.where(_chance(c.flip, batch * dim, g).reshape(batch, dim), -1.0, 1.0)
+        if c.hflip > 0:                         # drawn only when asked: other streams stay as they were
+            flips[:, -1] *= torch.where(_chance(c.hflip, batch, g), -1.0, 1.0)
         matrix = matrix * flips.to(torch.float64)[:, None, :]
         zoom = torch.where(_chance(c.p_scale, batch, g), _uniform(*c.scale, batch, g), torch.ones(batch, dtype=torch.float64))
         # zooming in (factor > 1) samples a smaller input region
@@ -203,13 +220,26 @@ class Augmenter:
                 matrix = _rotation(a, b, tilt, dim) @ matrix
         return matrix
 
-    def _grid(self, matrix: torch.Tensor, shape: Sequence[int], device, elastic: torch.Tensor | None) -> torch.Tensor:
+    def sample_shift(self, batch: int, shape: Sequence[int]) -> torch.Tensor:
+        """Per-sample translations ``(B, dim)`` in voxels (array order), added to the input
+        position: ``input = centre + A (output - centre) + shift``; zeros unless ``p_shift``."""
+        c, dim = self.config, len(shape)
+        if c.p_shift <= 0 or c.shift <= 0:
+            return torch.zeros(batch, dim, dtype=torch.float64)
+        chosen = _chance(c.p_shift, batch, self.generator)
+        amount = _uniform(-c.shift, c.shift, batch * dim, self.generator).reshape(batch, dim)
+        return amount * torch.tensor([float(n) for n in shape], dtype=torch.float64) * chosen[:, None]
+
+    def _grid(self, matrix: torch.Tensor, shape: Sequence[int], device, elastic: torch.Tensor | None,
+              shift: torch.Tensor | None = None) -> torch.Tensor:
         """Sampling grid for ``grid_sample`` (coordinates in x, y[, z] order, align_corners)."""
         dim = len(shape)
         half = torch.tensor([(n - 1) / 2 if n > 1 else 1.0 for n in shape], dtype=torch.float64)
         normalised = matrix * half[None, :, None] / half[None, None, :]   # D^-1 A D in array order
         theta = torch.zeros(len(matrix), dim, dim + 1, dtype=torch.float64)
         theta[:, :, :dim] = normalised.flip(1).flip(2)                      # to grid (x, y, z) order
+        if shift is not None:
+            theta[:, :, dim] = (shift / half).flip(1)                      # D^-1 t
         grid = F.affine_grid(theta.float().to(device), [len(matrix), 1, *shape], align_corners=True)
         if elastic is not None:
             grid = grid + elastic
@@ -235,20 +265,27 @@ class Augmenter:
 
     def spatial_transform(self, image: torch.Tensor, mask: torch.Tensor | None = None):
         """Apply one random spatial transform per sample to ``image`` and ``mask``."""
+        image, mask, _ = self._spatial(image, mask, None)
+        return image, mask
+
+    def _spatial(self, image: torch.Tensor, mask: torch.Tensor | None, boxes: torch.Tensor | None):
         shape = image.shape[2:]
         batch, dim = image.shape[0], len(shape)
         matrix = self.sample_affine(batch, dim)
-        elastic = self._elastic(batch, shape, image.device)
+        shift = self.sample_shift(batch, shape)
+        elastic = None if boxes is not None else self._elastic(batch, shape, image.device)
         identity = torch.eye(dim, dtype=torch.float64)
-        if elastic is None and torch.allclose(matrix, identity.expand_as(matrix)):
-            return image, mask
-        grid = self._grid(matrix, shape, image.device, elastic)
+        if elastic is None and torch.allclose(matrix, identity.expand_as(matrix)) and not shift.any():
+            return image, mask, boxes
+        grid = self._grid(matrix, shape, image.device, elastic, shift if shift.any() else None)
         image = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="zeros",
                               align_corners=True)
         if mask is not None:
             mask = F.grid_sample(mask[:, None].float(), grid.float(), mode="nearest",
                                  padding_mode="zeros", align_corners=True)[:, 0].to(mask.dtype)
-        return image, mask
+        if boxes is not None:
+            boxes = map_boxes(boxes, matrix, shape, shift).to(boxes.dtype)
+        return image, mask, boxes
 
     # -- intensity ------------------------------------------------------------------------------
     def intensity_transform(self, image: torch.Tensor) -> torch.Tensor:
@@ -287,6 +324,14 @@ class Augmenter:
         image = self.intensity_transform(image)
         return image, mask
 
+    def with_boxes(self, image: torch.Tensor, boxes: torch.Tensor):
+        """Augment a 2D batch ``(B, C, H, W)`` and its boxes ``(B, K, 4)`` (``x0 y0 x1 y1`` in
+        pixel edges, NaN rows for padding): the boxes follow the spatial transform
+        (:func:`map_boxes`; no elastic deformation), then the intensity transforms."""
+        if self.spatial:
+            image, _, boxes = self._spatial(image, None, boxes)
+        return self.intensity_transform(image), boxes
+
 
 def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``(N, C, *spatial)`` over every spatial axis (edges replicated)."""
@@ -306,10 +351,63 @@ def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return image
 
 
-def map_points(points: torch.Tensor, matrix: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+def map_points(points: torch.Tensor, matrix: torch.Tensor, shape: Sequence[int],
+               shift: torch.Tensor | None = None) -> torch.Tensor:
     """Where voxel positions ``points`` (``(N, dim)``, array order) of the input land in the
-    output of the affine transform ``matrix`` (from :meth:`Augmenter.sample_affine`) on a patch
-    of ``shape``: ``centre + matrix^-1 (p - centre)``."""
-    centre = torch.tensor([(n - 1) / 2 for n in shape], dtype=torch.float64)
+    output of the affine transform ``matrix`` (from :meth:`Augmenter.sample_affine`) and
+    ``shift`` (from :meth:`Augmenter.sample_shift`) on a patch of ``shape``:
+    ``centre + matrix^-1 (p - centre - shift)``.
+
+    Batched: ``points (B, N, dim)`` with ``matrix (B, dim, dim)`` and ``shift (B, dim)``.
+    """
+    centre = torch.tensor([(n - 1) / 2 for n in shape], dtype=torch.float64, device=points.device)
     offsets = points.to(torch.float64) - centre
-    return offsets @ torch.linalg.inv(matrix).T + centre
+    if shift is not None:
+        offsets = offsets - shift.to(offsets)[..., None, :] if offsets.ndim == 3 else offsets - shift.to(offsets)
+    inverse = torch.linalg.inv(matrix.to(offsets))
+    return offsets @ inverse.transpose(-1, -2) + centre
+
+
+#: Where each side of a box is sampled by :func:`map_boxes` (fractions of its length).
+EDGE_FRACTIONS = (1 / 3, 2 / 3)
+#: A mapped box is dropped when less than this share of it stays inside the image.
+MIN_BOX_INSIDE = 0.25
+
+
+def box_edge_points(boxes: torch.Tensor) -> torch.Tensor:
+    """The 8 points at 1/3 and 2/3 of each side of ``boxes (..., 4)`` (``x0 y0 x1 y1``):
+    ``(..., 8, 2)`` as ``(x, y)``."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    a, b = EDGE_FRACTIONS
+    xa, xb = x0 + a * (x1 - x0), x0 + b * (x1 - x0)
+    ya, yb = y0 + a * (y1 - y0), y0 + b * (y1 - y0)
+    xs = torch.stack([xa, xb, xa, xb, x0, x0, x1, x1], dim=-1)
+    ys = torch.stack([y0, y0, y1, y1, ya, yb, ya, yb], dim=-1)
+    return torch.stack([xs, ys], dim=-1)
+
+
+def map_boxes(boxes: torch.Tensor, matrix: torch.Tensor, shape: Sequence[int],
+              shift: torch.Tensor | None = None, *, clip: bool = True) -> torch.Tensor:
+    """Boxes ``(B, K, 4)`` (``x0 y0 x1 y1``, pixel edges: pixel ``i`` spans ``[i, i + 1)``; NaN
+    rows are padding) through the per-sample transform of a 2D batch of ``shape`` ``(H, W)``.
+
+    The seeds' recipe: the 8 points at 1/3 and 2/3 of each side are mapped and the new box is
+    their bounding box, which stays tight under rotation (the 4 corners would inflate it) and
+    is exact for flips and right-angle rotations. With ``clip`` the boxes are clipped to the
+    image and those keeping less than :data:`MIN_BOX_INSIDE` of their area become NaN rows.
+    """
+    batch, slots = boxes.shape[:2]
+    points = box_edge_points(boxes.to(torch.float64)).reshape(batch, slots * 8, 2)
+    index = points.flip(-1) - 0.5                          # (y, x) voxel-centre coordinates
+    mapped = map_points(index, matrix, shape, shift).flip(-1) + 0.5
+    mapped = mapped.reshape(batch, slots, 8, 2)
+    out = torch.cat([mapped.amin(dim=2), mapped.amax(dim=2)], dim=-1)
+    if not clip:
+        return out
+    height, width = shape
+    limits = torch.tensor([width, height, width, height], dtype=out.dtype, device=out.device)
+    clipped = torch.minimum(out.clamp_min(0), limits)
+    area = (out[..., 2] - out[..., 0]) * (out[..., 3] - out[..., 1])
+    kept = (clipped[..., 2] - clipped[..., 0]) * (clipped[..., 3] - clipped[..., 1])
+    lost = ~(kept >= MIN_BOX_INSIDE * area) | ~(kept > 0)          # NaN rows stay NaN
+    return torch.where(lost[..., None], torch.full_like(clipped, math.nan), clipped)

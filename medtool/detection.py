@@ -1,0 +1,663 @@
+"""The detection task: chest X-rays and an RSNA box table to a RetinaNet, and its predictions.
+
+Images are the 2D files under ``images``: DICOM (any file name; CR/DX/..., rescale applied,
+MONOCHROME1 inverted), PNG / JPEG / TIFF, or any medtool volume format holding a 2D image (or
+a one-slice volume). The image id (RSNA ``patientId``) is the file name without its suffix.
+The box table is RSNA form ``patientId,x,y,width,height,Target`` (pixels of the original
+image): every image needs at least one row, ``Target 0`` (no box) for a negative. Nothing is
+trained when the table and the images disagree (ids without an image, images without a row), a
+box leaves its image or has no area, or an input is not 2D: one line names the problem.
+
+The **recipe** stored in the checkpoint: ``size`` (the square model input: each image is scaled
+by ``size / max(rows, columns)`` keeping its aspect, antialiased, and padded at the bottom /
+right: a letterbox, so IoUs are unchanged and boxes map back exactly), ``normalize`` (per-image
+z-score by default, as segmentation's), ``anchor_sizes`` (base size per FPN level P3-P7, planned
+from the training boxes: the smallest level starts at the power of two below their 5th
+percentile of ``sqrt(w h)``), ``anchor_ratios``, ``nms`` and ``min_score`` (the score cut that
+gave the best validation map-iou, used by ``predict`` unless ``--min-score`` is given).
+
+Training samples every training image once per epoch (seeded order), with the box-aware
+augmentation of :mod:`medtool.augment` (``detect`` preset: the seeds' recipe) and RetinaNet's
+focal + box-regression loss. Validation runs the model on the validation images and reports the
+RSNA map-iou (:func:`medtool.boxes.map_iou`) at the best of a grid of score cuts (``map_iou``,
+``min_score``), which also picks ``best.pt``.
+
+Prediction (:func:`predict_files`) writes the RSNA submission table ``patientId,PredictionString``
+(``conf x y w h`` groups in original pixels, best first) that ``medtool score --metric map-iou``
+reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError, UsageError
+from .segmentation import CT_WINDOW, NORMALIZATIONS, normalize, normalize_spec
+
+#: Suffixes of ordinary picture files (read with Pillow).
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Suffixes stripped from DICOM file names to give the image id.
+DICOM_SUFFIXES = (".dcm", ".dicom")
+#: The model size must be a multiple of this (the stride of FPN level P5).
+SIZE_MULTIPLE = 32
+#: Model names (torchvision RetinaNet backbones).
+MODELS = ("resnet18-fpn", "resnet34-fpn", "resnet50-fpn")
+#: A box may overhang its image by this many pixels (rounding in the table) before it is refused.
+BOX_TOLERANCE_PX = 0.5
+#: Score cuts tried at validation (the best is kept as the recipe's ``min_score``).
+SCORE_CUTS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+#: Score cut used before any validation chose one.
+DEFAULT_MIN_SCORE = 0.5
+#: Percentile of the training boxes' sqrt(w h) the smallest anchors start below.
+ANCHOR_PERCENTILE = 5
+#: Images per validation forward pass.
+VALIDATION_BATCH = 8
+#: Cache index file.
+CACHE_INDEX = "index.json"
+#: Image ids named in an error message before "...".
+NAMED_IDS = 5
+#: Columns of the prediction table.
+PREDICTION_COLUMNS = ("patientId", "PredictionString")
+
+
+@dataclass
+class DetectOptions:
+    """What ``medtool train --task detect`` was asked for (stored in the checkpoint)."""
+
+    images: str | None = None
+    boxes: str | None = None
+    folds: str | None = None
+    fold: int | None = None
+    val_fraction: float = 0.2
+    size: int = 256
+    normalize: str = "auto"
+    window: list[float] = field(default_factory=lambda: list(CT_WINDOW))
+    model: str = "resnet50-fpn"
+    weights: str | None = None
+    fpn_width: int = 256
+    anchor_sizes: list[float] | None = None
+    anchor_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    nms: float = 0.5
+    class_name: str = "opacity"
+    augment: str = "detect"
+    aug: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Raise :class:`UsageError` for impossible combinations (before any work)."""
+        from .augment import make_config
+        from .models.retinanet import LEVEL_STRIDES
+
+        if self.images is None or self.boxes is None:
+            raise UsageError("--task detect needs --images DIR and --boxes CSV (RSNA form)")
+        if self.model not in MODELS:
+            raise UsageError(f"--model {self.model}: choose one of {', '.join(MODELS)} for --task detect")
+        if self.size < SIZE_MULTIPLE * 2 or self.size % SIZE_MULTIPLE:
+            raise UsageError(f"--size {self.size}: give a multiple of {SIZE_MULTIPLE} "
+                             f"(at least {2 * SIZE_MULTIPLE}), e.g. 256 or 512")
+        if self.normalize not in NORMALIZATIONS:
+            raise UsageError(f"--normalize {self.normalize}: choose one of {', '.join(NORMALIZATIONS)}")
+        if self.anchor_sizes is not None and (len(self.anchor_sizes) != len(LEVEL_STRIDES)
+                                              or min(self.anchor_sizes) <= 0):
+            raise UsageError(f"--anchor-sizes needs {len(LEVEL_STRIDES)} positive sizes (one per FPN level "
+                             f"P3-P7, model pixels), got {self.anchor_sizes}")
+        if not self.anchor_ratios or min(self.anchor_ratios) <= 0:
+            raise UsageError("--anchor-ratios needs positive height/width ratios")
+        if not 0 < self.nms <= 1:
+            raise UsageError("--nms must be an IoU in (0, 1]")
+        if self.fpn_width < 8:
+            raise UsageError("--fpn-width must be at least 8")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise UsageError(f"--weights {self.weights}: no such file", hint="give a local state dict (.pt/.pth)")
+        make_config(self.augment, self.aug)
+
+
+# -- reading images ------------------------------------------------------------------------------------
+def image_id(path: str | Path) -> str:
+    """The RSNA ``patientId`` of an image file: its name without the format suffix."""
+    from .files import strip_suffix, volume_suffix
+
+    path = Path(path)
+    if volume_suffix(path):
+        return strip_suffix(path)
+    if path.suffix.lower() in PICTURE_SUFFIXES + DICOM_SUFFIXES:
+        return path.name[: -len(path.suffix)]
+    return path.name
+
+
+def find_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """The image files under ``inputs``: volume and picture files by suffix, DICOM by content
+    (sidecars and other files are left out; files named directly are kept)."""
+    from .dicom import is_dicom
+    from .files import find_files, volume_suffix
+
+    found = []
+    named = {Path(p) for p in inputs if not Path(p).is_dir()}
+    for path in find_files(inputs, suffixes=None):
+        if path in named or volume_suffix(path) or path.suffix.lower() in PICTURE_SUFFIXES or is_dicom(path):
+            if path.suffix.lower() == ".json" and path not in named:
+                continue
+            found.append(path)
+    return found
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, str]:
+    """A 2D image as float32 ``(rows, columns)`` and its units (``raw`` or ``HU``).
+
+    Raises
+    ------
+    InputError
+        Unreadable, not an image, or not 2D (a CT volume, a multi-frame file).
+    """
+    from .files import volume_suffix
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", path=path, hint="check the path")
+    if volume_suffix(path):
+        from .formats import load_volume
+
+        volume = load_volume(path, mmap=True)
+        array, units = volume.array, volume.units
+    elif path.suffix.lower() in PICTURE_SUFFIXES:
+        array, units = _read_picture(path), "raw"
+    else:
+        array, units = _read_dicom(path), "raw"
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        what = (f"a 3D volume ({array.shape[0]} slices, shape {list(array.shape)})" if array.ndim == 3
+                else f"a {array.ndim}D array (shape {list(array.shape)})")
+        raise InputError(f"{what} is not a 2D X-ray", path=path,
+                         hint="detection takes 2D images (chest X-rays, or one slice of a volume)")
+    if array.dtype.kind not in "iufb" or min(array.shape) < 2:
+        raise InputError(f"not an image ({array.dtype}, shape {list(array.shape)})", path=path,
+                         hint="give grayscale 2D images")
+    return np.asarray(array, dtype=np.float32), units
+
+
+def _read_picture(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "I", "I;16", "F", "1"):
+                if image.mode in ("RGB", "RGBA", "P", "LA") and _is_gray(image):
+                    image = image.convert("L")
+                else:
+                    raise InputError(f"colour image ({image.mode})", path=path, hint="give grayscale X-rays")
+            return np.asarray(image)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read the picture ({exc})", path=path, hint="the file is damaged") from None
+
+
+def _is_gray(image) -> bool:
+    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    from .dicom import NotDicomError, read_frames, read_pixels
+
+    try:
+        frames = read_frames(path)
+    except NotDicomError:
+        raise InputError("not an image file (DICOM, PNG, JPEG, TIFF or a volume format)", path=path,
+                         hint="leave it out of the image folder") from None
+    if len(frames) != 1:
+        raise InputError(f"a {len(frames)}-frame DICOM is not a 2D X-ray", path=path,
+                         hint="detection takes single-frame 2D images")
+    frame = frames[0]
+    pixels = read_pixels(frames)[0].astype(np.float32)
+    if frame.has_rescale:
+        pixels = pixels * np.float32(frame.slope) + np.float32(frame.intercept)
+    if str(frame.facts.get("photometric", "")) == "MONOCHROME1":     # bright is low: invert
+        pixels = pixels.max() + pixels.min() - pixels
+    return pixels
+
+
+def letterbox(array: np.ndarray, size: int, spec: dict[str, Any]) -> tuple[np.ndarray, tuple[float, float]]:
+    """``array`` scaled to fit ``size`` x ``size`` (aspect kept, antialiased), normalised as
+    ``spec`` says and padded with 0 at the bottom / right; returns the image and the per-axis
+    scale ``(sy, sx)`` (model pixels per image pixel)."""
+    import torch
+    from torch.nn import functional as F
+
+    rows, columns = array.shape
+    factor = size / max(rows, columns)
+    new = (max(1, int(round(rows * factor))), max(1, int(round(columns * factor))))
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    if new != (rows, columns):
+        tensor = F.interpolate(tensor, size=new, mode="bilinear", align_corners=False, antialias=True)
+    scaled = normalize(tensor[0, 0].numpy(), spec)
+    out = np.zeros((size, size), dtype=np.float32)
+    out[: new[0], : new[1]] = scaled
+    return out, (new[0] / rows, new[1] / columns)
+
+
+# -- boxes ---------------------------------------------------------------------------------------------
+def read_box_table(path: str | Path):
+    """The RSNA box table as :class:`~medtool.boxes.ImageBoxes` (``x y w h`` per image)."""
+    from .boxes import read_truth
+
+    if not Path(path).is_file():
+        raise InputError("no such file", path=path, hint="give the RSNA box CSV (patientId,x,y,width,height,Target)")
+    return read_truth(path)
+
+
+def check_boxes(image: str, boxes: np.ndarray, shape: Sequence[int], *, table: str | Path) -> None:
+    """Refuse boxes (``x y w h``) without area or outside the image of ``shape`` (rows, columns)."""
+    if not len(boxes):
+        return
+    rows, columns = shape
+    x0, y0, w, h = boxes.T
+    empty = (w <= 0) | (h <= 0)
+    outside = (x0 < -BOX_TOLERANCE_PX) | (y0 < -BOX_TOLERANCE_PX) | (x0 + w > columns + BOX_TOLERANCE_PX) | (
+        y0 + h > rows + BOX_TOLERANCE_PX)
+    bad = np.flatnonzero(empty | outside)
+    if len(bad):
+        box = " ".join(f"{v:g}" for v in boxes[bad[0]])
+        what = "has no area" if empty[bad[0]] else f"lies outside the {columns} x {rows} image"
+        raise InputError(f"box x y w h = {box} of image {image} {what}", path=table,
+                         hint="fix the box table (boxes are pixels of the original image)")
+
+
+def _named(ids: Sequence[str]) -> str:
+    ids = list(ids)
+    return ", ".join(ids[:NAMED_IDS]) + (", ..." if len(ids) > NAMED_IDS else "")
+
+
+@dataclass
+class _CacheJob:
+    image_id: str
+    source: str
+    boxes: list[list[float]]
+    table: str
+    cache: str
+    size: int
+    normalize: dict[str, Any] | None
+
+
+def preprocess_image(job: _CacheJob) -> dict[str, Any]:
+    """Read, check and letterbox one image into the cache; its boxes scaled to model pixels
+    (``x0 y0 x1 y1``)."""
+    from .files import atomic_output
+
+    array, units = read_image(job.source)
+    boxes = np.array(job.boxes, dtype=np.float64).reshape(-1, 4)
+    check_boxes(job.image_id, boxes, array.shape, table=job.table)
+    spec = job.normalize or {"mode": "zscore"}
+    image, (sy, sx) = letterbox(array, job.size, spec)
+    path = Path(job.cache) / f"{job.image_id}.npy"
+    with atomic_output(path, force=True) as temp:
+        np.save(temp, image.astype(np.float16))
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    corners = np.stack([x0 * sx, y0 * sy, (x0 + boxes[:, 2]) * sx, (y0 + boxes[:, 3]) * sy], axis=1)
+    return {"image_id": job.image_id, "image": str(path), "source": job.source, "shape": list(array.shape),
+            "scale": [sy, sx], "units": units, "boxes": np.clip(corners, 0, job.size).tolist()}
+
+
+# -- the task --------------------------------------------------------------------------------------------
+class DetectTask:
+    """Detection for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
+
+    name = "detect"
+    #: The model takes the targets in its forward pass (torchvision detection models do).
+    model_takes_targets = True
+
+    def __init__(self, options: DetectOptions, *, recipe: dict[str, Any] | None = None):
+        options.check()
+        self.options = options
+        self.recipe: dict[str, Any] = recipe or {}
+        self.train_cases: list[dict[str, Any]] = []
+        self.val_cases: list[dict[str, Any]] = []
+
+    # -- data ------------------------------------------------------------------------------------
+    def cases(self):
+        """The images matched to the box table: ``(cases, boxes by id)``.
+
+        Raises
+        ------
+        InputError
+            No images, an id twice, table ids without an image or images without a row.
+        """
+        from .datasets import Case
+
+        o = self.options
+        table = read_box_table(o.boxes)
+        paths = find_images([o.images])
+        if not paths:
+            raise InputError("no image files", path=o.images, hint="give the folder of X-rays (DICOM, PNG or volumes)")
+        ids = [image_id(p) for p in paths]
+        twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+        if twice:
+            raise InputError(f"image ids found twice: {_named(twice)}", path=o.images, hint="keep one file per image")
+        listed = set(table.ids)
+        missing = sorted(listed - set(ids))
+        unlisted = sorted(set(ids) - listed)
+        if missing or unlisted:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} ids of the box table have no image ({_named(missing)})")
+            if unlisted:
+                parts.append(f"{len(unlisted)} images have no row ({_named(unlisted)})")
+            raise InputError(f"the box table does not match the images in {o.images}: {'; '.join(parts)}",
+                             path=o.boxes, hint="give every image a row (Target 0 for no box) and every row an image")
+        rows = {image: k for k, image in enumerate(table.ids)}
+        boxes = {image: table.boxes[rows[image], : table.counts[rows[image]]] for image in ids}
+        return [Case(i, p) for i, p in zip(ids, paths)], boxes
+
+    def prepare(self, cache: Path, *, seed: int, workers: int = 1, progress: bool = False,
+                build_cache: bool = True, on_error=None) -> None:
+        """Match, check and split the images, write/read the cache, plan the recipe."""
+        from .datasets import read_folds, split_cases
+
+        o = self.options
+        cases, boxes = self.cases()
+        folds = read_folds(o.folds) if o.folds else None
+        train, val = split_cases(cases, folds=folds, fold=o.fold, val_fraction=o.val_fraction, seed=seed)
+        if not train:
+            raise UsageError("no training images left after taking out the validation fold")
+        size = self.recipe.get("size", o.size)
+        spec = self.recipe.get("normalize")
+        cache = Path(cache)
+        if build_cache:
+            entries = self._build_cache(train + val, boxes, cache, size, spec, workers=workers,
+                                        progress=progress, on_error=on_error)
+        else:
+            entries = json.loads((cache / CACHE_INDEX).read_text())["cases"]
+        by_id = {e["image_id"]: e for e in entries}
+        self.train_cases = [by_id[c.case_id] for c in train]
+        self.val_cases = [by_id[c.case_id] for c in val]
+        if not any(e["boxes"] for e in self.train_cases):
+            raise InputError("no training image has a box", path=o.boxes,
+                             hint="the detector needs positive images (rows with Target 1)")
+        if not self.recipe:
+            self.recipe = self._plan(self.train_cases)
+
+    def _plan(self, train: list[dict[str, Any]]) -> dict[str, Any]:
+        from .models.retinanet import LEVEL_STRIDES
+
+        o = self.options
+        units = train[0]["units"]
+        spec = normalize_spec(o, units)
+        if o.anchor_sizes is not None:
+            sizes = [float(s) for s in o.anchor_sizes]
+        else:
+            corners = np.array([b for e in train for b in e["boxes"]], dtype=np.float64).reshape(-1, 4)
+            sides = np.sqrt((corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1]))
+            low = max(float(np.percentile(sides, ANCHOR_PERCENTILE)), 4.0)
+            base = 2.0 ** math.floor(math.log2(low))
+            sizes = [base * 2 ** level for level in range(len(LEVEL_STRIDES))]
+        return {"size": o.size, "shape": [o.size, o.size], "spacing": None, "normalize": spec,
+                "anchor_sizes": sizes, "anchor_ratios": [float(r) for r in o.anchor_ratios],
+                "nms": o.nms, "min_score": DEFAULT_MIN_SCORE, "classes": ["background", o.class_name]}
+
+    def _build_cache(self, cases, boxes, cache: Path, size: int, spec, *, workers, progress, on_error):
+        from .batch import run_batch
+        from .files import atomic_write_text
+
+        o = self.options
+        if spec is None:                      # planned from the first image's units
+            units = read_image(cases[0].image)[1]
+            spec = normalize_spec(o, units)
+        cache.mkdir(parents=True, exist_ok=True)
+        index_path = cache / CACHE_INDEX
+        key = {"size": size, "normalize": spec, "boxes": str(Path(o.boxes).resolve())}
+        if index_path.is_file():
+            index = json.loads(index_path.read_text())
+            have = {e["image_id"]: e for e in index["cases"]}
+            if index.get("key") == key and all(c.case_id in have and Path(have[c.case_id]["image"]).exists()
+                                               for c in cases):
+                return [have[c.case_id] for c in cases]
+        jobs = [_CacheJob(c.case_id, str(c.image), boxes[c.case_id].tolist(), str(o.boxes), str(cache), size, spec)
+                for c in cases]
+        outcome = run_batch(preprocess_image, jobs, workers=workers, description="preprocessing",
+                            progress=progress, on_error=on_error, name=lambda job: job.source)
+        if outcome.failures:
+            error = outcome.failures[0][1]
+            if len(outcome.failures) > 1:
+                error.what += f" (and {len(outcome.failures) - 1} more images failed)"
+            raise error
+        atomic_write_text(index_path, json.dumps({"key": key, "cases": outcome.results}), force=True)
+        return outcome.results
+
+    # -- model, loss, data ---------------------------------------------------------------------------
+    def model_spec(self) -> dict[str, Any]:
+        o, r = self.options, self.recipe
+        config = {"in_channels": 1, "num_classes": len(r["classes"]) - 1, "size": r["size"],
+                  "anchor_sizes": list(r["anchor_sizes"]), "anchor_ratios": list(r["anchor_ratios"]),
+                  "fpn_width": o.fpn_width, "nms_thresh": r["nms"]}
+        return {"name": o.model, "config": config}
+
+    def init_model(self, model) -> None:
+        """Load ``--weights`` (a local state dict) into a new model."""
+        import torch
+
+        from .models.retinanet import load_pretrained
+
+        path = self.options.weights
+        if path is None:
+            return
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            load_pretrained(model, state)
+        except Exception as exc:  # torch raises many types for a bad file
+            raise InputError(f"cannot use these weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+                             path=path, hint="give a state dict of a torchvision ResNet or RetinaNet, "
+                                             "or a medtool detector") from None
+
+    def build_loss(self):
+        from .models.retinanet import detection_loss
+
+        return detection_loss
+
+    def dataset(self, *, length: int, seed: int):
+        slots = max(1, max(len(e["boxes"]) for e in self.train_cases))
+        return BoxDataset(self.train_cases, length=length, seed=seed, slots=slots)
+
+    def augmenter(self, seed: int):
+        from .augment import Augmenter, make_config
+
+        return _WithBoxes(Augmenter(make_config(self.options.augment, self.options.aug), seed=seed))
+
+    @property
+    def metric_names(self) -> list[str]:
+        return ["map_iou", "min_score"]
+
+    def validate(self, model, *, device, amp_dtype=None, batch_size: int = VALIDATION_BATCH) -> dict[str, float]:
+        """RSNA map-iou on the validation images at the best score cut of :data:`SCORE_CUTS`."""
+        from .boxes import ImageBoxes, map_iou
+
+        if not self.val_cases:
+            return {}
+        found = detect_arrays(model, [np.load(e["image"]) for e in self.val_cases], device=device,
+                              amp_dtype=amp_dtype, batch_size=batch_size)
+        ids = [e["image_id"] for e in self.val_cases]
+        truth = ImageBoxes.from_lists(ids, [_xywh(np.array(e["boxes"]).reshape(-1, 4)) for e in self.val_cases])
+        scores = []
+        for cut in SCORE_CUTS:
+            kept = [(_xywh(b[s >= cut]), s[s >= cut]) for b, s in found]
+            pred = ImageBoxes.from_lists(ids, [k[0] for k in kept], [k[1] for k in kept])
+            scores.append(map_iou(truth, pred))
+        scores = np.nan_to_num(np.array(scores), nan=0.0)
+        best = int(np.argmax(scores))
+        self.recipe["min_score"] = float(SCORE_CUTS[best])     # the checkpoint's recipe follows
+        return {"map_iou": float(scores[best]), "min_score": float(SCORE_CUTS[best]), "score": float(scores[best])}
+
+    def describe(self) -> dict[str, Any]:
+        return {"options": asdict(self.options)}
+
+
+def _xywh(corners: np.ndarray) -> np.ndarray:
+    corners = np.asarray(corners, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
+
+
+class BoxDataset:
+    """The training images, each once per epoch in a seeded random order (repeated to fill
+    ``length``); items are ``(image (1, S, S), boxes (slots, 4))``, boxes ``x0 y0 x1 y1`` in
+    model pixels padded with NaN rows."""
+
+    def __init__(self, cases: list[dict[str, Any]], *, length: int, seed: int = 0, slots: int = 1):
+        self.cases, self.length, self.seed, self.slots = cases, int(length), seed, slots
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, item: int):
+        import torch
+
+        rng = np.random.default_rng([self.seed, self.epoch])
+        passes = -(-self.length // len(self.cases))
+        order = np.concatenate([rng.permutation(len(self.cases)) for _ in range(passes)])
+        case = self.cases[int(order[int(item)])]
+        image = torch.from_numpy(np.load(case["image"]).astype(np.float32))[None]
+        boxes = torch.full((self.slots, 4), math.nan)
+        if case["boxes"]:
+            given = torch.tensor(case["boxes"], dtype=torch.float32)[: self.slots]
+            boxes[: len(given)] = given
+        return image, boxes
+
+
+class _WithBoxes:
+    """The augmenter applied to a batch of images and their boxes."""
+
+    def __init__(self, augmenter):
+        self.augmenter = augmenter
+
+    def __call__(self, images, boxes):
+        return self.augmenter.with_boxes(images, boxes)
+
+
+def detect_arrays(model, images: Sequence[np.ndarray], *, device, amp_dtype=None,
+                  batch_size: int = VALIDATION_BATCH) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Run a detector on model-space images ``(S, S)``: per image the boxes ``x0 y0 x1 y1``
+    (model pixels) and scores of the foreground class, best first."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    found = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                chunk = np.stack([np.asarray(a, dtype=np.float32) for a in images[start:start + batch_size]])
+                batch = torch.from_numpy(chunk)[:, None].to(device)
+                if amp_dtype is not None:
+                    with torch.autocast(device.type, dtype=amp_dtype):
+                        outputs = model(batch)
+                else:
+                    outputs = model(batch)
+                for out in outputs:
+                    keep = out["labels"] == 1
+                    scores = out["scores"][keep].float().cpu().numpy()
+                    order = np.argsort(-scores, kind="stable")
+                    found.append((out["boxes"][keep].float().cpu().numpy()[order].astype(np.float64),
+                                  scores[order].astype(np.float64)))
+    finally:
+        model.train(was_training)
+    return found
+
+
+# -- prediction ---------------------------------------------------------------------------------------
+@dataclass
+class PredictSettings:
+    """How ``predict`` post-processes detections (``None``: the checkpoint's recipe)."""
+
+    min_score: float | None = None
+    nms: float | None = None
+    max_boxes: int = 100
+    batch_size: int = 4
+
+
+def prediction_string(boxes: np.ndarray, scores: np.ndarray) -> str:
+    """``conf x y w h`` groups (``boxes`` are ``x y w h``), best first."""
+    rows = np.column_stack([scores, boxes]).reshape(-1, 5)
+    return " ".join(f"{c:.4f} {x:.1f} {y:.1f} {w:.1f} {h:.1f}" for c, x, y, w, h in rows)
+
+
+def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out: str | Path, *,
+                  settings: PredictSettings, device, force: bool = False,
+                  shard: tuple[int, int] | None = None, amp: str = "auto", progress: bool = False,
+                  on_error=None):
+    """``medtool predict`` for a detection checkpoint: every image under ``inputs`` to one row
+    of the RSNA submission table ``out`` (boxes in the image's own pixels).
+
+    Returns a :class:`~medtool.batch.BatchResult` whose results are ``{patientId, boxes,
+    top_score}`` per image; the table holds the images that could be read.
+    """
+    from .batch import BatchResult
+    from .errors import MedtoolError
+    from .files import check_writable, take_shard
+    from .tables import write_csv
+    from .train import amp_dtype, build_model
+
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise UsageError(f"{out}: a detection checkpoint writes one CSV", hint="name the output <name>.csv")
+    check_writable(out, force=force)
+    recipe = checkpoint["recipe"]
+    validated = checkpoint.get("metrics", {}).get("min_score", recipe.get("min_score", DEFAULT_MIN_SCORE))
+    min_score = validated if settings.min_score is None else settings.min_score
+    nms = recipe["nms"] if settings.nms is None else settings.nms
+    if not 0 <= min_score < 1:
+        raise UsageError("--min-score must be in [0, 1)")
+    if not 0 < nms <= 1:
+        raise UsageError("--nms must be an IoU in (0, 1]")
+    model = build_model(checkpoint).to(device)
+    model.settings(min_score=min_score, nms=nms, detections=settings.max_boxes)
+    dtype = amp_dtype(amp, device)
+    sources = take_shard(find_images(inputs), shard)
+    if not sources:
+        raise InputError("no image files", path=", ".join(map(str, inputs)), hint="give X-ray files or folders")
+    ids = [image_id(p) for p in sources]
+    twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    if twice:
+        raise UsageError(f"image ids found twice: {_named(twice)}", hint="keep one file per image")
+    outcome = BatchResult(results=[None] * len(sources))
+    rows = []
+    from .batch import _ProgressBar
+
+    with _ProgressBar("predicting", len(sources), progress) as advance:
+        for start in range(0, len(sources), settings.batch_size):
+            chunk, arrays, scales = [], [], []
+            for index in range(start, min(start + settings.batch_size, len(sources))):
+                try:
+                    array, _ = read_image(sources[index])
+                except MedtoolError as error:
+                    outcome.failures.append((str(sources[index]), error))
+                    if on_error is not None:
+                        on_error(error)
+                    advance()
+                    continue
+                image, scale = letterbox(array, recipe["size"], recipe["normalize"])
+                chunk.append((index, array.shape))
+                arrays.append(image)
+                scales.append(scale)
+            if not chunk:
+                continue
+            found = detect_arrays(model, arrays, device=device, amp_dtype=dtype, batch_size=len(arrays))
+            for (index, shape), (sy, sx), (corners, scores) in zip(chunk, scales, found):
+                original = corners / np.array([sx, sy, sx, sy])
+                original = np.minimum(np.maximum(original, 0), np.array([shape[1], shape[0]] * 2, dtype=float))
+                boxes = _xywh(original)
+                kept = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+                boxes, scores = boxes[kept], scores[kept]
+                rows.append({"patientId": ids[index], "PredictionString": prediction_string(boxes, scores)})
+                outcome.results[index] = {"patientId": ids[index], "boxes": int(len(boxes)),
+                                          "top_score": round(float(scores[0]), 4) if len(scores) else None}
+                advance()
+    outcome.failures.sort(key=lambda failure: failure[0])
+    write_csv(out, PREDICTION_COLUMNS, rows, force=force)
+    return outcome
