@@ -37,3 +37,10 @@ medtool dicom2npy "$OUT/anon" "$OUT/raw_anon" --workers "$WORKERS" --force
 medtool train --task segment --images "$OUT/hu" --masks "$OUT/phantom/truth" --mask-suffix _lungs --dim 2d --spacing 2.5 3 3 --width 8 --depth 4 --epochs 2 --steps 10 --batch-size 4 --out "$OUT/run_lungs" --force
 medtool predict "$OUT/run_lungs/best.pt" "$OUT/hu" "$OUT/pred_lungs" --suffix _lungs --format nii.gz --keep-largest 1 --force
 medtool score --truth "$OUT/phantom/truth" --suffix _lungs "$OUT/pred_lungs" --metric dice,hd95
+# 7. classify RECIST >= 20 mm (labels.csv) with the seeds' compact 3D CNN on the lung-masked CT at
+#    16 x 64 x 64 (a demo: two short epochs on all cases; README quotes a 5-fold --cv run), the
+#    predicted probabilities scored against the labels
+medtool resample "$OUT/lungmask" "$OUT/lung_64" --shape 64 64 --crop-z 16 --workers "$WORKERS" --force
+medtool train --task classify --images "$OUT/lung_64" --image-suffix _masked --labels "$OUT/phantom/labels.csv" --val-fraction 0 --width 8 --epochs 2 --steps 3 --batch-size 4 --out "$OUT/run_recist" --force
+medtool predict "$OUT/run_recist/last.pt" "$OUT/lung_64" "$OUT/recist.csv" --suffix _masked --force
+medtool score --truth "$OUT/phantom/labels.csv" "$OUT/recist.csv" --metric auc,accuracy
