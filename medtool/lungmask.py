@@ -23,7 +23,7 @@ The method works in 3D, coarse to fine:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -533,6 +533,92 @@ class LungMasker:
 
     def __call__(self, volume: Volume):
         mask = lung_mask(volume, threshold=self.threshold, fill=self.fill, binary=self.binary)
+        if self.apply is None:
+            return mask
+        return {"": mask, "masked": apply_mask(volume, mask, self.apply)}
+
+
+# -- --method model ------------------------------------------------------------------------------
+def lung_labels(classes: list[str]) -> np.ndarray | None:
+    """Output label of each of a segmentation checkpoint's classes (background first) for
+    ``lungmask --method model``: when the class names say which lung is which (one name with
+    ``right``, one with ``left``), those become :data:`RIGHT_LUNG` and :data:`LEFT_LUNG` and
+    every other class (a tumour, say) 0; otherwise ``None``: the model's labels are kept
+    (``medtool train --mask-suffix _lungs`` on lungmask-style masks already gives 1 right,
+    2 left)."""
+    names = [name.lower() for name in classes]
+    right = [i for i, n in enumerate(names) if "right" in n]
+    left = [i for i, n in enumerate(names) if "left" in n]
+    if len(right) != 1 or len(left) != 1 or right == left:
+        return None
+    table = np.zeros(len(classes), dtype=np.uint8)
+    table[right[0]], table[left[0]] = RIGHT_LUNG, LEFT_LUNG
+    return table
+
+
+@dataclass
+class ModelLungMasker:
+    """``medtool lungmask --method model``: a segmentation checkpoint from ``medtool train``
+    run through :func:`medtool.segmentation.predict_volume` (its recipe's resampling and
+    normalisation, sliding window with overlap, the largest component per label), labels
+    mapped by :func:`lung_labels`. Picklable; the model is loaded once per process."""
+
+    checkpoint: str
+    binary: bool = False
+    apply: float | None = None
+    device: str = "auto"
+    _loaded: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def extra(self) -> tuple[str, ...]:
+        return ("masked",) if self.apply is not None else ()
+
+    def load(self):
+        """The checkpoint's model and recipe (read once).
+
+        Raises
+        ------
+        InputError
+            Not a checkpoint of ``medtool train --task segment``.
+        """
+        if self._loaded is None:
+            from .device import resolve_device
+            from .train import build_model, load_checkpoint
+
+            state = load_checkpoint(self.checkpoint)
+            if state.get("task") != "segment":
+                raise InputError(f"this is a {state.get('task')} checkpoint, not a segmentation model",
+                                 path=self.checkpoint, hint="train one with medtool train --task segment")
+            device = resolve_device(self.device)
+            self._loaded = (build_model(state).to(device), state["recipe"], device)
+        return self._loaded
+
+    def __getstate__(self):
+        return {**self.__dict__, "_loaded": None}       # workers load their own copy
+
+    def __call__(self, volume: Volume):
+        from .segmentation import PredictSettings, predict_volume
+
+        model, recipe, device = self.load()
+        if recipe["normalize"]["mode"] == "ct":
+            check_hu(volume)
+        elif volume.ndim != 3:
+            raise InputError(f"lungmask needs a 3D CT volume, this one is {volume.ndim}D", hint="give a CT volume")
+        labels, _ = predict_volume(model, volume, recipe, PredictSettings(keep_largest=1), device=device)
+        table = lung_labels(recipe["classes"])
+        array = np.asarray(labels.array)
+        array = table[array] if table is not None else array
+        if self.binary:
+            array = (array > 0).astype(np.uint8)
+        names = {"1": "lung"} if self.binary else dict(LABELS) if table is not None else {
+            str(i): n for i, n in enumerate(recipe["classes"]) if i}
+        meta = {"units": "label", "modality": "SEG", "labels": names,
+                "lungmask": {"method": "model", "checkpoint": str(self.checkpoint), "classes": recipe["classes"]}}
+        for key in ("case_id", "source_series"):
+            if key in volume.meta:
+                meta[key] = volume.meta[key]
+        mask = volume.with_array(array.astype(np.uint8))
+        mask.meta = meta
         if self.apply is None:
             return mask
         return {"": mask, "masked": apply_mask(volume, mask, self.apply)}

@@ -22,7 +22,11 @@ with one lung, no bed, a field of view that cuts the body, thick slices. Input m
 [bold]--apply VALUE[/bold] also writes <name>_masked.<ext>: the image with everything outside
 the lungs set to VALUE (e.g. -1000). [bold]--binary[/bold] writes 0/1.
 
-Example: [bold]medtool lungmask hu/ masks/ --workers 2[/bold]
+[bold]--method model --checkpoint RUN/best.pt[/bold] runs a lung model from [bold]medtool train --task segment[/bold] instead (as [bold]medtool predict --keep-largest 1[/bold] does: the checkpoint's spacing and normalisation, sliding windows, labels back on the input grid; CUDA when present). Classes named with right and left become 1 and 2, other classes 0; otherwise the model's labels are kept (a model trained on lungmask or phantom masks already has 1 right, 2 left). --threshold and --fill belong to the threshold method.
+
+Examples:
+  [bold]medtool lungmask hu/ masks/ --workers 2[/bold]
+  [bold]medtool lungmask hu/ masks/ --method model --checkpoint runs/lungs/best.pt[/bold]
 """
 
 
@@ -47,16 +51,19 @@ def register(app: typer.Typer) -> None:
     ) -> int:
         from ..errors import UsageError
         from ..ingest import map_volumes
-        from ..lungmask import METHODS, LungMasker
+        from ..lungmask import METHODS, LungMasker, ModelLungMasker
 
         if method not in METHODS:
             raise UsageError(f"--method {method}: choose threshold or model")
         if method == "model":
-            raise UsageError("--method model needs a segmentation model from medtool train, "
-                             "which arrives with issue #6", hint="use --method threshold for now")
-        if checkpoint is not None:
+            if checkpoint is None:
+                raise UsageError("--method model needs --checkpoint RUN/best.pt (from medtool train --task segment)")
+            transform = ModelLungMasker(str(checkpoint), binary=binary, apply=apply)
+            transform.load()                         # a bad checkpoint fails once, before any file
+        elif checkpoint is not None:
             raise UsageError("--checkpoint goes with --method model")
-        transform = LungMasker(threshold=threshold, fill=fill, binary=binary, apply=apply)
+        else:
+            transform = LungMasker(threshold=threshold, fill=fill, binary=binary, apply=apply)
         report = map_volumes(inputs, out, transform, fmt=fmt, extra=transform.extra,
                              workers=opts.workers, force=opts.force, shard=opts.shard,
                              step=opts.step(), progress=opts.show_progress,
