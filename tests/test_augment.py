@@ -104,3 +104,99 @@ def test_same_seed_same_result():
     second = Augmenter(make_config("heavy"), seed=1)(image, mask)
     assert torch.equal(first[1], second[1])
     assert np.isfinite(first[0].numpy()).all()
+
+
+# -- boxes (detection) ------------------------------------------------------------------------------
+def _box_mask(shape, box):
+    """A mask of the pixels inside ``box`` (x0 y0 x1 y1, whole-pixel edges)."""
+    mask = torch.zeros(shape)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def _bbox(mask):
+    """x0 y0 x1 y1 (pixel edges) of the nonzero pixels of a 2D array: an independent reference."""
+    rows, cols = np.nonzero(np.asarray(mask) > 0.5)
+    return [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+
+
+def test_horizontal_flip_moves_boxes_exactly():
+    from medtool.augment import map_boxes
+
+    shape = (40, 60)
+    boxes = torch.tensor([[[5.0, 7.0, 21.0, 30.0], [float("nan")] * 4]])
+    image = _box_mask(shape, boxes[0, 0])[None, None]
+    out, moved = Augmenter(AugmentConfig(hflip=1.0)).with_boxes(image, boxes)
+    assert torch.allclose(out[0, 0], image[0, 0].flip(1), atol=1e-4)      # only x is mirrored
+    assert moved[0, 0].tolist() == [60 - 21.0, 7.0, 60 - 5.0, 30.0]
+    assert moved[0, 0].tolist() == _bbox(out[0, 0])
+    assert torch.isnan(moved[0, 1]).all()                                 # padding stays padding
+    both = map_boxes(boxes, torch.diag(torch.tensor([-1.0, -1.0], dtype=torch.float64))[None], shape)
+    assert both[0, 0].tolist() == [60 - 21.0, 40 - 30.0, 60 - 5.0, 40 - 7.0]
+
+
+@pytest.mark.parametrize("quarter", [1, 2, 3])
+def test_right_angle_rotations_move_boxes_exactly(quarter):
+    import math
+
+    from medtool.augment import _rotation
+
+    shape = (48, 48)
+    box = [6.0, 10.0, 19.0, 34.0]
+    image = _box_mask(shape, box)[None, None]
+    matrix = _rotation(0, 1, torch.tensor([quarter * math.pi / 2], dtype=torch.float64), 2).round()
+    augmenter = Augmenter(AugmentConfig(rotate=90.0, p_rotate=1.0))
+    augmenter.sample_affine = lambda batch, dim: matrix
+    out, moved = augmenter.with_boxes(image, torch.tensor([[box]]))
+    # numpy's rot90 (one of its two directions) is the reference for the image and the box
+    candidates = [np.rot90(image[0, 0].numpy(), k) for k in (quarter, -quarter)]
+    reference = next(c for c in candidates if np.allclose(out[0, 0].numpy(), c, atol=1e-4))
+    assert moved[0, 0].tolist() == pytest.approx(_bbox(reference), abs=1e-9)
+
+
+def test_boxes_follow_the_image_through_rotation_shear_scale_and_shift():
+    from medtool.augment import box_edge_points
+
+    shape = (96, 96)
+    box = torch.tensor([[[28.0, 20.0, 68.0, 76.0]]])
+    # one small bright spot on each of the 8 edge points; where the warp puts them is the
+    # independent reference for the mapped box
+    points = box_edge_points(box)[0, 0]                                   # (8, 2) x, y
+    yy, xx = torch.meshgrid(torch.arange(96.0) + 0.5, torch.arange(96.0) + 0.5, indexing="ij")
+    spots = torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.2 ** 2)) for x, y in points])
+    config = AugmentConfig(rotate=6.0, p_rotate=1.0, shear=0.05, scale=(1.1, 1.1), p_scale=1.0,
+                           shift=0.05, p_shift=1.0, hflip=0.5)
+    augmenter = Augmenter(config, seed=11)
+    matrix, shift = augmenter.sample_affine(1, 2), augmenter.sample_shift(1, shape)
+    assert shift.abs().max() > 0.5 and not torch.allclose(matrix, torch.eye(2, dtype=torch.float64))
+    augmenter.sample_affine = lambda batch, dim: matrix.expand(batch, 2, 2)
+    augmenter.sample_shift = lambda batch, size: shift.expand(batch, 2)
+    warped, _ = augmenter.with_boxes(spots[:, None], box.expand(8, 1, 4).clone())
+    _, moved = augmenter.with_boxes(spots[:1, None], box.clone())
+    weights = warped[:, 0].clamp_min(0)
+    centres = torch.stack([(weights * xx).sum((1, 2)) / weights.sum((1, 2)),
+                           (weights * yy).sum((1, 2)) / weights.sum((1, 2))], dim=1)   # (8, 2)
+    found = moved[0, 0]
+    assert (centres.min(0).values >= found[:2] - 0.1).all() and (centres.max(0).values <= found[2:] + 0.1).all()
+    assert torch.allclose(found, torch.cat([centres.min(0).values, centres.max(0).values]).to(found), atol=0.1)
+    # tighter than the box of the 4 mapped corners (what the seeds avoided)
+    from medtool.augment import map_points
+
+    corners = torch.tensor([[[20.0, 28.0], [20.0, 68.0], [76.0, 28.0], [76.0, 68.0]]]) - 0.5   # y, x
+    mapped = map_points(corners, matrix, shape, shift)[0].flip(-1) + 0.5
+    assert (found[2:] - found[:2] < mapped.max(0).values - mapped.min(0).values - 0.3).all()
+
+
+def test_boxes_leaving_the_image_are_clipped_or_dropped():
+    from medtool.augment import map_boxes
+
+    shape = (50, 50)
+    boxes = torch.tensor([[[2.0, 10.0, 12.0, 20.0], [30.0, 30.0, 48.0, 40.0]]])
+    shift = torch.tensor([[0.0, -8.0]], dtype=torch.float64)             # the image content moves right by 8
+    moved = map_boxes(boxes, torch.eye(2, dtype=torch.float64)[None], shape, shift)
+    assert moved[0, 0].tolist() == [10.0, 10.0, 20.0, 20.0]
+    assert moved[0, 1].tolist() == [38.0, 30.0, 50.0, 40.0]              # clipped at the edge
+    gone = map_boxes(boxes, torch.eye(2, dtype=torch.float64)[None], shape,
+                     torch.tensor([[0.0, -46.0]], dtype=torch.float64))
+    assert torch.isnan(gone).all()               # 2 of 10 columns (first box) or none left inside
