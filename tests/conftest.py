@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,18 @@ from typer.testing import CliRunner
 
 from medtool.cli import app
 from medtool.volume import Volume
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """A command run in-process points the medtool and pydicom loggers at its own stderr
+    handlers (no propagation); put them back so later tests' caplog sees their records."""
+    yield
+    for name in ("medtool", "pydicom"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
 
 #: Seed of the shared tiny phantom: 4 cases, patient P001 has two of them, cases without a
 #: tumour, with a small tumour (label 0) and with large tumours (label 1).
