@@ -1,0 +1,79 @@
+"""``medtool gradcam``: maps written on each input's grid (any format), PNG montages, layers
+listed, batches that go on past a bad file, one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medtool.formats import load_volume, save_volume
+
+from ..segdata import ball_case
+from ..test_gradcam import segment_checkpoint
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / "seg.pt"
+    torch.save(segment_checkpoint(3), path)
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    folder = tmp_path / "in"
+    image, _ = ball_case(1, shape=(8, 20, 16), spacing=(2.5, 0.9, 0.8), origin=(3.0, -7.0, 120.0))
+    save_volume(image, folder / "a.nii.gz")
+    save_volume(image.with_array(image.array[:, ::-1].copy()), folder / "sub" / "b.npy")
+    return folder
+
+
+def test_folder_to_maps_and_pngs(cli, checkpoint, inputs, tmp_path):
+    out = tmp_path / "cam"
+    result = cli("gradcam", checkpoint, inputs, out, "--png", "--class", "ball", "--suffix", "_cam", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert sorted(r["output"] for r in rows) == [str(out / "a_cam.nii.gz"), str(out / "sub" / "b_cam.npy")]
+    for row in rows:
+        source, cam = load_volume(row["input"]), load_volume(row["output"])
+        assert cam.same_grid(source) and cam.array.dtype == np.float32
+        assert cam.array.min() == 0.0 and cam.array.max() == 1.0          # normalised per case
+        assert cam.meta["layer"] == row["layer"] == "decoder.1.conv2" and cam.meta["class"] == "ball"
+        assert cam.history[-1]["method"] == "gradcam"
+        png = row["png"]
+        from matplotlib.image import imread
+
+        picture = imread(png)
+        assert picture.shape[0] > 100 and np.ptp(picture[..., 0] - picture[..., 2]) > 0.1   # coloured
+    # existing outputs are kept without --force; --raw keeps the raw values
+    again = cli("gradcam", checkpoint, inputs / "a.nii.gz", out / "a_cam.nii.gz")
+    assert again.exit_code == 1 and "exists" in again.stderr
+    raw = cli("gradcam", checkpoint, inputs / "a.nii.gz", tmp_path / "raw.npz", "--raw", "--method", "gradcam++")
+    assert raw.exit_code == 0, raw.output
+    values = load_volume(tmp_path / "raw.npz").array
+    assert values.max() > 0 and not np.isclose(values.max(), 1.0)
+
+
+def test_list_layers(cli, checkpoint):
+    result = cli("gradcam", checkpoint, "--list-layers", "--json")
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    assert listing["input_shape"] == [8, 16, 16] and listing["auto"] == "decoder.1.conv2"
+    by_name = {layer["name"]: layer for layer in listing["layers"]}
+    assert by_name["heads.0"] == {"name": "heads.0", "type": "Conv3d", "shape": [2, 8, 16, 16]}
+    table = cli("gradcam", checkpoint, "--list-layers")
+    assert "decoder.1.conv2 *" in table.stdout
+
+
+def test_bad_file_in_a_batch_and_bad_options(cli, checkpoint, inputs, tmp_path):
+    (inputs / "broken.npy").write_bytes(b"not a volume")
+    result = cli("gradcam", checkpoint, inputs, tmp_path / "cam")
+    assert result.exit_code == 1
+    assert "broken.npy" in result.stderr and (tmp_path / "cam" / "a.nii.gz").exists()
+    for args, text in ((("--class", "liver"), "--class liver"), (("--layer", "nope"), "--layer nope"),
+                       (("--method", "scorecam"), "--method scorecam")):
+        bad = cli("gradcam", checkpoint, inputs / "a.nii.gz", tmp_path / "x.nii.gz", *args)
+        assert bad.exit_code == 2 and text in bad.stderr and "Traceback" not in bad.output
+    missing = cli("gradcam", tmp_path / "none.pt", inputs, tmp_path / "cam2")
+    assert missing.exit_code == 1 and "no such checkpoint" in missing.stderr
