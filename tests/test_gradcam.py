@@ -246,3 +246,39 @@ def test_bad_options_fail_early():
         Explainer(checkpoint, method="scorecam")
     with pytest.raises(UsageError, match="--class"):
         Explainer(checkpoint, target="7")
+
+
+def classify_checkpoint(dim: int, model: str = "simple3d") -> dict:
+    """A medtool classify checkpoint (untrained) built in memory: input 8 x 16 x 16 (1 x 16 x 16
+    in 2D) at 3 x 1.2 x 1.2 mm, centre-cropped from the resampled volume."""
+    from medtool.models.cnn import LEVELS, plan_pooling
+
+    torch.manual_seed(0)
+    shape = [8, 16, 16] if dim == 3 else [1, 16, 16]
+    config = {"dim": dim, "in_channels": 1, "num_classes": 2, "width": 4,
+              "strides": plan_pooling(shape if dim == 3 else shape[1:], LEVELS[model])}
+    network = models.build(model, config)
+    recipe = {"dim": dim, "spacing": [3.0, 1.2, 1.2] if dim == 3 else [None, 1.2, 1.2], "shape": shape,
+              "normalize": {"mode": "ct", "window": [-1000.0, 400.0]}, "classes": ["small", "large"]}
+    return {"format": "medtool-checkpoint", "format_version": 1, "task": "classify",
+            "model": {"name": model, "config": config}, "recipe": recipe, "state_dict": network.state_dict()}
+
+
+@pytest.mark.parametrize("model", ["simple3d", "resnet3d-10"])
+def test_classifier_maps_on_the_inputs_grid(oblique_ball, model):
+    """The input is larger than the model's crop: the map is zero outside what the model saw,
+    and the layer is the one the model declares."""
+    explainer = Explainer(classify_checkpoint(3, model), target="large")
+    found = explainer.explain(oblique_ball)
+    assert found.map.same_grid(oblique_ball) and found.class_name == "large"
+    assert found.layer == explainer.model.cam_layer
+    assert found.map.array.max() > 0 and found.map.array.min() == 0.0
+    predicted = Explainer(classify_checkpoint(3, model)).explain(oblique_ball)
+    assert predicted.class_name in ("small", "large")
+
+
+def test_two_d_classifier():
+    image, _ = ball_case(4, shape=(1, 30, 26), spacing=(1.0, 0.9, 1.0))
+    flat = Volume(image.array[0], (0.9, 1.0), image.origin, image.direction, dict(image.meta))
+    found = Explainer(classify_checkpoint(2), target=1).explain(flat)
+    assert found.map.shape == flat.shape and found.map.same_grid(flat) and found.map.array.max() > 0
