@@ -44,3 +44,6 @@ medtool resample "$OUT/lungmask" "$OUT/lung_64" --shape 64 64 --crop-z 16 --work
 medtool train --task classify --images "$OUT/lung_64" --image-suffix _masked --labels "$OUT/phantom/labels.csv" --val-fraction 0 --width 8 --epochs 2 --steps 3 --batch-size 4 --out "$OUT/run_recist" --force
 medtool predict "$OUT/run_recist/last.pt" "$OUT/lung_64" "$OUT/recist.csv" --suffix _masked --force
 medtool score --truth "$OUT/phantom/labels.csv" "$OUT/recist.csv" --metric auc,accuracy
+# 8. where the RECIST classifier looks: Grad-CAM maps of its last convolution on each crop's own
+#    grid (normalised to [0, 1]) and a montage of the slices where the map is strongest
+medtool gradcam "$OUT/run_recist/last.pt" "$OUT/lung_64" "$OUT/gradcam" --class 1 --suffix _cam --png --force
