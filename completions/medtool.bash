@@ -106,7 +106,7 @@ _medtool() {
         esac
         ;;
     train)
-        opts="--out -o --task --images --folds --fold --val-fraction --dim --spacing --normalize --window --class-names --model --width --dropout --augment --aug --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --upsample --loss --ce-weight --dice-weight --labels --image-suffix --id-column --label-column --shape --class-weights --cv --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--out -o --task --images --folds --fold --val-fraction --dim --spacing --normalize --window --class-names --model --width --dropout --augment --aug --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --upsample --loss --ce-weight --dice-weight --labels --image-suffix --id-column --label-column --shape --class-weights --cv --boxes --size --weights --fpn-width --anchor-sizes --anchor-ratios --nms --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         files=0
         case "$prev" in
             --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -143,6 +143,13 @@ _medtool() {
             --label-column) return ;;
             --shape) return ;;
             --class-weights) return ;;
+            --boxes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --size) return ;;
+            --weights) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --fpn-width) return ;;
+            --anchor-sizes) return ;;
+            --anchor-ratios) return ;;
+            --nms) return ;;
             --epochs) return ;;
             --steps) return ;;
             --batch-size) return ;;
@@ -161,7 +168,7 @@ _medtool() {
         esac
         ;;
     predict)
-        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --format --suffix --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --format --min-score --nms --max-boxes --suffix --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --batch-size) return ;;
             --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
@@ -170,6 +177,9 @@ _medtool() {
             --keep-largest) return ;;
             --threshold) return ;;
             --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
+            --min-score) return ;;
+            --nms) return ;;
+            --max-boxes) return ;;
             --suffix) return ;;
             --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
             --workers|-j) return ;;

@@ -13,7 +13,7 @@ import typer
 
 from . import common
 
-_HELP = """Run a checkpoint from medtool train on volumes: segmentation masks on each input's own grid, or a classification CSV.
+_HELP = """Run a checkpoint from medtool train on volumes: segmentation masks on each input's own grid, a classification CSV, or detection boxes (RSNA CSV).
 
 The model is loaded once and each input is prepared exactly as the checkpoint's recipe says (resampled to its spacing and shape, normalised).
 
@@ -21,24 +21,28 @@ The model is loaded once and each input is prepared exactly as the checkpoint's 
 
 [bold]classify[/bold] checkpoints: OUT is one CSV [bold]case_id,prob_<class>...,pred[/bold] (case id = file name without its suffix), volumes in batches of [bold]--batch-size[/bold], ready for [bold]medtool score --metric auc --metric accuracy[/bold].
 
+[bold]detect[/bold] checkpoints: 2D X-rays (DICOM of any file name, PNG, or volume files) are letterboxed to the recipe's size and normalised as in training; OUT is one CSV [bold]patientId,PredictionString[/bold] with [bold]conf x y w h[/bold] groups in the original image's pixels, best first (an empty string for no box): boxes scoring at least [bold]--min-score[/bold] (default: the cut that gave the best validation map-iou), after NMS at IoU [bold]--nms[/bold], at most [bold]--max-boxes[/bold] per image, ready for [bold]medtool score --truth boxes.csv OUT --metric map-iou[/bold].
+
 Examples:
 [bold]medtool predict runs/lung/best.pt hu/ masks/ --keep-largest 1 --tta[/bold]
 [bold]medtool predict runs/recist/fold_0/last.pt crops/ predictions.csv[/bold]
+[bold]medtool predict runs/cxr/best.pt phantom/cxr/ submission.csv --min-score 0.4 --nms 0.3[/bold]
 """
 
 _SEG = "Segmentation checkpoints"
+_DET = "Detection checkpoints"
 
 
 def register(app: typer.Typer) -> None:
     @common.command(app, "predict", shared=("device", "workers", "shard", "force"), help=_HELP,
-                    short_help="Run a trained model on volumes (masks on the input grid, or a class CSV).")
+                    short_help="Run a trained model (masks on the input grid, a class CSV, or an RSNA box CSV).")
     def predict(
         checkpoint: Annotated[Path, typer.Argument(help="best.pt or last.pt of a run.", show_default=False)],
         paths: Annotated[list[Path], typer.Argument(metavar="INPUT... OUT",
                                                     help="Volumes or folders, then the output (folder or file; a .csv for classify).",
                                                     show_default=False)],
         *,
-        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows (segment) or volumes (classify) per forward pass.")] = 4,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows (segment), volumes (classify) or images (detect) per forward pass.")] = 4,
         amp: Annotated[str, typer.Option("--amp", help="Mixed precision on CUDA: auto, bf16, fp16, off.")] = "auto",
         overlap: Annotated[float, typer.Option("--overlap", help="Overlap of neighbouring windows (fraction).", rich_help_panel=_SEG)] = 0.5,
         blend: Annotated[str, typer.Option("--blend", help="gaussian or constant window weighting.", rich_help_panel=_SEG)] = "gaussian",
@@ -47,6 +51,9 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[float | None, typer.Option("--threshold", help="Foreground probability cut [default: arg-max / 0.5].", rich_help_panel=_SEG)] = None,
         probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write float probability maps.", rich_help_panel=_SEG)] = False,
         fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].", rich_help_panel=_SEG)] = None,
+        min_score: Annotated[float | None, typer.Option("--min-score", help="Keep boxes scoring at least this [default: the checkpoint's validated cut].", rich_help_panel=_DET)] = None,
+        nms: Annotated[float | None, typer.Option("--nms", help="NMS IoU threshold [default: the checkpoint's].", rich_help_panel=_DET)] = None,
+        max_boxes: Annotated[int, typer.Option("--max-boxes", min=1, help="Most boxes per image.", rich_help_panel=_DET)] = 100,
         suffix: Annotated[str, typer.Option("--suffix", help="segment: added to each output name after the case id (e.g. _lungs); classify: the inputs are named <case><suffix> (e.g. _masked).")] = "",
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
@@ -123,8 +130,27 @@ def _predict_classify(state: dict[str, Any], inputs: list[Path], out: Path, v: d
     return common.report_failures(outcome.failures, len(outcome.results))
 
 
+def _predict_detect(state: dict[str, Any], inputs: list[Path], out: Path, v: dict[str, Any], device,
+                    opts: common.Options) -> int:
+    from ..detection import PredictSettings, predict_files
+
+    settings = PredictSettings(min_score=v["min_score"], nms=v["nms"], max_boxes=v["max_boxes"],
+                               batch_size=v["batch_size"])
+    outcome = predict_files(state, inputs, out, settings=settings, device=device, amp=v["amp"],
+                            force=opts.force, shard=opts.shard, progress=opts.show_progress, on_error=opts.report)
+    rows = [r for r in outcome.results if r is not None]
+    if v["json"]:
+        common.print_json({"output": str(out), "images": rows})
+    else:
+        found = sum(r["boxes"] for r in rows)
+        common.stdout.print(f"{out}: {len(rows)} images, {found} boxes on "
+                            f"{sum(1 for r in rows if r['boxes'])} images", highlight=False)
+    return common.report_failures(outcome.failures, len(outcome.results))
+
+
 #: Task name -> how predict runs a checkpoint of that task.
 _PREDICTORS: dict[str, Callable[..., int]] = {
     "segment": _predict_segment,
     "classify": _predict_classify,
+    "detect": _predict_detect,
 }

@@ -20,24 +20,28 @@ _HELP = """Train a model; the run folder gets best.pt, last.pt, log.csv and curv
 
 [bold]--task classify[/bold]: whole volumes (or 2D images with [bold]--dim 2d[/bold]) under [bold]--images[/bold] and their classes in [bold]--labels[/bold] CSV ([bold]--id-column[/bold], [bold]--label-column[/bold]); every image needs a label and every label an image. Each volume is resampled to [bold]--spacing[/bold] and brought to one [bold]--shape Z Y X[/bold] (in-plane resampled, centre slices kept; default: the median of the training volumes), normalised and cached. A CNN ([bold]--model simple3d[/bold], the seeds' 3-block net, or resnet3d-10 / resnet3d-18; 2D variants with --dim 2d) is trained with cross-entropy, class weights against imbalance ([bold]--class-weights balanced[/bold]) and torch augmentation; accuracy, balanced accuracy and AUC are validated each epoch. [bold]--cv[/bold] trains every fold of [bold]--folds[/bold] in turn (RUN/fold_K/, each a normal run) and writes the out-of-fold predictions RUN/oof.csv and the mean and spread of the metrics RUN/cv.json.
 
+[bold]--task detect[/bold]: 2D chest X-rays under [bold]--images[/bold] (DICOM of any file name, PNG, or volume files; image id = file name without its suffix) and the RSNA box table [bold]--boxes[/bold] (patientId,x,y,width,height,Target; Target 0 rows for images without boxes). Ids without an image, images without a row, boxes outside their image or non-2D inputs stop the run before training. Each image is letterboxed to [bold]--size[/bold] pixels (aspect kept, boxes scaled), z-scored and cached. A torchvision RetinaNet ([bold]--model resnet50-fpn[/bold], resnet34-fpn, or resnet18-fpn for CPUs; one input channel, one class, built without downloads; [bold]--weights FILE[/bold] loads a local ResNet/RetinaNet state dict) with anchors planned from the training boxes ([bold]--anchor-sizes[/bold], [bold]--anchor-ratios[/bold]) is trained with the focal and box losses and box-aware augmentation ([bold]--augment detect[/bold]: scale, rotation up to 6 degrees, shear, shift, horizontal flip, gamma, blur, noise; boxes follow through 8 edge points); the RSNA map-iou is validated each epoch at the best score cut, which predict then uses.
+
 Examples:
 [bold]medtool train --task segment --images hu/ --masks truth/ --mask-suffix _lungs --mask-suffix _tumour --dim 3d --patch 32 96 96 --epochs 40 --out runs/lung[/bold]
 [bold]medtool train --task classify --images crops/ --labels labels.csv --folds folds.csv --cv --model simple3d --epochs 30 --out runs/recist[/bold]
+[bold]medtool train --task detect --images phantom/cxr --boxes phantom/cxr_boxes.csv --model resnet18-fpn --size 256 --epochs 30 --schedule plateau --out runs/cxr[/bold]
 """
 
 _SEG = "Segmentation (--task segment)"
 _CLS = "Classification (--task classify)"
+_DET = "Detection (--task detect)"
 _LOOP = "Training loop"
 
 
 def register(app: typer.Typer) -> None:
     @common.command(app, "train", shared=("device", "workers", "force"), help=_HELP,
-                    short_help="Train a model (segment: U-Net 2D/3D; classify: 2D/3D CNN) from volumes.")
+                    short_help="Train a model (segment: U-Net 2D/3D; classify: 2D/3D CNN; detect: RetinaNet) from images.")
     def train(
         *,
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, log, curve, cache).",
                                           show_default=False)],
-        task: Annotated[str, typer.Option("--task", help="What to train: segment or classify.")] = "segment",
+        task: Annotated[str, typer.Option("--task", help="What to train: segment, classify or detect.")] = "segment",
         images: Annotated[Path | None, typer.Option("--images", help="Folder of training volumes.")] = None,
         folds: Annotated[Path | None, typer.Option("--folds", help="folds.csv (case_id,fold).")] = None,
         fold: Annotated[int | None, typer.Option("--fold", help="Fold to validate on.")] = None,
@@ -49,10 +53,10 @@ def register(app: typer.Typer) -> None:
         window: Annotated[tuple[float, float], typer.Option("--window", metavar="LOW HIGH", help="CT window in HU.")] = (-1000.0, 400.0),
         class_names: Annotated[str | None, typer.Option(
             "--class-names", help="Comma-separated class names (segment: labels 1, 2, ...; classify: the order of the classes).")] = None,
-        model: Annotated[str | None, typer.Option("--model", help="Network [default: unet for segment, simple3d for classify].")] = None,
+        model: Annotated[str | None, typer.Option("--model", help="Network [default: unet for segment, simple3d for classify, resnet50-fpn for detect].")] = None,
         width: Annotated[int | None, typer.Option("--width", min=1, help="Channels of the first level [default: 32 for unet, 16 for simple3d, 32 for resnets].")] = None,
         dropout: Annotated[float | None, typer.Option("--dropout", min=0.0, max=1.0, help="Dropout [default: 0 for segment, 0.3 before the classifier].")] = None,
-        augment: Annotated[str, typer.Option("--augment", help="none, light or heavy.")] = "light",
+        augment: Annotated[str | None, typer.Option("--augment", help="none, light, heavy or detect [default: detect for --task detect, else light].")] = None,
         aug: Annotated[list[str] | None, typer.Option("--aug", metavar="KEY=VALUE",
                                                       help="Override one augmentation setting (rotate=30, elastic=0, ...).")] = None,
         # segmentation
@@ -82,10 +86,18 @@ def register(app: typer.Typer) -> None:
         class_weights: Annotated[str, typer.Option(
             "--class-weights", help="balanced (inverse class frequency), none, or one weight per class (0.3,0.7).", rich_help_panel=_CLS)] = "balanced",
         cv: Annotated[bool, typer.Option("--cv", help="Train every fold of --folds; write RUN/oof.csv and RUN/cv.json.", rich_help_panel=_CLS)] = False,
+        # detection
+        boxes: Annotated[Path | None, typer.Option("--boxes", help="RSNA box table patientId,x,y,width,height,Target.", rich_help_panel=_DET)] = None,
+        size: Annotated[int, typer.Option("--size", min=64, help="Square model input in pixels (multiple of 32).", rich_help_panel=_DET)] = 256,
+        weights: Annotated[Path | None, typer.Option("--weights", help="Local pretrained state dict (ResNet or RetinaNet); never downloaded.", rich_help_panel=_DET)] = None,
+        fpn_width: Annotated[int, typer.Option("--fpn-width", min=8, help="Channels of the FPN and heads (torchvision: 256; 64 trains faster on CPUs).", rich_help_panel=_DET)] = 256,
+        anchor_sizes: Annotated[str | None, typer.Option("--anchor-sizes", help="Five base anchor sizes for P3-P7 in model pixels (16,32,64,128,256) [default: planned from the boxes].", rich_help_panel=_DET)] = None,
+        anchor_ratios: Annotated[str, typer.Option("--anchor-ratios", help="Anchor height/width ratios.", rich_help_panel=_DET)] = "0.5,1,2",
+        nms: Annotated[float, typer.Option("--nms", help="NMS IoU threshold of validation and predict.", rich_help_panel=_DET)] = 0.5,
         # the loop
         epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs [default: 100].", rich_help_panel=_LOOP)] = None,
-        steps: Annotated[int | None, typer.Option("--steps", min=1, help="Batches per epoch (per process) [default: 50 for segment; classify: one pass over the training cases, at least 10].", rich_help_panel=_LOOP)] = None,
-        batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Samples per batch [default: 2 for segment, 8 for classify].", rich_help_panel=_LOOP)] = None,
+        steps: Annotated[int | None, typer.Option("--steps", min=1, help="Batches per epoch (per process) [default: 50 for segment; classify, detect: one pass over the training cases, at least 10].", rich_help_panel=_LOOP)] = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Samples per batch [default: 2 for segment, 8 for classify and detect].", rich_help_panel=_LOOP)] = None,
         lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=_LOOP)] = 1e-3,
         weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay.", rich_help_panel=_LOOP)] = 1e-4,
         optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=_LOOP)] = "adamw",
@@ -179,7 +191,7 @@ def _segment_options(v: dict[str, Any]):
         spacing=list(v["spacing"]) if v["spacing"] else None, normalize=v["normalize"], window=list(v["window"]),
         pos_ratio=v["pos_ratio"], activation=v["activation"], depth=v["depth"], norm=v["norm"],
         residual=v["residual"], deep_supervision=v["deep_supervision"], upsample=v["upsample"], loss=v["loss"],
-        ce_weight=v["ce_weight"], dice_weight=v["dice_weight"], augment=v["augment"], aug=list(v["aug"] or []),
+        ce_weight=v["ce_weight"], dice_weight=v["dice_weight"], augment=v["augment"] or "light", aug=list(v["aug"] or []),
         **given)
 
 
@@ -193,18 +205,43 @@ def _classify_options(v: dict[str, Any]):
         fold=v["fold"], val_fraction=v["val_fraction"], dim=_dim(v["dim"]),
         shape=_sizes(v["shape"], v["dim"], "--shape"), spacing=list(v["spacing"]) if v["spacing"] else None,
         normalize=v["normalize"], window=list(v["window"]), class_weights=v["class_weights"],
-        augment=v["augment"], aug=list(v["aug"] or []), **given)
+        augment=v["augment"] or "light", aug=list(v["aug"] or []), **given)
+
+
+def _detect_options(v: dict[str, Any]):
+    from ..detection import DetectOptions
+
+    given = {k: v[k] for k in ("model", "augment") if v[k] is not None}
+    return DetectOptions(
+        images=_str(v["images"]), boxes=_str(v["boxes"]), folds=_str(v["folds"]), fold=v["fold"],
+        val_fraction=v["val_fraction"], size=v["size"], normalize=v["normalize"], window=list(v["window"]),
+        weights=_str(v["weights"]), fpn_width=v["fpn_width"], anchor_sizes=_numbers(v["anchor_sizes"], "--anchor-sizes"),
+        anchor_ratios=_numbers(v["anchor_ratios"], "--anchor-ratios"), nms=v["nms"],
+        class_name=(_names(v["class_names"]) or ["opacity"])[0], aug=list(v["aug"] or []), **given)
+
+
+def _numbers(text: str | None, option: str) -> list[float] | None:
+    from ..errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return [float(t) for t in text.replace(" ", ",").split(",") if t]
+    except ValueError:
+        raise UsageError(f"{option} {text}: give comma-separated numbers") from None
 
 
 #: Task name -> builder of its options dataclass from the command's values.
 _TASK_OPTIONS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "segment": _segment_options,
     "classify": _classify_options,
+    "detect": _detect_options,
 }
 #: Loop defaults that differ by task (steps 0: one pass over the training cases).
 _LOOP_DEFAULTS: dict[str, dict[str, int]] = {
     "segment": {"steps": 50, "batch_size": 2},
     "classify": {"steps": 0, "batch_size": 8},
+    "detect": {"steps": 0, "batch_size": 8},
 }
 
 
