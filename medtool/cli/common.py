@@ -143,11 +143,11 @@ def reflow(text: str) -> str:
 
     Paragraphs are separated by blank lines; indented lines and lines starting with ``-``,
     ``*`` or ``$`` keep their own line (examples, lists, commands), and a paragraph starting
-    with ``\\b`` is left as it is.
+    with ``\\b`` or ``Example`` is left as it is.
     """
     paragraphs = []
     for paragraph in inspect.cleandoc(text).split("\n\n"):
-        if paragraph.startswith("\b"):
+        if paragraph.startswith(("\b", "Example", "[bold]Example")):
             paragraphs.append(paragraph)
             continue
         lines: list[str] = []

@@ -134,5 +134,6 @@ def test_help_reads_cleanly_at_80_columns(runner, monkeypatch):
 def test_reflow_keeps_examples_and_lists_on_their_lines():
     from medtool.cli.common import reflow
 
-    text = "One\nparagraph here.\n\nExamples:\n  medtool a\n  medtool b\n\n- item one\n- item two"
-    assert reflow(text) == "One paragraph here.\n\nExamples:\n  medtool a\n  medtool b\n\n- item one\n- item two"
+    text = "One\nparagraph here.\n\nExamples:\n  medtool a\n  medtool b\n\n- item one\n- item two\n\nExamples:\nmedtool c\nmedtool d"
+    assert reflow(text) == ("One paragraph here.\n\nExamples:\n  medtool a\n  medtool b\n\n- item one\n- item two"
+                            "\n\nExamples:\nmedtool c\nmedtool d")
