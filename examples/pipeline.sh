@@ -46,4 +46,4 @@ medtool predict "$OUT/run_recist/last.pt" "$OUT/lung_64" "$OUT/recist.csv" --suf
 medtool score --truth "$OUT/phantom/labels.csv" "$OUT/recist.csv" --metric auc,accuracy
 # 8. where the RECIST classifier looks: Grad-CAM maps of its last convolution on each crop's own
 #    grid (normalised to [0, 1]) and a montage of the slices where the map is strongest
-medtool gradcam "$OUT/run_recist/last.pt" "$OUT/lung_64" "$OUT/gradcam" --class 1 --suffix _cam --png --force
+medtool gradcam "$OUT/run_recist/last.pt" "$OUT"/lung_64/*_masked.npy "$OUT/gradcam" --class 1 --suffix _cam --png --force

@@ -53,7 +53,7 @@ GRADCAM_PP_EPS = 1e-6
 UNITS_ATTENTION = "attention"
 #: Slices of a volume explained per forward pass by a 2D segmentation model.
 SLICE_BATCH = 8
-#: Where no model declares one: a layer named by the model's ``cam_layer`` attribute.
+#: Attribute by which a model names its own Grad-CAM layer (the classifiers of models/cnn.py).
 CAM_LAYER_ATTRIBUTE = "cam_layer"
 
 
