@@ -41,6 +41,14 @@ def test_makefile_workflows_run_at_the_smallest_size(tmp_path):
     tumour = json.loads((out / "scores" / "tumour.json").read_text())["leaderboard"][0]
     assert "recist" in tumour["scores"]
     assert (out / "pictures" / "case_001_lungs.png").stat().st_size > 1000
+    classify = json.loads((out / "scores" / "classify.json").read_text())["leaderboard"][0]
+    assert classify["cases"] == 6 and {"auc", "accuracy"} <= set(classify["scores"])
+    detect = json.loads((out / "scores" / "detect.json").read_text())["leaderboard"][0]
+    assert "map-iou" in detect["scores"] and detect["failed"] == []
+    from medtool.formats import load_volume as _load
+
+    cam = _load(out / "gradcam" / "case_002.nii.gz")
+    assert cam.shape == _load(out / "model_in" / "case_002.npy").shape and 0 <= cam.array.min() <= cam.array.max() <= 1
     # intermediate files are real volumes a user can open
     from medtool.formats import load_volume
 
