@@ -47,3 +47,9 @@ medtool score --truth "$OUT/phantom/labels.csv" "$OUT/recist.csv" --metric auc,a
 # 8. where the RECIST classifier looks: Grad-CAM maps of its last convolution on each crop's own
 #    grid (normalised to [0, 1]) and a montage of the slices where the map is strongest
 medtool gradcam "$OUT/run_recist/last.pt" "$OUT"/lung_64/*_masked.npy "$OUT/gradcam" --class 1 --suffix _cam --png --force
+# 9. pneumonia-like opacities on the X-rays: a RetinaNet (resnet18-fpn, one input channel; a demo:
+#    two steps at 64 px) trained on the RSNA box table, an RSNA submission CSV predicted for every
+#    X-ray (boxes in the original pixels) and scored with the RSNA map-iou
+medtool train --task detect --images "$OUT/phantom/cxr" --boxes "$OUT/phantom/cxr_boxes.csv" --model resnet18-fpn --fpn-width 16 --size 64 --val-fraction 0 --epochs 1 --steps 2 --batch-size 2 --out "$OUT/run_cxr" --force
+medtool predict "$OUT/run_cxr/last.pt" "$OUT/phantom/cxr" "$OUT/cxr_predictions.csv" --min-score 0.05 --force
+medtool score --truth "$OUT/phantom/cxr_boxes.csv" "$OUT/cxr_predictions.csv" --metric map-iou,coco-map
