@@ -475,7 +475,7 @@ def _append_log(path: Path, columns: list[str], row: EpochRow) -> None:
 
 
 def _plot(log_path: Path, png: Path, metric_names: list[str]) -> None:
-    """The learning curve: training loss and validation Dice per epoch (matplotlib, Agg)."""
+    """The learning curve: training loss and the validation metrics per epoch (matplotlib, Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -495,7 +495,9 @@ def _plot(log_path: Path, png: Path, metric_names: list[str]) -> None:
         points = [(e, float(r[name])) for e, r in zip(epochs, rows) if r.get(name)]
         if points:
             right.plot(*zip(*points), marker=".", label=name[5:] if name.startswith("dice_") else name)
-    right.set(xlabel="epoch", ylabel="Dice", title="validation", ylim=(0, 1))
+    dice_only = all(name.startswith("dice_") for name in metric_names)
+    right.set(xlabel="epoch", ylabel="Dice" if dice_only else "score", title="validation",
+              ylim=(0, 1))
     if right.lines:
         right.legend(fontsize="small")
     figure.tight_layout()
