@@ -474,6 +474,11 @@ def _append_log(path: Path, columns: list[str], row: EpochRow) -> None:
         csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore").writerow(values)
 
 
+#: Logged validation values that are not scores in [0, 1] (a score cut, false-positive ml):
+#: kept in log.csv, left out of the curve.
+UNPLOTTED, UNPLOTTED_PREFIXES = {"min_score"}, ("fp_ml_",)
+
+
 def _plot(log_path: Path, png: Path, metric_names: list[str]) -> None:
     """The learning curve: training loss and the validation metrics per epoch (matplotlib, Agg)."""
     import matplotlib
@@ -491,6 +496,7 @@ def _plot(log_path: Path, png: Path, metric_names: list[str]) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     left.plot(epochs, [float(r["train_loss"]) for r in rows], marker=".")
     left.set(xlabel="epoch", ylabel="training loss", title="loss")
+    metric_names = [n for n in metric_names if n not in UNPLOTTED and not n.startswith(UNPLOTTED_PREFIXES)]
     for name in metric_names:
         points = [(e, float(r[name])) for e, r in zip(epochs, rows) if r.get(name)]
         if points:
