@@ -491,25 +491,15 @@ def explain_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     Returns a :class:`~medtool.batch.BatchResult` whose results are the rows printed.
     """
     from .batch import run_batch
-    from .files import check_writable, find_files, mirror_path, take_shard, volume_suffix
+    from .files import check_writable, volume_suffix
     from .formats import load_volume, save_volume
-    from .ingest import FORMATS
+    from .ingest import FORMATS, plan_outputs
 
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     explainer = Explainer(checkpoint, method=method, layer=layer, target=target, device=device)
-    sources = take_shard(find_files(inputs), shard)
-    out = Path(out)
-    single = volume_suffix(out) is not None
-    if single and len(sources) > 1:
-        raise UsageError(f"{out} names one file, but there are {len(sources)} inputs",
-                         hint="give an output folder instead")
-    roots = [Path(p) for p in inputs]
-    jobs = []
-    for source in sources:
-        path = out if single else mirror_path(
-            source, roots, out, suffix + (f".{fmt}" if fmt else volume_suffix(source) or ".nii.gz"))
-        jobs.append(_Job(source, path, png_path(path) if png else None))
+    jobs = [_Job(source, path, png_path(path) if png else None) for source, path in plan_outputs(
+        inputs, out, shard=shard, suffix=lambda s: suffix + (f".{fmt}" if fmt else volume_suffix(s) or ".nii.gz"))]
 
     def run(job: _Job) -> dict[str, Any]:
         from .segmentation import as_3d

@@ -559,9 +559,9 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     Returns a :class:`~medtool.batch.BatchResult` whose results are the rows printed.
     """
     from .batch import run_batch
-    from .files import check_writable, find_files, mirror_path, take_shard, volume_suffix
+    from .files import check_writable, volume_suffix
     from .formats import load_volume, save_volume
-    from .ingest import FORMATS
+    from .ingest import FORMATS, plan_outputs
     from .train import amp_dtype, build_model
 
     if fmt is not None and fmt not in FORMATS:
@@ -573,15 +573,8 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     recipe = checkpoint["recipe"]
     model = build_model(checkpoint).to(device)
     dtype = amp_dtype(amp, device)
-    sources = take_shard(find_files(inputs), shard)
-    out = Path(out)
-    single = volume_suffix(out) is not None
-    if single and len(sources) > 1:
-        raise UsageError(f"{out} names one file, but there are {len(sources)} inputs",
-                         hint="give an output folder instead")
-    roots = [Path(p) for p in inputs]
-    jobs = [_PredictJob(s, out if single else mirror_path(
-        s, roots, out, suffix + (f".{fmt}" if fmt else volume_suffix(s) or ".nii.gz"))) for s in sources]
+    jobs = [_PredictJob(source, path) for source, path in plan_outputs(
+        inputs, out, shard=shard, suffix=lambda s: suffix + (f".{fmt}" if fmt else volume_suffix(s) or ".nii.gz"))]
     names = recipe["classes"][1:]
 
     def probability_path(path: Path, name: str) -> Path:
