@@ -67,6 +67,7 @@ class SegmentOptions:
     dropout: float = 0.0
     residual: bool = False
     deep_supervision: bool = False
+    channels_last: bool = False
     upsample: str = "transpose"
     loss: str = "dice-ce"
     ce_weight: float = 1.0
@@ -403,7 +404,7 @@ class SegmentTask:
         config = {"dim": o.dim, "in_channels": 1, "out_channels": self.out_channels, "width": o.width,
                   "depth": o.depth, "norm": o.norm, "dropout": o.dropout, "residual": o.residual,
                   "deep_supervision": o.deep_supervision, "upsample": o.upsample,
-                  "strides": plan_strides(patch, o.depth)}
+                  "strides": plan_strides(patch, o.depth), "channels_last": o.channels_last}
         return {"name": o.model, "config": config}
 
     def build_loss(self):

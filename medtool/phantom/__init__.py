@@ -30,7 +30,7 @@ from ..files import atomic_directory, atomic_output, atomic_write_text, check_wr
 from ..formats import save_volume
 from ..metrics import longest_axial_diameter
 from ..volume import AXIAL_DIRECTION, Volume
-from .ct import LABEL_DIAMETER_MM, LEFT_LUNG, RIGHT_LUNG, make_ct
+from .ct import LABEL_DIAMETER_MM, LEFT_LUNG, RIGHT_LUNG, TUMOUR_FRACTION, make_ct
 from .cxr import RSNA_SIZE, make_cxr
 from .dicomfiles import Study, write_ct_series, write_cxr
 from .identity import Person, Site, make_person, make_site
@@ -56,6 +56,7 @@ class CaseJob:
     shape: int
     force: bool
     step: dict[str, Any]
+    tumour_fraction: float = TUMOUR_FRACTION
 
 
 @dataclass
@@ -79,7 +80,8 @@ def _study(rng: np.random.Generator, seed: int, key: str, date: dt.date, descrip
 
 
 def plan(*, cases: int, seed: int, cxr: int, shape: int, out: Path, force: bool,
-         step: dict[str, Any]) -> tuple[list[CaseJob], list[XrayJob]]:
+         step: dict[str, Any], tumour_fraction: float = TUMOUR_FRACTION
+         ) -> tuple[list[CaseJob], list[XrayJob]]:
     """Decide patients, studies and seeds of every case and X-ray (deterministic for ``seed``)."""
     root = np.random.SeedSequence(seed)
     plan_seed, *item_seeds = root.spawn(1 + cases + cxr)
@@ -103,7 +105,7 @@ def plan(*, cases: int, seed: int, cxr: int, shape: int, out: Path, force: bool,
         case_id = f"case_{index + 1:0{width}d}"
         jobs.append(CaseJob(out, case_id, patient_id, person, make_site(rng),
                             _study(rng, seed, case_id, date, description),
-                            item_seeds[index], shape, force, step))
+                            item_seeds[index], shape, force, step, tumour_fraction))
     size = int(min(RSNA_SIZE, max(128, 2 * shape)))
     xrays = []
     for index in range(cxr):
@@ -128,7 +130,7 @@ def _truth_paths(out: Path, case_id: str) -> tuple[Path, Path]:
 def write_case(job: CaseJob) -> dict[str, Any]:
     """Generate and write one CT case; return its row of ``labels.csv``."""
     rng = np.random.default_rng(job.seed)
-    case = make_ct(rng, shape=job.shape)
+    case = make_ct(rng, shape=job.shape, tumour_probability=job.tumour_fraction)
     lungs_path, tumour_path = _truth_paths(job.out, job.case_id)
     with atomic_directory(job.out / "ct" / job.case_id, force=job.force) as folder:
         write_ct_series(folder, case, person=job.person, site=job.site, study=job.study, rng=rng)
@@ -176,8 +178,12 @@ def _csv(header, rows) -> str:
 
 def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int = 512,
                   cxr: int = 5, workers: int = 1, force: bool = False,
-                  step: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+                  step: dict[str, Any] | None = None, progress: bool = False,
+                  tumour_fraction: float = TUMOUR_FRACTION) -> dict[str, Any]:
     """Write the whole phantom data set under ``out``; return counts of what was written.
+
+    ``tumour_fraction`` is each CT case's chance of a lung tumour (1 for a tumour-segmentation
+    cohort in which every case has one, as in the Medical Segmentation Decathlon's lung task).
 
     Raises
     ------
@@ -186,7 +192,7 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
     """
     out = Path(out)
     case_jobs, xray_jobs = plan(cases=cases, seed=seed, cxr=cxr, shape=shape, out=out,
-                                force=force, step=step or {})
+                                force=force, step=step or {}, tumour_fraction=tumour_fraction)
     # Refuse before generating anything, rather than after minutes of work.
     outputs = [out / "labels.csv", out / "cxr_boxes.csv"]
     for job in case_jobs:

@@ -35,6 +35,8 @@ _TISSUE_NOISE = np.array([0.5, 1.5, 0.5, 1, 1, 1, 0.5, 1, 1.5, 0.5, 1, 2, 1.5, 1
 
 #: Label of each lung in the truth: 1 = right lung (patient's right, x < 0), 2 = left lung.
 RIGHT_LUNG, LEFT_LUNG = 1, 2
+#: Default chance that a case has a lung tumour.
+TUMOUR_FRACTION = 0.65
 #: Cases whose tumour's longest axial diameter is at least this are labelled 1.
 LABEL_DIAMETER_MM = 20.0
 #: Realistic reconstruction choices at the default 512 x 512 size.
@@ -114,7 +116,7 @@ def _tube(a, b, radius):
 
 
 def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
-            tumour_probability: float = 0.65) -> CTCase:
+            tumour_probability: float = TUMOUR_FRACTION) -> CTCase:
     """Generate one chest CT case.
 
     Parameters

@@ -30,3 +30,17 @@ def test_existing_output_needs_force(cli, tmp_path):
     assert summary["cases"] == 1 and summary["cxr"] == 0 and summary["out"] == str(out)
     assert summary["ct_files"] == len(list((out / "ct").rglob("*.dcm")))
     assert not [p for p in out.rglob(".*")]     # no temporary or old folders left
+
+
+def test_tumour_fraction_sets_the_share_of_tumour_cases(cli, tmp_path):
+    def volumes(fraction):
+        out = tmp_path / str(fraction)
+        result = cli("phantom", out, "--cases", "4", "--shape", "32", "--cxr", "0", "--seed", "3",
+                     "--tumour-fraction", str(fraction))
+        assert result.exit_code == 0, result.stderr
+        with open(out / "labels.csv") as handle:
+            return [float(row["tumour_volume_ml"]) for row in csv.DictReader(handle)]
+
+    assert all(v > 0 for v in volumes(1.0))
+    assert all(v == 0 for v in volumes(0.0))
+    assert cli("phantom", tmp_path / "bad", "--tumour-fraction", "1.5").exit_code == 2
