@@ -199,7 +199,7 @@ complete -c medtool -n '__fish_seen_subcommand_from train' -l amp -x -a 'auto bf
 complete -c medtool -n '__fish_seen_subcommand_from train' -l grad-clip -x -d 'Clip the gradient norm (0 - off)'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l patience -x -d 'Stop after this many validations without a better score (0 - off)'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l val-every -x -d 'Validate every N epochs'
-complete -c medtool -n '__fish_seen_subcommand_from train' -l max-minutes -x -d 'Stop after the epoch that passes this wall time'
+complete -c medtool -n '__fish_seen_subcommand_from train' -l max-minutes -x -d 'Stop after the epoch that passes this wall time (minutes); the cosi...'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l seed -x -d 'Random seed'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l resume -d 'Continue the run in --out from its last.pt'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l json -d 'Print the summary as JSON'

@@ -286,7 +286,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     loss_fn = task.build_loss()
     dtype = amp_dtype(config.amp, device)
     optimizer = _optimizer(model, config)
-    scheduler = _scheduler(optimizer, config)
+    clock = {"elapsed": 0.0}     # seconds of training so far, as rank 0 measured them
+    scheduler = _scheduler(optimizer, config, clock)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, best_score, best_epoch, stale = 0, -math.inf, -1, 0
     if resume and checkpoint is not None:
@@ -294,9 +295,12 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
         state = checkpoint["training"]
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-            if config.schedule == "cosine":      # --epochs may have been raised for the resumed run
-                scheduler.T_max = config.epochs
+            # the cosine factor is computed from the epoch and this run's --epochs, which may
+            # have been raised for the resumed run (older checkpoints hold a CosineAnnealingLR)
+            if config.schedule == "cosine":
+                scheduler.last_epoch = state["scheduler"]["last_epoch"]
+            else:
+                scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
@@ -381,6 +385,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
             if config.schedule == "plateau":
                 scheduler.step(score)
             elif scheduler is not None:
+                clock["elapsed"] = _elapsed(started, dist_info, device)
                 scheduler.step()
             stop = False
             if dist_info.main:
@@ -441,15 +446,41 @@ def _optimizer(model, config: TrainConfig):
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _scheduler(optimizer, config: TrainConfig):
+def _scheduler(optimizer, config: TrainConfig, clock: dict[str, float]):
     import torch
 
     if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: cosine_factor(epoch, config, clock["elapsed"]))
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=PLATEAU_FACTOR,
                                                           patience=PLATEAU_PATIENCE)
     return None
+
+
+def cosine_factor(epoch: int, config: TrainConfig, elapsed_s: float) -> float:
+    """The cosine schedule's share of ``--lr`` after ``epoch`` epochs.
+
+    The schedule runs over ``--epochs``; with ``--max-minutes`` it runs over whichever ends
+    first, the epochs or the time (by the time spent so far), so a run cut short by its time
+    limit still ends at a learning rate near zero rather than halfway down.
+    """
+    progress = epoch / config.epochs
+    if config.max_minutes:
+        progress = max(progress, elapsed_s / (config.max_minutes * 60.0))
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _elapsed(started: float, dist_info, device) -> float:
+    """Seconds since ``started`` on rank 0, the same number on every rank."""
+    import torch
+
+    elapsed = time.monotonic() - started
+    if dist_info.active:
+        tensor = torch.tensor([elapsed], device=device, dtype=torch.float64)
+        torch.distributed.broadcast(tensor, 0)
+        elapsed = float(tensor)
+    return elapsed
 
 
 def _start_log(path: Path, columns: list[str], *, keep_until: int) -> None:

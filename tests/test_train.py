@@ -126,3 +126,21 @@ def test_ddp_with_two_gloo_processes(balls, tmp_path):
     assert checkpoint["training"]["epoch"] == 1
     assert "module." not in next(iter(checkpoint["state_dict"]))   # unwrapped weights
     assert len(_log(run)) == 2
+
+
+def test_cosine_schedule_follows_epochs_or_the_time_limit():
+    from medtool.train import cosine_factor
+
+    by_epochs = TrainConfig(epochs=10, lr=1.0)
+    # the epoch-based schedule is torch's CosineAnnealingLR (eta_min 0)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+    for epoch in range(1, 11):
+        optimizer.step()
+        reference.step()
+        assert cosine_factor(epoch, by_epochs, elapsed_s=1e9) == pytest.approx(optimizer.param_groups[0]["lr"], abs=1e-9)
+    # with a time limit, whichever is further along: 45 s of a 1-minute budget is 3/4 of the way
+    timed = TrainConfig(epochs=100, max_minutes=1.0)
+    assert cosine_factor(2, timed, elapsed_s=45.0) == pytest.approx(0.5 * (1 + np.cos(0.75 * np.pi)))
+    assert cosine_factor(90, timed, elapsed_s=6.0) == pytest.approx(0.5 * (1 + np.cos(0.9 * np.pi)))
+    assert cosine_factor(3, timed, elapsed_s=120.0) == 0.0          # past the limit: the floor

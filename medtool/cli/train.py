@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
         grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm (0: off).", rich_help_panel=_LOOP)] = 12.0,
         patience: Annotated[int, typer.Option("--patience", help="Stop after this many validations without a better score (0: off).", rich_help_panel=_LOOP)] = 0,
         val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N epochs.", rich_help_panel=_LOOP)] = 1,
-        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after the epoch that passes this wall time.", rich_help_panel=_LOOP)] = None,
+        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after the epoch that passes this wall time (minutes); the cosine schedule then runs over the time.", rich_help_panel=_LOOP)] = None,
         seed: Annotated[int, typer.Option("--seed", help="Random seed.", rich_help_panel=_LOOP)] = 0,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.", rich_help_panel=_LOOP)] = False,
         json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
