@@ -290,6 +290,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     scheduler = _scheduler(optimizer, config, clock)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, best_score, best_epoch, stale = 0, -math.inf, -1, 0
+    best_metrics: dict[str, float] = {}
     if resume and checkpoint is not None:
         model.load_state_dict(checkpoint["state_dict"])
         state = checkpoint["training"]
@@ -392,6 +393,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
                 improved = validate and score > best_score
                 if improved:
                     best_score, best_epoch, stale = score, epoch, 0
+                    best_metrics = metrics
                 elif validate:
                     stale += 1
                 row = EpochRow(epoch, mean_loss, lr, seconds, samples / seconds, waited / seconds, metrics)
@@ -431,7 +433,10 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     last = rows[-1] if rows else None
     return {"run": str(out), "epochs": (last.epoch + 1) if last else start_epoch, "stopped": stopped,
             "best_epoch": best_epoch + 1, "best_score": best_score,
-            "final_loss": last.train_loss if last else None, "metrics": last.metrics if last else {},
+            "final_loss": last.train_loss if last else None,
+            # best.pt's validation metrics (a resumed run that found no better epoch: the last's)
+            "metrics": best_metrics or (last.metrics if last else {}),
+            "last_metrics": last.metrics if last else {},
             "samples_per_s": float(np.mean([r.samples_per_s for r in rows])) if rows else None,
             "data_wait": float(np.mean([r.data_wait for r in rows])) if rows else None,
             "minutes": (time.monotonic() - started) / 60, "rank": dist_info.rank}

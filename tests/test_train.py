@@ -63,6 +63,11 @@ def test_the_loop_learns(trained, balls):
         assert dice(load_volume(masks / name).array > 0, labels.array > 0) > 0.9
     assert (run / "curve.png").stat().st_size > 1000
     assert summary["samples_per_s"] > 0 and 0 <= summary["data_wait"] < 1
+    # the summary reports best.pt's validation, not the last epoch's
+    best = load_checkpoint(run / "best.pt")
+    assert summary["best_epoch"] == best["training"]["epoch"] + 1
+    assert summary["metrics"] == best["metrics"]
+    assert summary["last_metrics"] == load_checkpoint(run / LAST)["metrics"]
 
 
 def test_checkpoint_reproduces_the_validation_predictions(trained):

@@ -168,8 +168,8 @@ def _summary_line(summary: dict[str, Any]) -> str:
     dice = ", ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items() if k.startswith("dice_"))
     other = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if not k.startswith("dice_"))
     return (f"{summary['run']}: {summary['epochs']} epochs ({summary['stopped']}), best epoch "
-            f"{summary['best_epoch']}" + (f", validation Dice {dice}" if dice else "")
-            + (f", validation {other}" if other else "")
+            f"{summary['best_epoch']}" + (f", its validation Dice {dice}" if dice else "")
+            + (f", {'' if dice else 'its '}validation {other}" if other else "")
             + f", {summary['samples_per_s']:.1f} samples/s, data wait {summary['data_wait']:.0%}")
 
 

@@ -24,7 +24,7 @@ def test_train_writes_a_run_and_resumes(cli, balls, tmp_path):
     result = cli("train", "--images", images, "--masks", masks, "--out", run, "--epochs", "1",
                  "--class-names", "ball", *TINY)
     assert result.exit_code == 0, result.output
-    assert "1 epochs" in result.stdout and "validation Dice ball" in result.stdout
+    assert "1 epochs" in result.stdout and "its validation Dice ball" in result.stdout
     assert {p.name for p in run.iterdir()} >= {"best.pt", "last.pt", "log.csv", "curve.png", "cache"}
     checkpoint = load_checkpoint(run / LAST)
     assert checkpoint["recipe"]["classes"] == ["background", "ball"]
