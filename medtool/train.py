@@ -286,8 +286,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     loss_fn = task.build_loss()
     dtype = amp_dtype(config.amp, device)
     optimizer = _optimizer(model, config)
-    clock = {"elapsed": 0.0}     # seconds of training so far, as rank 0 measured them
-    scheduler = _scheduler(optimizer, config, clock)
+    scheduler = _scheduler(optimizer, config)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, best_score, best_epoch, stale = 0, -math.inf, -1, 0
     best_metrics: dict[str, float] = {}
@@ -295,13 +294,10 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
         model.load_state_dict(checkpoint["state_dict"])
         state = checkpoint["training"]
         optimizer.load_state_dict(state["optimizer"])
-        if state.get("scheduler") is not None:
-            # the cosine factor is computed from the epoch and this run's --epochs, which may
-            # have been raised for the resumed run (older checkpoints hold a CosineAnnealingLR)
-            if config.schedule == "cosine":
-                scheduler.last_epoch = state["scheduler"]["last_epoch"]
-            else:
-                scheduler.load_state_dict(state["scheduler"])
+        # the cosine learning rate follows from the epoch and this run's --epochs (which may
+        # have been raised for the resumed run); older checkpoints also hold a CosineAnnealingLR
+        if state.get("scheduler") is not None and scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
@@ -385,9 +381,10 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
             lr = optimizer.param_groups[0]["lr"]
             if config.schedule == "plateau":
                 scheduler.step(score)
-            elif scheduler is not None:
-                clock["elapsed"] = _elapsed(started, dist_info, device)
-                scheduler.step()
+            elif config.schedule == "cosine":
+                factor = cosine_factor(epoch + 1, config, _elapsed(started, dist_info, device))
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * factor
             stop = False
             if dist_info.main:
                 improved = validate and score > best_score
@@ -451,12 +448,11 @@ def _optimizer(model, config: TrainConfig):
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _scheduler(optimizer, config: TrainConfig, clock: dict[str, float]):
+def _scheduler(optimizer, config: TrainConfig):
+    """The plateau scheduler; ``None`` for cosine (set each epoch from :func:`cosine_factor`)
+    and constant."""
     import torch
 
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: cosine_factor(epoch, config, clock["elapsed"]))
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=PLATEAU_FACTOR,
                                                           patience=PLATEAU_PATIENCE)
