@@ -491,15 +491,14 @@ def explain_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     Returns a :class:`~medtool.batch.BatchResult` whose results are the rows printed.
     """
     from .batch import run_batch
-    from .files import check_writable, volume_suffix
+    from .files import check_writable
     from .formats import load_volume, save_volume
-    from .ingest import FORMATS, plan_outputs
+    from .ingest import format_suffix, plan_outputs
 
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    output_suffix = format_suffix(fmt, name=suffix, default=".nii.gz")
     explainer = Explainer(checkpoint, method=method, layer=layer, target=target, device=device)
-    jobs = [_Job(source, path, png_path(path) if png else None) for source, path in plan_outputs(
-        inputs, out, shard=shard, suffix=lambda s: suffix + (f".{fmt}" if fmt else volume_suffix(s) or ".nii.gz"))]
+    jobs = [_Job(source, path, png_path(path) if png else None)
+            for source, path in plan_outputs(inputs, out, shard=shard, suffix=output_suffix)]
 
     def run(job: _Job) -> dict[str, Any]:
         from .segmentation import as_3d

@@ -246,6 +246,20 @@ class VolumeJob:
         return self.path.with_name(f"{stem}_{key}{suffix}")
 
 
+def format_suffix(fmt: str | None, *, name: str = "", default: str = ".npy") -> Callable[[Path], str]:
+    """The ``suffix`` of :func:`plan_outputs` for ``--format fmt``: ``name`` (``_lungs``), then
+    ``.fmt``, or the input's own volume suffix, or ``default`` for other inputs (DICOM).
+
+    Raises
+    ------
+    UsageError
+        ``fmt`` is not one of :data:`FORMATS`.
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    return lambda source: name + (f".{fmt}" if fmt else volume_suffix(source) or default)
+
+
 def plan_outputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                  suffix: Callable[[Path], str], roots: Sequence[str | os.PathLike] | None = None,
                  shard: tuple[int, int] | None = None, single_suffixes: Sequence[str] | None = None,
@@ -315,11 +329,10 @@ def map_volumes(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
     """
     from .batch import run_batch
 
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    suffix = format_suffix(fmt)
     report = report or Report(inputs=[str(p) for p in inputs])
     pairs = plan_outputs(inputs, out, roots=roots, shard=shard, already=len(report.written),
-                         suffix=lambda source: f".{fmt}" if fmt else volume_suffix(source) or ".npy")
+                         suffix=suffix)
     jobs = [VolumeJob(source, path, transform, tuple(extra), step or {}, force, unchanged_note)
             for source, path in pairs]
     outcome = run_batch(write_volume_job, jobs, workers=workers, description=description,

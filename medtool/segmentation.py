@@ -562,11 +562,10 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     from .batch import run_batch
     from .files import check_writable, volume_suffix
     from .formats import load_volume, save_volume
-    from .ingest import FORMATS, plan_outputs
+    from .ingest import format_suffix, plan_outputs
     from .train import amp_dtype, build_model
 
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    output_suffix = format_suffix(fmt, name=suffix, default=".nii.gz")
     if not 0 <= settings.overlap < 1:
         raise UsageError("--overlap must be in [0, 1)")
     if settings.threshold is not None and not 0 < settings.threshold < 1:
@@ -574,8 +573,8 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     recipe = checkpoint["recipe"]
     model = build_model(checkpoint).to(device)
     dtype = amp_dtype(amp, device)
-    jobs = [_PredictJob(source, path) for source, path in plan_outputs(
-        inputs, out, shard=shard, suffix=lambda s: suffix + (f".{fmt}" if fmt else volume_suffix(s) or ".nii.gz"))]
+    jobs = [_PredictJob(source, path)
+            for source, path in plan_outputs(inputs, out, shard=shard, suffix=output_suffix)]
     names = recipe["classes"][1:]
 
     def probability_path(path: Path, name: str) -> Path:
