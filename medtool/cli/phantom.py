@@ -22,10 +22,10 @@ def register(app: typer.Typer) -> None:
                                            help="In-plane size of the CT (64 or 128 for fast tests).")] = 512,
         cxr: Annotated[int | None, typer.Option("--cxr", min=0,
                                                 help="Number of chest X-rays [default: same as --cases].")] = None,
-        tumour_fraction: Annotated[float | None, typer.Option(
-            "--tumour-fraction", min=0.0, max=1.0, show_default=False,
+        tumour_fraction: Annotated[float, typer.Option(
+            "--tumour-fraction", min=0.0, max=1.0,
             help="Chance that a CT case has a lung tumour; 1 gives a tumour-segmentation cohort "
-                 "in which every case has one [default: 0.65].")] = None,
+                 "in which every case has one.")] = 0.65,
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
     ) -> int:
@@ -42,8 +42,7 @@ def register(app: typer.Typer) -> None:
         summary = write_dataset(out, cases=cases, seed=seed, shape=shape,
                                 cxr=cases if cxr is None else cxr, workers=opts.workers,
                                 force=opts.force, step=opts.step(), progress=opts.show_progress,
-                                **({} if tumour_fraction is None
-                                   else {"tumour_fraction": tumour_fraction}))
+                                tumour_fraction=tumour_fraction)
         if json:
             common.print_json({"out": str(out), **summary})
         elif not opts.quiet:

@@ -44,3 +44,14 @@ def test_tumour_fraction_sets_the_share_of_tumour_cases(cli, tmp_path):
     assert all(v > 0 for v in volumes(1.0))
     assert all(v == 0 for v in volumes(0.0))
     assert cli("phantom", tmp_path / "bad", "--tumour-fraction", "1.5").exit_code == 2
+
+
+def test_tumour_fraction_default_is_the_library_default():
+    import typer
+
+    from medtool.cli import app
+    from medtool.phantom.ct import TUMOUR_FRACTION
+
+    command = typer.main.get_command(app).commands["phantom"]
+    option = next(p for p in command.params if p.name == "tumour_fraction")
+    assert option.default == TUMOUR_FRACTION
