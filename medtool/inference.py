@@ -173,8 +173,8 @@ def _run(model, inputs: torch.Tensor, flips, device: torch.device, amp_dtype) ->
     total = None
     for axes in flips:
         x = inputs.flip(axes) if axes else inputs
-        if amp_dtype is not None and device.type == "cuda":
-            with torch.autocast("cuda", dtype=amp_dtype):
+        if amp_dtype is not None:
+            with torch.autocast(device.type, dtype=amp_dtype):
                 y = model(x)
         else:
             y = model(x)

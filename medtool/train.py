@@ -186,16 +186,49 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 
 # -- helpers ----------------------------------------------------------------------------------------
 def amp_dtype(mode: str, device):
-    """Autocast dtype for ``--amp`` on ``device``: only CUDA gets one (bf16 where supported)."""
+    """Autocast dtype for ``--amp`` on ``device``.
+
+    CUDA: ``auto`` is bf16 where the GPU supports it, else fp16. CPU: only an explicit ``bf16``,
+    and only on CPUs with native bfloat16 (AVX512-BF16 or AMX), where it trains thin 3D U-Nets
+    about 1.7x faster; ``auto`` keeps float32 there, since emulated bf16 is slower than float32.
+    Other devices run in float32.
+
+    Raises
+    ------
+    UsageError
+        ``bf16`` on a CPU without native bfloat16, or ``fp16`` on a CPU.
+    """
     import torch
 
-    if device.type != "cuda" or mode == "off":
+    from .errors import UsageError
+
+    if mode == "off":
+        return None
+    if device.type == "cuda":
+        if mode == "fp16":
+            return torch.float16
+        if mode == "bf16" or torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+    if device.type != "cpu" or mode == "auto":
         return None
     if mode == "fp16":
-        return torch.float16
-    if mode == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+        raise UsageError("--amp fp16 needs a CUDA device", hint="on a CPU use --amp bf16 (CPUs with AVX512-BF16 or AMX) or --amp off")
+    if not cpu_has_bf16():
+        raise UsageError("--amp bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so it would run "
+                         "slower than float32", hint="drop --amp (float32 on CPUs)")
+    return torch.bfloat16
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (oneDNN's own check: AVX512-BF16 or AMX)."""
+    import torch
+
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
 
 
 def seed_everything(seed: int) -> None:

@@ -127,3 +127,12 @@ def test_keep_largest_against_scipy():
         assert sorted(np.bincount(remaining.ravel())[1:].tolist(), reverse=True) == top.tolist()
     assert np.array_equal(keep_largest(labels, 0), labels)
     assert set(np.unique(kept)) <= {0, 1, 2}
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="CPU without native bfloat16")
+def test_bf16_autocast_on_a_cpu_stays_close_to_float32(unet3d):
+    image = torch.randn(1, 12, 20, 20)
+    exact = sliding_window(unet3d, image.numpy(), patch=(8, 16, 16), out_channels=3)
+    fast = sliding_window(unet3d, image.numpy(), patch=(8, 16, 16), out_channels=3, amp_dtype=torch.bfloat16)
+    assert fast.dtype == torch.float32 and not torch.equal(fast, exact)       # autocast really ran
+    assert (fast - exact).abs().max() < 0.05 * exact.abs().max()

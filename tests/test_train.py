@@ -149,3 +149,31 @@ def test_cosine_schedule_follows_epochs_or_the_time_limit():
     assert cosine_factor(2, timed, elapsed_s=45.0) == pytest.approx(0.5 * (1 + np.cos(0.75 * np.pi)))
     assert cosine_factor(90, timed, elapsed_s=6.0) == pytest.approx(0.5 * (1 + np.cos(0.9 * np.pi)))
     assert cosine_factor(3, timed, elapsed_s=120.0) == 0.0          # past the limit: the floor
+
+
+def test_amp_on_a_cpu_is_bf16_only_when_asked_and_native(monkeypatch):
+    import medtool.train as train
+    from medtool.errors import UsageError
+
+    cpu = torch.device("cpu")
+    assert train.amp_dtype("auto", cpu) is None and train.amp_dtype("off", cpu) is None
+    with pytest.raises(UsageError, match="fp16 needs a CUDA device"):
+        train.amp_dtype("fp16", cpu)
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    with pytest.raises(UsageError, match="no native bfloat16"):
+        train.amp_dtype("bf16", cpu)
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    assert train.amp_dtype("bf16", cpu) is torch.bfloat16
+
+
+@pytest.mark.skipif(not __import__("medtool.train").train.cpu_has_bf16(), reason="CPU without native bfloat16")
+def test_bf16_on_a_cpu_trains_and_validates(balls, tmp_path):
+    options = _options(*balls, val_fraction=0.25)
+    summary = fit(make_task("segment", options), _config(epochs=2, steps_per_epoch=10, amp="bf16"),
+                  tmp_path / "run", device=torch.device("cpu"), progress=False)
+    rows = _log(tmp_path / "run")
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert 0 <= summary["metrics"]["dice_label_1"] <= 1
+    # the checkpoint is float32 whatever the autocast dtype
+    state = load_checkpoint(tmp_path / "run" / LAST)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())

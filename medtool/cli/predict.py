@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
                                                     show_default=False)],
         *,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows (segment), volumes (classify) or images (detect) per forward pass.")] = 4,
-        amp: Annotated[str, typer.Option("--amp", help="Mixed precision on CUDA: auto, bf16, fp16, off.")] = "auto",
+        amp: Annotated[str, typer.Option("--amp", help="Mixed precision: auto (CUDA: bf16 when supported, else fp16; CPU: off), bf16 (also CPUs with AVX512-BF16/AMX), fp16 (CUDA), off.")] = "auto",
         overlap: Annotated[float, typer.Option("--overlap", help="Overlap of neighbouring windows (fraction).", rich_help_panel=_SEG)] = 0.5,
         blend: Annotated[str, typer.Option("--blend", help="gaussian or constant window weighting.", rich_help_panel=_SEG)] = "gaussian",
         tta: Annotated[bool, typer.Option("--tta", help="Average over all axis flips.", rich_help_panel=_SEG)] = False,
