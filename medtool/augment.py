@@ -70,6 +70,11 @@ class AugmentConfig:
         Largest standard deviation of additive Gaussian noise, and its probability.
     blur, p_blur
         Gaussian blur sigma range in voxels, and its probability.
+    lowres, p_lowres
+        Simulated low resolution (nnU-Net's): a zoom range, each spatial axis drawing its own
+        factor; the image is sampled down by it with nearest neighbour and back up linearly,
+        as a thick-slice or coarse-pixel scan looks once resampled to the model's spacing. And
+        its probability.
     """
 
     flip: float = 0.0
@@ -93,6 +98,8 @@ class AugmentConfig:
     p_noise: float = 0.0
     blur: tuple[float, float] = (0.5, 1.0)
     p_blur: float = 0.0
+    lowres: tuple[float, float] = (0.5, 1.0)
+    p_lowres: float = 0.0
 
 
 PRESETS: dict[str, AugmentConfig] = {
@@ -104,7 +111,7 @@ PRESETS: dict[str, AugmentConfig] = {
                            scale=(0.7, 1.4), p_scale=0.3, shear=0.1, elastic=4.0, p_elastic=0.2,
                            intensity_scale=(0.75, 1.25), intensity_shift=0.2, p_intensity=0.15,
                            gamma=(0.7, 1.5), p_gamma=0.3, noise=0.1, p_noise=0.15,
-                           blur=(0.5, 1.0), p_blur=0.2),
+                           blur=(0.5, 1.0), p_blur=0.2, lowres=(0.5, 1.0), p_lowres=0.25),
     # the seeds' chest X-ray detection recipe (boxes follow): scale, rotation up to 6 degrees,
     # shear, shift, horizontal flip, gamma, blur and noise; no elastic deformation
     "detect": AugmentConfig(hflip=0.5, rotate=6.0, p_rotate=0.5, scale=(0.85, 1.15), p_scale=0.5,
@@ -309,6 +316,10 @@ class Augmenter:
                                 torch.zeros(batch, dtype=torch.float64))
             std = image.flatten(1).std(dim=1).view(view)
             image = image * factor.float().to(device).view(view) + shift.float().to(device).view(view) * std
+        if c.p_lowres > 0 and (chosen := _chance(c.p_lowres, batch, g)).any():
+            zoom = _uniform(*c.lowres, batch * (image.ndim - 2), g).reshape(batch, -1)
+            image = torch.stack([_low_resolution(image[i:i + 1], zoom[i].tolist())[0] if chosen[i] else image[i]
+                                 for i in range(batch)])
         if c.p_gamma > 0 and (chosen := _chance(c.p_gamma, batch, g)).any():
             gamma = torch.where(chosen, _uniform(*c.gamma, batch, g), torch.ones(batch, dtype=torch.float64))
             low = image.flatten(1).amin(1).view(view)
@@ -331,6 +342,17 @@ class Augmenter:
         if self.spatial:
             image, _, boxes = self._spatial(image, None, boxes)
         return self.intensity_transform(image), boxes
+
+
+def _low_resolution(image: torch.Tensor, zoom: Sequence[float]) -> torch.Tensor:
+    """``(N, C, *spatial)`` sampled down by ``zoom`` per axis (nearest) and back up (linear)."""
+    shape = image.shape[2:]
+    small = [max(1, round(n * z)) for n, z in zip(shape, zoom)]
+    if list(small) == list(shape):
+        return image
+    coarse = F.interpolate(image, size=small, mode="nearest-exact")
+    return F.interpolate(coarse, size=tuple(shape), mode="trilinear" if len(shape) == 3 else "bilinear",
+                         align_corners=False)
 
 
 def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:

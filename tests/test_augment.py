@@ -200,3 +200,25 @@ def test_boxes_leaving_the_image_are_clipped_or_dropped():
     gone = map_boxes(boxes, torch.eye(2, dtype=torch.float64)[None], shape,
                      torch.tensor([[0.0, -46.0]], dtype=torch.float64))
     assert torch.isnan(gone).all()               # 2 of 10 columns (first box) or none left inside
+
+
+def test_simulated_low_resolution_samples_down_nearest_and_back_up_linearly():
+    from medtool.augment import _low_resolution
+
+    ramp = torch.arange(8, dtype=torch.float32).view(1, 1, 8, 1, 1).expand(1, 1, 8, 3, 3).contiguous()
+    out = _low_resolution(ramp, [0.5, 1.0, 1.0])                 # thick slices: every other one kept
+    kept = np.array([1.0, 3.0, 5.0, 7.0])                        # nearest-exact picks the centre slices
+    expected = np.interp(np.arange(8) / 2 - 0.25, np.arange(4), kept)   # linear, edges held
+    np.testing.assert_allclose(out[0, 0, :, 1, 1].numpy(), expected, atol=1e-6)
+    assert torch.equal(out[..., 0, 0], out[..., 2, 2])          # in-plane untouched
+    assert torch.equal(_low_resolution(ramp, [1.0, 1.0, 1.0]), ramp)
+
+
+def test_low_resolution_touches_only_the_image():
+    image, mask = torch.rand(2, 1, 8, 16, 16), (torch.rand(2, 8, 16, 16) > 0.5).long()
+    out, out_mask = Augmenter(make_config("none", ["p_lowres=1", "lowres=0.5,0.5"]), seed=0)(image, mask)
+    assert torch.equal(out_mask, mask) and out.shape == image.shape
+    assert not torch.allclose(out, image)
+    # a constant image has nothing to lose
+    flat, _ = Augmenter(make_config("none", ["p_lowres=1"]), seed=0)(torch.full((1, 1, 8, 8, 8), 0.3), None)
+    assert torch.allclose(flat, torch.full_like(flat, 0.3))
