@@ -189,9 +189,9 @@ def amp_dtype(mode: str, device):
     """Autocast dtype for ``--amp`` on ``device``.
 
     CUDA: ``auto`` is bf16 where the GPU supports it, else fp16. CPU: only an explicit ``bf16``,
-    and only on CPUs with native bfloat16 (AVX512-BF16 or AMX), where it trains thin 3D U-Nets
-    about 1.7x faster; ``auto`` keeps float32 there, since emulated bf16 is slower than float32.
-    Other devices run in float32.
+    and only on CPUs with native bfloat16 (AVX512-BF16 or AMX), where thin 3D U-Nets train
+    1.4-1.7x faster; ``auto`` keeps a CPU run in float32 (its numbers do not depend on the CPU
+    model), and emulated bf16 would be slower than float32. Other devices run in float32.
 
     Raises
     ------

@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay.", rich_help_panel=_LOOP)] = 1e-4,
         optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=_LOOP)] = "adamw",
         schedule: Annotated[str, typer.Option("--schedule", help="cosine, plateau or constant.", rich_help_panel=_LOOP)] = "cosine",
-        amp: Annotated[str, typer.Option("--amp", help="Mixed precision: auto (CUDA: bf16 when supported, else fp16; CPU: off), bf16 (also CPUs with AVX512-BF16/AMX: about 1.7x faster for thin 3D U-Nets), fp16 (CUDA), off.", rich_help_panel=_LOOP)] = "auto",
+        amp: Annotated[str, typer.Option("--amp", help="Mixed precision: auto (CUDA: bf16 when supported, else fp16; CPU: off), bf16 (also CPUs with AVX512-BF16/AMX: 1.4-1.7x faster for thin 3D U-Nets), fp16 (CUDA), off.", rich_help_panel=_LOOP)] = "auto",
         grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm (0: off).", rich_help_panel=_LOOP)] = 12.0,
         patience: Annotated[int, typer.Option("--patience", help="Stop after this many validations without a better score (0: off).", rich_help_panel=_LOOP)] = 0,
         val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N epochs.", rich_help_panel=_LOOP)] = 1,
