@@ -200,6 +200,7 @@ complete -c medtool -n '__fish_seen_subcommand_from train' -l grad-clip -x -d 'C
 complete -c medtool -n '__fish_seen_subcommand_from train' -l patience -x -d 'Stop after this many validations without a better score (0 - off)'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l val-every -x -d 'Validate every N epochs'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l max-minutes -x -d 'Stop after the epoch that passes this wall time (minutes); the cosi...'
+complete -c medtool -n '__fish_seen_subcommand_from train' -l ema -x -d 'Keep an exponential moving average of the weights with this decay (...'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l seed -x -d 'Random seed'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l resume -d 'Continue the run in --out from its last.pt'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l json -d 'Print the summary as JSON'

@@ -69,6 +69,7 @@ class TrainConfig:
     val_every: int = 1
     seed: int = 0
     max_minutes: float | None = None
+    ema: float = 0.0
 
     def check(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -81,6 +82,8 @@ class TrainConfig:
             raise UsageError("--epochs, --steps and --batch-size must be at least 1")
         if self.lr <= 0:
             raise UsageError("--lr must be positive")
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"--ema {self.ema:g}: the decay must be in [0, 1) (0: off; 0.99-0.999 is usual)")
 
 
 #: Tasks by name: "module:class" (imported on use; classification and detection add theirs).
@@ -323,9 +326,15 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, best_score, best_epoch, stale = 0, -math.inf, -1, 0
     best_metrics: dict[str, float] = {}
+    ema = make_ema(model, config.ema) if config.ema else None
+    # validation and the checkpoints' weights: the running average, if there is one
+    kept = ema.module if ema is not None else model
     if resume and checkpoint is not None:
-        model.load_state_dict(checkpoint["state_dict"])
         state = checkpoint["training"]
+        model.load_state_dict(state.get("raw_state_dict") or checkpoint["state_dict"])
+        if ema is not None:
+            ema.module.load_state_dict(checkpoint["state_dict"])
+            ema.n_averaged.fill_(state.get("ema_updates", 1))
         optimizer.load_state_dict(state["optimizer"])
         # the cosine learning rate follows from the epoch and this run's --epochs (which may
         # have been raised for the resumed run); older checkpoints also hold a CosineAnnealingLR
@@ -397,6 +406,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 losses.append(float(loss.detach()))
                 display.step(epoch, np.mean(losses))
                 fetched = time.perf_counter()
@@ -409,7 +420,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
             metrics: dict[str, float] = {}
             validate = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
             if dist_info.main and validate:
-                metrics = task.validate(model, device=device, amp_dtype=dtype)
+                metrics = task.validate(kept, device=device, amp_dtype=dtype)
             score = metrics.get("score", -mean_loss)
             lr = optimizer.param_groups[0]["lr"]
             if config.schedule == "plateau":
@@ -429,7 +440,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
                 row = EpochRow(epoch, mean_loss, lr, seconds, samples / seconds, waited / seconds, metrics)
                 rows.append(row)
                 _append_log(out / LOG, columns, row)
-                payload = {**payload_base, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                payload = {**payload_base, "state_dict": _cpu_state(kept),
                            "metrics": metrics,
                            "training": {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
                                         "stale_epochs": stale, "config": asdict(config),
@@ -437,6 +448,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
                                         "optimizer": optimizer.state_dict(),
                                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
                                         "scaler": scaler.state_dict() if scaler.is_enabled() else None}}
+                if ema is not None:        # resuming needs the raw weights as well as their average
+                    payload["training"].update(raw_state_dict=_cpu_state(model), ema_updates=int(ema.n_averaged))
                 _save(out / LAST, payload)
                 if improved:
                     _save(out / BEST, payload)
@@ -470,6 +483,20 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
             "samples_per_s": float(np.mean([r.samples_per_s for r in rows])) if rows else None,
             "data_wait": float(np.mean([r.data_wait for r in rows])) if rows else None,
             "minutes": (time.monotonic() - started) / 60, "rank": dist_info.rank}
+
+
+def _cpu_state(model) -> dict[str, Any]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def make_ema(model, decay: float):
+    """An exponential moving average of ``model``'s weights (and buffers) for ``--ema DECAY``:
+    after each optimizer step ``average = decay * average + (1 - decay) * weights``, starting
+    from the first step's weights. Validation, ``best.pt`` and ``last.pt`` use the average
+    (smoother than the last step's weights when batches are small and noisy)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _optimizer(model, config: TrainConfig):

@@ -177,3 +177,47 @@ def test_bf16_on_a_cpu_trains_and_validates(balls, tmp_path):
     # the checkpoint is float32 whatever the autocast dtype
     state = load_checkpoint(tmp_path / "run" / LAST)["state_dict"]
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+
+
+def test_ema_is_the_running_average_of_the_weights():
+    from medtool.train import make_ema
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    ema = make_ema(model, 0.9)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        ema.update_parameters(model)              # the first update copies
+        model.weight.fill_(3.0)
+        ema.update_parameters(model)
+    assert torch.allclose(ema.module.weight, torch.full((1, 2), 0.9 * 1.0 + 0.1 * 3.0))
+
+
+def test_ema_checkpoints_hold_the_average_and_resume_continues_the_same_run(balls, tmp_path):
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    options = _options(*balls, val_fraction=0.25)
+    config = dict(epochs=2, steps_per_epoch=3, ema=0.9)
+    task = make_task("segment", options)
+    fit(task, _config(**config), straight, device=torch.device("cpu"), progress=False)
+    a = load_checkpoint(straight / LAST)
+    raw, kept = a["training"]["raw_state_dict"], a["state_dict"]
+    assert a["training"]["ema_updates"] == 6
+    assert any(not torch.equal(raw[k], kept[k]) for k in kept)      # the checkpoint is the average
+    # validation scored the averaged weights that predict will load
+    assert task.validate(build_model(a), device=torch.device("cpu")) == a["metrics"]
+    fit(make_task("segment", options), _config(**config, max_minutes=0), halves, device=torch.device("cpu"),
+        progress=False)
+    checkpoint = load_checkpoint(halves / LAST)
+    resumed = make_task("segment", checkpoint["training"]["options"], recipe=checkpoint["recipe"])
+    fit(resumed, _config(**config), halves, device=torch.device("cpu"), resume=True, checkpoint=checkpoint,
+        progress=False)
+    b = load_checkpoint(halves / LAST)
+    for key in kept:
+        assert torch.equal(kept[key], b["state_dict"][key]), key
+        assert torch.equal(raw[key], b["training"]["raw_state_dict"][key]), key
+
+
+def test_ema_decay_outside_zero_one_is_refused():
+    from medtool.errors import UsageError
+
+    with pytest.raises(UsageError, match="--ema 1"):
+        _config(ema=1.0).check()

@@ -108,6 +108,7 @@ def register(app: typer.Typer) -> None:
         patience: Annotated[int, typer.Option("--patience", help="Stop after this many validations without a better score (0: off).", rich_help_panel=_LOOP)] = 0,
         val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N epochs.", rich_help_panel=_LOOP)] = 1,
         max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after the epoch that passes this wall time (minutes); the cosine schedule then runs over the time.", rich_help_panel=_LOOP)] = None,
+        ema: Annotated[float, typer.Option("--ema", help="Keep an exponential moving average of the weights with this decay (0.99-0.999) for validation and the checkpoints (0: off).", rich_help_panel=_LOOP)] = 0.0,
         seed: Annotated[int, typer.Option("--seed", help="Random seed.", rich_help_panel=_LOOP)] = 0,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.", rich_help_panel=_LOOP)] = False,
         json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -138,7 +139,7 @@ def register(app: typer.Typer) -> None:
                                  batch_size=batch_size or defaults.get("batch_size", 2), lr=lr,
                                  weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, amp=amp,
                                  grad_clip=grad_clip, patience=patience, val_every=val_every, seed=seed,
-                                 max_minutes=max_minutes)
+                                 max_minutes=max_minutes, ema=ema)
             if cv:
                 from ..crossval import cross_validate
 
