@@ -6,10 +6,11 @@
 #
 #   bash benchmarks/quality_tumour.sh [WORKDIR]      (default: ./quality_tumour)
 #
-# It prints the held-out scores and writes WORKDIR/cases.csv (per case). Extra arguments to
-# `train` can be given in TRAIN_EXTRA (e.g. TRAIN_EXTRA="--device cuda"). SEED=N draws another
-# cohort (default 7, the README's); its split takes whole patients in order: 8 training cases,
-# 2 validating, the rest held out. On a CPU with native bfloat16 training runs under --amp bf16.
+# It prints the held-out scores of last.pt and best.pt and writes WORKDIR/cases.csv (per case).
+# Extra arguments to `train` can be given in TRAIN_EXTRA (e.g. TRAIN_EXTRA="--device cuda").
+# SEED=N draws another cohort (default 7, the README's); its split takes whole patients in
+# order: 8 training cases, 2 validating, the rest held out. On a CPU with native bfloat16
+# training runs under --amp bf16.
 set -euo pipefail
 work=${1:-quality_tumour}
 seed=${SEED:-7}
@@ -61,9 +62,13 @@ medtool train --task segment --images train_img --masks train_mask --mask-suffix
     --max-minutes 9.3 --force "${amp[@]}" ${TRAIN_EXTRA:-} --out run
 echo "training took ${SECONDS} s"
 
-medtool predict run/best.pt held/ pred/ --suffix _tumour --format nii.gz --keep-largest 1 \
-    --overlap 0.5 -q -f
-medtool score pred/ --truth held_truth --suffix _tumour --metric dice,hd95,recist \
-    --per-case cases.csv --bootstrap 1000
-medtool predict run/best.pt hu_free/ pred_free/ --suffix _tumour --format nii.gz \
+# last.pt (the annealed end of the run, nnU-Net's default) and best.pt (picked on only 2
+# validation cases), ranked in one table
+for checkpoint in last best; do
+    medtool predict "run/$checkpoint.pt" held/ "pred_$checkpoint/" --suffix _tumour --format nii.gz \
+        --keep-largest 1 --overlap 0.5 -q -f
+done
+medtool score pred_last/ pred_best/ --truth held_truth --suffix _tumour --metric dice,hd95,recist \
+    --per-case cases.csv --bootstrap 1000 -f
+medtool predict run/last.pt hu_free/ pred_free/ --suffix _tumour --format nii.gz \
     --keep-largest 1 --overlap 0.5 -f        # tumour-free cases: the table is false positive ml
