@@ -5,7 +5,8 @@ window 48 x 96 x 96, overlap 0.5, Gaussian blending (sigma 1/8 of the window), 4
 batch: medtool's :func:`medtool.inference.sliding_window` against MONAI's
 ``sliding_window_inference``, in one run. The two results are compared (max abs difference of
 the logits, share of equal arg-max labels) so a speed-up cannot come from doing less. Target:
-ratio (MONAI s / medtool s) >= 1.0.
+ratio (MONAI s / medtool s) >= 1.0. On a CPU with native bfloat16 the row also times medtool
+under ``--amp bf16`` (``medtool_bf16_s``) and how far its labels are from float32's.
 
 Training throughput: ``fit`` on a synthetic 3D data set (4 cases 64 x 128 x 128, patch 32 x 64 x
 64, batch 2, light augmentation) for 2 epochs of 10 steps; samples/s and the fraction of the
@@ -59,6 +60,29 @@ def _training_throughput() -> dict:
             "train_data_wait": round(summary["data_wait"], 4)}
 
 
+def _bf16_row(model, image, exact, timeit, repeat: int) -> dict:
+    """``--amp bf16`` on this CPU, if it has native bfloat16: its time and how far its logits
+    and labels are from float32's (empty otherwise)."""
+    import torch
+
+    from medtool.inference import sliding_window
+    from medtool.train import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        return {}
+
+    def fast():
+        return sliding_window(model, image, patch=WINDOW, out_channels=CLASSES, overlap=OVERLAP,
+                              blend="gaussian", batch_size=BATCH, amp_dtype=torch.bfloat16)
+
+    logits = fast()
+    agreement = float((logits.argmax(0) == exact.argmax(0)).float().mean())
+    seconds = timeit(fast, repeat=repeat)
+    print(f"  --amp bf16 on this CPU: {seconds:.2f} s, labels equal to float32's on {agreement:.2%} of voxels")
+    return {"medtool_bf16_s": seconds, "bf16_label_agreement": round(agreement, 5),
+            "bf16_max_logit_difference": round(float((logits - exact).abs().max()), 4)}
+
+
 def run(repeat: int, timeit) -> list[dict]:
     import torch
     from monai.inferers import sliding_window_inference
@@ -84,12 +108,13 @@ def run(repeat: int, timeit) -> list[dict]:
     difference = float((a - b).abs().max())
     medtool_s = timeit(ours, repeat=repeat)
     peer_s = timeit(monai, repeat=repeat)
+    bf16 = _bf16_row(model, image, a, timeit, repeat)
     started = time.perf_counter()
     training = _training_throughput()
     row = {"case": f"sliding window {'x'.join(map(str, SHAPE))}", "peer": "MONAI sliding_window",
            "medtool_s": medtool_s, "peer_s": peer_s, "label_agreement": round(agreement, 5),
            "max_logit_difference": round(difference, 5), **training,
-           "training_bench_s": round(time.perf_counter() - started, 1)}
+           "training_bench_s": round(time.perf_counter() - started, 1), **bf16}
     print(f"  labels equal to MONAI's on {agreement:.2%} of voxels (max logit difference {difference:.3g}); "
           f"training {training['train_samples_per_s']} samples/s, waiting for data "
           f"{training['train_data_wait']:.1%} of the time")
