@@ -60,21 +60,14 @@ def _training_throughput() -> dict:
             "train_data_wait": round(summary["data_wait"], 4)}
 
 
-def _bf16_row(model, image, exact, timeit, repeat: int) -> dict:
-    """``--amp bf16`` on this CPU, if it has native bfloat16: its time and how far its logits
-    and labels are from float32's (empty otherwise)."""
-    import torch
-
-    from medtool.inference import sliding_window
+def _bf16_row(fast, exact, timeit, repeat: int) -> dict:
+    """``fast()`` (the sliding windows under ``--amp bf16``) on this CPU, if it has native
+    bfloat16: its time and how far its logits and labels are from float32's ``exact`` (empty
+    otherwise)."""
     from medtool.train import cpu_has_bf16
 
     if not cpu_has_bf16():
         return {}
-
-    def fast():
-        return sliding_window(model, image, patch=WINDOW, out_channels=CLASSES, overlap=OVERLAP,
-                              blend="gaussian", batch_size=BATCH, amp_dtype=torch.bfloat16)
-
     logits = fast()
     agreement = float((logits.argmax(0) == exact.argmax(0)).float().mean())
     seconds = timeit(fast, repeat=repeat)
@@ -94,9 +87,9 @@ def run(repeat: int, timeit) -> list[dict]:
     image = np.random.default_rng(0).normal(size=(1, *SHAPE)).astype(np.float32)
     tensor = torch.from_numpy(image)[None]
 
-    def ours():
+    def ours(amp_dtype=None):
         return sliding_window(model, image, patch=WINDOW, out_channels=CLASSES, overlap=OVERLAP,
-                              blend="gaussian", batch_size=BATCH)
+                              blend="gaussian", batch_size=BATCH, amp_dtype=amp_dtype)
 
     def monai():
         with torch.inference_mode():
@@ -108,7 +101,7 @@ def run(repeat: int, timeit) -> list[dict]:
     difference = float((a - b).abs().max())
     medtool_s = timeit(ours, repeat=repeat)
     peer_s = timeit(monai, repeat=repeat)
-    bf16 = _bf16_row(model, image, a, timeit, repeat)
+    bf16 = _bf16_row(lambda: ours(torch.bfloat16), a, timeit, repeat)
     started = time.perf_counter()
     training = _training_throughput()
     row = {"case": f"sliding window {'x'.join(map(str, SHAPE))}", "peer": "MONAI sliding_window",
