@@ -184,22 +184,33 @@ def _run(model, inputs: torch.Tensor, flips, device: torch.device, amp_dtype) ->
     return total / len(flips)
 
 
-def labels_from_logits(logits: torch.Tensor, *, threshold: float | None = None) -> torch.Tensor:
-    """Integer labels from ``(C, ...)`` logits.
+def probabilities_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of ``(C, ...)`` logits: the sigmoid of one channel, else the softmax."""
+    return torch.sigmoid(logits) if logits.shape[0] == 1 else torch.softmax(logits, dim=0)
+
+
+def labels_from_probabilities(probs: torch.Tensor, *, threshold: float | None = None) -> torch.Tensor:
+    """Integer labels from ``(C, ...)`` probabilities (:func:`probabilities_from_logits`).
 
     One channel (sigmoid): ``p >= threshold`` (0.5 by default). Several (softmax): the arg-max;
     with ``threshold`` a voxel is foreground only where ``1 - p(background) >= threshold``, and
     then gets the most likely foreground class.
     """
-    if logits.shape[0] == 1:
+    if probs.shape[0] == 1:
         cut = 0.5 if threshold is None else threshold
-        return (torch.sigmoid(logits[0]) >= cut).to(torch.uint8)
-    labels = logits.argmax(0)
-    if threshold is not None:
-        probs = torch.softmax(logits, dim=0)
-        foreground = 1 - probs[0] >= threshold
-        labels = torch.where(foreground, probs[1:].argmax(0) + 1, torch.zeros_like(labels))
+        return (probs[0] >= cut).to(torch.uint8)
+    if threshold is None:
+        return probs.argmax(0).to(torch.uint8)
+    foreground = 1 - probs[0] >= threshold
+    labels = torch.where(foreground, probs[1:].argmax(0) + 1, torch.zeros_like(foreground, dtype=torch.long))
     return labels.to(torch.uint8)
+
+
+def labels_from_logits(logits: torch.Tensor, *, threshold: float | None = None) -> torch.Tensor:
+    """Integer labels from ``(C, ...)`` logits, as :func:`labels_from_probabilities`."""
+    if logits.shape[0] > 1 and threshold is None:
+        return logits.argmax(0).to(torch.uint8)          # the same labels without the softmax
+    return labels_from_probabilities(probabilities_from_logits(logits), threshold=threshold)
 
 
 def keep_largest(labels: np.ndarray, count: int, *, classes: Sequence[int] | None = None) -> np.ndarray:

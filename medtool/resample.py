@@ -137,6 +137,16 @@ def centre_crop(grid: Grid, shape: Sequence[int]) -> Grid:
                 grid.direction.copy())
 
 
+def z_slab(grid: Grid, start: int, stop: int) -> Grid:
+    """Slices ``start:stop`` of ``grid`` (the same voxels: resampling onto it gives exactly those
+    slices of resampling onto ``grid``)."""
+    if not 0 <= start < stop <= grid.shape[0]:
+        raise UsageError(f"slices {start}:{stop} are not inside a grid of {grid.shape[0]}")
+    origin = np.asarray(grid.origin) + grid.direction[:, 0] * (start * grid.spacing[0])
+    return Grid((stop - start, *grid.shape[1:]), grid.spacing, tuple(float(o) for o in origin),
+                grid.direction.copy())
+
+
 def is_mask(volume: Volume) -> bool:
     """Whether ``volume`` holds labels (nearest interpolation, pad 0) rather than an image.
 

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from medtool.errors import InputError, UsageError
-from medtool.resample import Grid, is_mask, resample, resample_to, target_grid
+from medtool.resample import Grid, is_mask, resample, resample_to, target_grid, z_slab
 from medtool.volume import AXIAL_DIRECTION, Volume
 
 from .conftest import rotation
@@ -70,6 +70,19 @@ def test_oblique_input_onto_axial_grid_matches_simpleitk(oblique_volume):
     out = resample_to(source, grid, order=1, pad=0.0, antialias=False)
     reference = _sitk_resample(source, grid, sitk.sitkLinear, 0.0)
     assert np.abs(out.array - reference).max() < 1e-3
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_z_slabs_resample_to_the_same_slices(image, oblique):
+    direction = rotation("x", 17.0) @ AXIAL_DIRECTION if oblique else AXIAL_DIRECTION
+    grid = Grid((9, 10, 12), (1.1, 0.8, 0.6), (-9.0, 4.0, 2.0), direction)
+    whole = resample_to(image, grid, order=1, pad=-5.0).array
+    pieces = [resample_to(image, z_slab(grid, z0, min(9, z0 + 4)), order=1, pad=-5.0).array
+              for z0 in range(0, 9, 4)]
+    assert [p.shape[0] for p in pieces] == [4, 4, 1]
+    assert np.array_equal(np.concatenate(pieces), whole)
+    with pytest.raises(UsageError):
+        z_slab(grid, 5, 10)
 
 
 def test_new_shape_keeps_extent_and_centre():

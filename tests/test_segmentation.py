@@ -1,13 +1,16 @@
-"""Validation scores of the segmentation task: predicting nothing cannot win model selection."""
+"""The segmentation task: validation scores (predicting nothing cannot win model selection) and
+how predictions return to the input's grid."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from medtool.errors import UsageError
 from medtool.formats import save_volume
 from medtool.metrics import dice
-from medtool.segmentation import SegmentOptions, SegmentTask, label_counts, validation_scores
+from medtool.segmentation import (PredictSettings, SegmentOptions, SegmentTask, label_counts, predict_volume,
+                                  prepare_image, validation_scores)
 from medtool.volume import Volume
 
 
@@ -78,3 +81,87 @@ def test_validate_does_not_reward_a_model_that_predicts_nothing(tmp_path):
     assert everything["dice_tumour"] == pytest.approx((2 * 18 / (18 + 256) + 0) / 2)
     assert everything["fp_ml_tumour"] == pytest.approx(0.512)
     assert everything["score"] > nothing["score"]
+
+
+class _Affine(torch.nn.Module):
+    """Logits ``scale * image + shift`` per channel: probabilities a hand-checkable function of
+    the (model-space) image."""
+
+    def __init__(self, scales, shifts):
+        super().__init__()
+        self.scales = torch.tensor(scales, dtype=torch.float32)[None, :, None, None, None]
+        self.shifts = torch.tensor(shifts, dtype=torch.float32)[None, :, None, None, None]
+
+    def forward(self, x):
+        return x * self.scales + self.shifts
+
+
+def _ramp(shape=(3, 5, 24)) -> Volume:
+    """An image rising along x, 1 mm voxels (the model's grid below has 2 mm along x)."""
+    x = np.linspace(-1.0, 1.3, shape[2], dtype=np.float32)
+    return Volume(np.broadcast_to(x, shape).copy(), (1.0, 1.0, 1.0))
+
+
+def _recipe(classes, activation):
+    return {"dim": 3, "patch": [3, 8, 8], "spacing": [1.0, 1.0, 2.0], "normalize": {"mode": "none"},
+            "classes": classes, "activation": activation}
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_linear_interpolation_thresholds_the_interpolated_probability(activation):
+    image = _ramp()
+    if activation == "sigmoid":
+        model, classes = _Affine([8.0], [-0.5]), ["background", "tumour"]
+    else:
+        model, classes = _Affine([0.0, 8.0], [0.5, 0.0]), ["background", "tumour"]
+    recipe = _recipe(classes, activation)
+    prepared = prepare_image(image, recipe)
+    assert prepared.shape == (3, 5, 12)
+    p_model = 1 / (1 + np.exp(-(8.0 * prepared.array[0, 0] - 0.5)))    # p(tumour) on the model's x
+    # model voxel j lies at 0.5 + 2 j mm (centred grid), so input voxel i is at (i - 0.5) / 2;
+    # outside the model's centres the edge value is kept (np.interp clamps the same way)
+    expected = np.interp((np.arange(24) - 0.5) / 2, np.arange(12), p_model) >= 0.5
+    labels, _ = predict_volume(model, image, recipe, PredictSettings(interpolation="linear"),
+                               device=torch.device("cpu"))
+    assert labels.shape == image.shape and labels.same_grid(image)
+    assert np.array_equal(labels.array, np.broadcast_to(expected, image.shape).astype(np.uint8))
+    nearest, _ = predict_volume(model, image, recipe, PredictSettings(), device=torch.device("cpu"))
+    # nearest neighbour puts the boundary one input voxel further right (between model voxels)
+    assert int(labels.array.sum()) - int(nearest.array.sum()) == 3 * 5
+
+
+def test_linear_interpolation_keeps_the_largest_component_and_the_threshold():
+    image = _ramp((4, 6, 24))
+    image.array[:, :, 2:4] = 5.0                                 # a small bright blob at the left
+    recipe = _recipe(["background", "tumour"], "sigmoid")
+    model = _Affine([8.0], [-1.5])
+    cpu = torch.device("cpu")
+    both, _ = predict_volume(model, image, recipe, PredictSettings(interpolation="linear"), device=cpu)
+    largest, maps = predict_volume(model, image, recipe,
+                                   PredictSettings(interpolation="linear", keep_largest=1, probabilities=True),
+                                   device=cpu)
+    assert both.array[:, :, 2].all() and not largest.array[:, :, :6].any()
+    assert np.array_equal(largest.array[:, :, 6:], both.array[:, :, 6:])
+    assert maps[0].array[:, :, 2].min() > 0.5                   # the maps are the raw probabilities
+    low, _ = predict_volume(model, image, recipe, PredictSettings(interpolation="linear", threshold=0.2),
+                            device=cpu)
+    assert np.array_equal(low.array, (maps[0].array >= 0.2).astype(np.uint8))
+
+
+def test_linear_interpolation_on_the_model_grid_is_the_arg_max():
+    image = Volume(_ramp().array, (1.0, 1.0, 2.0))
+    recipe = _recipe(["background", "a", "b"], "softmax")
+    model = _Affine([0.0, 4.0, -4.0], [0.0, -1.0, -1.0])
+    cpu = torch.device("cpu")
+    linear, _ = predict_volume(model, image, recipe, PredictSettings(interpolation="linear"), device=cpu)
+    nearest, _ = predict_volume(model, image, recipe, PredictSettings(), device=cpu)
+    assert np.array_equal(linear.array, nearest.array) and set(np.unique(linear.array)) == {0, 1, 2}
+
+
+def test_unknown_or_out_of_range_settings_are_refused():
+    with pytest.raises(UsageError, match="--interpolation cubic"):
+        PredictSettings(interpolation="cubic")
+    with pytest.raises(UsageError, match="--overlap"):
+        PredictSettings(overlap=1.0)
+    with pytest.raises(UsageError, match="--threshold"):
+        PredictSettings(threshold=0.0)

@@ -17,7 +17,7 @@ _HELP = """Run a checkpoint from medtool train on volumes: segmentation masks on
 
 The model is loaded once and each input is prepared exactly as the checkpoint's recipe says (resampled to its spacing and shape, normalised).
 
-[bold]segment[/bold] checkpoints: volumes are segmented by sliding windows (Gaussian importance weighting, [bold]--overlap[/bold], windows in batches, optional flip [bold]--tta[/bold]), turned into labels (arg-max, or [bold]--threshold[/bold] on the foreground probability), cleaned ([bold]--keep-largest N[/bold] components per label) and resampled back onto the input's grid with nearest neighbour, so the mask overlays the input in any viewer. [bold]--probabilities[/bold] also writes one float map per class (<name>_prob_<class>). Memory stays bounded: the volume is processed in slabs along z. OUT is a folder (or a file for one input).
+[bold]segment[/bold] checkpoints: volumes are segmented by sliding windows (Gaussian importance weighting, [bold]--overlap[/bold], windows in batches, optional flip [bold]--tta[/bold]), turned into labels (arg-max, or [bold]--threshold[/bold] on the foreground probability), cleaned ([bold]--keep-largest N[/bold] components per label) and resampled back onto the input's grid with nearest neighbour, so the mask overlays the input in any viewer ([bold]--interpolation linear[/bold]: the class probabilities are interpolated onto it instead, a slab at a time, and the labels taken there). [bold]--probabilities[/bold] also writes one float map per class (<name>_prob_<class>). Memory stays bounded: the volume is processed in slabs along z. OUT is a folder (or a file for one input).
 
 [bold]classify[/bold] checkpoints: OUT is one CSV [bold]case_id,prob_<class>...,pred[/bold] (case id = file name without its suffix), volumes in batches of [bold]--batch-size[/bold], ready for [bold]medtool score --metric auc --metric accuracy[/bold].
 
@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
         keep_largest: Annotated[int, typer.Option("--keep-largest", min=0, help="Keep the N largest components of each label (0: all).", rich_help_panel=_SEG)] = 0,
         threshold: Annotated[float | None, typer.Option("--threshold", help="Foreground probability cut [default: arg-max / 0.5].", rich_help_panel=_SEG)] = None,
         probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write float probability maps.", rich_help_panel=_SEG)] = False,
+        interpolation: Annotated[str, typer.Option("--interpolation", help="How labels return to the input's grid: nearest (arg-max at the model's spacing, then nearest neighbour) or linear (probabilities interpolated in slabs, then arg-max, as nnU-Net: smoother edges).", rich_help_panel=_SEG)] = "nearest",
         fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].", rich_help_panel=_SEG)] = None,
         min_score: Annotated[float | None, typer.Option("--min-score", help="Keep boxes scoring at least this [default: the checkpoint's validated cut].", rich_help_panel=_DET)] = None,
         nms: Annotated[float | None, typer.Option("--nms", help="NMS IoU threshold [default: the checkpoint's].", rich_help_panel=_DET)] = None,
@@ -86,7 +87,7 @@ def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: di
         raise UsageError(f"--blend {v['blend']}: choose one of {', '.join(BLENDS)}")
     settings = PredictSettings(overlap=v["overlap"], blend=v["blend"], batch_size=v["batch_size"], tta=v["tta"],
                                threshold=v["threshold"], keep_largest=v["keep_largest"],
-                               probabilities=v["probabilities"])
+                               probabilities=v["probabilities"], interpolation=v["interpolation"])
     outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=v["fmt"], suffix=v["suffix"],
                             force=opts.force, shard=opts.shard, step=opts.step(), amp=v["amp"],
                             progress=opts.show_progress, on_error=opts.report)

@@ -38,10 +38,12 @@ def oblique_case(tmp_path):
     return tmp_path / "in" / "oblique.nii.gz", mask
 
 
-def test_prediction_lands_on_the_input_grid(cli, checkpoint, oblique_case, tmp_path):
+@pytest.mark.parametrize("interpolation", ["nearest", "linear"])
+def test_prediction_lands_on_the_input_grid(cli, checkpoint, oblique_case, tmp_path, interpolation):
     source, truth = oblique_case
     out = tmp_path / "out"
-    result = cli("predict", checkpoint, source.parent, out, "--keep-largest", "1", "--tta", "--json")
+    result = cli("predict", checkpoint, source.parent, out, "--keep-largest", "1", "--tta", "--json",
+                 "--interpolation", interpolation)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert rows[0]["output"] == str(out / "oblique.nii.gz")
@@ -86,3 +88,5 @@ def test_errors(cli, checkpoint, oblique_case, tmp_path):
     assert missing.exit_code == 1 and "no such file" in missing.stderr
     blend = cli("predict", checkpoint, source, tmp_path / "z.nii.gz", "--blend", "median")
     assert blend.exit_code == 2
+    interpolation = cli("predict", checkpoint, source, tmp_path / "z.nii.gz", "--interpolation", "cubic")
+    assert interpolation.exit_code == 2 and "--interpolation cubic: choose one of nearest, linear" in interpolation.stderr
