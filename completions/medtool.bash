@@ -170,7 +170,7 @@ _medtool() {
         esac
         ;;
     predict)
-        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --format --min-score --nms --max-boxes --suffix --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --min-score --nms --max-boxes --suffix --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --batch-size) return ;;
             --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
@@ -178,6 +178,7 @@ _medtool() {
             --blend) return ;;
             --keep-largest) return ;;
             --threshold) return ;;
+            --interpolation) return ;;
             --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
             --min-score) return ;;
             --nms) return ;;

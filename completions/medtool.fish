@@ -219,6 +219,7 @@ complete -c medtool -n '__fish_seen_subcommand_from predict' -l tta -d 'Average 
 complete -c medtool -n '__fish_seen_subcommand_from predict' -l keep-largest -x -d 'Keep the N largest components of each label (0 - all)'
 complete -c medtool -n '__fish_seen_subcommand_from predict' -l threshold -x -d 'Foreground probability cut (default - arg-max / 0.5)'
 complete -c medtool -n '__fish_seen_subcommand_from predict' -l probabilities -d 'Also write float probability maps'
+complete -c medtool -n '__fish_seen_subcommand_from predict' -l interpolation -x -d 'How labels return to the input’s grid - nearest (arg-max at the mod...'
 complete -c medtool -n '__fish_seen_subcommand_from predict' -l format -x -a 'nii.gz nii npy npz' -d 'Output format (default - the input’s)'
 complete -c medtool -n '__fish_seen_subcommand_from predict' -l min-score -x -d 'Keep boxes scoring at least this (default - the checkpoint’s valida...'
 complete -c medtool -n '__fish_seen_subcommand_from predict' -l nms -x -d 'NMS IoU threshold (default - the checkpoint’s)'

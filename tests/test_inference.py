@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from medtool.inference import (importance_map, keep_largest, labels_from_logits, sliding_window,
+from medtool.inference import (argmax_channels, importance_map, keep_largest, labels_from_logits, sliding_window,
                                window_starts)
 from medtool.models.unet import UNet
 
@@ -136,3 +136,11 @@ def test_bf16_autocast_on_a_cpu_stays_close_to_float32(unet3d):
     fast = sliding_window(unet3d, image.numpy(), patch=(8, 16, 16), out_channels=3, amp_dtype=torch.bfloat16)
     assert fast.dtype == torch.float32 and not torch.equal(fast, exact)       # autocast really ran
     assert (fast - exact).abs().max() < 0.05 * exact.abs().max()
+
+
+def test_argmax_channels_is_torch_argmax_with_first_wins_on_ties():
+    values = torch.randn(4, 3, 5, 6)
+    values[2, 0] = values[1, 0]                       # ties: the first class wins, as argmax
+    values[:, 1, 1, 1] = 0.0
+    assert torch.equal(argmax_channels(values), values.argmax(0).to(torch.uint8))
+    assert argmax_channels(values)[1, 1, 1] == 0
