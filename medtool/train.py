@@ -336,14 +336,15 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
             ema.module.load_state_dict(checkpoint["state_dict"])
             ema.n_averaged.fill_(state.get("ema_updates", 1))
         optimizer.load_state_dict(state["optimizer"])
-        # the cosine learning rate follows from the epoch and this run's --epochs (which may
-        # have been raised for the resumed run); older checkpoints also hold a CosineAnnealingLR
         if state.get("scheduler") is not None and scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
         best_score, best_epoch, stale = state["best_score"], state["best_epoch"], state["stale_epochs"]
+        # the learning rate follows from this run's --lr, --epochs and --schedule (which may differ
+        # from the stopped run's), not from the optimizer state saved with its old schedule
+        _set_lr(optimizer, config, start_epoch, elapsed_s=0.0)
     train_model = model
     if dist_info.active:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -426,9 +427,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
             if config.schedule == "plateau":
                 scheduler.step(score)
             elif config.schedule == "cosine":
-                factor = cosine_factor(epoch + 1, config, _elapsed(started, dist_info, device))
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * factor
+                _set_lr(optimizer, config, epoch + 1, elapsed_s=_elapsed(started, dist_info, device))
             stop = False
             if dist_info.main:
                 improved = validate and score > best_score
@@ -530,6 +529,16 @@ def cosine_factor(epoch: int, config: TrainConfig, elapsed_s: float) -> float:
     if config.max_minutes:
         progress = max(progress, elapsed_s / (config.max_minutes * 60.0))
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _set_lr(optimizer, config: TrainConfig, epoch: int, *, elapsed_s: float) -> None:
+    """The learning rate for ``epoch`` under the cosine or constant schedule (the plateau
+    scheduler keeps its own)."""
+    if config.schedule == "plateau":
+        return
+    factor = cosine_factor(epoch, config, elapsed_s) if config.schedule == "cosine" else 1.0
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr * factor
 
 
 def _elapsed(started: float, dist_info, device) -> float:

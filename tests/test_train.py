@@ -103,6 +103,27 @@ def test_resume_continues_the_same_run(balls, tmp_path):
     assert a["training"]["best_score"] == b["training"]["best_score"]
 
 
+def test_resume_with_more_epochs_follows_the_new_cosine_schedule(balls, tmp_path):
+    options = _options(*balls, val_fraction=0.25)
+    fit(make_task("segment", options), _config(epochs=2, steps_per_epoch=2, lr=1e-3, schedule="cosine"),
+        tmp_path, device=torch.device("cpu"), progress=False)
+    checkpoint = load_checkpoint(tmp_path / LAST)
+    # the stopped run ended at the bottom of its schedule: lr 0 in the saved optimizer state
+    assert checkpoint["training"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    resumed = make_task("segment", checkpoint["training"]["options"], recipe=checkpoint["recipe"])
+    fit(resumed, _config(epochs=4, steps_per_epoch=2, lr=1e-3, schedule="cosine"), tmp_path,
+        device=torch.device("cpu"), resume=True, checkpoint=checkpoint, progress=False)
+    lrs = [float(r["lr"]) for r in _log(tmp_path)]
+    # epochs 1-2 of the 2-epoch run, then epochs 3 and 4 of a 4-epoch cosine: 2/4 and 3/4 of the way
+    assert lrs == pytest.approx([1e-3, 5e-4, *[1e-3 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in (2, 3)]], rel=1e-5)
+    # a constant schedule resumed with another --lr runs at that lr
+    checkpoint = load_checkpoint(tmp_path / LAST)
+    resumed = make_task("segment", checkpoint["training"]["options"], recipe=checkpoint["recipe"])
+    fit(resumed, _config(epochs=5, steps_per_epoch=2, lr=2e-4), tmp_path, device=torch.device("cpu"),
+        resume=True, checkpoint=checkpoint, progress=False)
+    assert float(_log(tmp_path)[-1]["lr"]) == pytest.approx(2e-4)
+
+
 def test_two_d_sigmoid_bce_dice_with_deep_supervision(balls, tmp_path):
     options = _options(*balls, dim=2, patch=[16, 16], loss="bce-dice", deep_supervision=True,
                        residual=True, augment="heavy", val_fraction=0.25)
