@@ -174,6 +174,7 @@ complete -c medtool -n '__fish_seen_subcommand_from train' -l upsample -x -d 'tr
 complete -c medtool -n '__fish_seen_subcommand_from train' -l loss -x -d 'bce-dice, dice-ce, dice, jaccard or focal'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l ce-weight -x -d 'Weight of the (B)CE term of bce-dice'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l dice-weight -x -d 'Weight of the Dice term of bce-dice'
+complete -c medtool -n '__fish_seen_subcommand_from train' -l batch-dice -l sample-dice -d 'Dice over the whole batch, or the mean of each sample’s Dice (a sma...'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l labels -r -F -d 'CSV with a case id and a class per image'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l image-suffix -x -d 'Images are named <case><suffix> (e.g. _masked); others in the folde...'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l id-column -x -d 'Case id column of --labels (matches the image names)'

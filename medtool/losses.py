@@ -4,7 +4,9 @@
 ``bce-dice``   binary/multi-class cross-entropy plus soft Dice, weighted (``ce_weight``,
                ``dice_weight``); with a sigmoid head the cross-entropy is BCE
 ``dice-ce``    the same sum with equal weights (nnU-Net's default), named the MONAI way
-``dice``       soft Dice over the foreground classes (batch Dice: summed over the whole batch)
+``dice``       soft Dice over the foreground classes: batch Dice (summed over the whole batch) or,
+               with ``batch_dice=False``, the mean of each sample's Dice (nnU-Net's option): a
+               small lesion then weighs as much as a large one
 ``jaccard``    soft Jaccard (IoU) over the foreground classes
 ``focal``      focal loss (``gamma``, optional ``alpha`` for the foreground)
 =============  ===================================================================================
@@ -44,9 +46,10 @@ def one_hot(target: torch.Tensor, channels: int) -> torch.Tensor:
     return F.one_hot(target.long(), channels).movedim(-1, 1).float()
 
 
-def _overlap(probs: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel intersection and sum of sizes, over the batch and space (batch Dice)."""
-    dims = [0, *range(2, probs.ndim)]
+def _overlap(probs: torch.Tensor, truth: torch.Tensor, *, batch: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intersection and sum of sizes per channel, over the batch and space (batch Dice), or per
+    sample and channel over space (``batch=False``)."""
+    dims = [*([0] if batch else []), *range(2, probs.ndim)]
     return (probs * truth).sum(dims), (probs + truth).sum(dims)
 
 
@@ -58,19 +61,19 @@ def _foreground(values: torch.Tensor) -> torch.Tensor:
 class SoftDice(nn.Module):
     """``1 - mean soft Dice`` over the foreground classes (``jaccard=True``: soft IoU)."""
 
-    def __init__(self, *, jaccard: bool = False):
+    def __init__(self, *, jaccard: bool = False, batch: bool = True):
         super().__init__()
-        self.jaccard = jaccard
+        self.jaccard, self.batch = jaccard, batch
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs = probabilities(logits.float())
         truth = one_hot(target, logits.shape[1])
-        intersection, total = _overlap(probs, truth)
+        intersection, total = _overlap(probs, truth, batch=self.batch)
         if self.jaccard:
             score = (intersection + SMOOTH) / (total - intersection + SMOOTH)
         else:
             score = (2 * intersection + SMOOTH) / (total + SMOOTH)
-        return 1 - _foreground(score).mean()
+        return 1 - _foreground(score if self.batch else score.T).mean()
 
 
 class CrossEntropy(nn.Module):
@@ -143,8 +146,9 @@ class DeepSupervision(nn.Module):
 
 
 def build_loss(name: str, *, ce_weight: float = 1.0, dice_weight: float = 1.0,
-               gamma: float = FOCAL_GAMMA, alpha: float | None = None) -> nn.Module:
-    """The loss ``name`` (see the module docstring), wrapped for deep supervision.
+               gamma: float = FOCAL_GAMMA, alpha: float | None = None, batch_dice: bool = True) -> nn.Module:
+    """The loss ``name`` (see the module docstring), wrapped for deep supervision; ``batch_dice``
+    chooses batch or per-sample Dice / Jaccard.
 
     Raises
     ------
@@ -158,13 +162,13 @@ def build_loss(name: str, *, ce_weight: float = 1.0, dice_weight: float = 1.0,
     if ce_weight < 0 or dice_weight < 0:
         raise UsageError("loss weights must not be negative")
     if name == "bce-dice":
-        loss = Weighted([(ce_weight, CrossEntropy()), (dice_weight, SoftDice())])
+        loss = Weighted([(ce_weight, CrossEntropy()), (dice_weight, SoftDice(batch=batch_dice))])
     elif name == "dice-ce":
-        loss = Weighted([(1.0, CrossEntropy()), (1.0, SoftDice())])
+        loss = Weighted([(1.0, CrossEntropy()), (1.0, SoftDice(batch=batch_dice))])
     elif name == "dice":
-        loss = SoftDice()
+        loss = SoftDice(batch=batch_dice)
     elif name == "jaccard":
-        loss = SoftDice(jaccard=True)
+        loss = SoftDice(jaccard=True, batch=batch_dice)
     else:
         loss = Focal(gamma=gamma, alpha=alpha)
     return DeepSupervision(loss)

@@ -77,6 +77,7 @@ class SegmentOptions:
     loss: str = "dice-ce"
     ce_weight: float = 1.0
     dice_weight: float = 1.0
+    batch_dice: bool = True
     augment: str = "light"
     aug: list[str] = field(default_factory=list)
     val_overlap: float = VALIDATION_OVERLAP
@@ -416,7 +417,7 @@ class SegmentTask:
         from .losses import build_loss
 
         o = self.options
-        return build_loss(o.loss, ce_weight=o.ce_weight, dice_weight=o.dice_weight)
+        return build_loss(o.loss, ce_weight=o.ce_weight, dice_weight=o.dice_weight, batch_dice=o.batch_dice)
 
     def dataset(self, *, length: int, seed: int):
         from .datasets import PatchDataset

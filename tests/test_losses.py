@@ -66,3 +66,21 @@ def test_deep_supervision_weights_and_downsampled_targets():
 def test_unknown_loss():
     with pytest.raises(UsageError, match="choose one of"):
         build_loss("hinge")
+
+
+def test_sample_dice_weighs_a_small_lesion_as_much_as_a_large_one():
+    # sample 0: a 60-voxel lesion found exactly; sample 1: a 4-voxel lesion missed entirely
+    target = torch.zeros(2, 1, 8, 10, dtype=torch.long)
+    target[0, 0, :6] = 1
+    target[1, 0, 0, :4] = 1
+    logits = torch.full((2, 2, 1, 8, 10), -20.0)
+    logits[:, 0] = 20.0                                     # background everywhere ...
+    logits[0, 0, 0, :6], logits[0, 1, 0, :6] = -20.0, 20.0  # ... but sample 0's lesion
+    batch = build_loss("dice", batch_dice=True)(logits, target)
+    sample = build_loss("dice", batch_dice=False)(logits, target)
+    assert float(batch) == pytest.approx(1 - 2 * 60 / (60 + 64), abs=1e-4)
+    assert float(sample) == pytest.approx(1 - (1.0 + 0.0) / 2, abs=1e-4)
+    # a sigmoid head and the Jaccard variant take the same path
+    sigmoid = build_loss("bce-dice", ce_weight=0.0, batch_dice=False)(logits[:, 1:] - logits[:, :1], target)
+    assert float(sigmoid) == pytest.approx(0.5, abs=1e-4)
+    assert float(build_loss("jaccard", batch_dice=False)(logits, target)) == pytest.approx(0.5, abs=1e-4)

@@ -48,9 +48,10 @@ def test_folds_pick_the_validation_cases(cli, balls, tmp_path):
     folds.write_text("case_id,fold\nball_00,0\nball_01,1\nball_02,1\n")
     run = tmp_path / "run"
     result = cli("train", "--images", images, "--masks", masks, "--out", run, "--epochs", "1",
-                 "--folds", folds, "--fold", "0", *TINY)
+                 "--folds", folds, "--fold", "0", "--sample-dice", *TINY)
     assert result.exit_code == 0, result.output
     assert "2 training / 1 validation cases" in result.stderr
+    assert load_checkpoint(run / LAST)["training"]["options"]["batch_dice"] is False
 
 
 def test_one_line_errors(cli, balls, tmp_path):
