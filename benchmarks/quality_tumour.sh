@@ -59,7 +59,7 @@ done
 SECONDS=0
 medtool train --task segment --images train_img --masks train_mask --mask-suffix _tumour \
     --folds folds.csv --fold 0 --dim 3d --patch 24 64 64 --width 8 --depth 4 --channels-last \
-    --deep-supervision --loss dice-ce --pos-ratio 0.5 --batch-size 2 --steps 40 --epochs 200 --val-every 8 --lr 3e-3 \
+    --deep-supervision --loss dice-ce --sample-dice --pos-ratio 0.5 --batch-size 2 --steps 40 --epochs 200 --val-every 8 --lr 3e-3 \
     --aug flip=0.5 --aug scale=0.7,1.4 --aug p_scale=0.4 --aug lowres=0.5,1 --aug p_lowres=0.3 \
     --max-minutes 9.3 --force "${amp[@]}" ${TRAIN_EXTRA:-} --out run
 echo "training took ${SECONDS} s"
