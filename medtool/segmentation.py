@@ -503,6 +503,10 @@ class PredictSettings:
     interpolation: str = "nearest"
 
     def __post_init__(self) -> None:
+        from .inference import BLENDS
+
+        if self.blend not in BLENDS:
+            raise UsageError(f"--blend {self.blend}: choose one of {', '.join(BLENDS)}")
         if not 0 <= self.overlap < 1:
             raise UsageError("--overlap must be in [0, 1)")
         if self.threshold is not None and not 0 < self.threshold < 1:

@@ -161,6 +161,8 @@ def test_linear_interpolation_on_the_model_grid_is_the_arg_max():
 def test_unknown_or_out_of_range_settings_are_refused():
     with pytest.raises(UsageError, match="--interpolation cubic"):
         PredictSettings(interpolation="cubic")
+    with pytest.raises(UsageError, match="--blend median"):
+        PredictSettings(blend="median")
     with pytest.raises(UsageError, match="--overlap"):
         PredictSettings(overlap=1.0)
     with pytest.raises(UsageError, match="--threshold"):

@@ -79,12 +79,8 @@ def register(app: typer.Typer) -> None:
 
 def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: dict[str, Any], device,
                      opts: common.Options) -> int:
-    from ..errors import UsageError
-    from ..inference import BLENDS
     from ..segmentation import PredictSettings, predict_files
 
-    if v["blend"] not in BLENDS:
-        raise UsageError(f"--blend {v['blend']}: choose one of {', '.join(BLENDS)}")
     settings = PredictSettings(overlap=v["overlap"], blend=v["blend"], batch_size=v["batch_size"], tta=v["tta"],
                                threshold=v["threshold"], keep_largest=v["keep_largest"],
                                probabilities=v["probabilities"], interpolation=v["interpolation"])
