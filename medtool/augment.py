@@ -75,6 +75,15 @@ class AugmentConfig:
         factor; the image is sampled down by it with nearest neighbour and back up linearly,
         as a thick-slice or coarse-pixel scan looks once resampled to the model's spacing. And
         its probability.
+    paste, paste_scale, paste_into
+        Lesion copy-paste (TumorCP's; segmentation only, done where patches are drawn): the
+        chance that a patch receives a foreground object (one connected component of a
+        training mask, chosen uniformly among all of them, so small lesions count as much as
+        large ones), zoomed by a factor in ``paste_scale`` and flipped at random; and the
+        intensity range of the voxels it may land on (HU under the CT normalisation, e.g.
+        ``paste_into=-1000,-300`` for lung parenchyma; z-scores under ``zscore``; default
+        anywhere). At least half of the object must land inside that range, and only those
+        voxels take it.
     """
 
     flip: float = 0.0
@@ -100,6 +109,9 @@ class AugmentConfig:
     p_blur: float = 0.0
     lowres: tuple[float, float] = (0.5, 1.0)
     p_lowres: float = 0.0
+    paste: float = 0.0
+    paste_scale: tuple[float, float] = (0.5, 1.0)
+    paste_into: tuple[float, float] | None = None
 
 
 PRESETS: dict[str, AugmentConfig] = {
@@ -151,7 +163,14 @@ def make_config(preset: str = "light", options: Sequence[str] | dict[str, Any] =
         except ValueError:
             raise UsageError(f"--aug {option}: {key} takes "
                              f"{'two numbers LOW,HIGH' if 'tuple' in str(types[key]) else 'a number'}") from None
-    return replace(config, **changes)
+    config = replace(config, **changes)
+    if not 0 <= config.paste <= 1:
+        raise UsageError(f"--aug paste={config.paste:g}: a probability, between 0 and 1")
+    if not 0 < config.paste_scale[0] <= config.paste_scale[1]:
+        raise UsageError("--aug paste_scale=LOW,HIGH needs 0 < LOW <= HIGH")
+    if config.paste_into is not None and not config.paste_into[0] < config.paste_into[1]:
+        raise UsageError("--aug paste_into=LOW,HIGH needs LOW < HIGH")
+    return config
 
 
 def config_dict(config: AugmentConfig) -> dict[str, Any]:

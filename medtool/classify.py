@@ -97,7 +97,8 @@ class ClassifyOptions:
         if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
             raise UsageError(f"--class-names repeats a name: {','.join(self.class_names)}")
         parse_class_weights(self.class_weights, None)
-        make_config(self.augment, self.aug)
+        if make_config(self.augment, self.aug).paste > 0:
+            raise UsageError("--aug paste (lesion copy-paste) is for --task segment")
 
 
 def parse_class_weights(text: str, classes: int | None) -> list[float] | str:

@@ -14,6 +14,13 @@ without scanning the mask.
 voxel of a foreground class chosen uniformly among those present, otherwise anywhere. The draw
 depends only on ``(seed, epoch, index)``, so a run is reproducible whatever the number of
 loader workers or processes.
+
+Lesion copy-paste (TumorCP, Yang et al. 2021; :class:`Paste`): each cached case also lists its
+foreground objects (:func:`objects`: the bounding box of each connected component of each
+class). With probability ``Paste.probability`` a patch receives one object, chosen uniformly
+among the objects of all training cases, zoomed and flipped at random, at a random place where
+it overwrites no other foreground and where at least half of it lands on intensities in
+``Paste.into``; only those voxels take the object's intensities and label.
 """
 
 from __future__ import annotations
@@ -31,6 +38,12 @@ from .files import find_files, strip_suffix
 
 #: Foreground positions kept per class and case for foreground sampling.
 MAX_LOCATIONS = 10_000
+#: Objects smaller than this (voxels) are not pasted.
+MIN_PASTE_VOXELS = 8
+#: Places tried for a pasted object before the patch is left as it is.
+PASTE_TRIES = 10
+#: Share of a pasted object that must land on intensities in ``Paste.into``.
+PASTE_INSIDE = 0.5
 
 
 @dataclass
@@ -172,6 +185,43 @@ def locations(labels: np.ndarray, classes: int, *, rng: np.random.Generator) -> 
     return found
 
 
+def objects(labels: np.ndarray, classes: int) -> list[list[int]]:
+    """The connected components (face-connected) of each class 1..classes-1, as
+    ``[class, voxels, z0, y0, x0, z1, y1, x1]`` (bounding box, ends exclusive)."""
+    from scipy import ndimage
+
+    found = []
+    labels = np.asarray(labels)
+    for value in range(1, classes):
+        components, count = ndimage.label(labels == value)
+        if count == 0:
+            continue
+        sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+        for size, box in zip(sizes, ndimage.find_objects(components)):
+            found.append([value, int(size), *(s.start for s in box), *(s.stop for s in box)])
+    return found
+
+
+@dataclass(frozen=True)
+class Paste:
+    """Lesion copy-paste settings (see the module docstring).
+
+    Attributes
+    ----------
+    probability
+        Chance that a patch receives an object.
+    scale
+        Range of the object's zoom factor (one factor for all in-plane axes, and z in 3D).
+    into
+        Intensity range, in the cached (normalised) image's units, of the voxels an object may
+        land on; ``None`` for anywhere.
+    """
+
+    probability: float
+    scale: tuple[float, float] = (0.5, 1.0)
+    into: tuple[float, float] | None = None
+
+
 def crop(array: np.ndarray, start: Sequence[int], size: Sequence[int], *, pad: float) -> np.ndarray:
     """``array[..., start:start+size]`` over the last ``len(size)`` axes, padded with ``pad``
     where the window leaves the array (start may be negative)."""
@@ -199,14 +249,20 @@ class PatchDataset:
         ``(pz, py, px)``; ``pz == 1`` with ``two_d`` gives ``(C, py, px)`` slices.
     length
         Items per epoch.
+    paste
+        Lesion copy-paste (objects come from the cases' ``objects`` entries); ``None`` for none.
     """
 
     def __init__(self, cases: list[dict[str, Any]], *, patch: Sequence[int], length: int,
-                 pos_ratio: float = 0.33, seed: int = 0, two_d: bool = False, pad_value: float = 0.0):
+                 pos_ratio: float = 0.33, seed: int = 0, two_d: bool = False, pad_value: float = 0.0,
+                 paste: Paste | None = None):
         self.cases, self.patch, self.length = cases, tuple(int(p) for p in patch), int(length)
         self.pos_ratio, self.seed, self.two_d, self.pad_value = pos_ratio, seed, two_d, pad_value
+        self.paste = paste if paste is not None and paste.probability > 0 else None
         self.epoch = 0
         self._open: dict[int, tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]] = {}
+        self._bank = [(index, obj) for index, case in enumerate(cases)
+                      for obj in case.get("objects", []) if obj[1] >= MIN_PASTE_VOXELS]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -245,6 +301,48 @@ class PatchDataset:
                      for n, p in zip(shape, self.patch)]
         x = crop(image, start, self.patch, pad=self.pad_value)
         y = crop(mask, start, self.patch, pad=0)
+        if self.paste is not None and self._bank and rng.random() < self.paste.probability:
+            self._paste(x, y, rng)
         if self.two_d:
             x, y = x[:, 0], y[0]
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
+
+    def _paste(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
+        """Paste one random object into the patch ``x`` (C, z, y, x) and its labels ``y``, in place."""
+        from scipy import ndimage
+
+        index, (value, _, *box) = self._bank[int(rng.integers(len(self._bank)))]
+        image, mask, _ = self._case(index)
+        low, high = box[:3], box[3:]
+        if self.patch[0] == 1:      # a 2D patch takes one slice of the object
+            z = int(rng.integers(low[0], high[0]))
+            low, high = [z, *low[1:]], [z + 1, *high[1:]]
+        region = tuple(slice(a, b) for a, b in zip(low, high))
+        shape = (np.asarray(mask[region]) == value).astype(np.float32)
+        values = np.asarray(image[(slice(None), *region)], dtype=np.float32)
+        factor = rng.uniform(*self.paste.scale)
+        zoom = [max(1, round(n * factor)) / n if p > 1 else 1.0 for n, p in zip(shape.shape, self.patch)]
+        if any(z != 1 for z in zoom):
+            shape = ndimage.zoom(shape, zoom, order=1)
+            values = ndimage.zoom(values, [1.0, *zoom], order=1)
+        flips = tuple(axis for axis, p in enumerate(self.patch) if p > 1 and rng.random() < 0.5)
+        inside = np.flip(shape, flips) >= 0.5
+        values = np.flip(values, tuple(a + 1 for a in flips))
+        count = int(inside.sum())
+        if count == 0 or any(n > p for n, p in zip(inside.shape, self.patch)):
+            return
+        room = [p - n + 1 for p, n in zip(self.patch, inside.shape)]
+        for _ in range(PASTE_TRIES):
+            start = [int(rng.integers(0, r)) for r in room]
+            target = tuple(slice(s, s + n) for s, n in zip(start, inside.shape))
+            labels, under = y[target], x[(slice(None), *target)]
+            if labels[inside].any():
+                continue        # never over other foreground
+            land = inside
+            if self.paste.into is not None:
+                land = inside & (under[0] >= self.paste.into[0]) & (under[0] <= self.paste.into[1])
+                if land.sum() < PASTE_INSIDE * count:
+                    continue
+            under[:, land] = values[:, land]
+            labels[land] = value
+            return

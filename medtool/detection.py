@@ -114,7 +114,8 @@ class DetectOptions:
             raise UsageError("--fpn-width must be at least 8")
         if self.weights is not None and not Path(self.weights).is_file():
             raise UsageError(f"--weights {self.weights}: no such file", hint="give a local state dict (.pt/.pth)")
-        make_config(self.augment, self.aug)
+        if make_config(self.augment, self.aug).paste > 0:
+            raise UsageError("--aug paste (lesion copy-paste) is for --task segment")
 
 
 # -- reading images ------------------------------------------------------------------------------------

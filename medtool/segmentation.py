@@ -185,7 +185,7 @@ class _CacheJob:
 
 def preprocess_case(job: _CacheJob) -> dict[str, Any]:
     """Bring one case into the model's space and write it to the cache (see the module docstring)."""
-    from .datasets import locations, merge_masks
+    from .datasets import locations, merge_masks, objects
     from .formats import load_volume, save_volume
 
     image = as_3d(load_volume(job.image, mmap=True))
@@ -213,8 +213,8 @@ def preprocess_case(job: _CacheJob) -> dict[str, Any]:
     save_volume(model_image.with_array(normalize(model_image.array, recipe["normalize"])),
                 image_path, force=True)
     save_volume(model_mask.with_array(np.asarray(model_mask.array, dtype=np.uint8)), mask_path, force=True)
-    where = locations(model_mask.array, int(labels.max()) + 1 if labels.size else 1,
-                      rng=np.random.default_rng([job.seed, len(job.case_id)]))
+    classes = int(labels.max()) + 1 if labels.size else 1
+    where = locations(model_mask.array, classes, rng=np.random.default_rng([job.seed, len(job.case_id)]))
     from .files import atomic_output
 
     with atomic_output(fg_path, force=True) as temp:
@@ -222,7 +222,7 @@ def preprocess_case(job: _CacheJob) -> dict[str, Any]:
             np.savez(handle, **{f"class_{k}": v for k, v in where.items()})
     return {"case_id": job.case_id, "image": str(image_path), "mask": str(mask_path),
             "locations": str(fg_path), "shape": list(model_mask.shape), "label_counts": counts,
-            "present": sorted(where)}
+            "present": sorted(where), "objects": objects(model_mask.array, classes)}
 
 
 def _read_header(path: str) -> Volume:
@@ -360,7 +360,7 @@ class SegmentTask:
         if index_path.is_file():
             index = json.loads(index_path.read_text())
             have = {e["case_id"]: e for e in index["cases"]}
-            if index.get("key") == key and all(c.case_id in have for c in cases) and all(
+            if index.get("key") == key and all("objects" in have.get(c.case_id, {}) for c in cases) and all(
                     Path(have[c.case_id][k]).exists() for c in cases for k in ("image", "mask", "locations")):
                 return [have[c.case_id] for c in cases]
         jobs = [_CacheJob(c.case_id, str(c.image), [str(m) for m in c.masks], str(cache), self.recipe, seed)
@@ -420,10 +420,16 @@ class SegmentTask:
         return build_loss(o.loss, ce_weight=o.ce_weight, dice_weight=o.dice_weight, batch_dice=o.batch_dice)
 
     def dataset(self, *, length: int, seed: int):
-        from .datasets import PatchDataset
+        from .augment import make_config
+        from .datasets import Paste, PatchDataset
 
+        config = make_config(self.options.augment, self.options.aug)
+        into = config.paste_into
+        if into is not None and self.recipe["normalize"]["mode"] == "ct":
+            into = tuple(float(v) for v in normalize(np.array(into), self.recipe["normalize"]))
         return PatchDataset(self.train_cases, patch=self.recipe["patch"], length=length,
-                            pos_ratio=self.options.pos_ratio, seed=seed, two_d=self.options.dim == 2)
+                            pos_ratio=self.options.pos_ratio, seed=seed, two_d=self.options.dim == 2,
+                            paste=Paste(config.paste, config.paste_scale, into))
 
     def augmenter(self, seed: int):
         from .augment import Augmenter, make_config

@@ -167,3 +167,26 @@ def test_unknown_or_out_of_range_settings_are_refused():
         PredictSettings(overlap=1.0)
     with pytest.raises(UsageError, match="--threshold"):
         PredictSettings(threshold=0.0)
+
+
+def test_the_cache_lists_objects_and_paste_takes_hu(tmp_path):
+    from .segdata import write_ball_dataset
+
+    images, masks = write_ball_dataset(tmp_path, cases=2)
+    options = SegmentOptions(images=str(images), masks=str(masks), patch=[8, 16, 16], depth=2,
+                             aug=["paste=0.5", "paste_scale=0.6,0.9", "paste_into=-1000,-300"])
+    task = SegmentTask(options)
+    task.prepare(tmp_path / "cache", seed=0)
+    for entry in task.train_cases + task.val_cases:
+        mask = np.load(entry["mask"])
+        [[value, voxels, *box]] = entry["objects"]              # one ball each
+        assert value == 1 and voxels == int(mask.sum()) > 0
+        assert box == [*np.argwhere(mask).min(0), *(np.argwhere(mask).max(0) + 1)]
+    dataset = task.dataset(length=2, seed=0)
+    # the CT window -1000..400 HU maps to 0..1
+    assert dataset.paste.probability == 0.5 and dataset.paste.scale == (0.6, 0.9)
+    assert dataset.paste.into == pytest.approx((0.0, 0.5))
+    with pytest.raises(UsageError, match="paste_scale"):
+        SegmentOptions(images="i", masks="m", aug=["paste_scale=0,1"]).check()
+    with pytest.raises(UsageError, match="paste=2"):
+        SegmentOptions(images="i", masks="m", aug=["paste=2"]).check()

@@ -125,7 +125,10 @@ def test_bad_inputs_give_one_line_and_train_nothing(cli, data, tmp_path):
     wrong_model = cli("train", "--task", "classify", "--images", crops, "--labels", labels, "--model", "unet",
                       "--out", tmp_path / "f")
     assert wrong_model.exit_code == 2 and "a classifier is one of simple3d" in wrong_model.stderr
-    for folder in "abcdef":
+    paste = cli("train", "--task", "classify", "--images", crops, "--labels", labels, "--aug", "paste=0.5",
+                "--out", tmp_path / "g")
+    assert paste.exit_code == 2 and "--aug paste (lesion copy-paste) is for --task segment" in paste.stderr
+    for folder in "abcdefg":
         assert not (tmp_path / folder / "last.pt").exists()
 
 
