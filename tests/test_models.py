@@ -46,6 +46,29 @@ def test_channels_last_computes_the_same_function(dim):
     assert all(p.grad is not None for p in last.parameters() if p.requires_grad)
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+def test_instance_norm_is_torchs_and_loads_its_weights(dim):
+    """The instance norm (a group norm of one channel per group) computes InstanceNorm's function,
+    gradients included, and takes the weights of checkpoints written with InstanceNorm."""
+    from torch import nn
+
+    from medtool.models.unet import _norm
+
+    torch.manual_seed(0)
+    reference = (nn.InstanceNorm3d if dim == 3 else nn.InstanceNorm2d)(6, affine=True)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 2)
+        reference.bias.uniform_(-1, 1)
+    norm = _norm(dim, "instance", 6)
+    norm.load_state_dict(reference.state_dict())
+    x = (torch.randn(3, 6, *[5] * dim) * 4 + 2).requires_grad_()
+    ours, theirs = norm(x), reference(x)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    grad = torch.randn_like(ours)
+    (ours_grad,), (their_grad,) = torch.autograd.grad(ours, x, grad), torch.autograd.grad(theirs, x, grad)
+    assert torch.allclose(ours_grad, their_grad, atol=1e-4)
+
+
 def test_deep_supervision_only_while_training():
     model = UNet(dim=3, in_channels=1, out_channels=2, width=4, depth=4, deep_supervision=True)
     x = torch.randn(1, 1, 16, 16, 16)
