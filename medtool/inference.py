@@ -29,11 +29,12 @@ GAUSSIAN_SIGMA_SCALE = 0.125
 MIN_IMPORTANCE = 1e-3
 #: Blend modes.
 BLENDS = ("gaussian", "constant")
-#: ATen runs a CPU convolution on oneDNN only when the batch has more than one sample or the
-#: input is large enough (its ``use_mkldnn`` rule); a lone 3D window with few channels falls
-#: back to the reference kernel, 4.5x slower per window (width-8 3D U-Net, 24 x 64 x 64, 2
-#: cores: 5 vs 22 windows/s). Such a window is run beside a copy of itself.
-MIN_CPU_BATCH = 2
+#: ATen runs a CPU float convolution of a batch of one on oneDNN only when channels x depth x
+#: height of its input exceed this (its ``use_mkldnn`` rule); below it, the reference kernel
+#: is 4.5x slower per window (width-8 3D U-Net, 24 x 64 x 64 windows, 2 cores: 5 vs 22
+#: windows/s). A lone window whose model's first level falls below it is run beside a copy of
+#: itself (:func:`_company`).
+MKLDNN_MIN_SINGLE = 20480
 
 
 def importance_map(patch: Sequence[int], blend: str = "gaussian", *, device=None) -> torch.Tensor:
@@ -180,11 +181,22 @@ def balanced_chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
+def _company(model, inputs: torch.Tensor) -> bool:
+    """Whether a lone 3D window on a CPU should run beside a copy of itself: when the first
+    level of ``model`` (the width of its first 3D convolution times the window's depth and
+    height) is under :data:`MKLDNN_MIN_SINGLE`, the copy's cost is less than the slow kernel's."""
+    if inputs.device.type != "cpu" or inputs.ndim != 5 or len(inputs) != 1:
+        return False
+    modules = model.modules() if isinstance(model, torch.nn.Module) else ()
+    first = next((m for m in modules if isinstance(m, torch.nn.Conv3d)), None)
+    return first is not None and first.out_channels * inputs.shape[2] * inputs.shape[3] <= MKLDNN_MIN_SINGLE
+
+
 @torch.inference_mode()
 def _run(model, inputs: torch.Tensor, flips, device: torch.device, amp_dtype) -> torch.Tensor:
-    single = device.type == "cpu" and inputs.ndim == 5 and len(inputs) < MIN_CPU_BATCH
-    if single:                       # see MIN_CPU_BATCH; the copy's outputs are dropped
-        inputs = torch.cat([inputs] * MIN_CPU_BATCH)
+    single = _company(model, inputs)
+    if single:                       # the copy's outputs are dropped
+        inputs = torch.cat([inputs, inputs])
     total = None
     for axes in flips:
         x = inputs.flip(axes) if axes else inputs

@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from medtool import inference
 from medtool.inference import (_run, argmax_channels, balanced_chunks, importance_map, keep_largest,
                                labels_from_logits, sliding_window, window_starts)
 from medtool.models.unet import UNet
@@ -62,17 +63,21 @@ def test_balanced_chunks_never_leave_a_lone_window():
     assert balanced_chunks([7], 4) == [[7]] and balanced_chunks([], 4) == []
 
 
-def test_a_lone_window_on_a_cpu_gives_the_models_own_output(unet3d):
+def test_a_lone_small_window_on_a_cpu_runs_beside_a_copy(unet3d, monkeypatch):
     x = torch.randn(1, 1, 8, 16, 16)
     seen = []
     hook = unet3d.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
     try:
         out = _run(unet3d, x, [()], torch.device("cpu"), None)
+        # width 4 x 8 x 16 = 512 is under ATen's limit; a larger first level runs alone
+        monkeypatch.setattr(inference, "MKLDNN_MIN_SINGLE", 4 * 8 * 16 - 1)
+        alone = _run(unet3d, x, [()], torch.device("cpu"), None)
     finally:
         hook.remove()
-    assert seen == [2]                        # run beside its copy (oneDNN's path)
+    assert seen == [2, 1]
     with torch.no_grad():
         assert out.shape == (1, 3, 8, 16, 16) and torch.allclose(out, unet3d(x), atol=1e-5)
+    assert torch.allclose(out, alone, atol=1e-5)
 
 
 def _pointwise():
