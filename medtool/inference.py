@@ -154,7 +154,8 @@ def sliding_window(
             fresh[:, : keep.shape[1]] += keep
         buffer, buffer_start = fresh, first
         windows = [(z, y, x) for z in zs for y, x in plane]
-        for chunk in balanced_chunks(windows, batch_size):
+        for b in range(0, len(windows), batch_size):
+            chunk = windows[b: b + batch_size]
             batch = np.stack([np.asarray(source[:, z: z + pz, y: y + patch[1], x: x + patch[2]],
                                          dtype=np.float32) for z, y, x in chunk])
             inputs = torch.from_numpy(batch).to(device)
@@ -171,14 +172,6 @@ def sliding_window(
     if on_slab is None:
         return torch.cat(pieces, dim=1)
     return None
-
-
-def balanced_chunks(items: Sequence, size: int) -> list[Sequence]:
-    """``items`` in consecutive chunks of at most ``size``, as even as can be (9 by 4: 3, 3, 3,
-    not 4, 4, 1), so that no forward pass gets a lone window when others are full."""
-    count = math.ceil(len(items) / size) if items else 0
-    bounds = [round(i * len(items) / count) for i in range(count + 1)] if count else [0]
-    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _company(model, inputs: torch.Tensor) -> bool:

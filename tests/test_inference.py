@@ -6,7 +6,7 @@ import torch
 from scipy import ndimage
 
 from medtool import inference
-from medtool.inference import (_run, argmax_channels, balanced_chunks, importance_map, keep_largest,
+from medtool.inference import (_run, argmax_channels, importance_map, keep_largest,
                                labels_from_logits, sliding_window, window_starts)
 from medtool.models.unet import UNet
 
@@ -53,14 +53,6 @@ def test_padding_when_the_image_is_smaller_than_the_window(unet3d):
     logits = sliding_window(unet3d, image.numpy(), patch=(8, 16, 16), out_channels=3)
     assert logits.shape == (3, 5, 13, 11)
     assert torch.allclose(logits, whole, atol=1e-5, rtol=0)
-
-
-def test_balanced_chunks_never_leave_a_lone_window():
-    assert [len(c) for c in balanced_chunks(list(range(9)), 4)] == [3, 3, 3]
-    assert [len(c) for c in balanced_chunks(list(range(8)), 4)] == [4, 4]
-    assert [len(c) for c in balanced_chunks(list(range(5)), 4)] == [2, 3]
-    assert balanced_chunks(list(range(10)), 3) == [[0, 1], [2, 3, 4], [5, 6, 7], [8, 9]]
-    assert balanced_chunks([7], 4) == [[7]] and balanced_chunks([], 4) == []
 
 
 def test_a_lone_small_window_on_a_cpu_runs_beside_a_copy(unet3d, monkeypatch):
