@@ -11,6 +11,12 @@
 ``focal``      focal loss (``gamma``, optional ``alpha`` for the foreground)
 =============  ===================================================================================
 
+``topk`` (percent, default 100) makes the cross-entropy term of ``bce-dice`` and ``dice-ce`` the
+mean over only the ``topk`` % of voxels with the highest loss in the batch (nnU-Net's TopK loss,
+``DC_and_topk_loss`` with k = 10): the few voxels a model gets confidently wrong, such as a false
+positive on a structure that looks like the target, then carry the gradient instead of being
+averaged away among the millions of easy background voxels.
+
 A model's logits are ``(B, C, *spatial)``: ``C == 1`` with a sigmoid (binary), ``C >= 2`` with
 a softmax (class 0 is background). Targets are integer label maps ``(B, *spatial)``. With deep
 supervision the model returns a list of logits from full resolution down; :class:`DeepSupervision`
@@ -77,13 +83,25 @@ class SoftDice(nn.Module):
 
 
 class CrossEntropy(nn.Module):
-    """BCE for a sigmoid head, categorical cross-entropy for a softmax head."""
+    """BCE for a sigmoid head, categorical cross-entropy for a softmax head; with ``topk`` < 100
+    the mean over the ``topk`` % of voxels with the highest loss in the batch."""
+
+    def __init__(self, *, topk: float = 100.0):
+        super().__init__()
+        self.topk = float(topk)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
+        reduction = "mean" if self.topk >= 100 else "none"
         if logits.shape[1] == 1:
-            return F.binary_cross_entropy_with_logits(logits, one_hot(target, 1))
-        return F.cross_entropy(logits, target.long())
+            loss = F.binary_cross_entropy_with_logits(logits, one_hot(target, 1), reduction=reduction)
+        else:
+            loss = F.cross_entropy(logits, target.long(), reduction=reduction)
+        if reduction == "mean":
+            return loss
+        loss = loss.reshape(-1)
+        keep = max(1, int(round(loss.numel() * self.topk / 100)))
+        return loss.topk(keep, sorted=False).values.mean()
 
 
 class Focal(nn.Module):
@@ -145,26 +163,37 @@ class DeepSupervision(nn.Module):
         return total
 
 
-def build_loss(name: str, *, ce_weight: float = 1.0, dice_weight: float = 1.0,
-               gamma: float = FOCAL_GAMMA, alpha: float | None = None, batch_dice: bool = True) -> nn.Module:
-    """The loss ``name`` (see the module docstring), wrapped for deep supervision; ``batch_dice``
-    chooses batch or per-sample Dice / Jaccard.
-
-    Raises
-    ------
-    UsageError
-        Unknown name or negative weights.
-    """
+def check_loss(name: str, *, ce_weight: float = 1.0, dice_weight: float = 1.0, topk: float = 100.0) -> None:
+    """Raise :class:`~medtool.errors.UsageError` for an unknown loss or impossible settings."""
     from .errors import UsageError
 
     if name not in LOSSES:
         raise UsageError(f"--loss {name}: choose one of {', '.join(LOSSES)}")
     if ce_weight < 0 or dice_weight < 0:
         raise UsageError("loss weights must not be negative")
+    if not 0 < topk <= 100:
+        raise UsageError(f"--topk {topk:g}: give a percent of voxels in (0, 100]")
+    if topk < 100 and name not in ("bce-dice", "dice-ce"):
+        raise UsageError(f"--topk applies to the cross-entropy of bce-dice and dice-ce, not --loss {name}")
+
+
+def build_loss(name: str, *, ce_weight: float = 1.0, dice_weight: float = 1.0,
+               gamma: float = FOCAL_GAMMA, alpha: float | None = None, batch_dice: bool = True,
+               topk: float = 100.0) -> nn.Module:
+    """The loss ``name`` (see the module docstring), wrapped for deep supervision; ``batch_dice``
+    chooses batch or per-sample Dice / Jaccard, ``topk`` the percent of hardest voxels the
+    cross-entropy term averages over.
+
+    Raises
+    ------
+    UsageError
+        Unknown name or negative weights.
+    """
+    check_loss(name, ce_weight=ce_weight, dice_weight=dice_weight, topk=topk)
     if name == "bce-dice":
-        loss = Weighted([(ce_weight, CrossEntropy()), (dice_weight, SoftDice(batch=batch_dice))])
+        loss = Weighted([(ce_weight, CrossEntropy(topk=topk)), (dice_weight, SoftDice(batch=batch_dice))])
     elif name == "dice-ce":
-        loss = Weighted([(1.0, CrossEntropy()), (1.0, SoftDice(batch=batch_dice))])
+        loss = Weighted([(1.0, CrossEntropy(topk=topk)), (1.0, SoftDice(batch=batch_dice))])
     elif name == "dice":
         loss = SoftDice(batch=batch_dice)
     elif name == "jaccard":

@@ -78,6 +78,7 @@ class SegmentOptions:
     ce_weight: float = 1.0
     dice_weight: float = 1.0
     batch_dice: bool = True
+    topk: float = 100.0
     augment: str = "light"
     aug: list[str] = field(default_factory=list)
     val_overlap: float = VALIDATION_OVERLAP
@@ -85,7 +86,7 @@ class SegmentOptions:
     def check(self) -> None:
         """Raise :class:`UsageError` for impossible combinations (before any work)."""
         from .augment import make_config
-        from .losses import LOSSES
+        from .losses import check_loss
 
         if self.csv is None and (self.images is None or self.masks is None):
             raise UsageError("give --images DIR and --masks DIR, or --csv cases.csv")
@@ -95,8 +96,7 @@ class SegmentOptions:
             raise UsageError(f"--normalize {self.normalize}: choose one of {', '.join(NORMALIZATIONS)}")
         if self.activation not in ACTIVATIONS:
             raise UsageError(f"--activation {self.activation}: choose one of {', '.join(ACTIVATIONS)}")
-        if self.loss not in LOSSES:
-            raise UsageError(f"--loss {self.loss}: choose one of {', '.join(LOSSES)}")
+        check_loss(self.loss, ce_weight=self.ce_weight, dice_weight=self.dice_weight, topk=self.topk)
         if not 0 <= self.pos_ratio <= 1:
             raise UsageError("--pos-ratio must be between 0 and 1")
         if self.patch is not None and len(self.patch) != self.dim:
@@ -417,7 +417,8 @@ class SegmentTask:
         from .losses import build_loss
 
         o = self.options
-        return build_loss(o.loss, ce_weight=o.ce_weight, dice_weight=o.dice_weight, batch_dice=o.batch_dice)
+        return build_loss(o.loss, ce_weight=o.ce_weight, dice_weight=o.dice_weight, batch_dice=o.batch_dice,
+                          topk=o.topk)
 
     def dataset(self, *, length: int, seed: int):
         from .augment import make_config

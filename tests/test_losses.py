@@ -84,3 +84,26 @@ def test_sample_dice_weighs_a_small_lesion_as_much_as_a_large_one():
     sigmoid = build_loss("bce-dice", ce_weight=0.0, batch_dice=False)(logits[:, 1:] - logits[:, :1], target)
     assert float(sigmoid) == pytest.approx(0.5, abs=1e-4)
     assert float(build_loss("jaccard", batch_dice=False)(logits, target)) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_topk_cross_entropy_averages_the_hardest_voxels():
+    # 10 voxels, two classes; per-voxel loss -log p(true) computed by hand from the probabilities
+    import math
+
+    p_true = [0.9, 0.8, 0.99, 0.1, 0.6, 0.95, 0.3, 0.7, 0.999, 0.5]
+    target = torch.tensor([[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]])
+    logit = torch.tensor([[math.log(p / (1 - p)) for p in p_true]])      # true class's margin
+    logits = torch.stack([torch.where(target == 0, logit, -logit) / 2,
+                          torch.where(target == 1, logit, -logit) / 2], dim=1)   # (1, 2, 10)
+    hardest = sorted((-math.log(p) for p in p_true), reverse=True)
+    assert float(CrossEntropy(topk=30)(logits, target)) == pytest.approx(sum(hardest[:3]) / 3, rel=1e-5)
+    assert float(CrossEntropy(topk=100)(logits, target)) == pytest.approx(sum(hardest) / 10, rel=1e-5)
+    # a sigmoid head: the same voxels' BCE
+    sigmoid = CrossEntropy(topk=30)(logits[:, 1:] - logits[:, :1], target)
+    assert float(sigmoid) == pytest.approx(sum(hardest[:3]) / 3, rel=1e-5)
+    # dice-ce passes it to its cross-entropy; other losses and bad percents are usage errors
+    assert build_loss("dice-ce", topk=10).loss.parts[0].topk == 10
+    with pytest.raises(UsageError, match="--topk applies"):
+        build_loss("dice", topk=10)
+    with pytest.raises(UsageError, match="percent"):
+        build_loss("dice-ce", topk=0)

@@ -78,6 +78,7 @@ def register(app: typer.Typer) -> None:
         ce_weight: Annotated[float, typer.Option("--ce-weight", help="Weight of the (B)CE term of bce-dice.", rich_help_panel=_SEG)] = 1.0,
         dice_weight: Annotated[float, typer.Option("--dice-weight", help="Weight of the Dice term of bce-dice.", rich_help_panel=_SEG)] = 1.0,
         batch_dice: Annotated[bool, typer.Option("--batch-dice/--sample-dice", help="Dice over the whole batch, or the mean of each sample's Dice (a small lesion weighs as much as a large one).", rich_help_panel=_SEG)] = True,
+        topk: Annotated[float, typer.Option("--topk", min=0.01, max=100, help="Percent of voxels, the hardest, that the cross-entropy of bce-dice/dice-ce averages over (nnU-Net's TopK loss uses 10).", rich_help_panel=_SEG)] = 100.0,
         # classification
         labels: Annotated[Path | None, typer.Option("--labels", help="CSV with a case id and a class per image.", rich_help_panel=_CLS)] = None,
         image_suffix: Annotated[str, typer.Option("--image-suffix", help="Images are named <case><suffix> (e.g. _masked); others in the folder are left out.", rich_help_panel=_CLS)] = "",
@@ -194,7 +195,7 @@ def _segment_options(v: dict[str, Any]):
         spacing=list(v["spacing"]) if v["spacing"] else None, normalize=v["normalize"], window=list(v["window"]),
         pos_ratio=v["pos_ratio"], activation=v["activation"], depth=v["depth"], norm=v["norm"],
         residual=v["residual"], deep_supervision=v["deep_supervision"], channels_last=v["channels_last"], upsample=v["upsample"], loss=v["loss"],
-        ce_weight=v["ce_weight"], dice_weight=v["dice_weight"], batch_dice=v["batch_dice"], augment=v["augment"] or "light", aug=list(v["aug"] or []),
+        ce_weight=v["ce_weight"], dice_weight=v["dice_weight"], batch_dice=v["batch_dice"], topk=v["topk"], augment=v["augment"] or "light", aug=list(v["aug"] or []),
         **given)
 
 

@@ -64,6 +64,10 @@ def test_one_line_errors(cli, balls, tmp_path):
     assert no_folds.exit_code == 2 and "--fold needs --folds" in no_folds.stderr
     bad_loss = cli("train", "--images", images, "--masks", masks, "--loss", "hinge", "--out", tmp_path / "c")
     assert bad_loss.exit_code == 2 and "choose one of" in bad_loss.stderr
+    bad_topk = cli("train", "--images", images, "--masks", masks, "--loss", "jaccard", "--topk", "10",
+                   "--out", tmp_path / "e")
+    assert bad_topk.exit_code == 2 and "--topk applies to the cross-entropy" in bad_topk.stderr
+    assert not (tmp_path / "e").exists()
     bad_patch = cli("train", "--images", images, "--masks", masks, "--dim", "2d", "--patch", "4", "16", "16",
                     "--out", tmp_path / "d")
     assert bad_patch.exit_code == 2 and "a 2d patch is 1 Y X" in bad_patch.stderr
