@@ -60,7 +60,7 @@ done
 
 SECONDS=0
 medtool train --task segment --images train_img --masks train_mask --mask-suffix _tumour \
-    --folds folds.csv --fold 0 --dim 3d --patch 24 64 64 --width 8 --depth 4 --channels-last \
+    --folds folds.csv --fold 0 --dim 3d --patch 24 64 64 --width 8 --depth 4 \
     --deep-supervision --loss dice-ce --sample-dice --pos-ratio 0.5 --batch-size 2 --steps 40 --epochs 200 --val-every 8 --lr 3e-3 \
     --aug flip=0.5 --aug scale=0.7,1.4 --aug p_scale=0.4 --aug lowres=0.5,1 --aug p_lowres=0.3 \
     --aug paste=0.5 --aug paste_scale=0.4,1 --aug paste_into=-1000,-300 \

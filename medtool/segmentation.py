@@ -72,7 +72,7 @@ class SegmentOptions:
     dropout: float = 0.0
     residual: bool = False
     deep_supervision: bool = False
-    channels_last: bool = False
+    channels_last: bool | None = None
     upsample: str = "transpose"
     loss: str = "dice-ce"
     ce_weight: float = 1.0
@@ -412,6 +412,15 @@ class SegmentTask:
                   "deep_supervision": o.deep_supervision, "upsample": o.upsample,
                   "strides": plan_strides(patch, o.depth), "channels_last": o.channels_last}
         return {"name": o.model, "config": config}
+
+    def example_batch(self, batch_size: int):
+        """A random training batch (inputs, targets) of the model's patch size, for timing (its
+        own generator: the run's random streams are left alone)."""
+        import torch
+
+        window = self._window()
+        return (torch.rand(batch_size, 1, *window, generator=torch.Generator().manual_seed(0)),
+                torch.zeros(batch_size, *window, dtype=torch.long))
 
     def build_loss(self):
         from .losses import build_loss

@@ -14,7 +14,7 @@ import torch
 from medtool.formats import load_volume
 from medtool.metrics import dice
 from medtool.segmentation import PredictSettings, SegmentOptions, predict_volume
-from medtool.train import LAST, LOG, TrainConfig, build_model, fit, load_checkpoint, make_task
+from medtool.train import LAST, LOG, TrainConfig, build_model, fastest_layout, fit, load_checkpoint, make_task
 
 from .segdata import write_ball_dataset
 
@@ -26,7 +26,7 @@ def balls(tmp_path_factory):
 
 def _options(images, masks, **kwargs):
     base = dict(images=str(images), masks=str(masks), dim=3, patch=[8, 16, 16], width=8, depth=3,
-                augment="none", loss="dice-ce", pos_ratio=0.5)
+                augment="none", loss="dice-ce", pos_ratio=0.5, channels_last=False)   # runs compared bit for bit
     return SegmentOptions(**{**base, **kwargs})
 
 
@@ -242,3 +242,25 @@ def test_ema_decay_outside_zero_one_is_refused():
 
     with pytest.raises(UsageError, match="--ema 1"):
         _config(ema=1.0).check()
+
+
+def test_a_run_times_both_memory_layouts_when_not_told(balls, tmp_path):
+    task = make_task("segment", _options(*balls, val_fraction=0.25, channels_last=None))
+    lines = []
+    fit(task, _config(epochs=1, steps_per_epoch=2, max_minutes=0), tmp_path, device=torch.device("cpu"),
+        progress=False, log=lines.append)
+    checkpoint = load_checkpoint(tmp_path / LAST)
+    chosen = checkpoint["model"]["config"]["channels_last"]
+    assert isinstance(chosen, bool) and checkpoint["training"]["options"]["channels_last"] is chosen  # resume keeps it
+    line = next(text for text in lines if text.startswith("memory layout"))
+    assert line.startswith(f"memory layout {'channels-last' if chosen else 'contiguous'}:")
+    rates = [float(word) for word in line.replace(",", " ").split() if word.replace(".", "").isdigit()]
+    assert (rates[0] > rates[1]) == chosen
+    # the timing leaves the seeded random streams alone
+    spec = {**checkpoint["model"], "config": {**checkpoint["model"]["config"], "channels_last": None}}
+    torch.manual_seed(5)
+    timed = fastest_layout(spec, task.example_batch(2), task.build_loss(), device=torch.device("cpu"), dtype=None)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))
+    assert set(timed) == {"contiguous", "channels_last"} and min(timed.values()) > 0
