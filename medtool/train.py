@@ -366,8 +366,10 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
             torch.distributed.broadcast(flag, src=0)
             channels_last = bool(flag.item())
         spec["config"]["channels_last"] = task.options.channels_last = channels_last   # a resume keeps it
-        say(f"memory layout {'channels-last' if channels_last else 'contiguous'}: "
-            f"{timed['channels_last']:.1f} samples/s channels-last, {timed['contiguous']:.1f} contiguous")
+        layout_note = (f"memory layout {'channels-last' if channels_last else 'contiguous'}: "
+                       f"{timed['channels_last']:.1f} samples/s channels-last, {timed['contiguous']:.1f} contiguous")
+    else:
+        layout_note = None
     model = models.build(spec["name"], spec["config"])
     if not resume and hasattr(task, "init_model"):     # e.g. local pretrained weights
         task.init_model(model)
@@ -419,6 +421,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     say(f"training {task.name}: {len(task.train_cases)} training / {len(task.val_cases)} validation cases, "
         f"{'patch' if 'patch' in task.recipe else 'input'} {task.recipe.get('patch', task.recipe.get('shape'))}, spacing {task.recipe.get('spacing')}, device {device}"
         + (f", {dist_info.world} processes" if dist_info.active else ""))
+    if layout_note:
+        say(layout_note)
 
     payload_base = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
                     "medtool_version": __version__, "task": task.name, "model": spec,
