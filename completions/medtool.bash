@@ -107,7 +107,7 @@ _medtool() {
         esac
         ;;
     train)
-        opts="--out -o --task --images --folds --fold --val-fraction --dim --spacing --normalize --window --class-names --model --width --dropout --augment --aug --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --channels-last --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --labels --image-suffix --id-column --label-column --shape --class-weights --cv --boxes --size --weights --fpn-width --anchor-sizes --anchor-ratios --nms --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--out -o --task --images --folds --fold --val-fraction --dim --spacing --normalize --window --class-names --model --width --dropout --augment --aug --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --labels --image-suffix --id-column --label-column --shape --class-weights --cv --boxes --size --weights --fpn-width --anchor-sizes --anchor-ratios --nms --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         files=0
         case "$prev" in
             --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -138,6 +138,7 @@ _medtool() {
             --loss) return ;;
             --ce-weight) return ;;
             --dice-weight) return ;;
+            --topk) return ;;
             --labels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --image-suffix) return ;;
             --id-column) return ;;

@@ -142,7 +142,9 @@ def trained(xrays, tmp_path_factory):
     torch.manual_seed(0)
     run = tmp_path_factory.mktemp("run")
     task = make_task("detect", _options(xrays))
-    config = TrainConfig(epochs=1, steps_per_epoch=80, batch_size=4, lr=1e-3, schedule="constant", seed=0)
+    # 120 steps: at 80 one seed stayed below the bar on an Intel CPU (map-iou 0.03; seeds 1 and 2
+    # reached 0.30-0.33); at 120, seeds 0-2 give 0.25-0.39 there
+    config = TrainConfig(epochs=1, steps_per_epoch=120, batch_size=4, lr=1e-3, schedule="constant", seed=0)
     fit(task, config, run, device=torch.device("cpu"), progress=False)
     return task, run
 
