@@ -187,7 +187,8 @@ def build_loss(name: str, *, ce_weight: float = 1.0, dice_weight: float = 1.0,
     Raises
     ------
     UsageError
-        Unknown name or negative weights.
+        Unknown name, negative weights, or ``topk`` outside (0, 100] or with a loss without
+        cross-entropy.
     """
     check_loss(name, ce_weight=ce_weight, dice_weight=dice_weight, topk=topk)
     if name == "bce-dice":

@@ -249,7 +249,7 @@ def fastest_layout(spec: dict[str, Any], example, loss_fn, *, device, dtype) -> 
             for name, model in built.items():
                 _synchronize(device)
                 start = time.perf_counter()
-                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                     outputs = model(inputs)
                 loss_fn(outputs, targets).backward()
                 _synchronize(device)
@@ -257,6 +257,23 @@ def fastest_layout(spec: dict[str, Any], example, loss_fn, *, device, dtype) -> 
                     best[name] = min(best[name], time.perf_counter() - start)
                 model.zero_grad(set_to_none=True)
     return {name: len(inputs) / seconds for name, seconds in best.items()}
+
+
+def _settle_layout(task, spec: dict[str, Any], loss_fn, *, batch_size: int, device, dtype, dist_info) -> str:
+    """Time both memory layouts (:func:`fastest_layout`), write the faster into ``spec`` and the
+    task's options (so a resumed run keeps it; under DDP every rank takes rank 0's), and return
+    the line that reports it."""
+    import torch
+
+    timed = fastest_layout(spec, task.example_batch(batch_size), loss_fn, device=device, dtype=dtype)
+    channels_last = timed["channels_last"] > timed["contiguous"]
+    if dist_info.active:
+        flag = torch.tensor([float(channels_last)], device=device)
+        torch.distributed.broadcast(flag, src=0)
+        channels_last = bool(flag.item())
+    spec["config"]["channels_last"] = task.options.channels_last = channels_last
+    return (f"memory layout {'channels-last' if channels_last else 'contiguous'}: "
+            f"{timed['channels_last']:.1f} samples/s channels-last, {timed['contiguous']:.1f} contiguous")
 
 
 def _synchronize(device) -> None:
@@ -358,18 +375,10 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     loss_fn = task.build_loss()
     dtype = amp_dtype(config.amp, device)
     spec = task.model_spec()
+    layout_note = None
     if spec["config"].get("channels_last", False) is None:      # left to this machine: time both
-        timed = fastest_layout(spec, task.example_batch(config.batch_size), loss_fn, device=device, dtype=dtype)
-        channels_last = timed["channels_last"] > timed["contiguous"]
-        if dist_info.active:      # every rank takes rank 0's layout
-            flag = torch.tensor([float(channels_last)], device=device)
-            torch.distributed.broadcast(flag, src=0)
-            channels_last = bool(flag.item())
-        spec["config"]["channels_last"] = task.options.channels_last = channels_last   # a resume keeps it
-        layout_note = (f"memory layout {'channels-last' if channels_last else 'contiguous'}: "
-                       f"{timed['channels_last']:.1f} samples/s channels-last, {timed['contiguous']:.1f} contiguous")
-    else:
-        layout_note = None
+        layout_note = _settle_layout(task, spec, loss_fn, batch_size=config.batch_size, device=device,
+                                     dtype=dtype, dist_info=dist_info)
     model = models.build(spec["name"], spec["config"])
     if not resume and hasattr(task, "init_model"):     # e.g. local pretrained weights
         task.init_model(model)
