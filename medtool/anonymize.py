@@ -26,21 +26,25 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import io
 import os
+import re
 import secrets
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Sequence
 
 from . import __version__
 from .deid_table import BASIC_PROFILE, EDITION, OPTIONS, Row, Table, load_table, resolve
 from .dicom import is_dicom
-from .errors import InputError, MedtoolError, UsageError
-from .files import atomic_output, find_files, mirror_path, take_shard
+from .errors import InputError, MedtoolError, OutputExistsError, UsageError
+from .files import (atomic_output, check_inside, find_files, mirror_path, publish,
+                    remove_stale_temps, take_shard, temporary_file)
 
 #: Root of the UUID-derived UIDs of PS3.5 B.2: ``2.25.<128-bit integer>`` (at most 44 chars).
 UUID_ROOT = "2.25."
@@ -87,6 +91,21 @@ MAP_FILE_MODE = 0o600
 UNDEFINED_LENGTH = 0xFFFFFFFF
 #: Longest element header (explicit VR with a 4-byte length: tag 4, VR 2, reserved 2, length 4).
 ELEMENT_HEADER_MAX = 12
+#: Length of the Part 10 preamble; medtool writes it as zeros (a preamble is free text).
+PREAMBLE_BYTES = 128
+#: How outputs are named unless ``--keep-names``: ``<study>`` and ``<series>`` are the first
+#: hex digits of SHA-256 of the new (salted) Study and Series Instance UIDs, ``<number>`` the
+#: SeriesNumber, ``<instance>`` the InstanceNumber (with the SOP Instance UID's digits added
+#: when two images of a series share it, or instead of it when there is none).
+LAYOUT = "<pseudonym>/ST-<study>/SE<number>-<modality>-<series>/IM-<instance>.dcm"
+#: Hex digits of the hashes in :data:`LAYOUT`.
+NAME_HASH_DIGITS = 8
+#: Characters kept in a name taken from a value (the rest become ``_``).
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+#: A value counts as identifying in a file or folder name when it has at least this many
+#: characters and appears there as whole words (``MULLER_AHMED_19500101.dcm`` holds the family
+#: name MULLER and the birth date 19500101).
+NAME_VALUE_MIN_CHARS = 3
 
 
 class BurnedInError(InputError):
@@ -224,6 +243,7 @@ class Outcome:
     date_shift: int | None
     removed: int = 0
     replaced: int = 0
+    unknown: int = 0
 
 
 class _Walker:
@@ -236,7 +256,7 @@ class _Walker:
         self.pseudonym = settings.pseudonym(patient_id)
         self.shift = (settings.date_shift(patient_id) if "modified_dates" in self.options
                       else None)
-        self.removed = self.replaced = 0
+        self.removed = self.replaced = self.unknown = 0
         self.in_dummy = 0                               # depth inside sequences with action D
 
     def walk(self, ds) -> None:
@@ -252,11 +272,16 @@ class _Walker:
             if group & 1:
                 self._private(ds, tag, creators)
                 continue
-            if group & 0xFF00 in (OVERLAY_GROUP, CURVE_GROUP):
-                del ds[tag]
+            if group & 0xFF00 in (OVERLAY_GROUP, CURVE_GROUP) or group == 0:
+                del ds[tag]                             # overlays, curves, command elements
                 self.removed += 1
                 continue
             row = self.table.row(tag)
+            if row is None and not in_dictionary(tag):  # nobody can vouch for its content
+                del ds[tag]
+                self.removed += 1
+                self.unknown += 1
+                continue
             self._apply(ds, tag, row, row.action(self.options) if row else None)
 
     def _apply(self, ds, tag: int, row: Row | None, action: str | None) -> None:
@@ -381,6 +406,18 @@ def _is_safe_private(tag: int, creators, safe: Sequence[SafePrivate]) -> bool:
                and (s.element is None or s.element == element & 0xFF) for s in safe)
 
 
+@functools.lru_cache(maxsize=4096)
+def in_dictionary(tag: int) -> bool:
+    """True when the public ``tag`` is in the DICOM data dictionary (repeating groups included)."""
+    from pydicom.datadict import get_entry
+
+    try:
+        get_entry(tag)
+    except KeyError:
+        return False
+    return True
+
+
 def _well_known(uid: str) -> bool:
     from pydicom.uid import UID_dictionary
 
@@ -443,7 +480,8 @@ def deidentify(ds, settings: Settings) -> Outcome:
                 del meta[tag]
         walker.walk(meta)
     _declare(ds, settings)
-    return Outcome(patient_id, walker.pseudonym, walker.shift, walker.removed, walker.replaced)
+    return Outcome(patient_id, walker.pseudonym, walker.shift, walker.removed, walker.replaced,
+                   walker.unknown)
 
 
 def _declare(ds, settings: Settings) -> None:
@@ -540,11 +578,16 @@ def burned_in_reason(ds) -> str | None:
 
 @dataclass
 class _Job:
+    """One file to de-identify. ``target`` is its output path, or ``None`` when the output is
+    named by :data:`LAYOUT` under ``out`` (the name is given once every file is done)."""
+
     source: Path
-    target: Path
+    target: Path | None
     settings: Settings
     force: bool
     named: bool
+    out: Path | None = None
+    in_place: bool = False
 
 
 def _anonymize_file(job: _Job) -> dict[str, Any]:
@@ -555,8 +598,8 @@ def _anonymize_file(job: _Job) -> dict[str, Any]:
 
 
 def _anonymize_file_quietly(job: _Job) -> dict[str, Any]:
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
+    if job.in_place:
+        _check_rewritable(job.source)
     if not job.named and not is_dicom(job.source):
         return {"source": str(job.source), "skipped": "not DICOM"}
     ds = read_dicom(job.source)
@@ -573,6 +616,58 @@ def _anonymize_file_quietly(job: _Job) -> dict[str, Any]:
     if reason and not job.settings.allow_burned_in:
         raise BurnedInError(f"refused: pixels may show identity ({reason})", path=job.source,
                             hint="check the pixels and pass --allow-burned-in to write it anyway")
+    _give_file_meta(ds, sop_class)
+    outcome = deidentify(ds, job.settings)
+    if "SOPInstanceUID" in ds:
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.ImplementationVersionName = f"MEDTOOL_{__version__}"[:16]
+    ds.preamble = b"\0" * PREAMBLE_BYTES               # the source's preamble is free text
+    result = {"source": str(job.source), "patient_id": outcome.patient_id,
+              "pseudonym": outcome.pseudonym, "date_shift_days": outcome.date_shift,
+              "removed": outcome.removed, "replaced": outcome.replaced, "unknown": outcome.unknown}
+    if job.target is not None:
+        if job.out is not None:                         # --keep-names: never outside out
+            check_inside(job.target, job.out)
+        with atomic_output(job.target, force=job.force) as temp:
+            _save(ds, temp, job.source)
+        return {**result, "output": str(job.target)}
+    folder = job.out / layout_folder(ds, outcome.pseudonym)
+    placeholder = folder / "IM.dcm"
+    check_inside(placeholder, job.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    check_inside(placeholder, job.out)                  # a link made while we were at it
+    temp = temporary_file(placeholder)
+    try:
+        _save(ds, temp, job.source)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return {**result, "temp": str(temp), "folder": str(folder),
+            "instance": _instance_number(ds), "key": _short_hash(ds.get("SOPInstanceUID") or
+                                                                 str(job.source))}
+
+
+def _check_rewritable(path: Path) -> None:
+    """Refuse ``--in-place`` where rewriting ``path`` would leave an identifiable copy."""
+    if path.is_symlink():
+        raise InputError("is a symbolic link: --in-place would replace the link and leave the "
+                         "file it points to identifiable", path=path,
+                         hint=f"anonymize {os.path.realpath(path)} itself, or write to an "
+                              "output folder")
+    try:
+        links = os.lstat(path).st_nlink
+    except OSError:
+        return                                          # read_dicom says what is wrong
+    if links > 1:
+        raise InputError(f"has {links} hard links: --in-place would rewrite this name only and "
+                         "leave the other links identifiable", path=path,
+                         hint="write to an output folder, or remove the other links first")
+
+
+def _give_file_meta(ds, sop_class: str) -> None:
+    """File meta for a bare data set; the media storage UIDs of the data set."""
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
     if "TransferSyntaxUID" not in ds.file_meta:         # a bare data set: give it file meta
         implicit, little = ds.original_encoding        # (pydicom cannot swap the byte order)
         ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit
@@ -581,19 +676,60 @@ def _anonymize_file_quietly(job: _Job) -> dict[str, Any]:
     ds.file_meta.MediaStorageSOPClassUID = ds.file_meta.get("MediaStorageSOPClassUID", sop_class)
     if "SOPInstanceUID" in ds:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    outcome = deidentify(ds, job.settings)
-    if "SOPInstanceUID" in ds:
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.ImplementationVersionName = f"MEDTOOL_{__version__}"[:16]
-    with atomic_output(job.target, force=job.force) as temp:
-        try:
-            ds.save_as(temp, enforce_file_format=True)
-        except Exception as exc:                        # a value pydicom cannot encode
-            raise InputError(f"cannot write the de-identified file ({type(exc).__name__}: "
-                             f"{exc})"[:200], path=job.source, hint="report this file") from None
-    return {"source": str(job.source), "output": str(job.target), "patient_id": outcome.patient_id,
-            "pseudonym": outcome.pseudonym, "date_shift_days": outcome.date_shift,
-            "removed": outcome.removed, "replaced": outcome.replaced}
+
+
+def _save(ds, temp: Path, source: Path) -> None:
+    try:
+        ds.save_as(temp, enforce_file_format=True)
+    except Exception as exc:                            # a value pydicom cannot encode
+        reason = " ".join(str(exc).split())
+        raise InputError(f"cannot write the de-identified file ({type(exc).__name__}: "
+                         f"{reason})"[:200], path=source,
+                         hint="the file holds a value that cannot be encoded; fix or leave it out") from None
+
+
+def _short_hash(value) -> str:
+    return hashlib.sha256(str(value).encode()).hexdigest()[:NAME_HASH_DIGITS]
+
+
+def _instance_number(ds) -> int | None:
+    try:
+        return int(ds.get("InstanceNumber"))
+    except (TypeError, ValueError):
+        return None
+
+
+def layout_folder(ds, pseudonym: str) -> PurePosixPath:
+    """``<pseudonym>/ST-<study>/SE<number>-<modality>-<series>`` of :data:`LAYOUT` for the
+    de-identified data set ``ds`` (its UIDs are the new ones)."""
+    patient = _UNSAFE_NAME.sub("_", pseudonym).strip("_") or PSEUDONYM_PREFIX
+    study = _short_hash(ds.get("StudyInstanceUID") or "")
+    try:
+        number = f"{int(ds.get('SeriesNumber')):04d}"
+    except (TypeError, ValueError):
+        number = ""
+    modality = _UNSAFE_NAME.sub("", str(ds.get("Modality", "") or "")).upper()[:16] or "OT"
+    series = _short_hash(ds.get("SeriesInstanceUID") or "")
+    return PurePosixPath(patient, f"ST-{study}", f"SE{number}-{modality}-{series}")
+
+
+def _leaf_names(results: list[dict[str, Any]]) -> None:
+    """Give each written file of one series folder its ``IM-<instance>.dcm`` name (in the order
+    of instance number, SOP Instance UID and source path, so the names are reproducible)."""
+    taken: set[str] = set()
+    order = sorted(results, key=lambda r: (r["instance"] is None, r["instance"] or 0, r["key"],
+                                           r["source"]))
+    for result in order:
+        number, key = result["instance"], result["key"]
+        stem = f"IM-{number:04d}" if number is not None else f"IM-{key}"
+        candidates = [stem, f"{stem}-{key}"] if number is not None else [stem]
+        name = next((c for c in candidates if c not in taken), None)
+        copy = 2
+        while name is None:                             # the same image twice
+            name = f"{candidates[-1]}-{copy}" if f"{candidates[-1]}-{copy}" not in taken else None
+            copy += 1
+        taken.add(name)
+        result["name"] = f"{name}.dcm"
 
 
 @dataclass
@@ -610,6 +746,11 @@ class Report:
         """Files refused for burned-in annotation."""
         return [name for name, error in self.failures if isinstance(error, BurnedInError)]
 
+    @property
+    def unknown(self) -> int:
+        """Public attributes removed because the data dictionary does not know them."""
+        return sum(w.get("unknown", 0) for w in self.written)
+
     def patients(self) -> list[dict[str, Any]]:
         """One row per patient: original ID, pseudonym, date shift (identifying!)."""
         rows = {}
@@ -621,11 +762,14 @@ class Report:
 
 
 def plan_outputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None, *,
-                 in_place: bool = False) -> list[tuple[Path, Path, bool]]:
+                 in_place: bool = False, keep_names: bool = False
+                 ) -> list[tuple[Path, Path | None, bool]]:
     """(source, target, named directly) for every file under ``inputs``.
 
-    ``out`` is a folder mirroring the inputs (a file named directly lands at its top), or the
-    output file when the only input is one file and ``out`` has a suffix and is no folder.
+    ``out`` is a folder; the outputs are named by :data:`LAYOUT` (target ``None``: named once
+    de-identified) or, with ``keep_names``, mirror the inputs (a file named directly lands at
+    its top). ``out`` is the output file when the only input is one file and ``out`` has a
+    suffix and is no folder.
     """
     roots = [Path(p) for p in inputs]
     files = find_files(roots, suffixes=None)
@@ -641,6 +785,8 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | N
                              hint="choose another output folder, or pass --in-place")
     if len(roots) == 1 and roots[0] in named and out.suffix and not out.is_dir():
         planned = [(roots[0], out, True)]
+    elif not keep_names:
+        return [(f, None, f in named) for f in files]
     else:
         planned = [(f, mirror_path(f, roots, out, suffix=None), f in named) for f in files]
     sources = {source.resolve() for source, _, _ in planned}
@@ -652,39 +798,84 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | N
 
 
 def anonymize(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None, *,
-              settings: Settings, in_place: bool = False, workers: int = 1, force: bool = False,
-              shard: tuple[int, int] | None = None, progress: bool = False,
+              settings: Settings, in_place: bool = False, keep_names: bool = False,
+              workers: int = 1, force: bool = False, shard: tuple[int, int] | None = None,
+              progress: bool = False,
               on_error: Callable[[MedtoolError], None] | None = None) -> Report:
     """De-identify every DICOM file under ``inputs`` into ``out`` (or in place).
 
-    Non-DICOM files and DICOMDIRs found in folders are skipped and counted; a bad file gets one
-    error and the others go on. Existing outputs are kept unless ``force``.
+    Outputs are named by :data:`LAYOUT` unless ``keep_names`` (or ``in_place``). Non-DICOM
+    files and DICOMDIRs found in folders are skipped and counted; a bad file gets one error
+    and the others go on. An existing output is that file's error unless ``force``. Nothing
+    is written outside ``out``, symbolic links inside it included.
     """
-    planned = take_shard(plan_outputs(inputs, out, in_place=in_place), shard)
-    targets = [target for _, target, _ in planned]
+    planned = take_shard(plan_outputs(inputs, out, in_place=in_place, keep_names=keep_names),
+                         shard)
+    targets = [target for _, target, _ in planned if target is not None]
     if len(set(targets)) != len(targets):
         raise UsageError("two inputs would be written to the same output file",
-                         hint="anonymize the folders separately")
-    if not in_place and not force:
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise UsageError(f"{len(existing)} output file(s) exist already (first: {existing[0]})",
-                             hint="pass --force to overwrite them")
-    jobs = [_Job(source, target, settings, force or in_place, named)
+                         hint="anonymize the folders separately, or leave out --keep-names")
+    root = None if in_place else Path(out)
+    single = root is not None and len(planned) == 1 and planned[0][1] == root
+    jobs = [_Job(source, target, settings, force or in_place, named,
+                 out=None if single else root, in_place=in_place)
             for source, target, named in planned]
     from .batch import run_batch
 
-    outcome = run_batch(_anonymize_file, jobs, workers=workers, description="anonymizing",
-                        progress=progress, on_error=on_error, name=lambda job: str(job.source))
-    report = Report(files=len(jobs), failures=outcome.failures)
-    for result in outcome.results:
+    report = Report(files=len(jobs))
+    temps: list[Path] = []
+
+    def failed(error: MedtoolError, source: str) -> None:
+        report.failures.append((source, error))
+        if on_error is not None:
+            on_error(error)
+
+    def arrived(index: int, result: dict[str, Any]) -> None:
+        if "temp" in result:
+            temps.append(Path(result["temp"]))
+        results[index] = result
+
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    try:
+        if root is not None and root.is_dir():
+            for stale in {p.parent for p in root.rglob(".*.tmp*")}:
+                remove_stale_temps(stale / "IM.dcm")
+        outcome = run_batch(_anonymize_file, jobs, workers=workers, description="anonymizing",
+                            progress=progress, on_error=on_error, on_result=arrived,
+                            name=lambda job: str(job.source))
+        report.failures.extend(outcome.failures)
+        _place([r for r in results if r is not None and "temp" in r], force=force,
+               failed=failed)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+    for result in results:
         if result is None:
             continue
         if "skipped" in result:
             report.skipped.append((result["source"], result["skipped"]))
-        else:
+        elif "output" in result:
             report.written.append(result)
+    report.failures.sort(key=lambda failure: failure[0])
     return report
+
+
+def _place(results: list[dict[str, Any]], *, force: bool,
+           failed: Callable[[MedtoolError, str], None]) -> None:
+    """Rename the temporary outputs named by :data:`LAYOUT` into place."""
+    by_folder: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for result in results:
+        by_folder[result["folder"]].append(result)
+    for folder, members in by_folder.items():
+        _leaf_names(members)
+        for result in members:
+            target = Path(folder) / result["name"]
+            if target.exists() and not force:
+                failed(OutputExistsError("output exists already", path=target,
+                                         hint="pass --force to overwrite it"), result["source"])
+                continue
+            publish(result["temp"], target)
+            result["output"] = str(target)
 
 
 def write_map(path: str | os.PathLike, report: Report, *, force: bool = False) -> int:
@@ -743,6 +934,10 @@ def check_dataset(ds) -> list[dict[str, str]]:
             row = table.row(tag)
             action = row.action(options) if row else None
             empty = elem.VM == 0 or elem.value in (None, "", b"")
+            if row is None and (group == 0 or not in_dictionary(tag)):
+                report(tag, "Unknown public attribute" if group else "Command element", "X",
+                       path)
+                continue
             if row is None:
                 if elem.VR == "UI" and not removed and not empty and not _is_class_uid(elem) \
                         and not _well_known(str(elem.value)):
@@ -778,12 +973,89 @@ def check_dataset(ds) -> list[dict[str, str]]:
 
 
 def _check_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise InputError("no such file or folder", path=path, hint="check the path")
     if not is_dicom(path):
         return {"source": str(path), "skipped": "not DICOM"}
     ds = read_dicom(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return {"source": str(path), "findings": check_dataset(ds)}
+        findings = check_preamble(path) + check_dataset(ds) + check_names(ds, path)
+    return {"source": str(path), "findings": findings}
+
+
+def check_preamble(path: Path) -> list[dict[str, str]]:
+    """A finding when the 128-byte preamble of the Part 10 file ``path`` is not all zeros."""
+    with open(path, "rb") as handle:
+        head = handle.read(PREAMBLE_BYTES + 4)
+    if head[PREAMBLE_BYTES:] != b"DICM" or not head[:PREAMBLE_BYTES].strip(b"\0"):
+        return []
+    return [{"tag": "(preamble)", "name": "File Preamble (128 bytes of free text, not all zero)",
+             "action": "Z", "where": ""}]
+
+
+def identifying_values(ds) -> dict[str, str]:
+    """Values of ``ds`` that the profile would still act on (value -> attribute name), for
+    comparing with file and folder names. Pseudonyms and new UIDs of a de-identified file, and
+    dates it declares as shifted or retained, are not identifying."""
+    options = _declared_options(ds)
+    removed = str(ds.get("PatientIdentityRemoved", "")).upper() == IDENTITY_REMOVED
+    dated = bool(options & {"modified_dates", "full_dates"})
+    table = load_table()
+    dummies = {DUMMY_TEXT, *(v for v in DUMMY_BY_VR.values() if v)}
+    found: dict[str, str] = {}
+
+    def visit(data) -> None:
+        for elem in data:
+            tag = int(elem.tag)
+            if elem.VR == "SQ":
+                for item in elem.value or ():
+                    visit(item)
+                continue
+            if tag == PIXEL_DATA or elem.VR in BINARY_VRS or elem.VR in NUMBER_VRS:
+                continue
+            if removed and (tag in (PATIENT_ID, PATIENT_NAME) or elem.VR == "UI"
+                            or (dated and elem.VR in ("DA", "DT", "TM"))):
+                continue
+            row = table.row(tag)
+            if row is None or row.action(options) == "K":
+                continue
+            values = list(elem.value) if elem.VM > 1 else [elem.value]
+            for value in values:
+                text = str(value or "").strip("\0 ")
+                parts = [text] + (text.split("^") if elem.VR == "PN" else [])
+                for part in parts:
+                    part = part.strip()
+                    if len(part) >= NAME_VALUE_MIN_CHARS and part not in dummies:
+                        found.setdefault(part, row.name)
+
+    visit(ds)
+    return found
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[^0-9A-Za-z]+", text.upper()) if w]
+
+
+def check_names(ds, path: Path) -> list[dict[str, str]]:
+    """Findings for each file or folder name of ``path`` that holds an identifying value of
+    ``ds`` as whole words (``MRN4845069_MULLER^AHMED`` holds PatientID and the family name)."""
+    values = [(_words(value), name) for value, name in identifying_values(ds).items()]
+    values = [(words, name) for words, name in values if words]
+    findings = []
+    for part in Path(path).parts:
+        words = _words(part)
+        holds = sorted({name for needle, name in values if _contains(words, needle)})
+        if holds:
+            findings.append({"tag": "(path)", "name": f"File or folder name holds the "
+                                                      f"{', '.join(holds)}",
+                             "action": "X", "where": f"{part}: "})
+    return findings
+
+
+def _contains(words: list[str], needle: list[str]) -> bool:
+    size = len(needle)
+    return any(words[i:i + size] == needle for i in range(len(words) - size + 1))
 
 
 @dataclass
@@ -818,4 +1090,8 @@ def check(inputs: Sequence[str | os.PathLike], *, workers: int = 1,
             continue
         report.checked += 1
         report.findings.extend({"file": result["source"], **f} for f in result["findings"])
+    if not report.checked and not report.failures:
+        raise InputError(f"no DICOM file to check ({len(files)} file(s) found, "
+                         f"{len(report.skipped)} not DICOM)", path=" ".join(map(str, inputs)),
+                         hint="check the path: checking nothing is not a clean result")
     return report

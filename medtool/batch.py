@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import MedtoolError
+from .errors import InternalError, MedtoolError
 
 
 @dataclass
@@ -57,7 +57,9 @@ def run_batch(
         Called with ``(index, result)`` as each result arrives; the result is then not kept
         (``results`` holds ``None``), so a stream of large results stays bounded in memory.
 
-    Any other exception is a bug and propagates.
+    Any other exception is a bug: it is reported as an
+    :class:`~medtool.errors.InternalError` of that item (its traceback kept for ``--debug``)
+    and the batch goes on. Ctrl-C and SIGTERM stop the batch.
     """
     outcome = BatchResult(results=[None] * len(items))
     with _ProgressBar(description, len(items), progress) as advance:
@@ -82,6 +84,10 @@ def _call(function: Callable[[Any], Any], item: Any) -> Any:
         return function(item)
     except MedtoolError as exc:
         return exc
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:    # a bug, or a decoder's panic (pyo3 PanicException)
+        return InternalError.from_exception(exc)
 
 
 def _results(function, items, workers) -> Iterator[tuple[int, Any]]:

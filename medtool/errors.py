@@ -67,3 +67,33 @@ class UsageError(MedtoolError):
 
 class DeviceError(UsageError):
     """The requested compute device does not exist on this machine."""
+
+
+class InternalError(MedtoolError):
+    """A bug met while processing one input: reported for that input while a batch goes on.
+
+    ``traceback`` keeps the formatted traceback (it survives the trip back from a worker
+    process), printed under ``--debug``.
+    """
+
+    def __init__(self, what: str, *, path: str | PathLike | None = None, hint: str | None = None,
+                 traceback: str | None = None):
+        super().__init__(what, path=path, hint=hint)
+        self.traceback = traceback
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, path: str | PathLike | None = None) -> "InternalError":
+        """The error for an unexpected exception ``exc`` (a bug, or a library's panic)."""
+        import traceback
+
+        text = "".join(traceback.format_exception(exc))
+        reason = " ".join(str(exc).split())[:300]
+        return cls(f"internal error: {type(exc).__name__}: {reason}", path=path,
+                   hint="run again with --debug and report the traceback", traceback=text)
+
+    def __reduce__(self):
+        return (_rebuild_internal, (self.what, self.path, self.hint, self.traceback))
+
+
+def _rebuild_internal(what, path, hint, traceback):
+    return InternalError(what, path=path, hint=hint, traceback=traceback)

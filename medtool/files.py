@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, TypeVar
 
-from .errors import OutputExistsError, UsageError
+from .errors import InputError, OutputExistsError, UsageError
 
 #: Volume file suffixes medtool reads and writes, longest first.
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy", ".npz")
+#: Temporary outputs are named ``.<output name>.~<host>~<pid>~<random>.tmp<suffix>`` (a folder:
+#: ``.tmp``), so that a later run can tell a stale one (its process is gone) from one that a
+#: running process is still writing, and remove it.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.~(?P<host>[^~/]*)~(?P<pid>\d+)~[^~/.]+\.(?:tmp|old)")
 
 T = TypeVar("T")
 
@@ -57,22 +63,46 @@ def find_files(
     ``suffixes=None`` takes every file (DICOM files have any name). Hidden files are left out.
 
     Files named directly are kept whatever their suffix, and so are paths that do not exist, so
-    that the command reports what is wrong with each while it goes on with the others. The
+    that the command reports what is wrong with each while it goes on with the others. Symbolic
+    links to folders are followed (``find -L``), each real folder once, so a loop ends. The
     result is sorted within each folder and free of duplicates.
     """
     found: list[Path] = []
+    ends = None if suffixes is None else tuple(s.lower() for s in suffixes)
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            inside = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and not p.name.startswith(".")
-                and (suffixes is None or p.name.lower().endswith(tuple(suffixes)))
-            )
-            found.extend(inside)
+            found.extend(_walk(path, ends, set()))
         else:
             found.append(path)
     return list(dict.fromkeys(found))
+
+
+def _walk(folder: Path, ends: tuple[str, ...] | None, seen: set[str]) -> list[Path]:
+    """Files under ``folder`` (sorted, hidden ones left out), following folder links once."""
+    real = os.path.realpath(folder)
+    if real in seen:
+        return []
+    seen.add(real)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError:
+        return []
+    files, folders = [], []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir():                      # follows links
+                folders.append(Path(entry.path))
+            elif entry.is_file() and (ends is None or entry.name.lower().endswith(ends)):
+                files.append(Path(entry.path))
+        except OSError:
+            continue
+    result = files
+    for sub in folders:
+        result.extend(_walk(sub, ends, seen))
+    return sorted(result)
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
@@ -105,24 +135,92 @@ def check_writable(path: str | os.PathLike, *, force: bool) -> None:
             )
 
 
+def check_inside(path: str | os.PathLike, root: str | os.PathLike) -> None:
+    """Raise :class:`InputError` when ``path`` would land outside the folder ``root``.
+
+    Symbolic links among the folders between ``root`` and ``path`` are resolved: a link inside
+    the output folder that points elsewhere must not carry outputs out of it.
+    """
+    path, root = Path(path), Path(root)
+    real_root = root.resolve()
+    folder = path.parent.resolve()
+    if not folder.is_relative_to(real_root):
+        raise InputError(f"the output would be written outside {root} (through a symbolic link "
+                         f"to {folder})", path=path,
+                         hint="remove the link or choose another output folder")
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.<name>.~<host>~<pid>~`` of this process's temporary files for ``path``."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    return f".{path.name}.~{host}~{os.getpid()}~"
+
+
+def remove_stale_temps(path: str | os.PathLike) -> int:
+    """Remove temporary files and folders of ``path`` left by killed runs on this machine.
+
+    A temporary output whose process is still running (another medtool writing the same
+    output) is left alone. Returns how many were removed.
+    """
+    path = Path(path)
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return 0
+    removed = 0
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if (match is None or match["name"] != path.name or match["host"] != host
+                or _alive(int(match["pid"]))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def temporary_file(path: str | os.PathLike) -> Path:
+    """Create an empty hidden temporary file beside ``path`` (same folder, suffix kept)."""
+    path = Path(path)
+    suffix = volume_suffix(path) or path.suffix
+    handle, temp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=f".tmp{suffix}",
+                                    dir=path.parent)
+    os.close(handle)
+    return Path(temp)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
 
     The temporary name keeps the suffix of ``path`` (libraries choose formats by it). On any
-    error the temporary file is removed and ``path`` is left as it was.
+    error the temporary file is removed and ``path`` is left as it was; temporary files of
+    ``path`` left by a killed run are removed first.
     """
     path = Path(path)
     check_writable(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = volume_suffix(path) or path.suffix
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(handle)
-    temp_path = Path(temp)
+    remove_stale_temps(path)
+    temp_path = temporary_file(path)
     try:
         yield temp_path
-        os.chmod(temp_path, 0o666 & ~_umask())
-        os.replace(temp_path, path)
+        publish(temp_path, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp_path.unlink()
@@ -138,11 +236,12 @@ def atomic_directory(path: str | os.PathLike, *, force: bool = False) -> Iterato
     path = Path(path)
     check_writable(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temps(path)
+    temp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield temp
         if path.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            trash = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".old", dir=path.parent))
             os.replace(path, trash / path.name)
             os.replace(temp, path)
             shutil.rmtree(trash, ignore_errors=True)
@@ -156,6 +255,12 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, force: bool = False
     """Write ``text`` to ``path`` atomically."""
     with atomic_output(path, force=force) as temp:
         temp.write_text(text, encoding="utf-8")
+
+
+def publish(temp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename the complete temporary file ``temp`` to ``path`` with the usual permissions."""
+    os.chmod(temp, 0o666 & ~_umask())
+    os.replace(temp, path)
 
 
 def _umask() -> int:

@@ -194,16 +194,19 @@ def test_separate_batches_with_one_salt_agree(phantom_dir, tmp_path, anonymized)
     first = _copy(phantom_dir, tmp_path, "case_002")
     settings = Settings(SALT, frozenset({"modified_dates"}))
     anonymize([first], tmp_path / "a", settings=settings)
-    for path in sorted((tmp_path / "a" / "case_002").iterdir())[:5]:
-        again = pydicom.dcmread(out_all / "ct" / "case_002" / path.name)
+    alone_files = sorted((tmp_path / "a").rglob("*.dcm"))
+    assert len(alone_files) == len(list(first.rglob("*.dcm")))
+    for path in alone_files[:5]:                # same salt: same names, same values
+        again = pydicom.dcmread(out_all / path.relative_to(tmp_path / "a"))
         alone = pydicom.dcmread(path)
         for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
                         "FrameOfReferenceUID", "PatientID", "StudyDate"):
             assert alone.get(keyword) == again.get(keyword), keyword
     other = Settings(b"another salt", frozenset({"modified_dates"}))
     anonymize([first], tmp_path / "b", settings=other)
-    path = sorted((tmp_path / "a" / "case_002").iterdir())[0]
-    a, b = pydicom.dcmread(path), pydicom.dcmread(tmp_path / "b" / "case_002" / path.name)
+    a = pydicom.dcmread(alone_files[0])
+    b = pydicom.dcmread(sorted((tmp_path / "b").rglob("*.dcm"))[0])
+    assert a.InstanceNumber == b.InstanceNumber
     assert a.SeriesInstanceUID != b.SeriesInstanceUID and a.PatientID != b.PatientID
 
 
@@ -367,7 +370,7 @@ def test_burned_in_annotation_is_refused_unless_allowed(tmp_path):
     report = anonymize([tmp_path], tmp_path.parent / "out_burn", settings=Settings(SALT))
     assert sorted(Path(p).name for p in report.refused) == ["burned.dcm", "capture.dcm"]
     assert all(isinstance(e, BurnedInError) for _, e in report.failures)
-    assert [Path(w["output"]).name for w in report.written] == ["fine.dcm"]
+    assert [Path(w["source"]).name for w in report.written] == ["fine.dcm"]
     allowed = anonymize([tmp_path], tmp_path.parent / "out_allowed",
                         settings=Settings(SALT, allow_burned_in=True))
     assert len(allowed.written) == 3 and not allowed.failures
@@ -387,9 +390,12 @@ def test_bad_files_fail_alone_and_leave_nothing(tmp_path):
     assert set(failed) == {"truncated.dcm", "garbage.dcm"}
     assert "truncated" in failed["truncated.dcm"] and "copy the file again" in failed["truncated.dcm"]
     assert report.skipped == [(str(src / "notes.txt"), "not DICOM")]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.dcm"]   # no temp files
-    with pytest.raises(UsageError, match="exist already"):
-        anonymize([src], tmp_path / "out", settings=Settings(SALT))
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert [str(p) for p in written] == [report.written[0]["output"]]   # no temp files
+    again = anonymize([src], tmp_path / "out", settings=Settings(SALT))   # one rule: exit 1
+    assert [(Path(name).name, type(error).__name__) for name, error in again.failures
+            if "exists" in str(error)] == [("good.dcm", "OutputExistsError")]
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == written
     with pytest.raises(InputError, match="not a DICOM file"):
         from medtool.anonymize import read_dicom
 
@@ -452,7 +458,7 @@ def test_an_output_never_overwrites_an_input(tmp_path):
     for inputs, out in (([source], source), ([source], tmp_path / "." / "a.dcm"),
                         ([source, get_testdata_file("MR_small.dcm")], tmp_path)):
         with pytest.raises(UsageError, match="would overwrite an input"):
-            anonymize(inputs, out, settings=Settings(SALT), force=True)
+            anonymize(inputs, out, settings=Settings(SALT), force=True, keep_names=True)
     assert source.read_bytes() == before
 
 

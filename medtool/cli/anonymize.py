@@ -33,9 +33,22 @@ _HELP = "\n\n".join([
     "Compound actions are resolved to keep the file valid: X/Z -> empty; X/D, X/Z/D, Z/D -> "
     "dummy value; X/Z/U* -> kept with new UIDs inside.",
 
-    "The output folder mirrors the inputs (file names kept); [bold]--in-place[/bold] rewrites "
-    "the inputs atomically instead. [bold]--check[/bold] lists every attribute the profile "
-    "would still act on (file, tag, name) and exits 1 if there is any.",
+    "File and folder names often hold identity, so outputs are named from the pseudonymised "
+    "identity:",
+
+    "  OUT/<pseudonym>/ST-<study>/SE<number>-<modality>-<series>/IM-<instance>.dcm",
+
+    "where <study> and <series> are 8 hex digits of SHA-256 of the new Study and Series "
+    "Instance UIDs, <number> is the SeriesNumber, and IM-<instance>-<8 hex> is used when two images of a series share an "
+    "instance number. [bold]--keep-names[/bold] mirrors the input names instead; "
+    "[bold]--in-place[/bold] rewrites the inputs atomically (names kept; symbolic and hard "
+    "links are refused). Attributes the data dictionary does not know are removed and "
+    "counted, and the 128-byte preamble is written as zeros.",
+
+    "[bold]--check[/bold] lists every attribute the profile would still act on (file, tag, "
+    "name), a preamble that is not zero, attributes unknown to the data dictionary and file "
+    "or folder names that hold an identifying value of the file, and exits 1 if there is any "
+    "(or if it found no DICOM file to check).",
 
     "Examples:\n"
     "  [bold]medtool anonymize data/ct anon/ --key-file site.key --date-shift --workers 2[/bold]\n"
@@ -54,6 +67,9 @@ def register(app: typer.Typer) -> None:
         check: Annotated[bool, typer.Option("--check", help="Only list what the profile would "
                                             "still act on; exit 1 if anything.")] = False,
         in_place: Annotated[bool, typer.Option("--in-place", help="Rewrite the inputs (atomically).")] = False,
+        keep_names: Annotated[bool, typer.Option(
+            "--keep-names", help="Mirror the input file and folder names (they may hold "
+            "identity) instead of naming outputs by pseudonym, study and series.")] = False,
         salt: Annotated[str | None, typer.Option("--salt", help="Secret for UIDs, pseudonyms and "
                                                  "date shifts.")] = None,
         key_file: Annotated[Path | None, typer.Option("--key-file", help="File whose content is the salt.",
@@ -90,6 +106,9 @@ def register(app: typer.Typer) -> None:
             report = core.check(paths, workers=opts.workers, shard=opts.shard,
                                 progress=opts.show_progress, on_error=opts.report)
             return _report_check(report, json=json, opts=opts)
+        if in_place and keep_names:
+            raise UsageError("--keep-names goes with an output folder; --in-place keeps the "
+                             "names anyway")
         if in_place:
             inputs, out = paths, None
         elif len(paths) < 2:
@@ -112,9 +131,9 @@ def register(app: typer.Typer) -> None:
         else:
             secret = core.random_salt()
             if not opts.quiet:
-                common.stderr.print("[yellow]warning:[/yellow] no --salt or --key-file: using a "
-                                    "random salt, so UIDs, pseudonyms and date shifts will not "
-                                    "agree with any other run", highlight=False)
+                common.report_warning("no --salt or --key-file: using a random salt, so UIDs, "
+                                      "pseudonyms and date shifts will not agree with any "
+                                      "other run")
         settings = core.Settings(
             salt=secret, options=frozenset(options),
             pseudonyms=core.read_pseudonym_map(pseudonym_map) if pseudonym_map else None,
@@ -123,21 +142,26 @@ def register(app: typer.Typer) -> None:
         if write_map is not None and write_map.exists() and not opts.force:
             raise UsageError(f"{write_map} exists already", hint="pass --force to overwrite it")
         report = core.anonymize(inputs, out, settings=settings, in_place=in_place,
-                                workers=opts.workers, force=opts.force, shard=opts.shard,
-                                progress=opts.show_progress, on_error=opts.report)
+                                keep_names=keep_names, workers=opts.workers, force=opts.force,
+                                shard=opts.shard, progress=opts.show_progress,
+                                on_error=opts.report)
         if write_map is not None and report.written:
             rows = core.write_map(write_map, report, force=opts.force)
             if not opts.quiet:
-                common.stderr.print(f"[yellow]warning:[/yellow] {write_map} links {rows} "
-                                    "pseudonym(s) to the original patient IDs: it is "
-                                    "identifying, keep it apart from the data", highlight=False)
+                common.report_warning(f"{write_map} links {rows} pseudonym(s) to the original "
+                                      "patient IDs: it is identifying, keep it apart from the "
+                                      "data")
+        if (in_place or keep_names) and report.written and not opts.quiet:
+            common.report_warning("file and folder names were kept; they may hold identity "
+                                  "(medtool anonymize --check flags names that hold a value "
+                                  "of their file)")
         return _report_written(report, json=json, opts=opts, out=out)
 
 
 def _report_written(report, *, json: bool, opts: common.Options, out) -> int:
     if json:
         common.print_json({
-            "written": [{k: w[k] for k in ("source", "output", "removed", "replaced")}
+            "written": [{k: w[k] for k in ("source", "output", "removed", "replaced", "unknown")}
                         for w in report.written],
             "skipped": [{"file": f, "reason": r} for f, r in report.skipped],
             "refused_burned_in": report.refused,
@@ -146,10 +170,14 @@ def _report_written(report, *, json: bool, opts: common.Options, out) -> int:
         where = "in place" if out is None else f"to {out}"
         patients = len({w["pseudonym"] for w in report.written})
         common.stdout.print(f"anonymized {len(report.written)} DICOM file(s) of {patients} "
-                            f"patient(s) {where}", highlight=False)
+                            f"patient(s) {where}", highlight=False, markup=False)
+    if report.unknown and not opts.quiet:
+        common.stderr.print(f"note: removed {report.unknown} public attribute(s) that the data "
+                            "dictionary does not know (nobody can vouch for their content)",
+                            highlight=False, markup=False)
     if report.skipped and not opts.quiet:
         common.stderr.print(f"note: skipped {len(report.skipped)} non-DICOM file(s) and "
-                            "DICOMDIR(s)", highlight=False)
+                            "DICOMDIR(s)", highlight=False, markup=False)
     if report.refused:
         common.stderr.print(f"[bold red]refused {len(report.refused)} file(s) with burned-in "
                             "annotation[/bold red] (--allow-burned-in writes them)", highlight=False)
@@ -167,7 +195,10 @@ def _report_check(report, *, json: bool, opts: common.Options) -> int:
                                 highlight=False, markup=False, soft_wrap=True)
         if not opts.quiet:
             verdict = (f"{len(report.findings)} attribute(s) to de-identify in "
-                       f"{len(report.dirty_files)} file(s)" if report.findings else "clean")
-            common.stderr.print(f"checked {report.checked} DICOM file(s): {verdict}", highlight=False)
+                       f"{len(report.dirty_files)} file(s)" if report.findings
+                       else f"{len(report.failures)} file(s) could not be read"
+                       if report.failures else "clean")
+            common.stderr.print(f"checked {report.checked} DICOM file(s): {verdict}",
+                                highlight=False, markup=False)
     failed = common.report_failures(report.failures, report.checked + len(report.failures))
     return 1 if report.findings else failed

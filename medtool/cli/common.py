@@ -8,6 +8,7 @@ error's exit code (0 ok, 1 some input failed, 2 usage).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -29,6 +30,8 @@ from ..console import stderr, stdout  # noqa: F401  (commands print through thes
 
 #: Exit status for Ctrl-C, as shells report it.
 EXIT_INTERRUPTED = 130
+#: Exit status after SIGTERM (128 + 15), as shells report it.
+EXIT_TERMINATED = 143
 
 
 @dataclass
@@ -54,7 +57,9 @@ class Options:
 
     def report(self, error: BaseException) -> None:
         """Print one input's error as one line (with its traceback under ``--debug``)."""
-        if self.debug and error.__traceback__ is not None:
+        if self.debug and getattr(error, "traceback", None):
+            stderr.print(error.traceback, markup=False, highlight=False)
+        elif self.debug and error.__traceback__ is not None:
             from rich.traceback import Traceback
 
             stderr.print(Traceback.from_exception(type(error), error, error.__traceback__))
@@ -227,6 +232,32 @@ class HelpCommand(TyperCommand):
 def execute(body: Callable[[Options], int | None], values: dict[str, Any], argv: list[str]) -> int:
     """Build :class:`Options` from ``values``, run ``body`` and map errors to exit codes."""
     debug = bool(values.get("debug"))
+    with _terminate_cleanly():
+        return _execute(body, values, argv, debug)
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """Turn SIGTERM into ``SystemExit(143)`` while a command runs, so that ``finally`` blocks
+    (temporary outputs) run as they do for Ctrl-C; worker processes inherit the handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(EXIT_TERMINATED)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _execute(body, values: dict[str, Any], argv: list[str], debug: bool) -> int:
     try:
         opts = Options(argv=list(argv), **{k: v for k, v in values.items() if k != "shard"})
         if values.get("shard") is not None:
@@ -255,28 +286,44 @@ def execute(body: Callable[[Options], int | None], values: dict[str, Any], argv:
         return EXIT_INPUT
 
 
+def one_line(text: object) -> str:
+    """``text`` on one line, with rich markup escaped: file names and values are shown as they
+    are (``[red]scan.dcm`` stays, ``a[/]b`` cannot break the printer)."""
+    from rich.markup import escape
+
+    flat = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return escape(flat)
+
+
 def report_error(error: MedtoolError | str) -> None:
-    """Print ``error: <text>`` in red on stderr."""
-    stderr.print(f"[bold red]error:[/bold red] {error}", markup=True, highlight=False,
+    """Print ``error: <text>`` in red on stderr, on one line."""
+    stderr.print(f"[bold red]error:[/bold red] {one_line(error)}", markup=True, highlight=False,
+                 overflow="ignore", crop=False, soft_wrap=True)
+
+
+def report_warning(text: str) -> None:
+    """Print ``warning: <text>`` in yellow on stderr, on one line."""
+    stderr.print(f"[yellow]warning:[/yellow] {one_line(text)}", markup=True, highlight=False,
                  overflow="ignore", crop=False, soft_wrap=True)
 
 
 def report_notice(notice) -> None:
     """Print a :class:`~medtool.series.Notice` (``note:`` / ``warning:``) on stderr."""
     colour = "yellow" if notice.level == "warning" else "cyan"
-    stderr.print(f"[{colour}]{notice.level}:[/{colour}] {notice.text}", markup=True,
+    stderr.print(f"[{colour}]{notice.level}:[/{colour}] {one_line(notice.text)}", markup=True,
                  highlight=False, overflow="ignore", crop=False, soft_wrap=True)
 
 
 def report_failures(failures: Iterable[tuple[str, BaseException]], total: int) -> int:
-    """Summarise a batch's failures on stderr; return the exit status for the batch."""
+    """Summarise a batch's failures on stderr (the inputs that failed); the exit status."""
     failures = list(failures)
     if not failures:
         return EXIT_OK
     if total == 1:      # the error line itself said it all
         return EXIT_INPUT
     stderr.print(f"[bold red]{len(failures)} of {total} inputs failed:[/bold red] "
-                 + ", ".join(name for name, _ in failures), highlight=False)
+                 + one_line(", ".join(name for name, _ in failures)), highlight=False,
+                 overflow="ignore", crop=False, soft_wrap=True)
     return EXIT_INPUT
 
 

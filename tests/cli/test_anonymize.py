@@ -37,10 +37,20 @@ def anonymized(ct_case, tmp_path_factory):
     return out, json.loads(result.stdout)
 
 
-def test_writes_a_mirrored_tree_and_json(ct_case, anonymized):
+def test_writes_a_pseudonymous_tree_and_json(ct_case, anonymized):
+    """<pseudonym>/ST-<study>/SE<number>-<modality>-<series>/IM-<instance>.dcm, no input name."""
     out, report = anonymized
-    names = sorted(p.relative_to(ct_case).as_posix() for p in ct_case.rglob("*.dcm"))
-    assert sorted(Path(w["output"]).relative_to(out).as_posix() for w in report["written"]) == names
+    sources = sorted(ct_case.rglob("*.dcm"))
+    outputs = sorted(Path(w["output"]).relative_to(out) for w in report["written"])
+    assert len(outputs) == len(sources) == 39
+    first = pydicom.dcmread(out / outputs[0])
+    folder = Path(first.PatientID, *outputs[0].parts[1:3])
+    assert {p.parent for p in outputs} == {folder}          # one series, one folder
+    assert folder.parts[1].startswith("ST-")
+    assert folder.parts[2].startswith(f"SE{int(first.SeriesNumber):04d}-CT-")
+    numbers = sorted(pydicom.dcmread(out / p).InstanceNumber for p in outputs)
+    assert [p.name for p in outputs] == [f"IM-{n:04d}.dcm" for n in numbers]
+    assert not any("case_003" in str(p) for p in outputs)
     assert report["failed"] == [] and report["refused_burned_in"] == []
     assert all(w["removed"] > 10 for w in report["written"])
 
@@ -50,7 +60,9 @@ def test_dicom2npy_gives_the_same_volume(cli, ct_case, anonymized, tmp_path):
     assert cli("dicom2npy", ct_case, tmp_path / "a").exit_code == 0
     assert cli("dicom2npy", out, tmp_path / "b").exit_code == 0
     a = load_volume(tmp_path / "a" / "case_003.npy")
-    b = load_volume(tmp_path / "b" / "case_003.npy")
+    converted = sorted((tmp_path / "b").rglob("*.npy"))
+    assert len(converted) == 1 and "case_003" not in str(converted[0])
+    b = load_volume(converted[0])
     np.testing.assert_array_equal(a.array, b.array)
     np.testing.assert_array_equal(a.spacing, b.spacing)
     np.testing.assert_array_equal(a.origin, b.origin)
@@ -75,13 +87,13 @@ def test_check_is_clean_on_output_and_dirty_on_input(cli, ct_case, anonymized):
 def test_peers_read_the_output(anonymized, tmp_path, dcm2niix):
     out, _ = anonymized
     dcmdump = shutil.which("dcmdump")
+    first = sorted(out.rglob("*.dcm"))[0]
     if dcmdump is not None:
-        first = sorted(out.rglob("*.dcm"))[0]
         dumped = subprocess.run([dcmdump, "-E", str(first)], capture_output=True, text=True)
         assert dumped.returncode == 0 and "E:" not in dumped.stderr, dumped.stderr
         assert "(0012,0062) CS [YES]" in dumped.stdout
     converted = subprocess.run([dcm2niix, "-z", "n", "-o", str(tmp_path), "-f", "x",
-                                str(out / "case_003")], capture_output=True, text=True)
+                                str(first.parent)], capture_output=True, text=True)
     assert converted.returncode == 0, converted.stdout + converted.stderr
     assert (tmp_path / "x.nii").exists()
 
@@ -100,7 +112,9 @@ def test_usage_errors_and_warnings(cli, ct_case, tmp_path):
     rows = (tmp_path / "map.csv").read_text().splitlines()
     assert rows[0] == "patient_id,pseudonym,date_shift_days" and len(rows) == 2
     again = cli("anonymize", ct_case, tmp_path / "r", "--salt", "s")
-    assert again.exit_code == 2 and "--force" in again.stderr
+    assert again.exit_code == 0                     # another salt: another pseudonym's folder
+    twice = cli("anonymize", ct_case, tmp_path / "r", "--salt", "s")
+    assert twice.exit_code == 1 and "--force" in twice.stderr      # one rule: exit 1
 
 
 def test_bad_file_gets_one_line_and_in_place_rewrites(cli, tmp_path):
