@@ -33,7 +33,7 @@ _medtool() {
         esac
         ;;
     anonymize)
-        opts="--check --in-place --salt --key-file --date-shift --keep-dates --keep-patient-characteristics --keep-device --keep-institution --keep-private --pseudonym-map --write-map --allow-burned-in --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--check --in-place --keep-names --salt --key-file --date-shift --keep-dates --keep-patient-characteristics --keep-device --keep-institution --keep-private --pseudonym-map --write-map --allow-burned-in --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --salt) return ;;
             --key-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;

@@ -46,6 +46,7 @@ complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l help -s h -d '
 complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -F
 complete -c medtool -n '__fish_seen_subcommand_from anonymize' -l check -d 'Only list what the profile would still act on; exit 1 if anything'
 complete -c medtool -n '__fish_seen_subcommand_from anonymize' -l in-place -d 'Rewrite the inputs (atomically)'
+complete -c medtool -n '__fish_seen_subcommand_from anonymize' -l keep-names -d 'Mirror the input file and folder names (they may hold identity) ins...'
 complete -c medtool -n '__fish_seen_subcommand_from anonymize' -l salt -x -d 'Secret for UIDs, pseudonyms and date shifts'
 complete -c medtool -n '__fish_seen_subcommand_from anonymize' -l key-file -r -F -d 'File whose content is the salt'
 complete -c medtool -n '__fish_seen_subcommand_from anonymize' -l date-shift -d 'Retain longitudinal information - shift dates by a per-patient numb...'

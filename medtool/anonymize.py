@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .deid_table import BASIC_PROFILE, EDITION, OPTIONS, Row, Table, load_table, resolve
 from .dicom import is_dicom
-from .errors import InputError, MedtoolError, OutputExistsError, UsageError
+from .errors import InputError, MedtoolError, OutputExistsError, UsageError, reason
 from .files import (atomic_output, check_inside, find_files, mirror_path, publish,
                     remove_stale_temps, take_shard, temporary_file)
 
@@ -523,10 +523,12 @@ def read_dicom(path: Path):
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, force=True)
             _check_complete(ds, path)
+            for _ in ds.iterall():                      # decode every value now: an unknown
+                pass                                    # VR or a bad value is this file's error
     except MedtoolError:
         raise
     except Exception as exc:                            # pydicom raises many types
-        raise InputError(f"cannot read the DICOM file ({type(exc).__name__}: {exc})"[:200],
+        raise InputError(f"cannot read the DICOM file ({reason(exc, limit=200)})",
                          path=path, hint="the file is damaged or truncated; copy it again") from None
     return ds
 
@@ -612,9 +614,9 @@ def _anonymize_file_quietly(job: _Job) -> dict[str, Any]:
             raise InputError("DICOMDIR index, not an image", path=job.source,
                              hint="anonymize the files it lists and build a new DICOMDIR")
         return {"source": str(job.source), "skipped": "DICOMDIR"}
-    reason = burned_in_reason(ds)
-    if reason and not job.settings.allow_burned_in:
-        raise BurnedInError(f"refused: pixels may show identity ({reason})", path=job.source,
+    burned = burned_in_reason(ds)
+    if burned and not job.settings.allow_burned_in:
+        raise BurnedInError(f"refused: pixels may show identity ({burned})", path=job.source,
                             hint="check the pixels and pass --allow-burned-in to write it anyway")
     _give_file_meta(ds, sop_class)
     outcome = deidentify(ds, job.settings)
@@ -682,9 +684,8 @@ def _save(ds, temp: Path, source: Path) -> None:
     try:
         ds.save_as(temp, enforce_file_format=True)
     except Exception as exc:                            # a value pydicom cannot encode
-        reason = " ".join(str(exc).split())
-        raise InputError(f"cannot write the de-identified file ({type(exc).__name__}: "
-                         f"{reason})"[:200], path=source,
+        raise InputError(f"cannot write the de-identified file ({reason(exc, limit=200)})",
+                         path=source,
                          hint="the file holds a value that cannot be encoded; fix or leave it out") from None
 
 

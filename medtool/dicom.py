@@ -15,6 +15,7 @@ JPEG, JPEG-LS, JPEG 2000 and RLE; pydicom itself for Deflate).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, reason
 
 #: Bytes at which a DICOM Part 10 file carries its ``DICM`` magic (after the preamble).
 _MAGIC_OFFSET = 128
@@ -33,6 +34,19 @@ _BARE_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 _DEFER_BYTES = 2048
 #: SOP Class of a DICOMDIR (an index, not an image).
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: A pixel spacing above this (mm) cannot be right (a metre per pixel).
+MAX_PIXEL_SPACING_MM = 1000.0
+#: Compressed pixel data may decode to at most this many times its size once the image is
+#: larger than :data:`DECODE_CHECK_BYTES` (a blank frame compresses well, but not 10,000-fold
+#: at that size); beyond it the header's Rows x Columns x frames cannot be right.
+MAX_DECODE_RATIO = 10_000
+DECODE_CHECK_BYTES = 256 * 2**20
+#: Native pixel data longer than the header says by more than this fraction (and a row) is not
+#: padding: Rows, Columns or NumberOfFrames do not describe it (pydicom's test data pads by a
+#: row, 1.6 %).
+MAX_EXCESS_FRACTION = 0.05
+#: Item and sequence delimitation tags of encapsulated pixel data, as stored (little endian).
+_ITEM_TAG, _SEQUENCE_END = b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0"
 #: ImageType values of scouts / localizers / projection images, never part of a volume.
 LOCALIZER_TYPES = ("LOCALIZER", "SCOUT", "PROJECTION IMAGE")
 #: Attributes that tell images at one position apart (phases, echoes, repeats), in the order
@@ -151,7 +165,7 @@ def read_frames(path: str | os.PathLike) -> list[Frame]:
     except InvalidDicomError as exc:
         raise NotDicomError(f"not a DICOM file ({exc})", path=path) from None
     except Exception as exc:  # pydicom raises many types on broken files
-        raise InputError(f"cannot read the DICOM header ({_reason(exc)})", path=path,
+        raise InputError(f"cannot read the DICOM header ({reason(exc)})", path=path,
                          hint="the file is damaged or truncated; copy it again from the source") from None
     if sop_class == _DICOMDIR_CLASS:
         raise NotDicomError("DICOMDIR index, not an image", path=path)
@@ -162,17 +176,8 @@ def read_frames(path: str | os.PathLike) -> list[Frame]:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"invalid DICOM header ({_reason(exc)})", path=path,
+        raise InputError(f"invalid DICOM header ({reason(exc)})", path=path,
                          hint="fix the file with dcmodify / dciodvfy, or leave it out") from None
-
-
-def _reason(exc: BaseException, *, limit: int = 400) -> str:
-    """The exception as one short line (pydicom lists each plugin's failure on its own line)."""
-    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    text = text.replace(":;", ":")
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -201,8 +206,11 @@ def _frames(ds, path: Path) -> list[Frame]:
         what = f"{modality} file" if modality else "file"
         raise InputError(f"{what} has no pixel data (not an image)", path=path,
                          hint="dicom2npy converts image series; leave this file out")
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    samples = _header_int(ds, "SamplesPerPixel", 1, path)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2")
+    if samples < 1:
+        raise InputError(f"SamplesPerPixel is {samples}", path=path,
+                         hint="an image has at least one sample per pixel; fix the header")
     if samples != 1 or photometric in ("PALETTE COLOR", "RGB") or photometric.startswith("YBR"):
         raise InputError(f"colour image ({photometric}, {samples} samples per pixel) is not supported",
                          path=path, hint="medtool converts grayscale CT, MR and X-ray images")
@@ -212,13 +220,24 @@ def _frames(ds, path: Path) -> list[Frame]:
                          hint="the image header is incomplete; fix it or leave the file out")
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)))
     _check_decoder(ts, path)
-    rows, columns = int(ds.Rows), int(ds.Columns)
+    rows, columns = _header_int(ds, "Rows", None, path), _header_int(ds, "Columns", None, path)
+    if rows < 1 or columns < 1:
+        raise InputError(f"the image is {rows} x {columns} pixels (Rows x Columns)", path=path,
+                         hint="the header is damaged; fix it or leave the file out")
     count = _frame_count(ds, path)
-    bits_allocated = int(ds.get("BitsAllocated", 16))
-    bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    bits_allocated = _header_int(ds, "BitsAllocated", 16, path)
+    bits_stored = _header_int(ds, "BitsStored", bits_allocated, path) or bits_allocated
+    representation = _header_int(ds, "PixelRepresentation", 0, path)
+    if representation not in (0, 1):
+        raise InputError(f"PixelRepresentation {representation} is neither 0 (unsigned) nor 1 "
+                         "(signed)", path=path, hint="fix the header or leave the file out")
+    signed = representation == 1
     dtype = _stored_dtype(pixel_tag, bits_allocated, signed, path)
-    offset = _pixel_offset(ds, pixel_tag, ts, rows * columns * count * dtype.itemsize, path)
+    if pixel_tag == 0x7FE00010 and not 1 <= bits_stored <= bits_allocated:
+        raise InputError(f"BitsStored {bits_stored} does not fit BitsAllocated {bits_allocated}",
+                         path=path, hint="fix the header or leave the file out")
+    offset = _pixel_offset(ds, pixel_tag, ts, rows * columns * count * dtype.itemsize, path,
+                           frames=count, row_bytes=columns * dtype.itemsize)
     if not ts.is_little_endian and offset is not None:
         dtype = dtype.newbyteorder(">")
 
@@ -227,14 +246,15 @@ def _frames(ds, path: Path) -> list[Frame]:
     positions = _plain_multiframe_positions(ds, count)
     image_type = tuple(str(v).upper() for v in _as_list(ds.get("ImageType")))
     patient_orientation = tuple(str(v) for v in _as_list(ds.get("PatientOrientation"))) or None
-    facts = {key: _json_value(ds.get(keyword)) for keyword, key in SOURCE_FACTS.items()
-             if ds.get(keyword) not in (None, "")}
+    facts = {key: value for keyword, key in SOURCE_FACTS.items()
+             if ds.get(keyword) not in (None, "")
+             and (value := _json_value(ds.get(keyword))) is not None}
     facts["transfer_syntax"] = ts.name
-    padding_value = ds.get("PixelPaddingValue")
+    padding_value = _header_int(ds, "PixelPaddingValue", None, path, required=False)
     padding = None
     if padding_value is not None:
-        limit = ds.get("PixelPaddingRangeLimit")
-        padding = (int(padding_value), None if limit is None else int(limit))
+        padding = (padding_value,
+                   _header_int(ds, "PixelPaddingRangeLimit", None, path, required=False))
 
     frames = []
     for index in range(count):
@@ -257,17 +277,19 @@ def _frames(ds, path: Path) -> list[Frame]:
         spacing, spacing_source = find("PixelMeasuresSequence", "PixelSpacing"), "PixelSpacing"
         if spacing is None:
             spacing = ds.get("PixelSpacing")
+        spacing = _usable_spacing(spacing, "PixelSpacing", path, frame_facts := dict(facts))
         if spacing is None and ds.get("ImagerPixelSpacing") is not None:
-            spacing, spacing_source = ds.ImagerPixelSpacing, "ImagerPixelSpacing"
+            spacing, spacing_source = _usable_spacing(ds.ImagerPixelSpacing, "ImagerPixelSpacing",
+                                                      path, frame_facts), "ImagerPixelSpacing"
         slope = find("PixelValueTransformationSequence", "RescaleSlope", ds.get("RescaleSlope"))
         intercept = find("PixelValueTransformationSequence", "RescaleIntercept",
                          ds.get("RescaleIntercept"))
+        slope, intercept = _rescale(slope, intercept, path)
         phase = {key: str(value) for key in PHASE_KEYS
                  if (value := _phase_value(ds, key, find)) not in (None, "")}
-        frame_facts = dict(facts)
-        thickness = find("PixelMeasuresSequence", "SliceThickness")
+        thickness = _finite(find("PixelMeasuresSequence", "SliceThickness"))
         if thickness is not None:
-            frame_facts["slice_thickness"] = float(thickness)
+            frame_facts["slice_thickness"] = thickness
         frames.append(Frame(
             path=str(path),
             frame=index if count > 1 or per_frame is not None else None,
@@ -280,9 +302,9 @@ def _frames(ds, path: Path) -> list[Frame]:
             columns=columns,
             pixel_spacing=_floats(spacing, 2, spacing_source, path),
             spacing_source=spacing_source if spacing is not None else None,
-            slope=float(slope) if slope not in (None, "") else 1.0,
-            intercept=float(intercept) if intercept not in (None, "") else 0.0,
-            has_rescale=slope not in (None, "") or intercept not in (None, ""),
+            slope=1.0 if slope is None else slope,
+            intercept=0.0 if intercept is None else intercept,
+            has_rescale=slope is not None or intercept is not None,
             padding=padding,
             dtype=dtype.str,
             bits_stored=bits_stored,
@@ -296,6 +318,65 @@ def _frames(ds, path: Path) -> list[Frame]:
             frame_count=count,
         ))
     return frames
+
+
+def _header_int(ds, keyword: str, default: int | None, path: Path, *,
+                required: bool = True) -> int | None:
+    """An integer attribute of the header; :class:`InputError` naming it when it is not one."""
+    value = ds.get(keyword)
+    if value in (None, ""):
+        if default is None and required:
+            raise InputError(f"has pixel data but no {keyword}", path=path,
+                             hint="the image header is incomplete; fix it or leave the file out")
+        return default
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else default
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"invalid {keyword} {value!r}", path=path,
+                         hint="fix the header or leave the file out") from None
+
+
+def _finite(value) -> float | None:
+    """``value`` as a finite float, or ``None`` (missing, not a number, NaN, infinite)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _usable_spacing(value, keyword: str, path: Path, facts: dict) -> Any:
+    """``value`` unless it is a spacing of zero or less (real exports write ``0\\0`` for
+    unknown); then ``None`` and the value in ``facts`` so the user is told. An absurd or
+    non-numeric spacing is an error."""
+    if value in (None, ""):
+        return None
+    numbers = _floats(value, 2, keyword, path)
+    if numbers is not None and min(numbers) <= 0:
+        facts[f"invalid_{keyword}"] = list(numbers)
+        return None
+    if numbers is not None and max(numbers) > MAX_PIXEL_SPACING_MM:
+        raise InputError(f"{keyword} {list(numbers)} mm cannot be right (over "
+                         f"{MAX_PIXEL_SPACING_MM:g} mm per pixel)", path=path,
+                         hint="fix the header or leave the file out")
+    return value
+
+
+def _rescale(slope, intercept, path: Path) -> tuple[float | None, float | None]:
+    """RescaleSlope and RescaleIntercept as finite numbers (``None`` when absent)."""
+    numbers = []
+    for keyword, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
+        if value in (None, ""):
+            numbers.append(None)
+            continue
+        number = _finite(value)
+        if number is None or (keyword == "RescaleSlope" and number == 0):
+            raise InputError(f"{keyword} {value!r} is not a usable number", path=path,
+                             hint="fix the header or leave the file out")
+        numbers.append(number)
+    return numbers[0], numbers[1]
 
 
 def _check_decoder(ts, path: Path) -> None:
@@ -319,8 +400,8 @@ def _check_decoder(ts, path: Path) -> None:
 def _frame_count(ds, path: Path) -> int:
     value = ds.get("NumberOfFrames", 1)
     try:
-        count = int(value or 1)
-    except (TypeError, ValueError):
+        count = int(value if value not in (None, "") else 1)
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"invalid NumberOfFrames {value!r}", path=path,
                          hint="fix the header (e.g. with dcmodify) or leave the file out") from None
     if count < 1:
@@ -341,16 +422,23 @@ def _stored_dtype(pixel_tag: int, bits_allocated: int, signed: bool, path: Path)
     return np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
 
 
-def _pixel_offset(ds, pixel_tag: int, ts, nbytes: int, path: Path) -> int | None:
+def _pixel_offset(ds, pixel_tag: int, ts, nbytes: int, path: Path, *, frames: int,
+                  row_bytes: int) -> int | None:
     """File offset of native pixel data that can be read directly, else ``None``.
 
-    Raises :class:`InputError` when the file is shorter than its pixel data.
+    Checks the header's size (``nbytes`` = Rows x Columns x frames x bytes) against the pixel
+    data before anything is allocated. Raises :class:`InputError` when the file is shorter
+    than its pixel data, when the data is at least a row longer than the header describes, or
+    when compressed data holds fewer fragments than frames or could not decode to ``nbytes``.
     """
     from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     element = ds.get_item(pixel_tag, keep_deferred=True)
     deferred = getattr(element, "value", b"") is None and getattr(element, "value_tell", None) is not None
-    if ts.is_encapsulated or ts.is_deflated:
+    if ts.is_encapsulated:
+        _check_encapsulated(ds, pixel_tag, element, deferred, nbytes, frames, path)
+        return None
+    if ts.is_deflated:
         return None
     if deferred:
         offset = element.value_tell
@@ -359,13 +447,69 @@ def _pixel_offset(ds, pixel_tag: int, ts, nbytes: int, path: Path) -> int | None
         offset = None
         value = ds[pixel_tag].value
         available = len(value) if value is not None else 0
-    if available < nbytes and ds.get("BitsAllocated", 16) != 1:
+    one_bit = int(ds.get("BitsAllocated", 16) or 16) == 1
+    if available < nbytes and not one_bit:
         raise InputError(f"truncated: pixel data has {available} of {nbytes} bytes", path=path,
                          hint="the file is incomplete; copy it again from the source")
+    if available - nbytes > max(row_bytes, MAX_EXCESS_FRACTION * nbytes) and not one_bit:
+        raise InputError(f"pixel data has {available} bytes, but Rows x Columns x frames x "
+                         f"bytes per pixel is {nbytes}: the header does not describe the data",
+                         path=path, hint="fix Rows, Columns or NumberOfFrames, or leave the "
+                                         "file out")
     native = ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
     if deferred and native and pixel_tag == 0x7FE00010 and int(ds.get("BitsAllocated", 16)) in (8, 16, 32):
         return offset
     return None
+
+
+def _check_encapsulated(ds, pixel_tag: int, element, deferred: bool, nbytes: int, frames: int,
+                        path: Path) -> None:
+    """Compressed pixel data: at least one fragment per frame, and a plausible decoded size."""
+    if deferred:
+        with open(path, "rb") as handle:
+            handle.seek(element.value_tell)
+            fragments, compressed = _count_fragments(handle, os.path.getsize(path), path)
+    else:
+        from pydicom.encaps import parse_fragments
+
+        value = ds[pixel_tag].value or b""
+        try:
+            fragments = max(0, parse_fragments(value)[0] - 1)   # the first is the offset table
+        except (ValueError, TypeError):
+            raise InputError("damaged compressed pixel data (its items cannot be read)",
+                             path=path, hint="copy the file again from the source") from None
+        compressed = len(value)
+    if fragments < frames:
+        raise InputError(f"the header says {frames} frame(s) but the compressed pixel data "
+                         f"holds {fragments} fragment(s)", path=path,
+                         hint="fix NumberOfFrames or copy the file again from the source")
+    if nbytes > DECODE_CHECK_BYTES and nbytes > MAX_DECODE_RATIO * max(1, compressed):
+        raise InputError(f"Rows x Columns x frames ({nbytes / 2**20:.0f} MiB decoded) cannot "
+                         f"come from {compressed} bytes of compressed pixel data", path=path,
+                         hint="the header is damaged; fix Rows, Columns or NumberOfFrames")
+
+
+def _count_fragments(handle, size: int, path: Path) -> tuple[int, int]:
+    """Fragments (after the basic offset table) and their bytes, read from the item headers."""
+    count = compressed = 0
+    first = True
+    while True:
+        header = handle.read(8)
+        if len(header) < 8 or header[:4] == _SEQUENCE_END:
+            break
+        if header[:4] != _ITEM_TAG:
+            raise InputError("damaged compressed pixel data (an item tag is missing)", path=path,
+                             hint="copy the file again from the source")
+        length = int.from_bytes(header[4:], "little")
+        if length == 0xFFFFFFFF or handle.tell() + length > size:
+            raise InputError("truncated: a compressed pixel data fragment ends after the file",
+                             path=path, hint="copy the file again from the source")
+        handle.seek(length, os.SEEK_CUR)
+        if not first:
+            count += 1
+            compressed += length
+        first = False
+    return count, compressed
 
 
 def _plain_multiframe_positions(ds, count: int) -> list | None:
@@ -447,11 +591,12 @@ def _int_or_none(value) -> int | None:
 
 
 def _json_value(value) -> Any:
-    """A pydicom value as plain JSON (numbers, strings, lists)."""
+    """A pydicom value as plain JSON (numbers, strings, lists); ``None`` for NaN or infinity."""
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return [_json_value(v) for v in value]
+        values = [_json_value(v) for v in value]
+        return None if any(v is None for v in values) else values
     if isinstance(value, float):
-        return float(value)
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, int):
         return int(value)
     return str(value)
@@ -486,7 +631,7 @@ def read_pixels(frames: Sequence[Frame]) -> np.ndarray:
                                      hint="the file is incomplete; copy it again from the source")
                 out[...] = values.reshape(first.rows, first.columns)
         except OSError as exc:
-            raise InputError(f"cannot read pixel data ({_reason(exc)})", path=path) from None
+            raise InputError(f"cannot read pixel data ({reason(exc)})", path=path) from None
         return _fix_bits(pixels, first.bits_stored)
     return _decode(frames)
 
@@ -516,8 +661,10 @@ def _decode(frames: Sequence[Frame]) -> np.ndarray:
             warnings.simplefilter("ignore")
             with _quiet_stderr():
                 images = np.asarray(pydicom.dcmread(first.path, force=True).pixel_array)
-    except Exception as exc:
-        raise InputError(f"cannot decode {ts.name} pixel data ({_reason(exc)})", path=first.path,
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:            # the Rust RLE decoder panics on some damage
+        raise InputError(f"cannot decode {ts.name} pixel data ({reason(exc)})", path=first.path,
                          hint="the pixel data is damaged, or re-save it uncompressed "
                               "(`gdcmconv --raw`) and try again") from None
     if images.ndim == 2:

@@ -18,6 +18,27 @@ EXIT_INPUT = 1
 EXIT_USAGE = 2
 
 
+#: Longest text of a library's exception quoted inside an error line.
+REASON_LIMIT = 400
+
+
+def reason(exc: BaseException, *, limit: int = REASON_LIMIT, typed: bool = True) -> str:
+    """``exc`` as one short line for an error message: ``Type: text``.
+
+    Libraries put several lines into a message (pydicom lists each decoder plugin's failure on
+    its own line, and appends a formatted traceback to write errors): lines are joined with
+    ``; `` and anything from ``Traceback`` on is dropped, so an error stays one line.
+    """
+    text = str(exc).split("Traceback (most recent call last)")[0]
+    text = "; ".join(line.strip() for line in text.splitlines() if line.strip())
+    text = text.replace(":;", ":").rstrip(".;: ")
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    if not typed:
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class MedtoolError(Exception):
     """Base class of every error a user can act on.
 
@@ -87,8 +108,7 @@ class InternalError(MedtoolError):
         import traceback
 
         text = "".join(traceback.format_exception(exc))
-        reason = " ".join(str(exc).split())[:300]
-        return cls(f"internal error: {type(exc).__name__}: {reason}", path=path,
+        return cls(f"internal error: {reason(exc)}", path=path,
                    hint="run again with --debug and report the traceback", traceback=text)
 
     def __reduce__(self):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, reason
 from .files import VOLUME_SUFFIXES, atomic_output, check_writable, sidecar_path, volume_suffix
 from .volume import Volume, from_nifti, to_nifti
 
@@ -74,7 +74,7 @@ def load_volume(path: str | os.PathLike, *, mmap: bool = False) -> Volume:
         raise
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise InputError(
-            f"cannot read {suffix} file ({_reason(exc)})", path=path,
+            f"cannot read {suffix} file ({reason(exc, typed=False)})", path=path,
             hint="the file is truncated or not in this format; re-create it",
         ) from exc
 
@@ -147,13 +147,8 @@ def _volume_from_header(array: np.ndarray, header: dict[str, Any], path: Path) -
             list(header.get("history", [])),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"bad geometry in header ({_reason(exc)})", path=path,
+        raise InputError(f"bad geometry in header ({reason(exc, typed=False)})", path=path,
                          hint="fix or re-create the file") from exc
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.rstrip(".")
 
 
 # -- .npy + .json -----------------------------------------------------------------------------
@@ -166,7 +161,7 @@ def _load_npy(path: Path, *, mmap: bool) -> Volume:
     try:
         header = json.loads(sidecar.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"sidecar is not valid JSON ({_reason(exc)})", path=sidecar,
+        raise InputError(f"sidecar is not valid JSON ({reason(exc, typed=False)})", path=sidecar,
                          hint="fix or delete it") from exc
     if not isinstance(header, dict):
         raise InputError("sidecar is not a JSON object", path=sidecar, hint="fix or delete it")
@@ -221,7 +216,7 @@ def _load_nifti(path: Path, *, mmap: bool) -> Volume:
     try:
         image = nib.load(path, mmap=mmap)
     except nib.filebasedimages.ImageFileError as exc:
-        raise InputError(f"cannot read {volume_suffix(path)} file ({_reason(exc)})", path=path,
+        raise InputError(f"cannot read {volume_suffix(path)} file ({reason(exc, typed=False)})", path=path,
                          hint="the file is truncated or not NIfTI; re-create it") from exc
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError("not a NIfTI image", path=path, hint="convert it to NIfTI first")

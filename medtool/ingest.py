@@ -119,14 +119,15 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
     for stack in stacks:
         path = out if single else out / f"{stack.name}.{fmt}"
         jobs.append(_Job(stack, path, hu, step or {}, force, 1, False))
-    jobs = _writable(jobs, force=force, report=report, on_error=on_error)
+    jobs = _writable(jobs, force=force, report=report, on_error=on_error,
+                     root=None if single else out)
     if len(jobs) == 1:
         jobs[0].workers, jobs[0].progress = workers, progress
     from .batch import run_batch
 
     outcome = run_batch(_write, jobs, workers=workers if len(jobs) > 1 else 1,
                         description="converting", progress=progress, on_error=on_error,
-                        name=lambda job: str(job.path))
+                        name=lambda job: job.stack.source)
     report.written.extend(r for r in outcome.results if r is not None)
     report.failures.extend(outcome.failures)
     return report
@@ -139,9 +140,11 @@ def _is_volume_file(path: Path) -> bool:
     return path.suffix == ".json" and path.with_suffix(".npy").exists()
 
 
-def _writable(jobs: list[_Job], *, force: bool, report: Report, on_error) -> list[_Job]:
-    """The jobs whose output may be written; the others are reported as failures."""
-    from .files import check_writable
+def _writable(jobs: list[_Job], *, force: bool, report: Report, on_error,
+              root: Path | None) -> list[_Job]:
+    """The jobs whose output may be written (it does not exist, or ``force``; it lies inside
+    the output folder ``root``); the others are reported as failures of their input."""
+    from .files import check_inside, check_writable
 
     seen: set[Path] = set()
     writable = []
@@ -151,9 +154,11 @@ def _writable(jobs: list[_Job], *, force: bool, report: Report, on_error) -> lis
                              hint="convert the folders separately")
         seen.add(job.path)
         try:
+            if root is not None:
+                check_inside(job.path, root)
             check_writable(job.path, force=force)
         except MedtoolError as exc:
-            report.failures.append((str(job.path), exc))
+            report.failures.append((job.stack.source, exc))
             if on_error:
                 on_error(exc)
         else:
@@ -236,6 +241,7 @@ class VolumeJob:
     step: dict[str, Any]
     force: bool
     unchanged_note: str | None = None
+    root: Path | None = None        # the output folder (outputs never land outside it)
 
     def output(self, key: str) -> Path:
         """Path of output ``key`` (``""``: the main one; others get ``_<key>`` in the name)."""
@@ -333,7 +339,9 @@ def map_volumes(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
     report = report or Report(inputs=[str(p) for p in inputs])
     pairs = plan_outputs(inputs, out, roots=roots, shard=shard, already=len(report.written),
                          suffix=suffix)
-    jobs = [VolumeJob(source, path, transform, tuple(extra), step or {}, force, unchanged_note)
+    single = len(pairs) == 1 and pairs[0][1] == Path(out)
+    jobs = [VolumeJob(source, path, transform, tuple(extra), step or {}, force, unchanged_note,
+                      None if single else Path(out))
             for source, path in pairs]
     outcome = run_batch(write_volume_job, jobs, workers=workers, description=description,
                         progress=progress, on_error=on_error, name=lambda job: str(job.source))
@@ -345,11 +353,13 @@ def map_volumes(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
 
 def write_volume_job(job: VolumeJob) -> list[dict[str, Any]]:
     """Run one :class:`VolumeJob`: read, transform, write every output; the rows written."""
-    from .files import check_writable
+    from .files import check_inside, check_writable
     from .formats import load_volume, save_volume
 
     keys = ("", *job.extra)
     for key in keys:
+        if job.root is not None:
+            check_inside(job.output(key), job.root)
         check_writable(job.output(key), force=job.force)
     source = load_volume(job.source, mmap=True)
     try:

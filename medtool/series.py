@@ -105,6 +105,14 @@ class Stack:
     def files(self) -> int:
         return len({f.path for f in self.frames})
 
+    @property
+    def source(self) -> str:
+        """Where the stack comes from: its one file, or the folder holding its files."""
+        paths = {f.path for f in self.frames}
+        if len(paths) == 1:
+            return next(iter(paths))
+        return os.path.commonpath([str(Path(p).parent) for p in paths])
+
 
 @dataclass
 class Plan:
@@ -215,13 +223,29 @@ def _series_label(frames: Sequence[Frame]) -> str:
     return str(number) if number is not None else (frames[0].series_uid or "?")
 
 
+#: File name suffixes of DICOM files, dropped when a file named on its own names its volume.
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+
+
 def _case_name(frames: Sequence[Frame], roots: Sequence[Path]) -> str:
-    """The folder holding ``frames``, relative to the input root it was found under."""
+    """The folder holding ``frames``, relative to the input root it was found under; a file
+    that the user named on its own and that holds the whole series gives its own name."""
+    files = {Path(f.path) for f in frames}
+    if len(files) == 1:
+        (only,) = files
+        if any(not root.is_dir() and root == only for root in roots):
+            name = only.name
+            for suffix in DICOM_SUFFIXES:
+                if name.lower().endswith(suffix) and len(name) > len(suffix):
+                    name = name[: -len(suffix)]
+                    break
+            return name
     folder = Path(os.path.commonpath([str(Path(f.path).parent) for f in frames]))
     for root in roots:
         if root.is_dir():
-            try:
-                relative = folder.resolve().relative_to(root.resolve())
+            try:                                # as found (through folder links), or resolved
+                relative = (folder.relative_to(root) if folder.is_relative_to(root)
+                            else folder.resolve().relative_to(root.resolve()))
             except ValueError:
                 continue
             return relative.as_posix() if relative.parts else root.resolve().name
@@ -408,7 +432,11 @@ def _geometry(frames: list[Frame], name: str, case: str, where: str, notices: li
     if spacing_yx is None:
         spacing_yx = (1.0, 1.0)
         meta["pixel_spacing_source"] = "unknown"
-        notices.append(Notice("warning", f"{where}: no PixelSpacing; using 1 mm pixels"))
+        invalid = next(((k[len("invalid_"):], v) for k, v in first.facts.items()
+                        if k.startswith("invalid_")), None)
+        why = ("no PixelSpacing" if invalid is None else
+               f"{invalid[0]} {'/'.join(f'{v:g}' for v in invalid[1])} is not a spacing")
+        notices.append(Notice("warning", f"{where}: {why}; using 1 mm pixels"))
     elif first.spacing_source != "PixelSpacing":
         meta["pixel_spacing_source"] = first.spacing_source
 

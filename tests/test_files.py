@@ -60,3 +60,53 @@ def test_atomic_directory(tmp_path):
     with atomic_directory(target, force=True) as temp:
         (temp / "b").write_text("2")
     assert [p.name for p in target.iterdir()] == ["b"]
+
+
+def test_stale_temporary_files_of_an_output_are_removed_on_the_next_run(tmp_path):
+    """A run killed with SIGKILL leaves its temporary file; the next write of that output
+    removes it, but never the temporary file of a process that is still running."""
+    import os
+    import subprocess
+    import sys
+
+    from medtool.files import _temp_prefix, atomic_output
+
+    out = tmp_path / "case.npy"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)
+    stale = tmp_path / _temp_prefix(out).replace(f"~{os.getpid()}~", f"~{pid}~")
+    stale = stale.with_name(stale.name + "abcdefgh.tmp.npy")
+    live = tmp_path / (_temp_prefix(out) + "zzzzzzzz.tmp.npy")          # this process: running
+    other = tmp_path / (_temp_prefix(tmp_path / "other.npy").replace(f"~{os.getpid()}~", f"~{pid}~")
+                        + "abcdefgh.tmp.npy")                           # another output's
+    for path in (stale, live, other):
+        path.write_bytes(b"half")
+    with atomic_output(out) as temp:
+        temp.write_bytes(b"whole")
+    assert out.read_bytes() == b"whole"
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_sigterm_during_a_write_leaves_nothing_behind(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from medtool.cli.common import _terminate_cleanly\n"
+        "from medtool.files import atomic_output\n"
+        "with _terminate_cleanly():\n"
+        "    with atomic_output(Path(sys.argv[1])) as temp:\n"
+        "        temp.write_bytes(b'x' * 1000)\n"
+        "        print('writing', flush=True)\n"
+        "        time.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.npy")],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    assert len(list(tmp_path.iterdir())) == 1                # the temporary file
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 143
+    assert list(tmp_path.iterdir()) == []

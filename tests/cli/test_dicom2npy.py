@@ -196,3 +196,151 @@ def test_workers_give_the_same_result(cli, tmp_path, phantom_dir):
     for name in names:
         if name.endswith(".npy"):
             np.testing.assert_array_equal(np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name))
+
+
+# -- hardening: a bad file is one line for that file, and the batch goes on -----------------------
+
+def _edited(path: Path, source: str = "CT_small.dcm", **values) -> Path:
+    """A copy of one of pydicom's test files with header values set (as text where given)."""
+    ds = pydicom.dcmread(PYDICOM_DATA / source)
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path)
+    return path
+
+
+def _errors(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_panicking_decoder_fails_its_file_and_the_good_series_is_written(cli, tmp_path, stored):
+    """pylibjpeg-rle panics (a BaseException) on RLE data whose Rows/Columns are too small."""
+    write_series(tmp_path / "in" / "good", stored)
+    bad = _edited(tmp_path / "in" / "rle" / "f.dcm", "MR_small_RLE.dcm", Rows=3, Columns=7)
+    result = cli("dicom2npy", tmp_path / "in", tmp_path / "out")
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    (error,) = _errors(result)
+    assert error.startswith(f"error: {bad}: cannot decode RLE Lossless pixel data")
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.json", "good.npy"]
+    assert f"1 of 2 inputs failed: {bad}" in " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"RescaleSlope": "NaN"}, "RescaleSlope 'NaN' is not a usable number"),
+    ({"RescaleSlope": "inf"}, "RescaleSlope 'inf' is not a usable number"),
+    ({"RescaleSlope": "0"}, "RescaleSlope '0' is not a usable number"),
+    ({"PixelSpacing": ["1e308", "1e308"]}, "cannot be right"),
+    ({"Rows": 0, "Columns": 0}, "0 x 0 pixels"),
+    ({"Rows": 32, "Columns": 32}, "the header does not describe the data"),
+    ({"SamplesPerPixel": 0}, "SamplesPerPixel is 0"),
+    ({"BitsStored": 20}, "BitsStored 20 does not fit BitsAllocated 16"),
+    ({"NumberOfFrames": 100000}, "truncated: pixel data has"),
+])
+def test_values_that_cannot_be_right_are_refused_in_one_line(cli, tmp_path, values, message):
+    bad = _edited(tmp_path / "in" / "f.dcm", **values)
+    before = bad.read_bytes()
+    result = cli("dicom2npy", bad, tmp_path / "out")
+    (error,) = _errors(result)
+    assert result.exit_code == 1 and error.startswith(f"error: {bad}: ") and message in error
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+    assert bad.read_bytes() == before
+
+
+@pytest.mark.parametrize("source, values, message", [
+    ("MR_small_RLE.dcm", {"NumberOfFrames": 100000}, "holds 1 fragment(s)"),
+    ("JPEG2000.dcm", {"NumberOfFrames": 100000}, "holds 1 fragment(s)"),
+    ("MR_small_RLE.dcm", {"Rows": 65535, "Columns": 65535}, "cannot come from"),
+    ("JPEG2000.dcm", {"Rows": 65535, "Columns": 65535}, "cannot come from"),
+])
+def test_sizes_from_the_header_are_checked_before_allocating(cli, tmp_path, source, values, message):
+    """A 13 KB file declaring 65535 x 65535 (8 GiB) or 100000 frames is refused at once."""
+    import resource
+    import time
+
+    bad = _edited(tmp_path / "f.dcm", source, **values)
+    start = time.perf_counter()
+    result = cli("dicom2npy", bad, tmp_path / "out.npy")
+    assert time.perf_counter() - start < 5
+    (error,) = _errors(result)
+    assert result.exit_code == 1 and message in error
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4 * 2**20   # KiB: under 4 GiB
+
+
+def test_a_zero_pixel_spacing_is_unknown_spacing_with_a_warning(cli, tmp_path):
+    """Real CR exports (pydicom-data's RG1_*) write PixelSpacing 0\\0."""
+    odd = _edited(tmp_path / "f.dcm", PixelSpacing=["0", "0"])
+    result = cli("dicom2npy", odd, tmp_path / "out.npy")
+    assert result.exit_code == 0, result.stderr
+    assert "PixelSpacing 0/0 is not a spacing; using 1 mm pixels" in result.stderr
+    volume = load_volume(tmp_path / "out.npy")
+    assert volume.spacing[-2:] == (1.0, 1.0)
+    assert volume.meta["pixel_spacing_source"] == "unknown"
+
+
+def test_a_nan_slice_thickness_is_left_out_of_the_metadata(cli, tmp_path):
+    odd = _edited(tmp_path / "f.dcm", SliceThickness="NaN")
+    assert cli("dicom2npy", odd, tmp_path / "out.npy").exit_code == 0
+    assert "slice_thickness" not in load_volume(tmp_path / "out.npy").meta["dicom"]
+
+
+def test_file_names_with_brackets_are_printed_as_they_are(cli, tmp_path):
+    folder = tmp_path / "a[/]b"
+    bad = folder / "[red]scan.dcm"
+    folder.mkdir(parents=True)
+    bad.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
+    for command in (("dicom2npy", bad, tmp_path / "o"), ("anonymize", bad, tmp_path / "a",
+                                                         "--salt", "s")):
+        result = cli(*command)
+        (error,) = _errors(result)
+        assert result.exit_code == 1 and error.startswith(f"error: {bad}: ")
+
+
+def test_a_file_named_on_its_own_names_its_volume(cli, tmp_path):
+    """Two files of one folder named directly: out/CT_small.npy and out/MR_small.npy, not two
+    outputs that both want the folder's name."""
+    result = cli("dicom2npy", PYDICOM_DATA / "CT_small.dcm", PYDICOM_DATA / "MR_small.dcm",
+                 tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.npy")) == ["CT_small.npy",
+                                                                       "MR_small.npy"]
+
+
+def test_folder_links_inside_an_input_are_followed_once(cli, tmp_path, stored):
+    write_series(tmp_path / "store" / "case", stored)
+    (tmp_path / "in").mkdir()
+    os.symlink(tmp_path / "store" / "case", tmp_path / "in" / "linked")
+    os.symlink(tmp_path / "in", tmp_path / "in" / "loop")           # a loop ends
+    result = cli("dicom2npy", tmp_path / "in", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.npy")) == ["linked.npy"]
+
+
+def test_a_link_inside_the_output_folder_is_not_followed(cli, tmp_path, stored):
+    write_series(tmp_path / "in" / "case", stored)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "out" / "sub")
+    write_series(tmp_path / "in" / "sub" / "case", stored, seed=1)
+    result = cli("dicom2npy", tmp_path / "in", tmp_path / "out")
+    (error,) = _errors(result)
+    assert result.exit_code == 1 and "outside" in error
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert (tmp_path / "out" / "case.npy").exists()
+
+
+@pytest.mark.parametrize("command", ["dicom2npy", "hu", "anonymize"])
+def test_an_existing_output_is_one_rule_for_every_command(cli, tmp_path, stored, command):
+    """Exit 1, one line naming the output, the summary names the inputs; --force overwrites."""
+    write_series(tmp_path / "in" / "a", stored)
+    write_series(tmp_path / "in" / "b", stored + 1, seed=1)
+    extra = ("--salt", "s") if command == "anonymize" else ()
+    assert cli(command, tmp_path / "in", tmp_path / "out", *extra).exit_code == 0
+    again = cli(command, tmp_path / "in", tmp_path / "out", *extra)
+    assert again.exit_code == 1
+    assert all("output exists already" in line and "--force" in line for line in _errors(again))
+    summary = " ".join(again.stderr.split())
+    assert str(tmp_path / "in") in summary.split("inputs failed:")[-1]
+    assert str(tmp_path / "out") not in summary.split("inputs failed:")[-1]
+    assert cli(command, tmp_path / "in", tmp_path / "out", *extra, "--force").exit_code == 0
