@@ -521,7 +521,9 @@ def read_dicom(path: Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, force=True)
+            # from memory: a damaged length makes pydicom read() that many bytes, and a file
+            # object allocates them all first (4 GB for a 10 KB file); a buffer gives what is there
+            ds = pydicom.dcmread(io.BytesIO(path.read_bytes()), force=True)
             _check_complete(ds, path)
             for _ in ds.iterall():                      # decode every value now: an unknown
                 pass                                    # VR or a bad value is this file's error

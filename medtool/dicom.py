@@ -41,6 +41,18 @@ MAX_PIXEL_SPACING_MM = 1000.0
 #: at that size); beyond it the header's Rows x Columns x frames cannot be right.
 MAX_DECODE_RATIO = 10_000
 DECODE_CHECK_BYTES = 256 * 2**20
+#: Coordinates (mm) and rescale values beyond these cannot be right (a kilometre; 1e12).
+MAX_COORDINATE_MM = 1e6
+MAX_RESCALE = 1e12
+#: Direction cosines must be unit vectors at right angles within this tolerance.
+COSINE_TOLERANCE = 0.01
+#: GDCM aborts the whole process (an uncaught C++ exception) on pixel data shorter than the
+#: header says; it is only used where no other decoder reads the transfer syntax.
+_LAST_RESORT_PLUGINS = ("gdcm",)
+#: RLE Lossless, and the length of the header of each of its frames (segment count, offsets).
+RLE_LOSSLESS, RLE_HEADER_BYTES = "1.2.840.10008.1.2.5", 64
+#: Start of a JPEG codestream (SOI) and of a JPEG 2000 codestream (SOC + SIZ).
+_JPEG_SOI, _J2K_SIZ = b"\xff\xd8", b"\xff\x4f\xff\x51"
 #: Native pixel data longer than the header says by more than this fraction (and a row) is not
 #: padding: Rows, Columns or NumberOfFrames do not describe it (pydicom's test data pads by a
 #: row, 1.6 %).
@@ -76,6 +88,10 @@ SOURCE_FACTS = {
     "PixelRepresentation": "pixel_representation",
     "RescaleType": "rescale_type",
 }
+
+
+#: Source facts that are lengths along the slice normal (mm).
+_SPACING_FACTS = ("slice_thickness", "spacing_between_slices")
 
 
 class NotDicomError(InputError):
@@ -233,9 +249,12 @@ def _frames(ds, path: Path) -> list[Frame]:
                          "(signed)", path=path, hint="fix the header or leave the file out")
     signed = representation == 1
     dtype = _stored_dtype(pixel_tag, bits_allocated, signed, path)
-    if pixel_tag == 0x7FE00010 and not 1 <= bits_stored <= bits_allocated:
-        raise InputError(f"BitsStored {bits_stored} does not fit BitsAllocated {bits_allocated}",
-                         path=path, hint="fix the header or leave the file out")
+    high_bit = _header_int(ds, "HighBit", bits_stored - 1, path)
+    if pixel_tag == 0x7FE00010 and not (1 <= bits_stored <= bits_allocated
+                                        and 0 <= high_bit < bits_allocated):
+        raise InputError(f"BitsStored {bits_stored} / HighBit {high_bit} do not fit "
+                         f"BitsAllocated {bits_allocated}", path=path,
+                         hint="fix the header or leave the file out")
     offset = _pixel_offset(ds, pixel_tag, ts, rows * columns * count * dtype.itemsize, path,
                            frames=count, row_bytes=columns * dtype.itemsize)
     if not ts.is_little_endian and offset is not None:
@@ -249,6 +268,10 @@ def _frames(ds, path: Path) -> list[Frame]:
     facts = {key: value for keyword, key in SOURCE_FACTS.items()
              if ds.get(keyword) not in (None, "")
              and (value := _json_value(ds.get(keyword))) is not None}
+    for key in _SPACING_FACTS:                      # a thickness of 0 or less is no fact
+        if key in facts and not (isinstance(facts[key], (int, float))
+                                 and 0 < facts[key] <= MAX_PIXEL_SPACING_MM):
+            del facts[key]
     facts["transfer_syntax"] = ts.name
     padding_value = _header_int(ds, "PixelPaddingValue", None, path, required=False)
     padding = None
@@ -288,7 +311,7 @@ def _frames(ds, path: Path) -> list[Frame]:
         phase = {key: str(value) for key in PHASE_KEYS
                  if (value := _phase_value(ds, key, find)) not in (None, "")}
         thickness = _finite(find("PixelMeasuresSequence", "SliceThickness"))
-        if thickness is not None:
+        if thickness is not None and 0 < thickness <= MAX_PIXEL_SPACING_MM:
             frame_facts["slice_thickness"] = thickness
         frames.append(Frame(
             path=str(path),
@@ -296,8 +319,8 @@ def _frames(ds, path: Path) -> list[Frame]:
             series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
             sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
             instance=_int_or_none(ds.get("InstanceNumber")),
-            position=_floats(position, 3, "ImagePositionPatient", path),
-            orientation=_floats(orientation, 6, "ImageOrientationPatient", path),
+            position=_position(position, path),
+            orientation=_orientation(orientation, path),
             rows=rows,
             columns=columns,
             pixel_spacing=_floats(spacing, 2, spacing_source, path),
@@ -372,7 +395,8 @@ def _rescale(slope, intercept, path: Path) -> tuple[float | None, float | None]:
             numbers.append(None)
             continue
         number = _finite(value)
-        if number is None or (keyword == "RescaleSlope" and number == 0):
+        if (number is None or (keyword == "RescaleSlope" and number == 0)
+                or abs(number) > MAX_RESCALE):
             raise InputError(f"{keyword} {value!r} is not a usable number", path=path,
                              hint="fix the header or leave the file out")
         numbers.append(number)
@@ -583,6 +607,29 @@ def _floats(value, count: int, keyword: str, path: Path) -> tuple[float, ...] | 
     return numbers
 
 
+def _position(value, path: Path) -> tuple[float, ...] | None:
+    numbers = _floats(value, 3, "ImagePositionPatient", path)
+    if numbers is not None and max(abs(v) for v in numbers) > MAX_COORDINATE_MM:
+        raise InputError(f"ImagePositionPatient {list(numbers)} mm cannot be right", path=path,
+                         hint="fix the header or leave the file out")
+    return numbers
+
+
+def _orientation(value, path: Path) -> tuple[float, ...] | None:
+    """ImageOrientationPatient: two unit vectors at right angles (within
+    :data:`COSINE_TOLERANCE`), else :class:`InputError`."""
+    numbers = _floats(value, 6, "ImageOrientationPatient", path)
+    if numbers is None:
+        return None
+    row, column = np.asarray(numbers[:3]), np.asarray(numbers[3:])
+    if (abs(np.linalg.norm(row) - 1) > COSINE_TOLERANCE
+            or abs(np.linalg.norm(column) - 1) > COSINE_TOLERANCE
+            or abs(float(row @ column)) > COSINE_TOLERANCE):
+        raise InputError(f"ImageOrientationPatient {list(numbers)} is not two unit vectors at "
+                         "right angles", path=path, hint="fix the header or leave the file out")
+    return numbers
+
+
 def _int_or_none(value) -> int | None:
     try:
         return int(value)
@@ -659,8 +706,12 @@ def _decode(frames: Sequence[Frame]) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(first.path, force=True)
+            _check_codestream(ds, first)
             with _quiet_stderr():
-                images = np.asarray(pydicom.dcmread(first.path, force=True).pixel_array)
+                images = np.asarray(_decoded(ds, ts))
+    except InputError:
+        raise
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:            # the Rust RLE decoder panics on some damage
@@ -676,3 +727,106 @@ def _decode(frames: Sequence[Frame]) -> np.ndarray:
                          f"{len(frames)} x {first.rows} x {first.columns}", path=first.path,
                          hint="the file is damaged; leave it out")
     return images.astype(np.dtype(first.dtype).newbyteorder("="), copy=False)
+
+
+class DecodeError(Exception):
+    """Every decoder plugin failed; the message is the most telling failure."""
+
+
+def _decoded(ds, ts):
+    """The pixels of ``ds``, trying each installed decoder plugin in turn (GDCM last, only where
+    nothing else reads ``ts``). A plugin that panics is passed over for one that says why."""
+    from pydicom.pixels import get_decoder, pixel_array
+
+    if not ts.is_encapsulated:
+        return ds.pixel_array
+    plugins = list(get_decoder(ts).available_plugins)
+    preferred = [p for p in plugins if p not in _LAST_RESORT_PLUGINS]
+    failures: list[BaseException] = []
+    for plugin in preferred or plugins:
+        try:
+            return pixel_array(ds, decoding_plugin=plugin)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            failures.append(exc)
+    telling = [e for e in failures if isinstance(e, Exception)] or failures
+    if not telling:
+        raise DecodeError("no decoder plugin is available")
+    if not isinstance(telling[0], Exception):       # only panics: the data is damaged
+        raise DecodeError("the decoder stopped on damaged data")
+    raise telling[0]
+
+
+def _check_codestream(ds, frame: Frame) -> None:
+    """The first JPEG or JPEG 2000 frame holds an image of Rows x Columns (a decoder given the
+    wrong size writes past its buffer, or crops the image without a word)."""
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import UID
+
+    if not UID(frame.transfer_syntax).is_encapsulated:
+        return
+    try:
+        data = next(generate_frames(ds.PixelData, number_of_frames=frame.frame_count))
+    except Exception as exc:
+        raise InputError(f"damaged compressed pixel data ({reason(exc)})", path=frame.path,
+                         hint="copy the file again from the source") from None
+    if UID(frame.transfer_syntax) == RLE_LOSSLESS:
+        plane = _rle_plane_bytes(bytes(data))
+        expected = frame.rows * frame.columns
+        if plane is not None and not expected <= plane <= expected + max(1, frame.columns):
+            raise InputError(f"the RLE data holds {plane} pixels a plane, Rows x Columns is "
+                             f"{frame.rows} x {frame.columns} = {expected}", path=frame.path,
+                             hint="fix Rows and Columns or copy the file again from the source")
+        return
+    size = _codestream_size(bytes(data[:4096]))
+    if size is not None and size != (frame.rows, frame.columns):
+        raise InputError(f"the compressed image is {size[0]} x {size[1]} pixels, the header says "
+                         f"{frame.rows} x {frame.columns} (Rows x Columns)", path=frame.path,
+                         hint="fix Rows and Columns or copy the file again from the source")
+
+
+def _rle_plane_bytes(data: bytes) -> int | None:
+    """Decoded length of the first segment (one byte plane) of an RLE frame, from its runs
+    (PS3.5 G.3.1: n < 128 copies n + 1 bytes, n > 128 repeats one byte 257 - n times)."""
+    if len(data) < RLE_HEADER_BYTES:
+        return None
+    header = np.frombuffer(data, dtype="<u4", count=RLE_HEADER_BYTES // 4)
+    segments = int(header[0])
+    if not 1 <= segments <= 15:
+        return None
+    start = int(header[1])
+    end = int(header[2]) if segments > 1 else len(data)
+    if not RLE_HEADER_BYTES <= start < end <= len(data):
+        return None
+    total, at = 0, start
+    while at < end:
+        n = data[at]
+        if n < 128:
+            total += n + 1
+            at += n + 2
+        elif n > 128:
+            total += 257 - n
+            at += 2
+        else:
+            at += 1
+    return total
+
+
+def _codestream_size(head: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG SOF or JPEG 2000 SIZ marker; ``None`` when not found."""
+    if head.startswith(_JPEG_SOI):
+        from pydicom.pixels.utils import _get_jpg_parameters
+
+        try:
+            found = _get_jpg_parameters(head)
+        except Exception:
+            return None
+        height, width = found.get("height"), found.get("width")
+        return (height, width) if height and width else None
+    at = head.find(_J2K_SIZ)
+    if 0 <= at and len(head) >= at + 24:
+        fields = np.frombuffer(head, dtype=">u4", count=4, offset=at + 8)
+        width, height = int(fields[0] - fields[2]), int(fields[1] - fields[3])
+        return (height, width) if height > 0 and width > 0 else None
+    return None

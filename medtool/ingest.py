@@ -174,7 +174,7 @@ def _write(job: _Job) -> dict[str, Any]:
         try:
             volume = job.hu.apply(volume)
         except MedtoolError as exc:
-            exc.path = exc.path or job.stack.name
+            exc.path = exc.path or job.stack.source
             raise
     volume.history.append({**job.step, "source": job.stack.case})
     save_volume(volume, job.path, force=job.force)

@@ -47,6 +47,8 @@ TILT_PIXEL_FRACTION = 0.25
 LOCALIZER_MAX_IMAGES = 3
 #: Cosines are compared after rounding to this many decimals (about 0.06 degrees).
 _COSINE_DECIMALS = 3
+#: A slice spacing taken from SliceThickness / SpacingBetweenSlices above this (mm) is not used.
+MAX_SLICE_SPACING_MM = 1000.0
 #: Header-reading tasks hold at least this many files (fewer tasks, less process overhead).
 _SCAN_CHUNK = 32
 #: Decoding compressed slices in parallel pays off from this many slices on.
@@ -507,8 +509,14 @@ def _unpositioned(frames, name, case, where, notices, meta, spacing_yx) -> Stack
     """A stack without ImagePositionPatient/Orientation: ordered by InstanceNumber."""
     first = frames[0]
     facts = first.facts
-    thickness = facts.get("spacing_between_slices") or facts.get("slice_thickness")
-    source = ("SpacingBetweenSlices" if facts.get("spacing_between_slices")
+    def usable(value) -> bool:
+        return isinstance(value, (int, float)) and 0 < value <= MAX_SLICE_SPACING_MM
+
+    spacing_between, slice_thickness = (facts.get("spacing_between_slices"),
+                                        facts.get("slice_thickness"))
+    thickness = (spacing_between if usable(spacing_between)
+                 else slice_thickness if usable(slice_thickness) else None)
+    source = ("SpacingBetweenSlices" if usable(spacing_between)
               else "SliceThickness" if thickness else None)
     spacing_z = float(thickness) if thickness else 1.0
     meta["slice_spacing_source"] = source or "unknown"

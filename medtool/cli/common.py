@@ -232,8 +232,27 @@ class HelpCommand(TyperCommand):
 def execute(body: Callable[[Options], int | None], values: dict[str, Any], argv: list[str]) -> int:
     """Build :class:`Options` from ``values``, run ``body`` and map errors to exit codes."""
     debug = bool(values.get("debug"))
-    with _terminate_cleanly():
+    with _terminate_cleanly(), _warnings_to_log(debug):
         return _execute(body, values, argv, debug)
+
+
+@contextlib.contextmanager
+def _warnings_to_log(debug: bool):
+    """Python warnings of the libraries (pydicom on odd values, NumPy on odd arithmetic) as one
+    log line each, shown with ``--verbose``; ``--debug`` leaves them as they are."""
+    import warnings
+
+    if debug:
+        yield
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        logging.getLogger("medtool").info("%s: %s", category.__name__,
+                                          " ".join(str(message).split()))
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 @contextlib.contextmanager

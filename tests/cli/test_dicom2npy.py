@@ -214,14 +214,16 @@ def _errors(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
-def test_a_panicking_decoder_fails_its_file_and_the_good_series_is_written(cli, tmp_path, stored):
-    """pylibjpeg-rle panics (a BaseException) on RLE data whose Rows/Columns are too small."""
+def test_damaged_rle_fails_its_file_and_the_good_series_is_written(cli, tmp_path, stored):
+    """RLE data whose Rows/Columns are too small made pylibjpeg-rle panic (a BaseException that
+    ended the batch); the planes' run lengths now show it before any decoder runs."""
     write_series(tmp_path / "in" / "good", stored)
     bad = _edited(tmp_path / "in" / "rle" / "f.dcm", "MR_small_RLE.dcm", Rows=3, Columns=7)
     result = cli("dicom2npy", tmp_path / "in", tmp_path / "out")
-    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     (error,) = _errors(result)
-    assert error.startswith(f"error: {bad}: cannot decode RLE Lossless pixel data")
+    assert error.startswith(f"error: {bad}: the RLE data holds 4097 pixels a plane")
+    assert "Rows x Columns is 3 x 7 = 21" in error            # 64 x 64 and a pad byte
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.json", "good.npy"]
     assert f"1 of 2 inputs failed: {bad}" in " ".join(result.stderr.split())
@@ -235,7 +237,12 @@ def test_a_panicking_decoder_fails_its_file_and_the_good_series_is_written(cli, 
     ({"Rows": 0, "Columns": 0}, "0 x 0 pixels"),
     ({"Rows": 32, "Columns": 32}, "the header does not describe the data"),
     ({"SamplesPerPixel": 0}, "SamplesPerPixel is 0"),
-    ({"BitsStored": 20}, "BitsStored 20 does not fit BitsAllocated 16"),
+    ({"BitsStored": 20}, "BitsStored 20 / HighBit 15 do not fit BitsAllocated 16"),
+    ({"HighBit": 23}, "HighBit 23 do not fit BitsAllocated 16"),
+    ({"ImageOrientationPatient": [0, 0, 0, 0, 0, 0]}, "is not two unit vectors at right angles"),
+    ({"ImageOrientationPatient": [-2.5] * 6}, "is not two unit vectors at right angles"),
+    ({"ImagePositionPatient": [1e308, 0, 0]}, "ImagePositionPatient"),
+    ({"RescaleIntercept": "1e308"}, "RescaleIntercept '1e308' is not a usable number"),
     ({"NumberOfFrames": 100000}, "truncated: pixel data has"),
 ])
 def test_values_that_cannot_be_right_are_refused_in_one_line(cli, tmp_path, values, message):
@@ -246,6 +253,39 @@ def test_values_that_cannot_be_right_are_refused_in_one_line(cli, tmp_path, valu
     assert result.exit_code == 1 and error.startswith(f"error: {bad}: ") and message in error
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
     assert bad.read_bytes() == before
+
+
+def test_a_decoder_that_panics_is_passed_over_for_one_that_says_why(monkeypatch):
+    """pyo3's PanicException is a BaseException: it must not end the batch, and the line names
+    what the other decoder found."""
+    import pydicom.pixels
+
+    from medtool.dicom import read_frames, read_pixels
+    from medtool.errors import InputError
+
+    class Panic(BaseException):
+        pass
+
+    frames = read_frames(PYDICOM_DATA / "MR_small_RLE.dcm")
+    calls = []
+
+    def decoders(ds, *, decoding_plugin):
+        calls.append(decoding_plugin)
+        if decoding_plugin == "pylibjpeg":
+            raise Panic("index out of bounds")
+        raise ValueError("The amount of decoded RLE segment data doesn't match")
+
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", decoders)
+    with pytest.raises(InputError, match="decoded RLE segment data doesn't match"):
+        read_pixels(frames)
+    assert sorted(calls) == ["pydicom", "pylibjpeg"]
+
+    def panics(ds, *, decoding_plugin):
+        raise Panic("index out of bounds")
+
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", panics)
+    with pytest.raises(InputError, match="the decoder stopped on damaged data"):
+        read_pixels(frames)
 
 
 @pytest.mark.parametrize("source, values, message", [
