@@ -32,6 +32,10 @@ _MAGIC_OFFSET = 128
 _BARE_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 #: Values at least this large are not read in the header pass (pixel data is read later).
 _DEFER_BYTES = 2048
+#: Modalities of objects that are never images (PS3.3 C.7.3.1.1.1), named as such when skipped.
+NON_IMAGE_MODALITIES = frozenset({"SR", "PR", "KO", "DOC", "RTPLAN", "RTSTRUCT", "RTRECORD",
+                                  "REG", "FID", "RWV", "ECG", "HD", "AU", "RAW", "PLAN",
+                                  "SMR", "M3D", "RESP", "EPS", "BI", "BDUS", "DMS"})
 #: SOP Class of a DICOMDIR (an index, not an image).
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 #: A pixel spacing above this (mm) cannot be right (a metre per pixel).
@@ -94,8 +98,37 @@ SOURCE_FACTS = {
 _SPACING_FACTS = ("slice_thickness", "spacing_between_slices")
 
 
-class NotDicomError(InputError):
-    """The file is not a DICOM image file that a series can be built from (skipped, counted)."""
+class SkippedFile(InputError):
+    """A file that is not part of any image volume: skipped and counted, not an error.
+
+    ``kind`` names what it is in the summary ("not DICOM", "SR", "colour image", ...).
+    """
+
+    kind = "other"
+
+    def __init__(self, what: str, *, path=None, hint=None, kind: str | None = None):
+        super().__init__(what, path=path, hint=hint)
+        if kind is not None:
+            self.kind = kind
+
+    def __reduce__(self):
+        return (_rebuild_skipped, (type(self), self.what, self.path, self.hint, self.kind))
+
+
+def _rebuild_skipped(cls, what, path, hint, kind):
+    return cls(what, path=path, hint=hint, kind=kind)
+
+
+class NotDicomError(SkippedFile):
+    """The file is not a DICOM file (or is a DICOMDIR index)."""
+
+    kind = "not DICOM"
+
+
+class NotImageError(SkippedFile):
+    """A DICOM object that is no image volume: SR (dose reports), presentation states, RT
+    plans and structure sets, key objects, raw data, waveforms (no pixel data), colour images
+    (dose screens and exam summaries saved as secondary captures)."""
 
 
 @dataclass
@@ -161,9 +194,12 @@ def read_frames(path: str | os.PathLike) -> list[Frame]:
     ------
     NotDicomError
         Not a DICOM file, or a DICOMDIR index (callers skip and count these).
+    NotImageError
+        A DICOM object that is no image volume: no pixel data (SR, RTSTRUCT, ...) or a colour
+        image (callers skip and count these).
     InputError
-        A DICOM file that cannot give an image: unreadable or truncated, no pixel data (SR,
-        RTSTRUCT, ...), colour images, a compressed transfer syntax no installed decoder reads.
+        A damaged image: unreadable or truncated, a header that cannot be right, a compressed
+        transfer syntax no installed decoder reads.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -184,7 +220,7 @@ def read_frames(path: str | os.PathLike) -> list[Frame]:
         raise InputError(f"cannot read the DICOM header ({reason(exc)})", path=path,
                          hint="the file is damaged or truncated; copy it again from the source") from None
     if sop_class == _DICOMDIR_CLASS:
-        raise NotDicomError("DICOMDIR index, not an image", path=path)
+        raise NotDicomError("DICOMDIR index, not an image", path=path, kind="DICOMDIR")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -219,17 +255,18 @@ def _frames(ds, path: Path) -> list[Frame]:
     modality = str(ds.get("Modality", "") or "")
     pixel_tag = next((t for t in (0x7FE00010, 0x7FE00008, 0x7FE00009) if t in ds), None)
     if pixel_tag is None:
-        what = f"{modality} file" if modality else "file"
-        raise InputError(f"{what} has no pixel data (not an image)", path=path,
-                         hint="dicom2npy converts image series; leave this file out")
+        kind = (modality if modality in NON_IMAGE_MODALITIES
+                else f"{modality or _class_name(ds) or 'object'} without pixel data")
+        raise NotImageError(f"{kind} (not an image)", path=path, kind=kind)
     samples = _header_int(ds, "SamplesPerPixel", 1, path)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2")
     if samples < 1:
         raise InputError(f"SamplesPerPixel is {samples}", path=path,
                          hint="an image has at least one sample per pixel; fix the header")
     if samples != 1 or photometric in ("PALETTE COLOR", "RGB") or photometric.startswith("YBR"):
-        raise InputError(f"colour image ({photometric}, {samples} samples per pixel) is not supported",
-                         path=path, hint="medtool converts grayscale CT, MR and X-ray images")
+        raise NotImageError(f"colour image ({photometric}, {samples} samples per pixel; "
+                            f"{_class_name(ds) or 'unknown SOP class'}): medtool converts "
+                            "grayscale images", path=path, kind="colour image")
     missing = [k for k in ("Rows", "Columns") if ds.get(k) in (None, "")]
     if missing:
         raise InputError(f"has pixel data but no {' or '.join(missing)}", path=path,
@@ -341,6 +378,15 @@ def _frames(ds, path: Path) -> list[Frame]:
             frame_count=count,
         ))
     return frames
+
+
+def _class_name(ds) -> str:
+    """The SOP class of ``ds`` by name, without " Storage" ("X-Ray Radiation Dose SR")."""
+    from pydicom.uid import UID
+
+    uid = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+    name = UID(uid).name if uid else ""
+    return name.removesuffix(" Storage") if name != uid else uid
 
 
 def _header_int(ds, keyword: str, default: int | None, path: Path, *,

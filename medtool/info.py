@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,43 @@ def describe_file(path: str | Path) -> dict[str, Any]:
         "meta": volume.meta,
         "history": volume.history,
     }
+
+
+@dataclass
+class DicomSummary:
+    """What ``medtool info`` found in DICOM inputs: one row per series that would be built."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, Any]] = field(default_factory=list)
+    notices: list[Any] = field(default_factory=list)
+
+
+def describe_dicom(paths: list[Path], roots: list[Path], *, workers: int = 1,
+                   progress: bool = False, on_error=None) -> DicomSummary:
+    """The series ``medtool dicom2npy`` would write from the DICOM files ``paths`` (headers
+    only, no pixels): name, planned shape, spacing, orientation, files, and what is skipped."""
+    from .series import plan, scan
+    from .volume import orientation_code
+
+    scanned = scan(paths, workers=workers, progress=progress, on_error=on_error)
+    planned = plan(scanned.frames, roots=roots)
+    summary = DicomSummary(skipped=scanned.skipped, notices=planned.notices,
+                           failures=[*scanned.failures, *planned.failures])
+    if on_error is not None:
+        for _, error in planned.failures:
+            on_error(error)
+    for stack in planned.stacks:
+        dicom = stack.meta.get("dicom", {})
+        summary.rows.append({
+            "series": stack.name, "source": stack.source, "shape": list(stack.shape),
+            "spacing": [float(v) for v in stack.spacing], "origin": list(stack.origin),
+            "orientation": orientation_code(stack.direction[:, ::-1][:, :len(stack.shape)]),
+            "files": stack.files,
+            "modality": stack.meta.get("modality"), "series_uid": dicom.get("series_uid"),
+            "series_number": dicom.get("series_number"),
+            "gantry_tilt_deg": stack.meta.get("gantry_tilt_deg")})
+    return summary
 
 
 def value_range(array: np.ndarray) -> tuple[float | int | None, float | int | None]:

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .dicom import Frame, NotDicomError, read_frames, read_pixels
+from .dicom import Frame, SkippedFile, read_frames, read_pixels
 from .errors import InputError, MedtoolError, UsageError
 from .volume import AXIAL_DIRECTION, UNITS_RAW, Volume
 
@@ -156,8 +156,8 @@ def _scan_chunk(paths: list[str]) -> ScanResult:
     for path in paths:
         try:
             part.frames.extend(read_frames(path))
-        except NotDicomError as exc:
-            part.skipped.append((path, exc.what))
+        except SkippedFile as exc:
+            part.skipped.append((path, exc.kind))
         except MedtoolError as exc:
             part.failures.append((path, exc))
     return part

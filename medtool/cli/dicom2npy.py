@@ -11,7 +11,10 @@ from . import common
 
 _HELP = """Convert DICOM series into volume files, one per series, with exact geometry.
 
-Folders are walked recursively, any file names; non-DICOM files are skipped and counted.
+Folders are walked recursively, any file names. Files that are not image volumes are skipped
+and counted in one note (listed with --verbose): non-DICOM files, DICOMDIRs, objects without
+pixel data (SR dose reports, presentation states, RT plans and structure sets, key objects, raw
+data) and colour images (dose screens, exam summaries); an error is a damaged image.
 Images are grouped by SeriesInstanceUID and split into stacks by orientation, image size and
 pixel spacing; localizers (ImageType LOCALIZER/SCOUT/PROJECTION IMAGE, or up to 3 images in
 another orientation) are dropped with a note. Slices are sorted by ImagePositionPatient
@@ -62,6 +65,19 @@ def register(app: typer.Typer) -> None:
         return report_conversion(report, json=json, opts=opts)
 
 
+def skipped_summary(skipped: list[tuple[str, str]], *, verbose: bool) -> str:
+    """``note: skipped 9 file(s) that are not image volumes: 3 SR, 2 colour image, ...``."""
+    from collections import Counter
+
+    kinds = Counter(kind for _, kind in skipped)
+    text = (f"note: skipped {len(skipped)} file(s) that are not image volumes: "
+            + ", ".join(f"{count} {kind}" for kind, count in
+                        sorted(kinds.items(), key=lambda item: (-item[1], item[0]))))
+    if verbose:
+        return text + "\n" + "\n".join(f"note: skipped {path} ({kind})" for path, kind in skipped)
+    return text + " (--verbose lists them)"
+
+
 def report_conversion(report, *, json: bool, opts: common.Options) -> int:
     """Print what a DICOM conversion wrote (table or JSON) and a summary; return the exit code."""
     from ..errors import InputError
@@ -81,9 +97,8 @@ def report_conversion(report, *, json: bool, opts: common.Options) -> int:
                           str(row["files"]), row["units"])
         common.stdout.print(table)
     if report.skipped and not opts.quiet:
-        common.stderr.print(f"skipped {len(report.skipped)} file(s) that are not DICOM images"
-                            + (": " + ", ".join(p for p, _ in report.skipped) if opts.verbose
-                               else " (--verbose lists them)"), highlight=False)
+        common.stderr.print(skipped_summary(report.skipped, verbose=opts.verbose),
+                            highlight=False, markup=False)
     if not report.written and not report.failures:
         raise InputError("no DICOM image series found", path=" ".join(report.inputs),
                          hint=f"{report.files} file(s) looked at; check the path")

@@ -12,33 +12,97 @@ from . import common
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "info", shared=("workers",), short_help="Show shape, geometry, value range and history of volumes.")
+    @common.command(app, "info", shared=("workers",), short_help="Show shape, geometry, value range and history of volumes, or the series in DICOM folders.")
     def info(
-        files: Annotated[list[Path], typer.Argument(help="Volume files or folders (walked recursively).")],
+        files: Annotated[list[Path], typer.Argument(help="Volume files, DICOM files, or folders of either (walked recursively).")],
         *,
         json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of tables.")] = False,
         opts: common.Options,
     ) -> int:
-        """Show shape, dtype, spacing, origin, orientation, value range, units and history.
+        """Show shape, dtype, spacing, origin, orientation, value range, units and history of
+        volume files; for DICOM files and folders, one row per series that dicom2npy would
+        write (its planned shape, spacing, orientation and files, read from the headers only)
+        and what it would skip.
 
         Example: [bold]medtool info phantom/truth/case_001_lungs.nii.gz[/bold]
+
+        Example: [bold]medtool info phantom/ct[/bold]
         """
         from ..batch import run_batch
-        from ..files import find_files
-        from ..info import describe_file
+        from ..files import find_files, volume_suffix
+        from ..info import describe_dicom, describe_file
 
-        paths = find_files(files)
-        if not paths:
-            raise InputError("no volume files found", path=" ".join(map(str, files)),
-                             hint="medtool info reads .nii.gz, .nii, .npy and .npz files")
+        found = find_files(files, suffixes=None)
+        missing = [p for p in found if not p.exists()]
+        for path in missing:
+            opts.report(InputError("no such file or folder", path=path, hint="check the path"))
+        named = {p for p in files if not p.is_dir()}
+        paths = [p for p in found if volume_suffix(p) and p.exists()]
+        dicom = [p for p in found if p.exists() and not volume_suffix(p)
+                 and not _is_sidecar(p)]
         outcome = run_batch(describe_file, paths, workers=opts.workers, description="reading",
                             progress=opts.show_progress, on_error=opts.report)
         rows = [row for row in outcome.results if row is not None]
+        failures = [*outcome.failures, *((str(p), None) for p in missing)]
+        series = None
+        if dicom:
+            named_dicom = [p for p in dicom if p in named]
+            if named_dicom and named_dicom == dicom and all(not _looks_dicom(p) for p in dicom):
+                for path in dicom:                  # a named file that is neither
+                    error = InputError("not a volume or DICOM file", path=path,
+                                       hint="medtool info reads .nii.gz, .nii, .npy, .npz and DICOM")
+                    opts.report(error)
+                    failures.append((str(path), error))
+            else:
+                series = describe_dicom(dicom, list(files), workers=opts.workers,
+                                        progress=opts.show_progress, on_error=opts.report)
+                failures += series.failures
+        if not rows and not failures and (series is None or not series.rows):
+            raise InputError("no volume files or DICOM image series found",
+                             path=" ".join(map(str, files)),
+                             hint=f"{len(found)} file(s) looked at; medtool info reads .nii.gz, "
+                                  ".nii, .npy and .npz files and DICOM folders")
         if json:
-            common.print_json(rows)
-        elif rows:
-            _print_tables(rows)
-        return common.report_failures(outcome.failures, len(paths))
+            common.print_json(rows + ([] if series is None else series.rows))
+        else:
+            if rows:
+                _print_tables(rows)
+            if series is not None and series.rows:
+                _print_series(series.rows)
+        if series is not None and not opts.quiet:
+            for notice in series.notices:
+                common.report_notice(notice)
+            if series.skipped:
+                from .dicom2npy import skipped_summary
+
+                common.stderr.print(skipped_summary(series.skipped, verbose=opts.verbose),
+                                    highlight=False, markup=False)
+        total = len(paths) + len(missing) + (0 if series is None else
+                                             len(series.rows) + len(series.failures))
+        return common.report_failures(failures, max(total, 1))
+
+
+def _is_sidecar(path: Path) -> bool:
+    return path.suffix == ".json" and path.with_suffix(".npy").exists()
+
+
+def _looks_dicom(path: Path) -> bool:
+    from ..dicom import is_dicom
+
+    return is_dicom(path)
+
+
+def _print_series(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(header_style="bold", box=None, pad_edge=False, title="DICOM series",
+                  title_justify="left", title_style="bold")
+    for name in ("series", "shape", "spacing (mm)", "orient.", "files", "modality"):
+        table.add_column(name, overflow="fold" if name == "series" else None)
+    for row in rows:
+        table.add_row(row["series"], _fmt(row["shape"]), _fmt(row["spacing"]), row["orientation"],
+                      str(row["files"]), str(row["modality"] or ""))
+    common.stdout.print(table)
 
 
 def _fmt(values, digits: int = 4) -> str:

@@ -78,18 +78,29 @@ def test_gap_error_then_allow_gaps(cli, tmp_path, stored):
     assert load_volume(tmp_path / "out" / "c.npy").shape == (5, 6, 4)
 
 
-def test_bad_files_one_line_each_and_the_others_convert(cli, tmp_path, stored):
+def test_objects_that_are_not_images_are_skipped_and_damaged_images_fail(cli, tmp_path, stored):
+    """A real export mixes the series with a dose report (SR), a colour dose screen and a
+    README: they are counted in one note; a damaged image is the one error."""
     write_series(tmp_path / "in" / "good", stored)
-    bad = tmp_path / "in" / "bad"
-    bad.mkdir()
-    (bad / "report.dcm").write_bytes((PYDICOM_DATA / "reportsi.dcm").read_bytes())
-    (bad / "readme.txt").write_text("hello")
-    result = cli("dicom2npy", tmp_path / "in", tmp_path / "out")
-    assert result.exit_code == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "report.dcm: SR file has no pixel data" in errors[0]
-    assert "skipped 1 file(s)" in result.stderr
-    assert (tmp_path / "out" / "good.npy").exists()
+    other = tmp_path / "in" / "other"
+    other.mkdir()
+    (other / "report.dcm").write_bytes((PYDICOM_DATA / "reportsi.dcm").read_bytes())
+    (other / "screen.dcm").write_bytes((PYDICOM_DATA / "SC_rgb_gdcm_KY.dcm").read_bytes())
+    (other / "readme.txt").write_text("hello")
+    clean = cli("dicom2npy", tmp_path / "in", tmp_path / "out")
+    assert clean.exit_code == 0, clean.stderr
+    assert "error:" not in clean.stderr
+    assert ("note: skipped 3 file(s) that are not image volumes: 1 SR, 1 colour image, "
+            "1 not DICOM (--verbose lists them)") in " ".join(clean.stderr.split())
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.npy")) == ["good.npy"]
+    listed = cli("dicom2npy", tmp_path / "in", tmp_path / "out2", "--verbose")
+    assert f"note: skipped {other / 'report.dcm'} (SR)" in listed.stderr
+    data = (PYDICOM_DATA / "CT_small.dcm").read_bytes()
+    (other / "cut.dcm").write_bytes(data[:len(data) - 5000])
+    damaged = cli("dicom2npy", tmp_path / "in", tmp_path / "out3")
+    errors = [line for line in damaged.stderr.splitlines() if line.startswith("error:")]
+    assert damaged.exit_code == 1 and len(errors) == 1 and "cut.dcm: truncated" in errors[0]
+    assert (tmp_path / "out3" / "good.npy").exists()
 
 
 def test_existing_output_needs_force(cli, tmp_path, stored):
@@ -118,7 +129,9 @@ def test_every_pydicom_test_file_converts_or_fails_in_one_line(cli, tmp_path):
     # every stderr line is an error, a note/warning, or the summaries: nothing spills over
     assert all(line.startswith(("error:", "warning:", "note:", "skipped ")) or " inputs failed" in line
                for line in lines), [l for l in lines if not l.startswith(("error:", "warning:", "note:"))]
-    assert len(errors) == len(report["failed"]) >= 60
+    assert len(errors) == len(report["failed"]) >= 4           # damaged images only
+    assert len(report["skipped"]) >= 100                        # SR, RT, colour, DICOMDIR, ...
+    assert "note: skipped" in result.stderr and "colour image" in result.stderr
     assert len(report["written"]) >= 20 and result.exit_code == 1
 
 

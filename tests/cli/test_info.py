@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -58,7 +59,7 @@ def test_not_an_image(cli, tmp_path):
     assert result.exit_code == 1
     assert "cannot read .nii.gz" in _one_error_line(result, "notes.nii.gz")
     result = cli("info", tmp_path / "readme.txt")
-    assert "not a volume file" in _one_error_line(result, "readme.txt")
+    assert "not a volume or DICOM file" in _one_error_line(result, "readme.txt")
 
 
 def test_truncated_npy(cli, tmp_path, oblique_volume):
@@ -91,4 +92,24 @@ def test_folder_without_volumes_is_an_error(cli, tmp_path):
     (tmp_path / "IM-0001.dcm").write_bytes(b"\0" * 10)
     result = cli("info", tmp_path)
     assert result.exit_code == 1
-    assert "no volume files found" in _one_error_line(result, str(tmp_path))
+    assert "no volume files or DICOM image series found" in _one_error_line(result, str(tmp_path))
+
+
+def test_dicom_folders_give_one_row_per_series_from_the_headers(cli, phantom_dir):
+    """What dicom2npy would write: its names, planned shape, spacing and orientation."""
+    result = cli("info", "--json", phantom_dir / "ct", phantom_dir / "cxr")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    converted = cli("dicom2npy", phantom_dir / "ct", phantom_dir.parent / "info_volumes",
+                    "--json")
+    written = {Path(w["output"]).stem: w for w in json.loads(converted.stdout)["written"]}
+    ct = {row["series"]: row for row in rows if row["modality"] == "CT"}
+    assert set(ct) == set(written) and len(ct) == 4
+    for name, row in ct.items():
+        assert row["shape"] == written[name]["shape"]
+        assert row["orientation"] == written[name]["orientation"] == "LPS"
+        np.testing.assert_allclose(row["spacing"], written[name]["spacing"], atol=1e-6)
+        assert row["files"] == written[name]["files"]
+    assert sum(row["modality"] == "CR" for row in rows) == 4          # the X-rays
+    table = cli("info", phantom_dir / "ct")
+    assert "DICOM series" in table.stdout and "case_001" in table.stdout
