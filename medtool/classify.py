@@ -58,6 +58,7 @@ class ClassifyOptions:
     labels: str | None = None
     image_suffix: str = ""
     id_column: str = "case_id"
+    cases: str | None = None            # dicom2npy's cases.csv, joined by id_column
     label_column: str = "label"
     class_names: list[str] | None = None
     folds: str | None = None
@@ -136,17 +137,23 @@ def _named(ids: Sequence[str]) -> str:
     return ", ".join(ids[:NAMED_CASES]) + (", ..." if len(ids) > NAMED_CASES else "")
 
 
-def read_labels(path: str | Path, *, id_column: str, label_column: str) -> dict[str, str]:
-    """``case_id -> class`` from the labels CSV.
+def read_labels(path: str | Path, *, id_column: str, label_column: str,
+                cases: str | Path | None = None) -> dict[str, str]:
+    """``case_id -> class`` from the labels CSV; with ``cases`` (dicom2npy's cases.csv) the
+    labels are keyed by ``id_column`` (e.g. PatientID) and each row labels every case with
+    that value.
 
     Raises
     ------
     InputError
         Missing columns, empty cells or a case listed twice.
     """
-    from .tables import read_table
+    from .tables import CASE_ID, join_cases, read_table
 
     table = read_table(path)
+    if cases is not None:
+        table = join_cases(table, id_column=id_column, cases=cases)
+        id_column = CASE_ID
     ids = table.column(id_column, purpose="the case id; see --id-column")
     values = table.column(label_column, purpose="the class; see --label-column")
     labels: dict[str, str] = {}
@@ -361,7 +368,8 @@ class ClassifyTask:
     def cases(self):
         """The matched cases and each one's class name."""
         o = self.options
-        labels = read_labels(o.labels, id_column=o.id_column, label_column=o.label_column)
+        labels = read_labels(o.labels, id_column=o.id_column, label_column=o.label_column,
+                             cases=o.cases)
         cases = match_labels(o.images, o.labels, labels, o.image_suffix)
         return cases, labels
 

@@ -98,6 +98,12 @@ SOURCE_FACTS = {
 _SPACING_FACTS = ("slice_thickness", "spacing_between_slices")
 
 
+#: Identifying attributes kept per image for naming cases and for ``cases.csv`` only: they
+#: never reach a volume's metadata.
+CASE_KEYWORDS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber",
+                 "SeriesDescription", "Modality", "PatientIdentityRemoved")
+
+
 class SkippedFile(InputError):
     """A file that is not part of any image volume: skipped and counted, not an error.
 
@@ -165,6 +171,7 @@ class Frame:
     phase: dict[str, str] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     frame_count: int = 1
+    naming: dict[str, str] = field(default_factory=dict)   # CASE_KEYWORDS and --name's: PHI
 
     @property
     def is_localizer(self) -> bool:
@@ -187,8 +194,11 @@ def is_dicom(path: str | os.PathLike) -> bool:
     return len(head) >= 8 and head[:2] in _BARE_STARTS
 
 
-def read_frames(path: str | os.PathLike) -> list[Frame]:
+def read_frames(path: str | os.PathLike, *, keywords: Sequence[str] = ()) -> list[Frame]:
     """Header records of every image in the DICOM file at ``path`` (one per frame).
+
+    ``keywords`` are DICOM keywords (of a ``--name`` template) whose values each record keeps
+    in ``naming``, beside :data:`CASE_KEYWORDS`.
 
     Raises
     ------
@@ -224,7 +234,12 @@ def read_frames(path: str | os.PathLike) -> list[Frame]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _frames(ds, path)
+            frames = _frames(ds, path)
+            naming = {keyword: _naming_value(ds.get(keyword))
+                      for keyword in dict.fromkeys((*CASE_KEYWORDS, *keywords))}
+            for frame in frames:
+                frame.naming = naming
+            return frames
     except InputError:
         raise
     except Exception as exc:
@@ -378,6 +393,15 @@ def _frames(ds, path: Path) -> list[Frame]:
             frame_count=count,
         ))
     return frames
+
+
+def _naming_value(value) -> str:
+    """A header value as text for a name (multiple values joined with ``\\``)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
 
 
 def _class_name(ds) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InputError, UsageError
 from .files import VOLUME_SUFFIXES, find_files, strip_suffix
-from .tables import CASE_ID, read_table
+from .tables import CASE_ID, join_cases, read_table
 
 #: Fold name of the held-out test cases.
 TEST = "test"
@@ -80,12 +80,17 @@ class Split:
 
 
 def read_cases(source: str | os.PathLike, *, stratify: str | None = None,
-               group: str | None = None, bins: int | None = None) -> Cases:
-    """Read the cases from a CSV (case id first, or a ``case_id`` column) or a folder.
+               group: str | None = None, bins: int | None = None,
+               id_column: str | None = None, cases: str | os.PathLike | None = None) -> Cases:
+    """Read the cases from a CSV (case id first, a ``case_id`` column, or ``id_column``) or a
+    folder.
 
     A folder gives one case per volume file (the id is the file name without its suffix) or,
     when it holds no volume files, one case per sub-folder (DICOM series). A numeric
-    ``stratify`` column is cut into ``bins`` quantile bins when ``bins`` is given.
+    ``stratify`` column is cut into ``bins`` quantile bins when ``bins`` is given. With
+    ``cases`` (a ``cases.csv`` index of dicom2npy) the CSV is keyed by ``id_column`` (e.g.
+    PatientID): each row stands for every case with that value, and the cases are grouped by
+    it unless ``group`` names another column.
     """
     path = Path(source)
     if path.is_dir():
@@ -94,8 +99,16 @@ def read_cases(source: str | os.PathLike, *, stratify: str | None = None,
                              hint="give a CSV table of the cases to stratify or group by a column")
         return Cases(_folder_cases(path), source=str(path))
     table = read_table(path)
-    id_column = CASE_ID if CASE_ID in table.columns else table.columns[0]
-    ids = table.column(id_column)
+    if cases is not None:
+        if id_column is None:
+            raise UsageError("--cases needs --id-column COL: the column of the labels that "
+                             "cases.csv also has", hint="e.g. --id-column PatientID")
+        table = join_cases(table, id_column=id_column, cases=cases)
+        group = group or id_column
+        id_column = CASE_ID
+    elif id_column is None:
+        id_column = CASE_ID if CASE_ID in table.columns else table.columns[0]
+    ids = table.column(id_column, purpose="the case id; see --id-column")
     seen: dict[str, int] = {}
     for i, case in enumerate(ids):
         if not case:

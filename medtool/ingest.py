@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import InputError, MedtoolError, UsageError
 from .files import find_files, take_shard, volume_suffix
+from .tables import upsert_csv
 from .series import Notice, Stack, assemble, plan, scan
 
 #: Output formats of ``dicom2npy`` (``--format``).
@@ -57,6 +58,8 @@ class Report:
     notices: list[Notice] = field(default_factory=list)
     files: int = 0
     inputs: list[str] = field(default_factory=list)
+    cases: Path | None = None           # the cases.csv index written, if any
+    identified: bool = False            # it holds PatientIDs of data not de-identified
 
 
 @dataclass
@@ -70,8 +73,15 @@ class _Job:
     progress: bool
 
 
+#: The index every conversion keeps beside its outputs: case id -> source and DICOM identity.
+CASES_FILE = "cases.csv"
+CASES_COLUMNS = ("case_id", "output", "source", "PatientID", "StudyInstanceUID",
+                 "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality", "files")
+
+
 def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt: str = "npy",
-            series: str = "all", allow_gaps: bool = False, untilt: bool = False,
+            series: str = "all", allow_gaps: bool = False, untilt: bool = True,
+            name: str | None = None,
             hu: HuOptions | None = None, workers: int = 1, force: bool = False,
             shard: tuple[int, int] | None = None, step: dict[str, Any] | None = None,
             progress: bool = False, on_error: Callable[[MedtoolError], None] | None = None,
@@ -79,11 +89,16 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
     """Convert every image series under ``inputs`` into volume files under ``out``.
 
     ``out`` is a folder (``OUT/<case>.<fmt>``, the case being the series' folder relative to
-    the input it was found in, plus a series suffix when a case holds several series) or, when
-    it ends in a volume suffix, the single output file of a single series.
+    the input it was found in, plus a series suffix when a case holds several series, or the
+    ``name`` template filled in, see :class:`~medtool.series.NameTemplate`) or, when it ends
+    in a volume suffix, the single output file of a single series. Each written volume gets a
+    row in :data:`CASES_FILE` beside it (case id, source, PatientID, Study/Series UIDs, ...).
     """
+    from .series import NameTemplate
+
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    template = NameTemplate(name) if name is not None else None
     report = Report(inputs=[str(p) for p in inputs])
     candidates = [p for p in find_files(inputs, suffixes=None) if not _is_volume_file(p)]
     missing = [p for p in candidates if not p.exists()]
@@ -94,11 +109,12 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
             on_error(error)
     candidates = [p for p in candidates if p.exists()]
     report.files = len(candidates)
-    scanned = scan(candidates, workers=workers, progress=progress, on_error=on_error)
+    scanned = scan(candidates, workers=workers, progress=progress, on_error=on_error,
+                   keywords=template.keywords if template else ())
     report.failures.extend(scanned.failures)
     report.skipped = scanned.skipped
     planned = plan(scanned.frames, roots=inputs, series=series, allow_gaps=allow_gaps,
-                   untilt=untilt)
+                   untilt=untilt, name=template)
     for name, error in planned.failures:
         report.failures.append((name, error))
         if on_error:
@@ -130,12 +146,32 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
                         name=lambda job: job.stack.source)
     report.written.extend(r for r in outcome.results if r is not None)
     report.failures.extend(outcome.failures)
+    by_path = {str(job.path): job.stack for job in jobs}
+    done = [(Path(row["output"]), by_path[row["output"]]) for row in report.written
+            if row["output"] in by_path]
+    if done:
+        index = (out.parent if single else out) / CASES_FILE
+        upsert_csv(index, CASES_COLUMNS, [_case_row(path, stack, index.parent)
+                                          for path, stack in done])
+        report.cases = index
+        report.identified = any(stack.frames[0].naming.get("PatientIdentityRemoved", "").upper()
+                                != "YES" for _, stack in done)
     return report
 
 
+def _case_row(path: Path, stack: Stack, folder: Path) -> dict[str, Any]:
+    """The :data:`CASES_FILE` row of the volume written to ``path`` from ``stack``."""
+    relative = path.relative_to(folder) if path.is_relative_to(folder) else Path(path.name)
+    suffix = volume_suffix(relative) or ""
+    naming = stack.frames[0].naming
+    return {"case_id": relative.as_posix()[: len(relative.as_posix()) - len(suffix)],
+            "output": relative.as_posix(), "source": stack.source,
+            **{k: naming.get(k, "") for k in CASES_COLUMNS[3:-1]}, "files": stack.files}
+
+
 def _is_volume_file(path: Path) -> bool:
-    """A volume file or the .json sidecar of one (never DICOM)."""
-    if volume_suffix(path):
+    """A volume file, the .json sidecar of one, or medtool's cases.csv (never DICOM)."""
+    if volume_suffix(path) or path.name == CASES_FILE:
         return True
     return path.suffix == ".json" and path.with_suffix(".npy").exists()
 

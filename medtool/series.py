@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ SAME_POSITION_MM = 0.01
 #: A stack is tilted when its slices drift sideways (perpendicular to the slice normal) by more
 #: than this fraction of a pixel from the first slice to the last.
 TILT_PIXEL_FRACTION = 0.25
+#: Source pixel centres within this fraction of a pixel outside the straight grid count as
+#: inside it (rounding of positions in the header).
+TILT_EDGE_PIXELS = 1e-3
 #: Stacks with fewer images than this, in another orientation than the series' main stack,
 #: are localizers.
 LOCALIZER_MAX_IMAGES = 3
@@ -92,10 +96,13 @@ class Stack:
     positions: np.ndarray | None = None
     shifts: np.ndarray | None = None
     grid: np.ndarray | None = None
+    pad: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))   # rows, columns added
 
     @property
     def shape(self) -> tuple[int, ...]:
         rows, columns = self.frames[0].shape
+        rows += sum(self.pad[0])
+        columns += sum(self.pad[1])
         slices = len(self.grid) if self.grid is not None else len(self.frames)
         return (rows, columns) if self.is_2d else (slices, rows, columns)
 
@@ -128,13 +135,14 @@ class Plan:
 # -- 1. scanning ----------------------------------------------------------------------------
 
 def scan(files: Sequence[Path], *, workers: int = 1, progress: bool = False,
-         on_error=None) -> ScanResult:
-    """Read the headers of ``files``; see :class:`ScanResult`."""
+         on_error=None, keywords: Sequence[str] = ()) -> ScanResult:
+    """Read the headers of ``files``; see :class:`ScanResult`. ``keywords`` (of a name
+    template) are kept in each frame's ``naming``."""
     from .batch import run_batch
 
     files = [str(f) for f in files]
     size = max(_SCAN_CHUNK, math.ceil(len(files) / max(1, workers * 8)))
-    chunks = [files[i:i + size] for i in range(0, len(files), size)] or []
+    chunks = [(files[i:i + size], tuple(keywords)) for i in range(0, len(files), size)] or []
     result = ScanResult()
 
     def collect(_: int, part: ScanResult) -> None:
@@ -151,11 +159,12 @@ def scan(files: Sequence[Path], *, workers: int = 1, progress: bool = False,
     return result
 
 
-def _scan_chunk(paths: list[str]) -> ScanResult:
+def _scan_chunk(chunk: tuple[list[str], tuple[str, ...]]) -> ScanResult:
+    paths, keywords = chunk
     part = ScanResult()
     for path in paths:
         try:
-            part.frames.extend(read_frames(path))
+            part.frames.extend(read_frames(path, keywords=keywords))
         except SkippedFile as exc:
             part.skipped.append((path, exc.kind))
         except MedtoolError as exc:
@@ -165,21 +174,84 @@ def _scan_chunk(paths: list[str]) -> ScanResult:
 
 # -- 2. planning ----------------------------------------------------------------------------
 
+class NameTemplate:
+    """``--name TEMPLATE``: case names from DICOM keywords, e.g. ``{PatientID}`` or
+    ``{PatientID}_{StudyDate}_{SeriesNumber:03}``.
+
+    Each ``{Keyword}`` is replaced by that attribute of the series' first image; characters
+    other than letters, digits, ``.``, ``_`` and ``-`` become ``_`` (``DOE^JOHN`` ->
+    ``DOE_JOHN``), a missing value becomes :data:`MISSING_VALUE`; a format spec applies to
+    numbers (``{SeriesNumber:03}`` -> ``003``). ``/`` in the template makes sub-folders.
+    """
+
+    def __init__(self, text: str):
+        import string
+
+        from pydicom.datadict import tag_for_keyword
+
+        self.text = text
+        try:
+            fields = [(name, spec) for _, name, spec, _ in string.Formatter().parse(text)
+                      if name is not None]
+        except ValueError as exc:
+            raise UsageError(f"--name {text!r}: {exc}",
+                             hint="put DICOM keywords in braces, e.g. --name '{PatientID}'") from None
+        if not fields:
+            raise UsageError(f"--name {text!r} holds no {{Keyword}}",
+                             hint="e.g. --name '{PatientID}_{SeriesNumber}'")
+        unknown = [name for name, _ in fields if not name or tag_for_keyword(name) is None]
+        if unknown:
+            raise UsageError(f"--name {text!r}: {', '.join(repr(u) for u in unknown)} is not a "
+                             "DICOM keyword", hint="use keywords such as PatientID, StudyDate, "
+                                                   "SeriesNumber, AccessionNumber")
+        if text.startswith("/") or ".." in Path(text).parts:
+            raise UsageError(f"--name {text!r} must stay inside the output folder")
+        self.fields = fields
+        self.keywords = tuple(dict.fromkeys(name for name, _ in fields))
+
+    def format(self, naming: dict[str, str]) -> str:
+        """The case name for a series whose first image has the values ``naming``."""
+        import string
+
+        parts = []
+        for literal, name, spec, _ in string.Formatter().parse(self.text):
+            parts.append(literal)
+            if name is None:
+                continue
+            value = naming.get(name, "")
+            if spec:
+                try:
+                    number = float(value)
+                    value = format(int(number) if number.is_integer() else number, spec)
+                except (ValueError, TypeError):
+                    pass
+            parts.append(_NAME_UNSAFE.sub("_", value).strip("._") or MISSING_VALUE)
+        return "".join(parts)
+
+
+#: What a template keyword without a value gives.
+MISSING_VALUE = "NA"
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
 def plan(frames: Sequence[Frame], *, roots: Sequence[str | os.PathLike] = (),
-         series: str = "all", allow_gaps: bool = False, untilt: bool = False) -> Plan:
+         series: str = "all", allow_gaps: bool = False, untilt: bool = True,
+         name: NameTemplate | None = None) -> Plan:
     """Group ``frames`` into stacks and check them (see the module docstring).
 
     Parameters
     ----------
     roots
-        The inputs the user named; a stack's case name is its folder relative to its root.
+        The inputs the user named; a stack's case name is its folder relative to its root,
+        unless ``name`` gives it.
     series
         ``all``, ``largest`` (per case) or one SeriesInstanceUID.
     allow_gaps
         Resample stacks with missing slices or uneven spacing to uniform spacing (else such a
         stack is an error).
     untilt
-        Resample gantry-tilted stacks onto a straight grid (else such a stack is an error).
+        Resample gantry-tilted stacks onto a straight grid widened to hold every source pixel,
+        with a warning, as dcm2niix does (else such a stack is an error).
     """
     result = Plan()
     by_series: dict[str, list[Frame]] = defaultdict(list)
@@ -206,6 +278,8 @@ def plan(frames: Sequence[Frame], *, roots: Sequence[str | os.PathLike] = (),
 
     by_case: dict[str, list[Stack]] = defaultdict(list)
     for stack in built:
+        if name is not None:
+            stack.case = name.format(stack.frames[0].naming)
         by_case[stack.case].append(stack)
     for case, stacks in by_case.items():
         if series == "largest" and len(stacks) > 1:
@@ -214,7 +288,18 @@ def plan(frames: Sequence[Frame], *, roots: Sequence[str | os.PathLike] = (),
                 result.notices.append(Notice("note", f"{case}: left out series {other.name} "
                                                      f"(--series largest)"))
             stacks = stacks[:1]
-        _name_stacks(case, stacks)
+        if name is not None and len(stacks) > 1:
+            shown = ", ".join(sorted({s.source for s in stacks})[:3])
+            error = InputError(f"--name {name.text!r} gives {case!r} to {len(stacks)} series "
+                               f"(from {shown})", path=case,
+                               hint="add {SeriesNumber} or {SeriesInstanceUID} to --name, or "
+                                    "pass --series largest")
+            result.failures.append((shown, error))
+            continue
+        if name is not None:
+            stacks[0].name = case
+        else:
+            _name_stacks(case, stacks)
         result.stacks.extend(stacks)
     result.stacks.sort(key=lambda s: s.name)
     return result
@@ -471,11 +556,25 @@ def _geometry(frames: list[Frame], name: str, case: str, where: str, notices: li
         if not untilt:
             raise InputError(f"gantry tilt of {angle:.2f} degrees: the slices shift "
                              f"{drift / (len(frames) - 1):.3f} mm sideways from one to the next",
-                             hint="pass --untilt to resample the stack onto a straight grid")
-        stack.shifts = np.column_stack([lateral @ column / spacing_yx[0], lateral @ row / spacing_yx[1]])
+                             hint="leave out --no-untilt to resample the stack onto a straight "
+                                  "grid")
+        shifts = np.column_stack([lateral @ column / spacing_yx[0], lateral @ row / spacing_yx[1]])
+        # widen the straight grid so that it holds every source pixel: source pixel i of slice
+        # k lands at i + shift_k, so the grid runs from min(shift) to size - 1 + max(shift)
+        low = np.ceil(np.maximum(0.0, -shifts.min(axis=0)) - TILT_EDGE_PIXELS).astype(int)
+        high = np.ceil(np.maximum(0.0, shifts.max(axis=0)) - TILT_EDGE_PIXELS).astype(int)
+        low, high = np.maximum(low, 0), np.maximum(high, 0)
+        stack.pad = ((int(low[0]), int(high[0])), (int(low[1]), int(high[1])))
+        stack.shifts = shifts + low
+        stack.origin = tuple(np.asarray(origin) - low[0] * spacing_yx[0] * column
+                             - low[1] * spacing_yx[1] * row)
         meta["untilted"] = True
+        meta["untilt_added_pixels"] = {"rows": list(stack.pad[0]), "columns": list(stack.pad[1])}
+        added = sum(stack.pad[0]) + sum(stack.pad[1])
         notices.append(Notice("warning", f"{where}: gantry tilt of {angle:.2f} degrees, "
-                                         f"resampled onto a straight grid (--untilt)"))
+                                         f"resampled onto a straight grid widened by {added} "
+                                         f"pixel(s) so that it holds every source pixel "
+                                         f"(--no-untilt refuses instead)"))
 
     step = float(np.median(steps))
     uneven = np.abs(steps - step) > GAP_TOLERANCE * step
@@ -484,9 +583,13 @@ def _geometry(frames: list[Frame], name: str, case: str, where: str, notices: li
         shown = "; ".join(f"{steps[i]:.3g} mm between slices {i} and {i + 1} "
                           f"(at {positions[i]:.2f} mm)" for i in bad[:4])
         more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
-        if not allow_gaps:
-            raise InputError(f"missing slices or uneven spacing: expected {step:.4g} mm, found "
-                             f"{shown}{more}",
+        # a step of k whole steps (k >= 2) is k - 1 missing files: a damaged export; other
+        # steps are a reconstruction with uneven spacing (a head CT denser at the skull base)
+        multiple = steps[bad] / step
+        missing = (multiple >= 2 - GAP_TOLERANCE) & (
+            np.abs(multiple - np.round(multiple)) <= GAP_TOLERANCE * np.round(multiple))
+        if missing.any() and not allow_gaps:
+            raise InputError(f"missing slices: expected {step:.4g} mm, found {shown}{more}",
                              hint="find the missing files, or pass --allow-gaps to interpolate "
                                   "onto a uniform grid")
         count = int(round(extent / step)) + 1
@@ -494,9 +597,10 @@ def _geometry(frames: list[Frame], name: str, case: str, where: str, notices: li
         meta["slice_positions"] = [round(float(p - positions[0]), 6) for p in positions]
         meta["interpolated_slices"] = int(count - np.isin(
             np.round(stack.grid, 4), np.round(positions, 4)).sum())
+        why = "--allow-gaps" if missing.any() else "uneven spacing is resampled by default"
         notices.append(Notice("warning", f"{where}: uneven spacing ({shown}{more}); resampled "
                                          f"{len(frames)} slices to {count} at "
-                                         f"{extent / (count - 1):.4g} mm (--allow-gaps)"))
+                                         f"{extent / (count - 1):.4g} mm ({why})"))
         stack.spacing = (extent / (count - 1), *spacing_yx)
     else:   # least squares over all positions: jitter within tolerance averages out
         stack.spacing = (float(np.polyfit(np.arange(len(frames)), positions, 1)[0]), *spacing_yx)
@@ -607,7 +711,7 @@ def assemble(stack: Stack, *, workers: int = 1, progress: bool = False) -> Volum
     if per_slice and (stack.shifts is not None or stack.grid is not None):
         array = _common_rescale(array, meta)
     if stack.shifts is not None:
-        array = _untilt(array, stack.shifts, _fill_value(meta, array))
+        array = _untilt(array, stack.shifts, _fill_value(meta, array), stack.pad)
     if stack.grid is not None:
         array = _regrid(array, stack.positions, stack.grid)
     if stack.is_2d:
@@ -650,14 +754,18 @@ def _fill_value(meta: dict[str, Any], array: np.ndarray) -> float:
     return float(array.min())
 
 
-def _untilt(array: np.ndarray, shifts: np.ndarray, fill: float) -> np.ndarray:
-    """Shift each slice in plane by ``-shifts`` pixels so that the stack stands straight."""
+def _untilt(array: np.ndarray, shifts: np.ndarray, fill: float,
+            pad: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))) -> np.ndarray:
+    """Move each slice in plane by ``shifts`` pixels (onto a grid widened by ``pad`` rows and
+    columns before and after) so that the stack stands straight; outside is ``fill``."""
     from scipy import ndimage
 
-    out = np.empty(array.shape, dtype=np.float32)
+    rows, columns = array.shape[1] + sum(pad[0]), array.shape[2] + sum(pad[1])
+    out = np.empty((array.shape[0], rows, columns), dtype=np.float32)
     for k in range(array.shape[0]):
-        ndimage.shift(array[k].astype(np.float32), shifts[k], output=out[k], order=1,
-                      mode="constant", cval=fill)
+        wide = np.full((rows, columns), fill, dtype=np.float32)
+        wide[:array.shape[1], :array.shape[2]] = array[k]
+        ndimage.shift(wide, shifts[k], output=out[k], order=1, mode="constant", cval=fill)
     return _like(out, array.dtype)
 
 

@@ -110,3 +110,64 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value) if value == value else "nan"
     return value
+
+
+def upsert_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[dict[str, Any]],
+               *, key: str = CASE_ID) -> None:
+    """Add ``rows`` to the CSV index at ``path``, replacing rows with the same ``key``.
+
+    Several processes may update one index at once (``make -j`` converting case by case into
+    one folder): an exclusive lock on the folder itself orders them (no lock file is left),
+    and the file is rewritten atomically. Rows are kept sorted by ``key``.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            kept: dict[str, dict[str, Any]] = {}
+            if path.is_file():
+                existing = read_table(path)
+                if key in existing.columns:
+                    kept = {row[key]: row for row in existing.rows}
+            for row in rows:
+                kept[str(row[key])] = row
+            write_csv(path, columns, [kept[k] for k in sorted(kept)], force=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    finally:
+        os.close(lock)
+
+
+def join_cases(table: Table, *, id_column: str, cases: str | os.PathLike) -> Table:
+    """``table`` keyed by ``id_column`` (e.g. PatientID) turned into one row per case of the
+    ``cases.csv`` index that has that value (a patient with two scans gives two rows); the
+    rows get a ``case_id`` column first and keep every other column.
+
+    Raises
+    ------
+    InputError
+        The index lacks the column, or a value of ``table`` matches no case (named).
+    """
+    index = read_table(cases, required=(CASE_ID,))
+    keys = index.column(id_column, purpose=f"to join {table.path.name} by --id-column")
+    wanted = table.column(id_column, purpose="the id to join by; see --id-column")
+    by_key: dict[str, list[str]] = {}
+    for case, key in zip(index.column(CASE_ID), keys):
+        by_key.setdefault(key, []).append(case)
+    unmatched = sorted({key for key in wanted if key not in by_key})
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
+        raise InputError(f"{len(unmatched)} {id_column} value(s) match no case of {index.path} "
+                         f"({shown})", path=table.path,
+                         hint="convert those series too, or leave their rows out")
+    rows, lines = [], []
+    for row, line in zip(table.rows, table.lines):
+        for case in by_key[row[id_column]]:
+            rows.append({CASE_ID: case, **{k: v for k, v in row.items() if k != CASE_ID}})
+            lines.append(line)
+    columns = [CASE_ID, *[c for c in table.columns if c != CASE_ID]]
+    return Table(table.path, columns, rows, lines)

@@ -168,23 +168,29 @@ def _tilted(tmp_path, shift_mm=1.0):
     return straight
 
 
-def test_gantry_tilt_is_detected_and_refused(tmp_path):
+def test_gantry_tilt_is_refused_with_no_untilt(tmp_path):
     _tilted(tmp_path)
     scanned = scan(find_files([tmp_path / "tilt"], suffixes=None))
-    result = plan(scanned.frames, roots=[tmp_path / "tilt"])
+    result = plan(scanned.frames, roots=[tmp_path / "tilt"], untilt=False)
     message = str(result.failures[0][1])
-    assert "gantry tilt of 26.57 degrees" in message and "--untilt" in message
+    assert "gantry tilt of 26.57 degrees" in message and "--no-untilt" in message
 
 
-def test_untilt_resamples_onto_a_straight_grid(tmp_path):
+def test_untilt_resamples_onto_a_straight_grid_that_holds_every_pixel(tmp_path):
+    """Slice k of the tilted acquisition lies k mm (k rows) further along y; the straight grid
+    is 4 rows taller, starts where slice 0 does, and holds every source pixel."""
     straight = _tilted(tmp_path)
-    volume = build(tmp_path / "tilt", untilt=True)[0]["tilt"]
+    (volume,), result = build(tmp_path / "tilt")[0].values(), build(tmp_path / "tilt")[1]
     assert volume.meta["gantry_tilt_deg"] == pytest.approx(26.565, abs=1e-3)
+    assert volume.meta["untilt_added_pixels"] == {"rows": [0, 4], "columns": [0, 0]}
     assert volume.orientation == "LPS" and volume.spacing[0] == pytest.approx(2.0)
-    # whole-pixel shifts: resampling is exact where the data exist
+    assert volume.shape == (5, 12 + 4, 10)
+    assert "widened by 4 pixel(s)" in " ".join(n.text for n in result.notices)
+    # whole-pixel shifts: resampling is exact; every source row is in the output
     for k in range(5):
-        np.testing.assert_array_equal(volume.array[k, k:], straight[k, k:])
-        assert np.all(volume.array[k, :k] == -2000)   # brought in from outside: padding
+        tilted = np.roll(straight[k], -k, axis=0)
+        np.testing.assert_array_equal(volume.array[k, k:k + 12], tilted)
+        assert np.all(volume.array[k, :k] == -2000) and np.all(volume.array[k, k + 12:] == -2000)
 
 
 def test_per_slice_rescale_is_kept_per_slice(tmp_path, stored):

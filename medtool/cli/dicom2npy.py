@@ -21,17 +21,25 @@ another orientation) are dropped with a note. Slices are sorted by ImagePosition
 projected on the slice normal (InstanceNumber only when positions are missing, with a
 warning); slice spacing comes from those positions, never from SliceThickness.
 
-Checks: spacing between neighbouring slices may differ from the median by 5 %; more is
-reported as missing slices (error, or [bold]--allow-gaps[/bold] to interpolate linearly onto a
-uniform grid, the true positions kept in the metadata). Images closer than 0.01 mm are at the
-same position: exact duplicates are dropped, different images are phases, split into separate
-volumes by the attribute that tells them apart (TemporalPositionIdentifier, TriggerTime,
-EchoTime, AcquisitionNumber, ...) or refused. Slices drifting sideways by more than a quarter
-pixel over the stack are a gantry tilt (error, or [bold]--untilt[/bold] to resample onto a
-straight grid).
+Checks: spacing between neighbouring slices may differ from the median by 5 %. A step of
+two or more whole steps is missing slices (error, or [bold]--allow-gaps[/bold] to interpolate
+linearly onto a uniform grid); other uneven spacing is interpolated onto a uniform grid with a
+warning (as dcm2niix's equalised output), the true positions kept in the metadata. Images
+closer than 0.01 mm are at the same position: exact duplicates are dropped, different images
+are phases, split into separate volumes by the attribute that tells them apart
+(TemporalPositionIdentifier, TriggerTime, EchoTime, AcquisitionNumber, ...) or refused.
+Slices drifting sideways by more than a quarter pixel over the stack are a gantry tilt:
+resampled onto a straight grid widened to hold every source pixel, with a warning, the tilt
+and the added pixels recorded in the metadata ([bold]--no-untilt[/bold] refuses instead).
 
 Output: OUT/<case>.<format>, the case being the series' folder relative to the input, plus a
-_series<N> suffix when a case holds several series; OUT may also name one file. Values are the
+_series<N> suffix when a case holds several series, or [bold]--name TEMPLATE[/bold] filled in
+from DICOM keywords ('{PatientID}', '{PatientID}_{StudyDate}_{SeriesNumber}'; characters
+unsafe in file names become _, two series given one name are an error unless --series
+largest); OUT may also name one file. OUT/cases.csv (beside the file for one output) lists
+every case written: case_id, output, source folder, PatientID, Study and Series Instance
+UID, SeriesNumber, SeriesDescription, Modality, files; later runs into the same folder add
+their rows. Values are the
 stored values with each slice's RescaleSlope/Intercept in the metadata (units raw), or HU with
 [bold]--hu[/bold] (as medtool hu). The metadata keeps non-identifying facts only.
 
@@ -50,16 +58,21 @@ def register(app: typer.Typer) -> None:
         *,
         fmt: Annotated[str, typer.Option("--format", help="npy (+ .json sidecar), npz, nii.gz or nii.")] = "npy",
         series: Annotated[str, typer.Option("--series", help="all, largest (per case) or one SeriesInstanceUID.")] = "all",
+        name: Annotated[str | None, typer.Option(
+            "--name", metavar="TEMPLATE",
+            help="Name cases from DICOM keywords, e.g. '{PatientID}', "
+                 "'{PatientID}_{StudyDate}_{SeriesNumber}', '{AccessionNumber}' (default: the "
+                 "series' folder).")] = None,
         hu: Annotated[bool, typer.Option("--hu", help="Write int16 Hounsfield units (as medtool hu) instead of stored values.")] = False,
         allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Interpolate missing or unevenly spaced slices onto a uniform grid.")] = False,
-        untilt: Annotated[bool, typer.Option("--untilt", help="Resample gantry-tilted series onto a straight grid.")] = False,
+        untilt: Annotated[bool, typer.Option("--untilt/--no-untilt", help="Resample gantry-tilted series onto a straight grid that holds every source pixel (with a warning), or refuse them.")] = True,
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
     ) -> int:
         from ..ingest import HuOptions, convert
 
         report = convert(inputs, out, fmt=fmt, series=series, allow_gaps=allow_gaps, untilt=untilt,
-                         hu=HuOptions() if hu else None, workers=opts.workers, force=opts.force,
+                         name=name, hu=HuOptions() if hu else None, workers=opts.workers, force=opts.force,
                          shard=opts.shard, step=opts.step(), progress=opts.show_progress,
                          on_error=opts.report, on_notice=common.report_notice if not opts.quiet else None)
         return report_conversion(report, json=json, opts=opts)
@@ -98,6 +111,11 @@ def report_conversion(report, *, json: bool, opts: common.Options) -> int:
         common.stdout.print(table)
     if report.skipped and not opts.quiet:
         common.stderr.print(skipped_summary(report.skipped, verbose=opts.verbose),
+                            highlight=False, markup=False)
+    if getattr(report, "cases", None) is not None and not opts.quiet:
+        common.stderr.print(f"note: {report.cases} lists each case's source and DICOM identity"
+                            + (" (it holds PatientIDs: identifying unless the data was "
+                               "anonymized)" if report.identified else ""),
                             highlight=False, markup=False)
     if not report.written and not report.failures:
         raise InputError("no DICOM image series found", path=" ".join(report.inputs),

@@ -40,6 +40,14 @@ def register(app: typer.Typer) -> None:
                                                   help="Keep each value of this column in one fold.")] = None,
         bins: Annotated[int | None, typer.Option("--bins", min=2, metavar="N",
                                                  help="Stratify a numeric column by N quantile bins.")] = None,
+        id_column: Annotated[str | None, typer.Option(
+            "--id-column", metavar="COL",
+            help="Column of LABELS holding the case id (default case_id, else the first); with "
+                 "--cases, the column (e.g. PatientID) that joins LABELS to the cases.")] = None,
+        cases_index: Annotated[Path | None, typer.Option(
+            "--cases", metavar="CASES.csv",
+            help="dicom2npy's cases.csv: LABELS rows keyed by --id-column stand for every "
+                 "case with that value (grouped by it).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the assignment.")] = 42,
         test: Annotated[float, typer.Option("--test", metavar="FRAC",
                                             help="Hold out this fraction as the test split.")] = 0.0,
@@ -52,7 +60,10 @@ def register(app: typer.Typer) -> None:
         from ..folds import make_folds, read_cases
         from ..tables import CASE_ID, write_csv
 
-        cases = read_cases(source, stratify=stratify, group=group, bins=bins)
+        cases = read_cases(source, stratify=stratify, group=group, bins=bins,
+                           id_column=id_column, cases=cases_index)
+        if cases_index is not None and group is None:
+            group = id_column
         split = make_folds(cases, k=k, seed=seed, test=test)
         splits_json = out.parent / NNUNET_SPLITS
         check_writable(out, force=opts.force)

@@ -82,7 +82,8 @@ def register(app: typer.Typer) -> None:
         # classification
         labels: Annotated[Path | None, typer.Option("--labels", help="CSV with a case id and a class per image.", rich_help_panel=_CLS)] = None,
         image_suffix: Annotated[str, typer.Option("--image-suffix", help="Images are named <case><suffix> (e.g. _masked); others in the folder are left out.", rich_help_panel=_CLS)] = "",
-        id_column: Annotated[str, typer.Option("--id-column", help="Case id column of --labels (matches the image names).", rich_help_panel=_CLS)] = "case_id",
+        id_column: Annotated[str, typer.Option("--id-column", help="Case id column of --labels (matches the image names); with --cases, the column (e.g. PatientID) joining --labels to the cases.", rich_help_panel=_CLS)] = "case_id",
+        cases: Annotated[Path | None, typer.Option("--cases", metavar="CASES.csv", help="dicom2npy's cases.csv: --labels rows keyed by --id-column label every case with that value.", rich_help_panel=_CLS)] = None,
         label_column: Annotated[str, typer.Option("--label-column", help="Class column of --labels.", rich_help_panel=_CLS)] = "label",
         shape: Annotated[tuple[int, int, int] | None, typer.Option(
             "--shape", metavar="Z Y X", help="Model input size (Z is 1 for --dim 2d) [default: median of the training volumes].", rich_help_panel=_CLS)] = None,
@@ -205,6 +206,7 @@ def _classify_options(v: dict[str, Any]):
     given = {k: v[k] for k in ("model", "width", "dropout") if v[k] is not None}
     return ClassifyOptions(
         images=_str(v["images"]), labels=_str(v["labels"]), image_suffix=v["image_suffix"], id_column=v["id_column"],
+        cases=_str(v["cases"]),
         label_column=v["label_column"], class_names=_names(v["class_names"]), folds=_str(v["folds"]),
         fold=v["fold"], val_fraction=v["val_fraction"], dim=_dim(v["dim"]),
         shape=_sizes(v["shape"], v["dim"], "--shape"), spacing=list(v["spacing"]) if v["spacing"] else None,

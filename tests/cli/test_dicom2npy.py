@@ -205,7 +205,8 @@ def test_workers_give_the_same_result(cli, tmp_path, phantom_dir):
     b = cli("dicom2npy", phantom_dir / "ct", tmp_path / "b", "-j", "2")
     assert a.exit_code == b.exit_code == 0
     names = sorted(os.listdir(tmp_path / "a"))
-    assert names == sorted(os.listdir(tmp_path / "b")) and len(names) == 8   # 4 cases, npy + json
+    assert names == sorted(os.listdir(tmp_path / "b")) and len(names) == 9   # 4 x npy + json
+    assert "cases.csv" in names
     for name in names:
         if name.endswith(".npy"):
             np.testing.assert_array_equal(np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name))
@@ -238,7 +239,8 @@ def test_damaged_rle_fails_its_file_and_the_good_series_is_written(cli, tmp_path
     assert error.startswith(f"error: {bad}: the RLE data holds 4097 pixels a plane")
     assert "Rows x Columns is 3 x 7 = 21" in error            # 64 x 64 and a pad byte
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.json", "good.npy"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cases.csv", "good.json",
+                                                                    "good.npy"]
     assert f"1 of 2 inputs failed: {bad}" in " ".join(result.stderr.split())
 
 
@@ -397,3 +399,73 @@ def test_an_existing_output_is_one_rule_for_every_command(cli, tmp_path, stored,
     assert str(tmp_path / "in") in summary.split("inputs failed:")[-1]
     assert str(tmp_path / "out") not in summary.split("inputs failed:")[-1]
     assert cli(command, tmp_path / "in", tmp_path / "out", *extra, "--force").exit_code == 0
+
+
+# -- case names users choose, and the cases.csv index ---------------------------------------------
+
+def test_name_template_names_cases_from_dicom_keywords(cli, tmp_path, stored):
+    extra = [{"PatientName": "DOE^JOHN", "AccessionNumber": "A/17"}] * len(stored)
+    write_series(tmp_path / "in" / "2.000000-CHEST4.24mmB31f-28774", stored, extra=extra)
+    result = cli("dicom2npy", tmp_path / "in", tmp_path / "out",
+                 "--name", "{PatientID}_{PatientName}_{SeriesNumber:03}_{AccessionNumber}_{StudyDate}")
+    assert result.exit_code == 0, result.stderr
+    assert [p.name for p in (tmp_path / "out").glob("*.npy")] == [
+        "FIX001_DOE_JOHN_003_A_17_NA.npy"]                     # ^ and / made safe, no date: NA
+    bad = cli("dicom2npy", tmp_path / "in", tmp_path / "o2", "--name", "{PatientId}")
+    assert bad.exit_code == 2 and "'PatientId' is not a DICOM keyword" in bad.stderr
+
+
+def test_two_series_given_one_name_are_an_error_unless_largest(cli, tmp_path, stored):
+    write_series(tmp_path / "in" / "thin", stored)
+    write_series(tmp_path / "in" / "thick", stored[:3], seed=1)
+    result = cli("dicom2npy", tmp_path / "in", tmp_path / "out", "--name", "{PatientID}")
+    (error,) = _errors(result)
+    assert result.exit_code == 1 and "gives 'FIX001' to 2 series" in error
+    assert "--series largest" in error and not list((tmp_path / "out").glob("*.npy"))
+    largest = cli("dicom2npy", tmp_path / "in", tmp_path / "out", "--name", "{PatientID}",
+                  "--series", "largest")
+    assert largest.exit_code == 0, largest.stderr
+    assert load_volume(tmp_path / "out" / "FIX001.npy").shape == stored.shape
+
+
+def test_cases_csv_indexes_every_conversion_into_a_folder(cli, tmp_path, stored):
+    import csv
+
+    from medtool.ingest import CASES_COLUMNS
+
+    write_series(tmp_path / "a" / "p1", stored)
+    write_series(tmp_path / "b" / "p2", stored, seed=1)
+    assert cli("dicom2npy", tmp_path / "a", tmp_path / "out").exit_code == 0
+    result = cli("dicom2npy", tmp_path / "b" / "p2", tmp_path / "out" / "p2.nii.gz")
+    assert result.exit_code == 0 and "cases.csv" in result.stderr and "identifying" in result.stderr
+    with open(tmp_path / "out" / "cases.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == CASES_COLUMNS
+    assert [(r["case_id"], r["output"], r["source"]) for r in rows] == [
+        ("p1", "p1.npy", str(tmp_path / "a" / "p1")),
+        ("p2", "p2.nii.gz", str(tmp_path / "b" / "p2"))]
+    first = pydicom.dcmread(next((tmp_path / "a" / "p1").iterdir()))
+    assert rows[0]["PatientID"] == "FIX001" and rows[0]["SeriesInstanceUID"] == first.SeriesInstanceUID
+    assert rows[0]["StudyInstanceUID"] == first.StudyInstanceUID and rows[0]["files"] == "5"
+    assert rows[0]["Modality"] == "CT" and rows[0]["SeriesNumber"] == "3"
+    sidecar = (tmp_path / "out" / "p1.json").read_text()
+    assert "FIX001" not in sidecar                                  # identity stays in cases.csv
+    hu = cli("hu", tmp_path / "out", tmp_path / "hu")              # the index is no input
+    assert hu.exit_code == 0 and "skipped" not in hu.stderr
+
+
+def test_cases_csv_survives_parallel_case_by_case_conversions(tmp_path, stored):
+    """make -j converting one case per process into one folder: every row arrives."""
+    import csv
+    import subprocess
+    import sys
+
+    for k in range(6):
+        write_series(tmp_path / "in" / f"case_{k}", stored, seed=k)
+    processes = [subprocess.Popen([sys.executable, "-m", "medtool", "dicom2npy",
+                                   str(tmp_path / "in" / f"case_{k}"),
+                                   str(tmp_path / "out" / f"case_{k}.npy"), "-q"])
+                 for k in range(6)]
+    assert [p.wait(timeout=120) for p in processes] == [0] * 6
+    with open(tmp_path / "out" / "cases.csv", newline="") as handle:
+        assert [r["case_id"] for r in csv.DictReader(handle)] == [f"case_{k}" for k in range(6)]
