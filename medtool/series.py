@@ -43,6 +43,9 @@ SAME_POSITION_MM = 0.01
 #: A stack is tilted when its slices drift sideways (perpendicular to the slice normal) by more
 #: than this fraction of a pixel from the first slice to the last.
 TILT_PIXEL_FRACTION = 0.25
+#: Spline order of the in-plane shifts that straighten a tilted stack (3: cubic, so that a
+#: source pixel read back from the straight grid is within a few HU of itself).
+UNTILT_ORDER = 3
 #: Source pixel centres within this fraction of a pixel outside the straight grid count as
 #: inside it (rounding of positions in the header).
 TILT_EDGE_PIXELS = 1e-3
@@ -765,7 +768,8 @@ def _untilt(array: np.ndarray, shifts: np.ndarray, fill: float,
     for k in range(array.shape[0]):
         wide = np.full((rows, columns), fill, dtype=np.float32)
         wide[:array.shape[1], :array.shape[2]] = array[k]
-        ndimage.shift(wide, shifts[k], output=out[k], order=1, mode="constant", cval=fill)
+        ndimage.shift(wide, shifts[k], output=out[k], order=UNTILT_ORDER, mode="constant",
+                      cval=fill)
     return _like(out, array.dtype)
 
 

@@ -33,7 +33,8 @@ def labels(folder: Path) -> list[dict]:
 def test_layout(phantom_dir):
     rows = labels(phantom_dir)
     assert [r["case_id"] for r in rows] == ["case_001", "case_002", "case_003", "case_004"]
-    assert list(rows[0]) == ["case_id", "patient_id", "label", "tumour_volume_ml", "tumour_diameter_mm"]
+    assert list(rows[0]) == ["case_id", "patient_id", "label", "tumour_volume_ml", "tumour_diameter_mm",
+                            "PatientID"]
     for row in rows:
         case = row["case_id"]
         assert (phantom_dir / "ct" / case).is_dir()

@@ -26,14 +26,23 @@ def register(app: typer.Typer) -> None:
             "--tumour-fraction", min=0.0, max=1.0,
             help="Chance that a CT case has a lung tumour; 1 gives a tumour-segmentation cohort "
                  "in which every case has one.")] = 0.65,
+        layout: Annotated[str, typer.Option(
+            "--layout", help="flat: OUT/ct/<case>/; tcia: a TCIA download, "
+            "OUT/ct/<PatientID>/<date>-NA-<study>-<NNNNN>/<series number>.000000-<series>-<NNNNN>/1-NNN.dcm.")] = "flat",
+        clutter: Annotated[bool, typer.Option(
+            "--clutter", help="Add what real exports hold to each study: a localizer, an RGB "
+            "dose screen (secondary capture), a dose SR, a second kernel, a gantry-tilted "
+            "series and one with uneven slice spacing.")] = False,
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
     ) -> int:
         """Write a synthetic but realistic data set with exact ground truth.
 
-        Layout: OUT/ct/<case>/*.dcm (one CT series per case), OUT/truth/<case>_lungs.nii.gz
-        (1 right, 2 left lung), OUT/truth/<case>_tumour.nii.gz, OUT/labels.csv,
-        OUT/cxr/<patientId>.dcm and OUT/cxr_boxes.csv (RSNA form).
+        Layout: OUT/ct/<case>/*.dcm (one CT series per case; --layout tcia writes TCIA's
+        download tree instead), OUT/truth/<case>_lungs.nii.gz (1 right, 2 left lung),
+        OUT/truth/<case>_tumour.nii.gz, OUT/labels.csv (case_id, patient_id, label, tumour
+        volume and diameter, the DICOM PatientID), OUT/cxr/<patientId>.dcm and
+        OUT/cxr_boxes.csv (RSNA form).
 
         Example: [bold]medtool phantom data --cases 5 --seed 1 --shape 128[/bold]
         """
@@ -42,7 +51,8 @@ def register(app: typer.Typer) -> None:
         summary = write_dataset(out, cases=cases, seed=seed, shape=shape,
                                 cxr=cases if cxr is None else cxr, workers=opts.workers,
                                 force=opts.force, step=opts.step(), progress=opts.show_progress,
-                                tumour_fraction=tumour_fraction)
+                                tumour_fraction=tumour_fraction, layout=layout,
+                                clutter=clutter)
         if json:
             common.print_json({"out": str(out), **summary})
         elif not opts.quiet:

@@ -5,7 +5,8 @@ Layout written under ``OUT``::
     ct/<case_id>/IM-NNNN.dcm           one CT series per case, file names not in slice order
     truth/<case_id>_lungs.nii.gz       0 background, 1 right lung, 2 left lung (series grid)
     truth/<case_id>_tumour.nii.gz      0/1
-    labels.csv                         case_id,patient_id,label,tumour_volume_ml,tumour_diameter_mm
+    labels.csv                         case_id,patient_id,label,tumour_volume_ml,tumour_diameter_mm,
+                                       PatientID (the DICOM one)
     cxr/<patientId>.dcm                chest X-rays (CR)
     cxr_boxes.csv                      patientId,x,y,width,height,Target (RSNA form)
 
@@ -27,17 +28,20 @@ import numpy as np
 
 from ..batch import run_batch
 from ..files import atomic_directory, atomic_output, atomic_write_text, check_writable
+from ..errors import UsageError
 from ..formats import save_volume
 from ..metrics import longest_axial_diameter
 from ..volume import AXIAL_DIRECTION, Volume
 from .ct import LABEL_DIAMETER_MM, LEFT_LUNG, RIGHT_LUNG, TUMOUR_FRACTION, make_ct
 from .cxr import RSNA_SIZE, make_cxr
-from .dicomfiles import Study, write_ct_series, write_cxr
+from .dicomfiles import Study, write_cxr
+from .export import LAYOUTS, study_path, write_study
 from .identity import Person, Site, make_person, make_site
 
 #: Chance that a new case is a follow-up scan of an earlier patient (who then has two cases).
 FOLLOW_UP_PROBABILITY = 0.3
-LABELS_HEADER = ("case_id", "patient_id", "label", "tumour_volume_ml", "tumour_diameter_mm")
+LABELS_HEADER = ("case_id", "patient_id", "label", "tumour_volume_ml", "tumour_diameter_mm",
+                 "PatientID")
 BOXES_HEADER = ("patientId", "x", "y", "width", "height", "Target")
 LUNG_LABELS = {str(RIGHT_LUNG): "right lung", str(LEFT_LUNG): "left lung"}
 
@@ -57,6 +61,8 @@ class CaseJob:
     force: bool
     step: dict[str, Any]
     tumour_fraction: float = TUMOUR_FRACTION
+    layout: str = "flat"                 # export layout of the study (phantom.export)
+    clutter: bool = False                # add what real exports hold besides the series
 
 
 @dataclass
@@ -123,6 +129,12 @@ def _uuid(rng: np.random.Generator):
     return uuid.UUID(bytes=rng.bytes(16), version=4)
 
 
+def _study_dir(job: CaseJob) -> Path:
+    """The folder of the case's study under ``OUT/ct`` (see :mod:`medtool.phantom.export`)."""
+    return job.out / "ct" / study_path(job.layout, case_id=job.case_id,
+                                       patient_id=job.person.patient_id, study=job.study)
+
+
 def _truth_paths(out: Path, case_id: str) -> tuple[Path, Path]:
     return out / "truth" / f"{case_id}_lungs.nii.gz", out / "truth" / f"{case_id}_tumour.nii.gz"
 
@@ -132,8 +144,9 @@ def write_case(job: CaseJob) -> dict[str, Any]:
     rng = np.random.default_rng(job.seed)
     case = make_ct(rng, shape=job.shape, tumour_probability=job.tumour_fraction)
     lungs_path, tumour_path = _truth_paths(job.out, job.case_id)
-    with atomic_directory(job.out / "ct" / job.case_id, force=job.force) as folder:
-        write_ct_series(folder, case, person=job.person, site=job.site, study=job.study, rng=rng)
+    with atomic_directory(_study_dir(job), force=job.force) as folder:
+        write_study(folder, case, layout=job.layout, clutter=job.clutter, person=job.person,
+                    site=job.site, study=job.study, rng=rng)
     meta = {"units": "label", "modality": "SEG", "case_id": job.case_id, "source": "medtool phantom"}
     grid = dict(spacing=case.spacing, origin=case.origin, direction=AXIAL_DIRECTION)
     save_volume(Volume(case.lungs, **grid, meta={**meta, "labels": LUNG_LABELS}, history=[job.step]),
@@ -148,6 +161,7 @@ def write_case(job: CaseJob) -> dict[str, Any]:
         "label": int(diameter >= LABEL_DIAMETER_MM),
         "tumour_volume_ml": round(float(case.tumour.sum()) * voxel_ml, 3),
         "tumour_diameter_mm": round(diameter, 2),
+        "PatientID": job.person.patient_id,
     }
 
 
@@ -179,8 +193,13 @@ def _csv(header, rows) -> str:
 def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int = 512,
                   cxr: int = 5, workers: int = 1, force: bool = False,
                   step: dict[str, Any] | None = None, progress: bool = False,
-                  tumour_fraction: float = TUMOUR_FRACTION) -> dict[str, Any]:
+                  tumour_fraction: float = TUMOUR_FRACTION, layout: str = "flat",
+                  clutter: bool = False) -> dict[str, Any]:
     """Write the whole phantom data set under ``out``; return counts of what was written.
+
+    ``layout`` lays the CT studies out as ``flat`` (``ct/<case_id>/``) or as a TCIA download
+    (``tcia``); ``clutter`` adds what real exports hold besides the image series (see
+    :mod:`medtool.phantom.export`).
 
     ``tumour_fraction`` is each CT case's chance of a lung tumour (1 for a tumour-segmentation
     cohort in which every case has one, as in the Medical Segmentation Decathlon's lung task).
@@ -191,12 +210,15 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
         ``out`` already holds a phantom data set and ``force`` is false.
     """
     out = Path(out)
+    if layout not in LAYOUTS:
+        raise UsageError(f"--layout {layout}: choose one of {', '.join(LAYOUTS)}")
     case_jobs, xray_jobs = plan(cases=cases, seed=seed, cxr=cxr, shape=shape, out=out,
                                 force=force, step=step or {}, tumour_fraction=tumour_fraction)
     # Refuse before generating anything, rather than after minutes of work.
     outputs = [out / "labels.csv", out / "cxr_boxes.csv"]
     for job in case_jobs:
-        outputs += [out / "ct" / job.case_id, *_truth_paths(out, job.case_id)]
+        job.layout, job.clutter = layout, clutter
+        outputs += [_study_dir(job), *_truth_paths(out, job.case_id)]
     outputs += [out / "cxr" / f"{job.patient_uid}.dcm" for job in xray_jobs]
     for path in outputs:
         check_writable(path, force=force)

@@ -28,6 +28,8 @@ from .identity import Person, Site, age_string
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1431.1"  # medtool phantom writer
 IMPLEMENTATION_VERSION = f"MEDTOOL_{__version__}"[:16]
 _INT16 = np.iinfo(np.int16)
+#: Size (rows, columns) of the RGB dose screen of ``--clutter``.
+DOSE_SCREEN_SIZE = (240, 320)
 
 
 @dataclass
@@ -111,25 +113,39 @@ def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
 
 
 def write_ct_series(folder: Path, case: CTCase, *, person: Person, site: Site, study: Study,
-                    rng: np.random.Generator) -> list[Path]:
+                    rng: np.random.Generator, series_number: int = 2, key: str = "ct",
+                    kernel: str | None = None, hu: np.ndarray | None = None,
+                    z_positions: np.ndarray | None = None, tilt_deg: float = 0.0,
+                    description: str | None = None, names: str = "random",
+                    prefix: str = "IM") -> list[Path]:
     """Write ``case`` as one DICOM file per slice into ``folder`` (which must exist).
 
     Slices are numbered from the top (instance 1 = most superior, as a head-first scan); file
-    names are random (``IM-NNNN.dcm``, not in slice order). Returns the paths written.
+    names are random (``IM-NNNN.dcm``, not in slice order) or, with ``names="tcia"``, TCIA's
+    ``1-NNN.dcm`` in instance order. Another series of the same study takes its own
+    ``series_number`` and ``key`` (its UIDs), ``kernel`` and ``hu`` (a second
+    reconstruction); ``z_positions`` (mm, one per slice of ``hu``) give uneven spacing;
+    ``tilt_deg`` writes the slices as a gantry-tilted acquisition (image planes tilted about
+    the x axis, positions advancing along z as the table moves; ``hu`` must then hold the
+    values sampled on those planes). Returns the paths written.
     """
-    n_slices, rows, cols = case.hu.shape
+    hu = case.hu if hu is None else hu
+    n_slices, rows, cols = hu.shape
     dz, dy, dx = case.spacing
     x0, y0, z0 = case.origin
+    zs = z0 + np.arange(n_slices) * dz if z_positions is None else np.asarray(z_positions)
+    kernel = kernel or site.kernel
+    tilt = np.deg2rad(tilt_deg)
     ds = Dataset()
     _patient_module(ds, person, study)
     _study_module(ds, site, study, "CT")
     ds.SOPClassUID = CTImageStorage
-    ds.SeriesInstanceUID = study.uid("series", "ct")
+    ds.SeriesInstanceUID = study.uid("series", key)
     ds.FrameOfReferenceUID = study.uid("frame", "ct")
     ds.PositionReferenceIndicator = ""
-    ds.SeriesNumber = 2
+    ds.SeriesNumber = series_number
     ds.AcquisitionNumber = 1
-    ds.SeriesDescription = f"CHEST {case.slice_thickness:.3g}mm {site.kernel}"
+    ds.SeriesDescription = description or f"CHEST {case.slice_thickness:.3g}mm {kernel}"
     ds.ProtocolName = "CHEST ROUTINE"
     ds.BodyPartExamined = "CHEST"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -137,12 +153,18 @@ def write_ct_series(folder: Path, case: CTCase, *, person: Person, site: Site, s
     ds.ScanOptions = "HELICAL MODE"
     ds.KVP = 120
     ds.XRayTubeCurrent = int(rng.integers(80, 400))
-    ds.ConvolutionKernel = site.kernel
+    ds.ConvolutionKernel = kernel
     ds.SliceThickness = case.slice_thickness
-    ds.SpacingBetweenSlices = round(dz, 6)
+    if z_positions is None:
+        ds.SpacingBetweenSlices = round(dz, 6)
     ds.ReconstructionDiameter = round(case.fov_mm, 3)
     ds.DataCollectionDiameter = 500
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    if tilt_deg:
+        ds.GantryDetectorTilt = round(tilt_deg, 2)
+        ds.ImageOrientationPatient = [1, 0, 0, 0, round(float(np.cos(tilt)), 8),
+                                      round(float(-np.sin(tilt)), 8)]
+    else:
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = rows, cols
@@ -159,23 +181,112 @@ def write_ct_series(folder: Path, case: CTCase, *, person: Person, site: Site, s
     ds.WindowWidth = [1500, 400]
     ds.WindowCenterWidthExplanation = ["LUNG", "MEDIASTINUM"]
 
-    stored = stored_ct_values(case.hu)
-    names = rng.permutation(n_slices) + 1
+    stored = stored_ct_values(hu)
+    order = rng.permutation(n_slices) + 1
     written = []
     for instance in range(1, n_slices + 1):
         k = n_slices - instance                     # array index: 0 is the most inferior slice
-        z = z0 + k * dz
-        sop_uid = study.uid("ct", instance)
+        sop_uid = study.uid(key, instance)
         ds.SOPInstanceUID = sop_uid
         ds.InstanceNumber = instance
-        ds.ImagePositionPatient = [round(x0, 6), round(y0, 6), round(z, 6)]
-        ds.SliceLocation = round(z, 6)
+        ds.ImagePositionPatient = [round(x0, 6), round(y0, 6), round(float(zs[k]), 6)]
+        ds.SliceLocation = round(float(zs[k]), 6)
         ds.PixelData = stored[k].tobytes()
         ds.file_meta = _file_meta(CTImageStorage, sop_uid)
-        path = folder / f"IM-{names[instance - 1]:04d}.dcm"
+        name = (f"1-{instance:03d}.dcm" if names == "tcia"
+                else f"{prefix}-{order[instance - 1]:04d}.dcm")
+        path = folder / name
         ds.save_as(path, enforce_file_format=True)
         written.append(path)
     return written
+
+
+def write_localizer(folder: Path, case: CTCase, *, person: Person, site: Site, study: Study,
+                    name: str = "IM-LOC1.dcm") -> Path:
+    """A frontal scout (topogram) of ``case``: ImageType LOCALIZER, a coronal projection."""
+    hu = np.nan_to_num(case.hu, nan=-1000.0)
+    projection = (hu.mean(axis=1)[::-1] + 1000.0) * 2.0          # rows: z from the top, x
+    ds = Dataset()
+    _patient_module(ds, person, study)
+    _study_module(ds, site, study, "CT")
+    sop_uid = study.uid("localizer")
+    ds.file_meta = _file_meta(CTImageStorage, sop_uid)
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
+    ds.SeriesInstanceUID = study.uid("series", "localizer")
+    ds.FrameOfReferenceUID = study.uid("frame", "ct")
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
+    ds.SeriesDescription = "TOPOGRAM 0.6 T20f"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    dz, _, dx = case.spacing
+    x0, y0, z0 = case.origin
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    ds.ImagePositionPatient = [round(x0, 6), 0.0, round(z0 + (case.hu.shape[0] - 1) * dz, 6)]
+    ds.PixelSpacing = [round(dz, 8), round(dx, 8)]
+    _gray16(ds, np.clip(projection, 0, 4095).astype(np.uint16))
+    ds.save_as(folder / name, enforce_file_format=True)
+    return folder / name
+
+
+def write_dose_screen(folder: Path, *, person: Person, site: Site, study: Study,
+                      rng: np.random.Generator, name: str = "IM-DOSE1.dcm") -> Path:
+    """The RGB dose screen scanners add to a study: a colour Secondary Capture with the dose
+    table burned in (here: bands of colour and noise standing for the text)."""
+    from pydicom.uid import SecondaryCaptureImageStorage
+
+    rows, cols = DOSE_SCREEN_SIZE
+    image = np.zeros((rows, cols, 3), np.uint8)
+    image[..., 2] = 60
+    for top in range(20, rows - 20, 24):                        # "lines of text"
+        image[top:top + 12, 20:cols - 20] = rng.integers(150, 255, size=(12, cols - 40, 3))
+    ds = Dataset()
+    _patient_module(ds, person, study)
+    _study_module(ds, site, study, "CT")
+    sop_uid = study.uid("dose-screen")
+    ds.file_meta = _file_meta(SecondaryCaptureImageStorage, sop_uid)
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, sop_uid
+    ds.SeriesInstanceUID = study.uid("series", "dose-screen")
+    ds.SeriesNumber, ds.InstanceNumber = 501, 1
+    ds.SeriesDescription = "Patient Protocol"
+    ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+    ds.ConversionType = "WSD"
+    ds.BurnedInAnnotation = "YES"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = image.tobytes()
+    ds.save_as(folder / name, enforce_file_format=True)
+    return folder / name
+
+
+def write_dose_report(folder: Path, *, person: Person, site: Site, study: Study,
+                      name: str = "IM-SR1.dcm") -> Path:
+    """An X-Ray Radiation Dose SR (a structured report: no pixel data)."""
+    from pydicom.uid import XRayRadiationDoseSRStorage
+
+    ds = Dataset()
+    _patient_module(ds, person, study)
+    _study_module(ds, site, study, "SR")
+    sop_uid = study.uid("dose-sr")
+    ds.file_meta = _file_meta(XRayRadiationDoseSRStorage, sop_uid)
+    ds.SOPClassUID, ds.SOPInstanceUID = XRayRadiationDoseSRStorage, sop_uid
+    ds.SeriesInstanceUID = study.uid("series", "dose-sr")
+    ds.SeriesNumber, ds.InstanceNumber = 502, 1
+    ds.SeriesDescription = "Dose Report"
+    ds.ValueType, ds.CompletionFlag, ds.VerificationFlag = "CONTAINER", "COMPLETE", "UNVERIFIED"
+    concept = Dataset()
+    concept.CodeValue, concept.CodingSchemeDesignator = "113701", "DCM"
+    concept.CodeMeaning = "X-Ray Radiation Dose Report"
+    ds.ConceptNameCodeSequence = Sequence([concept])
+    ds.ContinuityOfContent = "SEPARATE"
+    ds.save_as(folder / name, enforce_file_format=True)
+    return folder / name
+
+
+def _gray16(ds: Dataset, image: np.ndarray) -> None:
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = image.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.ascontiguousarray(image, dtype=np.uint16).tobytes()
 
 
 def write_cxr(path: Path, image: np.ndarray, *, spacing_mm: float, view: str, person: Person,
