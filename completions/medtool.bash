@@ -13,21 +13,23 @@ _medtool() {
     local opts="" files=1
     case "$cmd" in
     phantom)
-        opts="--cases -n --seed -s --shape --cxr --tumour-fraction --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--cases -n --seed -s --shape --cxr --tumour-fraction --layout --clutter --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --cases|-n) return ;;
             --seed|-s) return ;;
             --shape) return ;;
             --cxr) return ;;
             --tumour-fraction) return ;;
+            --layout) return ;;
             --workers|-j) return ;;
         esac
         ;;
     dicom2npy)
-        opts="--format --series --hu --allow-gaps --untilt --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--format --series --name --hu --allow-gaps --untilt --no-untilt --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
             --series) return ;;
+            --name) return ;;
             --workers|-j) return ;;
             --shard) return ;;
         esac
@@ -96,18 +98,20 @@ _medtool() {
         esac
         ;;
     folds)
-        opts="--k -k --stratify --group --bins --seed --test --json --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--k -k --stratify --group --bins --id-column --cases --seed --test --json --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --k|-k) return ;;
             --stratify) return ;;
             --group) return ;;
             --bins) return ;;
+            --id-column) return ;;
+            --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --seed) return ;;
             --test) return ;;
         esac
         ;;
     train)
-        opts="--out -o --task --images --folds --fold --val-fraction --dim --spacing --normalize --window --class-names --model --width --dropout --augment --aug --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --labels --image-suffix --id-column --label-column --shape --class-weights --cv --boxes --size --weights --fpn-width --anchor-sizes --anchor-ratios --nms --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--out -o --task --images --folds --fold --val-fraction --dim --spacing --normalize --window --class-names --model --width --dropout --augment --aug --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --labels --image-suffix --id-column --cases --label-column --shape --class-weights --cv --boxes --size --weights --fpn-width --anchor-sizes --anchor-ratios --nms --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         files=0
         case "$prev" in
             --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -142,6 +146,7 @@ _medtool() {
             --labels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --image-suffix) return ;;
             --id-column) return ;;
+            --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --label-column) return ;;
             --shape) return ;;
             --class-weights) return ;;
