@@ -98,6 +98,9 @@ PREAMBLE_BYTES = 128
 #: SeriesNumber, ``<instance>`` the InstanceNumber (with the SOP Instance UID's digits added
 #: when two images of a series share it, or instead of it when there is none).
 LAYOUT = "<pseudonym>/ST-<study>/SE<number>-<modality>-<series>/IM-<instance>.dcm"
+#: What a file named by :data:`LAYOUT` is called while it waits for its name (its temporary
+#: files are ``.IM.dcm.~<host>~<pid>~<random>.tmp.dcm``).
+_PENDING_NAME = "IM.dcm"
 #: Hex digits of the hashes in :data:`LAYOUT`.
 NAME_HASH_DIGITS = 8
 #: Characters kept in a name taken from a value (the rest become ``_``).
@@ -636,7 +639,7 @@ def _anonymize_file_quietly(job: _Job) -> dict[str, Any]:
             _save(ds, temp, job.source)
         return {**result, "output": str(job.target)}
     folder = job.out / layout_folder(ds, outcome.pseudonym)
-    placeholder = folder / "IM.dcm"
+    placeholder = folder / _PENDING_NAME
     check_inside(placeholder, job.out)
     folder.mkdir(parents=True, exist_ok=True)
     check_inside(placeholder, job.out)                  # a link made while we were at it
@@ -842,7 +845,7 @@ def anonymize(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None
     try:
         if root is not None and root.is_dir():
             for stale in {p.parent for p in root.rglob(".*.tmp*")}:
-                remove_stale_temps(stale / "IM.dcm")
+                remove_stale_temps(stale / _PENDING_NAME)
         outcome = run_batch(_anonymize_file, jobs, workers=workers, description="anonymizing",
                             progress=progress, on_error=on_error, on_result=arrived,
                             name=lambda job: str(job.source))

@@ -150,10 +150,14 @@ def check_inside(path: str | os.PathLike, root: str | os.PathLike) -> None:
                          hint="remove the link or choose another output folder")
 
 
+def _host() -> str:
+    """This machine's name as it appears in temporary file names."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
 def _temp_prefix(path: Path) -> str:
     """``.<name>.~<host>~<pid>~`` of this process's temporary files for ``path``."""
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
-    return f".{path.name}.~{host}~{os.getpid()}~"
+    return f".{path.name}.~{_host()}~{os.getpid()}~"
 
 
 def remove_stale_temps(path: str | os.PathLike) -> int:
@@ -163,7 +167,7 @@ def remove_stale_temps(path: str | os.PathLike) -> int:
     output) is left alone. Returns how many were removed.
     """
     path = Path(path)
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    host = _host()
     try:
         entries = list(os.scandir(path.parent))
     except OSError:

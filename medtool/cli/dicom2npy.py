@@ -112,7 +112,7 @@ def report_conversion(report, *, json: bool, opts: common.Options) -> int:
     if report.skipped and not opts.quiet:
         common.stderr.print(skipped_summary(report.skipped, verbose=opts.verbose),
                             highlight=False, markup=False)
-    if getattr(report, "cases", None) is not None and not opts.quiet:
+    if report.cases is not None and not opts.quiet:
         common.stderr.print(f"note: {report.cases} lists each case's source and DICOM identity"
                             + (" (it holds PatientIDs: identifying unless the data was "
                                "anonymized)" if report.identified else ""),

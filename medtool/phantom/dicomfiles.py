@@ -206,16 +206,9 @@ def write_localizer(folder: Path, case: CTCase, *, person: Person, site: Site, s
     """A frontal scout (topogram) of ``case``: ImageType LOCALIZER, a coronal projection."""
     hu = np.nan_to_num(case.hu, nan=-1000.0)
     projection = (hu.mean(axis=1)[::-1] + 1000.0) * 2.0          # rows: z from the top, x
-    ds = Dataset()
-    _patient_module(ds, person, study)
-    _study_module(ds, site, study, "CT")
-    sop_uid = study.uid("localizer")
-    ds.file_meta = _file_meta(CTImageStorage, sop_uid)
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
-    ds.SeriesInstanceUID = study.uid("series", "localizer")
+    ds = _single_object(person, site, study, modality="CT", sop_class=CTImageStorage,
+                        key="localizer", series_number=1, description="TOPOGRAM 0.6 T20f")
     ds.FrameOfReferenceUID = study.uid("frame", "ct")
-    ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    ds.SeriesDescription = "TOPOGRAM 0.6 T20f"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     dz, _, dx = case.spacing
     x0, y0, z0 = case.origin
@@ -238,15 +231,9 @@ def write_dose_screen(folder: Path, *, person: Person, site: Site, study: Study,
     image[..., 2] = 60
     for top in range(20, rows - 20, 24):                        # "lines of text"
         image[top:top + 12, 20:cols - 20] = rng.integers(150, 255, size=(12, cols - 40, 3))
-    ds = Dataset()
-    _patient_module(ds, person, study)
-    _study_module(ds, site, study, "CT")
-    sop_uid = study.uid("dose-screen")
-    ds.file_meta = _file_meta(SecondaryCaptureImageStorage, sop_uid)
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, sop_uid
-    ds.SeriesInstanceUID = study.uid("series", "dose-screen")
-    ds.SeriesNumber, ds.InstanceNumber = 501, 1
-    ds.SeriesDescription = "Patient Protocol"
+    ds = _single_object(person, site, study, modality="CT",
+                        sop_class=SecondaryCaptureImageStorage, key="dose-screen",
+                        series_number=501, description="Patient Protocol")
     ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
     ds.ConversionType = "WSD"
     ds.BurnedInAnnotation = "YES"
@@ -263,15 +250,8 @@ def write_dose_report(folder: Path, *, person: Person, site: Site, study: Study,
     """An X-Ray Radiation Dose SR (a structured report: no pixel data)."""
     from pydicom.uid import XRayRadiationDoseSRStorage
 
-    ds = Dataset()
-    _patient_module(ds, person, study)
-    _study_module(ds, site, study, "SR")
-    sop_uid = study.uid("dose-sr")
-    ds.file_meta = _file_meta(XRayRadiationDoseSRStorage, sop_uid)
-    ds.SOPClassUID, ds.SOPInstanceUID = XRayRadiationDoseSRStorage, sop_uid
-    ds.SeriesInstanceUID = study.uid("series", "dose-sr")
-    ds.SeriesNumber, ds.InstanceNumber = 502, 1
-    ds.SeriesDescription = "Dose Report"
+    ds = _single_object(person, site, study, modality="SR", sop_class=XRayRadiationDoseSRStorage,
+                        key="dose-sr", series_number=502, description="Dose Report")
     ds.ValueType, ds.CompletionFlag, ds.VerificationFlag = "CONTAINER", "COMPLETE", "UNVERIFIED"
     concept = Dataset()
     concept.CodeValue, concept.CodingSchemeDesignator = "113701", "DCM"
@@ -280,6 +260,21 @@ def write_dose_report(folder: Path, *, person: Person, site: Site, study: Study,
     ds.ContinuityOfContent = "SEPARATE"
     ds.save_as(folder / name, enforce_file_format=True)
     return folder / name
+
+
+def _single_object(person: Person, site: Site, study: Study, *, modality: str, sop_class: str,
+                   key: str, series_number: int, description: str) -> Dataset:
+    """The header of a one-file series of the study: identity, study, SOP and series."""
+    ds = Dataset()
+    _patient_module(ds, person, study)
+    _study_module(ds, site, study, modality)
+    sop_uid = study.uid(key)
+    ds.file_meta = _file_meta(sop_class, sop_uid)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
+    ds.SeriesInstanceUID = study.uid("series", key)
+    ds.SeriesNumber, ds.InstanceNumber = series_number, 1
+    ds.SeriesDescription = description
+    return ds
 
 
 def _gray16(ds: Dataset, image: np.ndarray) -> None:
@@ -292,17 +287,9 @@ def _gray16(ds: Dataset, image: np.ndarray) -> None:
 def write_cxr(path: Path, image: np.ndarray, *, spacing_mm: float, view: str, person: Person,
               site: Site, study: Study) -> None:
     """Write an 8-bit chest X-ray ``image`` (rows, columns) as a CR DICOM file at ``path``."""
-    ds = Dataset()
-    _patient_module(ds, person, study)
-    _study_module(ds, site, study, "CR")
-    sop_uid = study.uid("cxr")
-    ds.file_meta = _file_meta(ComputedRadiographyImageStorage, sop_uid)
-    ds.SOPClassUID = ComputedRadiographyImageStorage
-    ds.SOPInstanceUID = sop_uid
-    ds.SeriesInstanceUID = study.uid("series", "cxr")
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.SeriesDescription = f"view: {view}"
+    ds = _single_object(person, site, study, modality="CR",
+                        sop_class=ComputedRadiographyImageStorage, key="cxr", series_number=1,
+                        description=f"view: {view}")
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = view
     ds.PatientOrientation = ["L", "F"] if view == "PA" else ["R", "F"]
