@@ -33,17 +33,14 @@ def register(app: typer.Typer) -> None:
         from ..info import describe_dicom, describe_file
 
         found = find_files(files, suffixes=None)
-        missing = [p for p in found if not p.exists()]
-        for path in missing:
-            opts.report(InputError("no such file or folder", path=path, hint="check the path"))
         named = {p for p in files if not p.is_dir()}
-        paths = [p for p in found if volume_suffix(p) and p.exists()]
+        paths = [p for p in found if volume_suffix(p) or not p.exists()]   # a missing one: its error
         dicom = [p for p in found if p.exists() and not volume_suffix(p)
                  and not _is_sidecar(p)]
         outcome = run_batch(describe_file, paths, workers=opts.workers, description="reading",
                             progress=opts.show_progress, on_error=opts.report)
         rows = [row for row in outcome.results if row is not None]
-        failures = [*outcome.failures, *((str(p), None) for p in missing)]
+        failures = list(outcome.failures)
         series = None
         if dicom:
             named_dicom = [p for p in dicom if p in named]
@@ -77,7 +74,7 @@ def register(app: typer.Typer) -> None:
 
                 common.stderr.print(skipped_summary(series.skipped, verbose=opts.verbose),
                                     highlight=False, markup=False)
-        total = len(paths) + len(missing) + (0 if series is None else
+        total = len(paths) + (0 if series is None else
                                              len(series.rows) + len(series.failures))
         return common.report_failures(failures, max(total, 1))
 
