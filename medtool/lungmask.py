@@ -10,15 +10,34 @@ The method works in 3D, coarse to fine:
 2. The trachea and main bronchi are tracked from the top: the roundish air region near the
    body's midline, followed down slice by slice while its cross-sections stay airway-sized,
    and removed.
-3. The remaining air components of lung size are the lungs. A single component that spans
-   both sides of the body (lungs touching at the anterior junction) is split by erosion into
-   two cores that then grow back over it; if erosion cannot split it, the body's midline plane
-   does. Labels come from patient coordinates: 1 = right lung (smaller LPS x), 2 = left lung.
+3. Lungs are chosen by anatomy, not by size alone. The air components of lung size (at
+   least :data:`MIN_LUNG_ML`) that are pure gas (median HU below :data:`GAS_HU`: gas in the
+   stomach, small bowel and colon, or a large airway) are not lung; of the rest, the largest
+   is a lung, and a second one is the other lung if it has at least
+   :data:`MIN_LUNG_FRACTION` of its volume and lies beside it along z (gas under the
+   diaphragm lies below the lungs). None left: "no lung in this scan" (an abdomen-only scan)
+   is the volume's one-line error. One lung (pneumonectomy, collapse), lung bases or apices
+   only, emphysema (still lung parenchyma, with vessels) and effusions (fluid, not air) need
+   nothing else. A single component that spans both sides of the body (lungs touching at the
+   anterior junction) is split by erosion into two cores that then grow back over it; if
+   erosion cannot split it, the body's midline plane does. Labels come from patient
+   coordinates: 1 = right lung (smaller LPS x), 2 = left lung.
 4. With ``fill``, holes in each lung are filled per slice (vessels, airways, nodules inside
-   the lung) and a small closing takes in structures that touch the lung surface.
-5. Back at full resolution, the coarse lungs' interiors are kept and their one-voxel boundary
-   shell is decided voxel by voxel by the threshold, so surfaces are exact to the voxel; with
-   ``fill``, holes left in that shell are filled per slice.
+   the lung), a small closing takes in structures that touch the lung surface, and pockets
+   of tissue the lung wraps around are lung (:func:`_pockets`): large tumours inside the
+   lung and juxtapleural tumours on the chest wall, not the heart, the mediastinum or the
+   dome of the diaphragm. Tissue that touches the mediastinum as well stays out.
+5. Back at full resolution, the coarse lungs' interiors (and pockets) are kept and their
+   one-voxel boundary shell is decided voxel by voxel by the threshold, so surfaces are exact
+   to the voxel; the rim of the air that is not lung is never lung; with ``fill``, holes left
+   in that shell are filled per slice.
+
+What it cannot do: lung that holds no air (consolidation, atelectasis, a collapsed lung) is
+not lung to it; tissue that touches the lung and the mediastinum (a central or mediastinal
+tumour, the hilum) or sits on the diaphragm stays out; gas that touches a lung at the coarse
+grid (a diaphragmatic hernia, colon between liver and diaphragm with no tissue between) is
+taken with that lung; a lung so emphysematous that its median HU is below :data:`GAS_HU`
+(bullae filling it) is taken for gas.
 """
 
 from __future__ import annotations
@@ -49,6 +68,20 @@ AIRWAY_SEARCH_MM = 40.0
 #: A lung has at least this volume (ml) and this fraction of the largest air component.
 MIN_LUNG_ML = 15.0
 MIN_LUNG_FRACTION = 0.1
+#: Lung parenchyma is not pure gas: an air region whose median (coarse-voxel) HU is below
+#: this is gas in the bowel or stomach (or outside air), not lung. Aerated lung is about
+#: -850 HU and emphysematous lung -900 to -950 even with bullae; gas is -1000.
+GAS_HU = -960.0
+#: Gas that touches a lung on the coarse grid is cut off after at most this many erosions
+#: (coarse voxels) when it leaves a gas core of at least this volume (ml) below the lung.
+GAS_SPLIT_EROSIONS = 2
+MIN_GAS_CORE_ML = 5.0
+#: The second lung lies beside the first: their extents along z overlap by at least this
+#: fraction of the shorter one (gas under the diaphragm, below a lung, does not).
+MIN_Z_OVERLAP = 0.5
+#: What lungmask says when a scan holds no lung (an abdomen-only scan).
+NO_LUNG = "no lung in this scan"
+NO_LUNG_HINT = "lungmask needs a CT that holds lung (an abdomen-only scan has none)"
 #: A component with at least this fraction of its volume on each side of the midline holds
 #: both lungs.
 BOTH_SIDES_FRACTION = 0.2
@@ -56,6 +89,15 @@ BOTH_SIDES_FRACTION = 0.2
 MAX_SPLIT_EROSIONS = 6
 #: Radius (mm) of the per-slice closing that takes in juxta-pleural nodules and vessels.
 CLOSING_MM = 8.0
+#: Pockets of tissue the lung wraps around (:func:`_pockets`): at least this area (mm^2),
+#: below this HU (bone is not lung), lung within this distance (mm) below over this fraction
+#: of the pocket, a mouth facing the nearest skin (cosine of the angle between the lung's and
+#: the body's outward normals at least this).
+POCKET_MIN_MM2 = 20.0
+POCKET_MAX_HU = 200.0
+POCKET_REACH_MM = 80.0
+POCKET_CAPPED = 0.5
+POCKET_FACING = 0.7
 #: Holes up to this area (mm^2, about a 40 mm disk) are filled: vessels, airways, nodules;
 #: bigger ones (the diaphragm's dome under the lung base) are not lung.
 MAX_HOLE_MM2 = 1200.0
@@ -117,7 +159,7 @@ def lung_mask(volume: Volume, *, threshold: float = DEFAULT_THRESHOLD, fill: boo
     Raises
     ------
     InputError
-        Not HU, or no lungs found.
+        Not HU, no body, or no lung in the scan (:data:`NO_LUNG`: an abdomen-only scan).
     """
     from scipy import ndimage
 
@@ -139,19 +181,20 @@ def lung_mask(volume: Volume, *, threshold: float = DEFAULT_THRESHOLD, fill: boo
 
     labels, count = ndimage.label(candidates)
     if count == 0:
-        raise InputError("no air-filled lung found inside the body",
-                         hint="check that the volume covers the chest (HU input)")
-    sizes = np.bincount(labels.ravel())[1:] * float(np.prod(cspacing)) / 1000.0
-    keep = [i + 1 for i in np.argsort(sizes)[::-1][:2]
-            if sizes[i] >= max(MIN_LUNG_ML, MIN_LUNG_FRACTION * sizes.max())]
-    if not keep:
-        raise InputError(f"the largest air region inside the body is {sizes.max():.0f} ml, "
-                         "too small for a lung", hint="check the field of view covers the chest")
+        raise InputError(NO_LUNG + ": no air inside the body", hint=NO_LUNG_HINT)
+    labels, count = _split_gas(labels, count, coarse, volume, factors)
+    regions = _air_regions(labels, count, coarse, cspacing)
+    keep = _choose_lungs(regions)
     centre_x = _body_centre_x(body, volume, factors)
     lungs = _assign(labels, keep, volume, factors, centre_x)
+    other_air = candidates & (lungs == 0)             # gas in the bowel and stomach, the airway
     if fill:
-        lungs = _fill(lungs, cspacing)
-    mask = _refine(lungs, array, factors, spacing=volume.spacing, threshold=threshold, fill=fill)
+        lungs, pockets = _fill(lungs, cspacing, coarse=coarse, inside=inside, threshold=threshold)
+    else:
+        pockets = None
+    mask = _refine(lungs, array, factors, spacing=volume.spacing, threshold=threshold, fill=fill,
+                   exclude=_dilate(other_air, _SLICE_2D | _SLICE_2D.transpose(1, 0, 2)) & (lungs == 0),
+                   whole=pockets)
     if binary:
         mask = (mask > 0).astype(np.uint8)
     found = [name for value, name in ((RIGHT_LUNG, "right"), (LEFT_LUNG, "left"))
@@ -192,11 +235,19 @@ def _block_mean(array: np.ndarray, factors: np.ndarray) -> np.ndarray:
     rows = max(1, 64 // fz)
     for start in range(0, cz, rows):
         stop = min(cz, start + rows)
-        block = np.asarray(array[start * fz: stop * fz], dtype=np.float32)
+        block = np.asarray(array[start * fz: stop * fz])
         pad = ((0, (stop - start) * fz - block.shape[0]), (0, cy * fy - ny), (0, cx * fx - nx))
         if any(p[1] for p in pad):
             block = np.pad(block, pad, mode="edge")
-        out[start:stop] = block.reshape(stop - start, fz, cy, fy, cx, fx).mean(axis=(1, 3, 5))
+        # a sum of strided views is several times faster than mean over three reshaped axes
+        view = block.reshape(stop - start, fz, cy, fy, cx, fx)
+        target = out[start:stop]
+        target[...] = 0.0
+        for i in range(fz):
+            for j in range(fy):
+                for k in range(fx):
+                    target += view[:, i, :, j, :, k]
+        target *= np.float32(1.0 / (fz * fy * fx))
     return out
 
 
@@ -235,17 +286,43 @@ def _inside(body: np.ndarray, coarse: np.ndarray) -> np.ndarray:
     return inside
 
 
+def _row_ends(mask: np.ndarray):
+    """Rows of a 2D ``mask`` that hold pixels, each row's first and last column, and those
+    ends as (row, column) points: their convex hull is the hull of the whole mask."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    first = np.argmax(mask[rows], axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
+    points = np.concatenate([np.stack([rows, first], axis=1), np.stack([rows, last], axis=1)])
+    return rows, first, last, points
+
+
+def _hull_planes(mask: np.ndarray, spacing) -> np.ndarray | None:
+    """Facets ``n . p + c <= 0`` (unit outward normals, ``p`` in mm as (row, column)) of the
+    convex hull of a 2D ``mask``; ``None`` when it has no area."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    if not mask.any():
+        return None
+    try:
+        return ConvexHull(_row_ends(mask)[3] * np.asarray(spacing, dtype=float)).equations
+    except (QhullError, ValueError):                        # too few or collinear points
+        return None
+
+
+def _facing(planes: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Mean outward normal of the facets nearest to ``points`` (N, 2 in mm), normalised."""
+    nearest = np.argmax(points @ planes[:, :2].T + planes[:, 2], axis=1)
+    normal = planes[nearest, :2].mean(axis=0)
+    return normal / max(float(np.linalg.norm(normal)), 1e-12)
+
+
 def _convex_hull(mask: np.ndarray) -> np.ndarray:
     """Pixels inside the convex hull of the pixel centres of a 2D ``mask``."""
     from scipy.spatial import ConvexHull, QhullError
 
-    # the hull of each row's first and last pixel is the hull of the whole mask
-    rows = np.flatnonzero(mask.any(axis=1))
+    rows, first, last, points = _row_ends(mask)
     if not len(rows):
         return mask.copy()
-    first = np.argmax(mask[rows], axis=1)
-    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
-    points = np.concatenate([np.stack([rows, first], axis=1), np.stack([rows, last], axis=1)])
     box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(first.min()), int(last.max()) + 1))
     hull = np.zeros_like(mask)
     try:
@@ -335,18 +412,144 @@ def _airway(candidates: np.ndarray, body: np.ndarray, cspacing) -> np.ndarray:
     return airway
 
 
+@dataclass
+class AirRegion:
+    """One 3D component of air inside the body (coarse grid): its label, volume, median HU and
+    slice range."""
+
+    label: int
+    ml: float
+    median_hu: float
+    z: tuple[int, int]
+
+    @property
+    def gas(self) -> bool:
+        """Pure gas (bowel, stomach), not lung parenchyma."""
+        return self.median_hu < GAS_HU
+
+
+def _air_regions(labels: np.ndarray, count: int, coarse: np.ndarray, cspacing) -> list[AirRegion]:
+    """The air components of lung size (at least :data:`MIN_LUNG_ML`), largest first."""
+    from scipy import ndimage
+
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:] * float(np.prod(cspacing)) / 1000.0
+    objects = ndimage.find_objects(labels)
+    regions = []
+    for index in np.flatnonzero(sizes >= MIN_LUNG_ML):
+        box = objects[index]
+        values = coarse[box][labels[box] == index + 1]
+        regions.append(AirRegion(int(index) + 1, float(sizes[index]), float(np.median(values)),
+                                 (box[0].start, box[0].stop)))
+    regions.sort(key=lambda r: -r.ml)
+    if not regions:
+        largest = float(sizes.max()) if count else 0.0
+        raise InputError(f"{NO_LUNG}: the largest air region inside the body is {largest:.0f} ml, "
+                         "too small for a lung", hint=NO_LUNG_HINT)
+    return regions
+
+
+def _choose_lungs(regions: list[AirRegion]) -> list[int]:
+    """Labels of the lungs among ``regions`` (largest first): not gas, the largest, and a second
+    one of at least :data:`MIN_LUNG_FRACTION` of it beside it in z."""
+    lungs = [r for r in regions if not r.gas]
+    if not lungs:
+        gas = regions[0]
+        raise InputError(f"{NO_LUNG}: its air is gas, as in the bowel and stomach ({len(regions)} "
+                         f"region{'s' if len(regions) > 1 else ''} of lung size, the largest {gas.ml:.0f} ml "
+                         f"at median {gas.median_hu:.0f} HU)", hint=NO_LUNG_HINT)
+    first = lungs[0]
+    for other in lungs[1:]:
+        overlap = min(first.z[1], other.z[1]) - max(first.z[0], other.z[0])
+        if other.ml >= MIN_LUNG_FRACTION * first.ml and \
+                overlap >= MIN_Z_OVERLAP * min(first.z[1] - first.z[0], other.z[1] - other.z[0]):
+            return [first.label, other.label]
+    return [first.label]
+
+
 def _body_centre_x(body: np.ndarray, volume: Volume, factors) -> float:
     """LPS x (mm) of the body's centre of mass."""
     centre = np.array([np.mean(i) for i in np.nonzero(body)]) * factors + (factors - 1) / 2.0
     return float(volume.world(centre)[0])
 
 
-def _world_x(volume: Volume, factors, coarse_index: np.ndarray) -> np.ndarray:
-    """LPS x (mm) of coarse voxel centres ``coarse_index`` (N, 3)."""
-    step = (volume.direction[0] * np.asarray(volume.spacing) * factors).astype(np.float32)
-    offset = volume.origin[0] + float(volume.direction[0] @ (np.asarray(volume.spacing)
-                                                             * (factors - 1) / 2.0))
+def _world_x(volume: Volume, factors, coarse_index: np.ndarray, axis: int = 0) -> np.ndarray:
+    """LPS x (or with ``axis`` 2: z) in mm of coarse voxel centres ``coarse_index`` (N, 3)."""
+    step = (volume.direction[axis] * np.asarray(volume.spacing) * factors).astype(np.float32)
+    offset = volume.origin[axis] + float(volume.direction[axis] @ (np.asarray(volume.spacing)
+                                                                   * (factors - 1) / 2.0))
     return coarse_index.astype(np.float32) @ step + np.float32(offset)
+
+
+def _height(cores: np.ndarray, ids, box, volume: Volume, factors) -> float:
+    """Mean LPS z (mm, up is superior) of the voxels of ``cores`` labelled ``ids`` (in ``box``)."""
+    points = np.argwhere(np.isin(cores, ids)) + [s.start for s in box]
+    return float(np.mean(_world_x(volume, factors, points, axis=2)))
+
+
+def _split_gas(labels: np.ndarray, count: int, coarse: np.ndarray, volume: Volume,
+               factors) -> tuple[np.ndarray, int]:
+    """Cut gas off the lung it touches on the coarse grid (a thin diaphragm between a lung base
+    and the stomach or colon, partial-volumed away): after up to :data:`GAS_SPLIT_EROSIONS`
+    erosions an air region falls apart into cores of lung (median HU at least
+    :data:`GAS_HU`) and cores of gas below them. The lung cores grown back are lung; of the
+    rest, what holds a gas core or is gas itself, with the pure gas next to it, becomes a
+    region of its own. Bullae inside a lung stay with it (erosion does not part them from the
+    parenchyma around them)."""
+    from scipy import ndimage
+
+    cross = ndimage.generate_binary_structure(3, 1)
+    voxel_ml = float(np.prod(np.asarray(volume.spacing) * factors)) / 1000.0
+    sizes = np.bincount(labels.ravel(), minlength=count + 1) * voxel_ml
+    big = np.flatnonzero(sizes >= MIN_LUNG_ML)
+    big = big[big > 0]
+    if not len(big):
+        return labels, count
+    objects = ndimage.find_objects(labels)
+    for index in big:
+        box = objects[index - 1]
+        region = labels[box] == index
+        core = region
+        for erosions in range(1, GAS_SPLIT_EROSIONS + 1):
+            core = _erode(core, cross)
+            cores, n = ndimage.label(core)
+            if n < 2:
+                continue
+            core_ml = np.bincount(cores.ravel(), minlength=n + 1)[1:] * voxel_ml
+            keep = np.flatnonzero(core_ml >= MIN_GAS_CORE_ML) + 1
+            if len(keep) < 2:
+                continue
+            values = coarse[box]
+            median = np.array([np.median(values[cores == j]) for j in keep])
+            gas, lung = keep[median < GAS_HU], keep[median >= GAS_HU]
+            if not len(gas) or not len(lung):
+                continue
+            lung_z = _height(cores, lung, box, volume, factors)
+            gas = np.array([j for j in gas if _height(cores, [j], box, volume, factors) < lung_z])
+            if not len(gas):
+                continue
+            # the lung: its cores grown back as far as they were eroded; of the rest, each
+            # piece is gas if it holds a gas core or is gas itself (thin gas tubes vanish
+            # under erosion, thin lung recesses too: their HU tells them apart)
+            lung_part = np.isin(cores, lung)
+            for _ in range(erosions):
+                lung_part = _dilate(lung_part, cross) & region
+            rest, pieces = ndimage.label(region & ~lung_part)
+            if not pieces:
+                continue
+            holds_gas = np.zeros(pieces + 1, dtype=bool)
+            holds_gas[np.unique(rest[np.isin(cores, gas)])] = True
+            piece_median = ndimage.median(values, rest, np.arange(1, pieces + 1))
+            holds_gas[1:] |= np.asarray(piece_median) < GAS_HU
+            holds_gas[0] = False
+            part = holds_gas[rest]
+            pure = region & (values < GAS_HU)          # and the gas of the bridge itself
+            for _ in range(erosions + 1):
+                part |= _dilate(part, cross) & pure
+            count += 1
+            target = labels[box]
+            target[part] = count
+            break
+    return labels, count
 
 
 def _assign(labels: np.ndarray, keep: list[int], volume: Volume, factors,
@@ -411,19 +614,24 @@ def _split_cores(joined: np.ndarray, volume: Volume, factors) -> list[np.ndarray
         seeds = np.zeros(joined.shape, dtype=np.uint8)
         seeds[labels == first + 1] = 1
         seeds[labels == second + 1] = 2
-        _, nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True,
-                                                    sampling=np.asarray(volume.spacing) * factors)
+        nearest = ndimage.distance_transform_edt(seeds == 0, return_distances=False, return_indices=True,
+                                                 sampling=np.asarray(volume.spacing) * factors)
         grown = seeds[tuple(nearest)]
         return [joined & (grown == 1), joined & (grown == 2)]
     return None
 
 
-def _fill(lungs: np.ndarray, cspacing) -> np.ndarray:
-    """Per lung: holes filled per slice, then a small per-slice closing (nodules, vessels)."""
+def _fill(lungs: np.ndarray, cspacing, *, coarse: np.ndarray, inside: np.ndarray,
+          threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per lung: holes filled per slice, a small per-slice closing (nodules, vessels), and the
+    pockets of tissue the lung wraps around (:func:`_pockets`: large and juxtapleural tumours).
+
+    Returns the filled lungs and the pockets (coarse voxels that are lung as a whole)."""
     from scipy import ndimage
 
     radius = max(1, int(round(CLOSING_MM / cspacing[1])))
     out = np.zeros_like(lungs)
+    whole = np.zeros(lungs.shape, dtype=bool)
     for value in (RIGHT_LUNG, LEFT_LUNG):
         part = lungs == value
         if not part.any():
@@ -432,9 +640,72 @@ def _fill(lungs: np.ndarray, cspacing) -> np.ndarray:
         sub = part[box]
         closed = _erode(_dilate(sub, _disk(radius)), _disk(radius)) | sub
         filled = _fill_slices(closed, MAX_HOLE_MM2 / (cspacing[1] * cspacing[2]))
+        tissue = (coarse[box] >= threshold) & (coarse[box] < POCKET_MAX_HU) & inside[box]
+        other = (lungs[box] > 0) & ~sub
+        pockets = _pockets(filled, tissue=tissue & ~other, body=inside[box[0]],
+                           offset=(box[1].start, box[2].start), cspacing=cspacing)
         target = out[box]
-        target[filled & (target == 0)] = value
-    return out
+        target[(filled | pockets) & (target == 0)] = value
+        whole[box] |= pockets
+    return out, whole
+
+
+def _pockets(lung: np.ndarray, *, tissue: np.ndarray, body: np.ndarray, offset, cspacing) -> np.ndarray:
+    """Tissue the lung wraps around: juxtapleural and large tumours (coarse, one lung's box;
+    ``body``: the inside of the body in the box's slices, whole; ``offset``: the box's first
+    row and column in it).
+
+    Per slice, the lung's convex hull minus the lung is cut into pockets (2D pieces of
+    ``tissue``). A pocket is lung when the lung goes on below it (within
+    :data:`POCKET_REACH_MM`, under at least :data:`POCKET_CAPPED` of its pixels: the dome of
+    the diaphragm has no lung below it) and it is closed on every side but the chest wall: no
+    mouth (a hole), or a mouth (its pixels on the hull's edge) that faces the nearest skin: the
+    outward normal of the lung's hull there and that of the body's hull nearest to it agree
+    (cosine at least :data:`POCKET_FACING`). The heart, the mediastinum and the dome of the
+    diaphragm open toward the middle of the body, away from the nearest skin.
+    """
+    from scipy import ndimage
+
+    nz = lung.shape[0]
+    slices = np.flatnonzero(lung.any(axis=(1, 2)))
+    hulls = np.zeros_like(lung)
+    for k in slices:
+        hulls[k] = _convex_hull(lung[k])
+    pocket = hulls & ~lung & tissue
+    found = np.zeros_like(lung)
+    if not pocket.any():
+        return found
+    pieces, count = ndimage.label(pocket, _SLICE_2D)
+    index = np.arange(1, count + 1)
+    area = np.bincount(pieces.ravel(), minlength=count + 1)[1:] * float(cspacing[1] * cspacing[2])
+    reach = max(1, int(round(POCKET_REACH_MM / cspacing[0])))
+    counts = np.concatenate([np.zeros((1,) + lung.shape[1:], np.int32), np.cumsum(lung, axis=0, dtype=np.int32)])
+    k = np.arange(nz)
+    below = (counts[k] - counts[np.maximum(k - reach, 0)]) > 0          # lung in [k - reach, k)
+    candidates = (area >= POCKET_MIN_MM2) & (ndimage.mean(below, pieces, index) >= POCKET_CAPPED)
+    if not candidates.any():
+        return found
+    objects = ndimage.find_objects(pieces)
+    spacing = np.asarray(cspacing[1:], dtype=float)
+    offset = np.asarray(offset) * spacing
+    planes: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {}
+    for label in index[candidates]:
+        box = objects[label - 1]
+        k = box[0].start
+        grown = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box[1:])
+        piece = pieces[k][grown] == label
+        mouth = np.argwhere(piece & _dilate(~hulls[k][grown][None], _SLICE_2D)[0])
+        if len(mouth):                              # open: it must open toward the nearest skin
+            if k not in planes:
+                planes[k] = _hull_planes(lung[k], spacing), _hull_planes(body[k], spacing)
+            lung_planes, body_planes = planes[k]
+            if lung_planes is None or body_planes is None:
+                continue
+            points = (mouth + [g.start for g in grown]) * spacing
+            if float(_facing(lung_planes, points) @ _facing(body_planes, points + offset)) < POCKET_FACING:
+                continue
+        found[k][grown] |= piece
+    return found
 
 
 def _box(mask: np.ndarray, *, margin: int) -> tuple[slice, ...]:
@@ -480,8 +751,11 @@ def _dilate(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
 
 
 def _refine(lungs: np.ndarray, array: np.ndarray, factors, *, spacing, threshold: float,
-            fill: bool) -> np.ndarray:
-    """Full-resolution labels: coarse interiors kept, boundary shell decided by the threshold."""
+            fill: bool, exclude: np.ndarray | None = None,
+            whole: np.ndarray | None = None) -> np.ndarray:
+    """Full-resolution labels: coarse interiors kept, boundary shell decided by the threshold;
+    coarse voxels of ``whole`` (tissue pockets that are lung) kept whole, nothing in a coarse
+    voxel of ``exclude`` (the air that is not lung, and its rim)."""
     from scipy import ndimage
 
     out = np.zeros(array.shape, dtype=np.uint8)
@@ -500,7 +774,11 @@ def _refine(lungs: np.ndarray, array: np.ndarray, factors, *, spacing, threshold
         grid = np.ix_(*index)
         values = np.asarray(array[full])
         air = values < threshold
+        if exclude is not None:
+            outer &= ~exclude[box]
         lung = (outer[grid] & air) | (inner[grid] if fill else (inner[grid] & air))
+        if whole is not None:
+            lung |= (whole[box] & sub)[grid]
         if fill:
             lung = _fill_slices(lung, MAX_HOLE_MM2 / pixel_mm2)
         target = out[full]

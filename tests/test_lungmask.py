@@ -18,11 +18,15 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * np.sum(a & b) / (a.sum() + b.sum())
 
 
-def chest(*, lungs=("right", "left"), bed=True, gap_mm=20.0, trachea=True, flip=False):
+def chest(*, lungs=("right", "left"), bed=True, gap_mm=20.0, trachea=True, flip=False, gas=False,
+          tumour=False):
     """A hand-made chest in HU: body ellipse, lung ellipsoids, trachea, bed; and its truth.
 
     Patient coordinates: x < 0 is the patient's right. ``flip`` stores x reversed in the array
-    (direction column of x = -x), so the right lung lies at the *high* array columns.
+    (direction column of x = -x), so the right lung lies at the *high* array columns. ``gas``
+    adds a pocket of pure gas (-1000 HU, 10 mm of tissue under the lungs, about 70 ml in the
+    grid) as the stomach and colon under the diaphragm; ``tumour`` a 36 mm ball of tissue on
+    the left lung's lateral wall (its part inside the lung is lung in the truth).
     """
     nz, ny, nx = 40, 64, 72
     z = (np.arange(nz) - nz / 2) * SPACING[0]
@@ -42,6 +46,13 @@ def chest(*, lungs=("right", "left"), bed=True, gap_mm=20.0, trachea=True, flip=
         inside &= sign * X >= half
         truth[inside] = value
     hu[truth > 0] = -850.0
+    if tumour:                                               # centred on the lateral pleura
+        ball = ((X - (half + 58.0)) ** 2 + Y ** 2 + Z ** 2 <= 18.0 ** 2) & (truth == LEFT_LUNG)
+        hu[ball] = 40.0
+    if gas:
+        lowest = Z[truth > 0].min() if truth.any() else 0.0
+        pocket = ((X - 25.0) / 45.0) ** 2 + ((Y + 5.0) / 35.0) ** 2 + ((Z - lowest + 30.0) / 20.0) ** 2 <= 1
+        hu[pocket & (Z < lowest - 10.0)] = -1000.0
     vessel = (np.abs(Y) < 5) & (np.abs(Z - 10) < 5) & (truth > 0) & (np.abs(np.abs(X) - half - 30) < 5)
     hu[vessel] = 30.0                                        # vessels inside: filled
     if trachea:
@@ -181,3 +192,143 @@ def test_convex_hull_equals_half_plane_test():
         expected = np.all(equations[:, :1, None] * yy[None] + equations[:, 1:2, None] * xx[None]
                           + equations[:, 2:, None] <= 1e-6, axis=0)
         assert np.array_equal(_convex_hull(mask), expected)
+
+
+# -- lungs, only lungs, or none: the anatomy of real scans -------------------------------------
+def _below_lungs(truth: np.ndarray) -> slice:
+    """The slices under the lowest lung slice (the hand-made gas pocket lies there)."""
+    return slice(0, int(np.flatnonzero(truth.any(axis=(1, 2)))[0]))
+
+
+def test_gas_under_the_lungs_is_not_lung():
+    volume, truth = chest(gas=True)
+    mask = _check(volume, truth)
+    assert np.mean(volume.array[_below_lungs(truth)] < -990) > 0.05   # a pocket of gas is there
+    assert not mask.array[_below_lungs(truth)].any()
+
+
+def test_one_lung_and_gas_bigger_than_a_lung_part():
+    """The largest air regions are one lung and gas: the gas is not the other lung."""
+    volume, truth = chest(lungs=("left",), gas=True)
+    mask = _check(volume, truth)
+    assert set(np.unique(mask.array)) == {0, LEFT_LUNG}
+    assert not mask.array[_below_lungs(truth)].any()
+
+
+def test_juxtapleural_tumour_is_inside_the_lung():
+    volume, truth = chest(tumour=True)
+    mask = _check(volume, truth)
+    tumour = (volume.array > 0) & (truth == LEFT_LUNG)       # the ball's part inside the lung
+    assert tumour.sum() > 200
+    assert np.mean(mask.array[tumour] == LEFT_LUNG) >= 0.8
+    assert not mask.array[:, 56:63].any()                    # still no bed
+
+
+def test_no_lung_is_one_line():
+    volume, truth = chest(lungs=(), gas=True, trachea=False)
+    with pytest.raises(InputError, match="no lung in this scan") as error:
+        lung_mask(volume)
+    assert "\n" not in str(error.value) and "gas" in str(error.value)
+
+
+def _phantom(seed, shape=96, tumour=0.0, **anatomy):
+    from medtool.phantom.ct import Anatomy
+
+    case = make_ct(np.random.default_rng(seed), shape=shape, tumour_probability=tumour,
+                   anatomy=Anatomy(**anatomy))
+    volume = Volume(np.nan_to_num(case.hu, nan=-1000).astype(np.int16), spacing=case.spacing,
+                    origin=case.origin, meta={"units": "HU"})
+    return case, volume
+
+
+def _per_lung_dice(mask, case, minimum=0.97):
+    present = [v for v in (RIGHT_LUNG, LEFT_LUNG) if (case.lungs == v).any()]
+    for value in (RIGHT_LUNG, LEFT_LUNG):
+        if value in present:
+            assert _dice(mask == value, case.lungs == value) >= minimum, value
+        else:
+            assert not (mask == value).any(), value
+    return present
+
+
+@pytest.mark.parametrize("seed, anatomy", [
+    (1, dict(bowel=True)), (2, dict(bowel=True)),              # chest with colon, stomach, bowel
+    (2, dict(scan_range="cap")), (7, dict(scan_range="cap")),   # chest-abdomen-pelvis
+    (2, dict(scan_range="bases")), (7, dict(scan_range="bases")),   # gas touches a lung base
+    (3, dict(scan_range="apices")),
+])
+def test_phantom_lungs_and_no_bowel_gas(seed, anatomy):
+    from medtool.phantom.ct import BOWEL_GAS_TRUTH
+
+    case, volume = _phantom(seed, **anatomy)
+    gas = case.anatomy == BOWEL_GAS_TRUTH
+    mask = lung_mask(volume).array
+    assert _per_lung_dice(mask, case) == [RIGHT_LUNG, LEFT_LUNG]
+    assert anatomy.get("scan_range") == "apices" or gas.sum() * np.prod(case.spacing) / 1000 > 50
+    assert not np.any((mask > 0) & gas)                       # not one voxel of bowel gas
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_phantom_one_lung(side):
+    case, volume = _phantom(4, one_lung=side, bowel=True)
+    mask = lung_mask(volume).array
+    assert _per_lung_dice(mask, case) == [RIGHT_LUNG if side == "right" else LEFT_LUNG]
+
+
+def test_phantom_effusion_is_not_lung():
+    from medtool.phantom.ct import EFFUSION_TRUTH
+
+    case, volume = _phantom(5, effusion=True)
+    effusion = case.anatomy == EFFUSION_TRUTH
+    assert effusion.sum() * np.prod(case.spacing) / 1000 > 50
+    mask = lung_mask(volume).array
+    _per_lung_dice(mask, case)
+    assert np.mean(mask[effusion] > 0) < 0.01                # at most its rim's partial voxels
+
+
+def test_phantom_emphysema_is_lung():
+    from medtool.phantom.ct import EMPHYSEMA_TRUTH
+
+    case, volume = _phantom(6, emphysema=True)
+    emphysema = case.anatomy == EMPHYSEMA_TRUTH
+    assert emphysema.sum() > 0.05 * (case.lungs > 0).sum()
+    mask = lung_mask(volume).array
+    _per_lung_dice(mask, case)
+    assert np.mean(mask[emphysema] > 0) > 0.99
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_phantom_juxtapleural_tumour_inside(seed):
+    from medtool import lungmask as lm
+
+    case, volume = _phantom(seed, shape=128, tumour=1.0, juxtapleural=True)
+    tumour = case.tumour > 0
+    assert tumour.any()
+    mask = lung_mask(volume).array
+    _per_lung_dice(mask, case)
+    assert np.mean(mask[tumour] > 0) >= 0.6
+    # without the pockets (the 8 mm closing only) most of it was cut out
+    pockets = lm._pockets
+    try:
+        lm._pockets = lambda lung, **_: np.zeros_like(lung)
+        assert np.mean(lung_mask(volume).array[tumour] > 0) < 0.3
+    finally:
+        lm._pockets = pockets
+
+
+def test_phantom_abdomen_only_has_no_lung():
+    case, volume = _phantom(1, scan_range="abdomen")
+    assert not case.lungs.any()
+    with pytest.raises(InputError, match="no lung in this scan"):
+        lung_mask(volume)
+
+
+def test_default_phantom_keeps_its_dice_and_time():
+    """The anatomy rules change nothing on the default chest (Dice as before, >= 0.98)."""
+    import time
+
+    case, volume = _phantom(0, tumour=0.65)
+    start = time.perf_counter()
+    mask = lung_mask(volume).array
+    assert time.perf_counter() - start < 5.0
+    _per_lung_dice(mask, case, minimum=0.98)

@@ -1,6 +1,7 @@
 """The phantom data set: layout, realism, exact truth, determinism, and the peers' view of it."""
 
 import csv
+import json
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -221,3 +222,154 @@ def test_dcm2niix_reads_one_volume_per_case_on_the_truth_grid(phantom_dir, dcm2n
         # so our NIfTI writer puts the image where dcm2niix does
         ours = Volume(hu.astype(np.int16), truth.spacing, truth.origin, truth.direction)
         assert np.allclose(np.linalg.inv(theirs.affine) @ ours.affine, index_theirs)
+
+
+# -- the anatomy real scans have: ranges, bowel, effusion, emphysema, one lung, tumours ---------
+def _make(seed=2, shape=64, **anatomy):
+    from medtool.phantom.ct import Anatomy
+
+    return make_ct(np.random.default_rng(seed), shape=shape, anatomy=Anatomy(**anatomy))
+
+
+def _z_mm(case):
+    return case.origin[2] + case.spacing[0] * np.arange(case.hu.shape[0])
+
+
+def test_default_anatomy_is_the_chest_as_before():
+    """Anatomy() is the default chest: the same draws, no anatomy truth, the same facts."""
+    plain = make_ct(np.random.default_rng(4), shape=48)
+    default = _make(4, 48)
+    assert np.array_equal(np.nan_to_num(plain.hu), np.nan_to_num(default.hu))
+    assert np.array_equal(plain.lungs, default.lungs) and np.array_equal(plain.tumour, default.tumour)
+    assert plain.anatomy is None and default.anatomy is None and set(plain.facts) == {"lung_gap_mm", "body_cut_by_fov"}
+
+
+def test_options_leave_the_rest_of_the_patient():
+    """The bowel is drawn from a side stream: same seed, the same lungs, tumour and grid."""
+    plain, bowel = make_ct(np.random.default_rng(5), shape=64), _make(5, bowel=True)
+    assert bowel.hu.shape == plain.hu.shape and bowel.spacing == plain.spacing
+    assert np.array_equal(bowel.lungs, plain.lungs) and np.array_equal(bowel.tumour, plain.tumour)
+
+
+def test_bowel_gas_lies_under_the_diaphragm():
+    from medtool.phantom.ct import BOWEL_CONTENT_TRUTH, BOWEL_GAS_TRUTH, DIAPHRAGM_GAP_MM
+
+    case = _make(3, 96, scan_range="cap")
+    gas, content = case.anatomy == BOWEL_GAS_TRUTH, case.anatomy == BOWEL_CONTENT_TRUTH
+    voxel_ml = np.prod(case.spacing) / 1000
+    assert gas.sum() * voxel_ml > 200 and content.sum() * voxel_ml > 200
+    assert np.all(case.hu[gas] < -850) and np.median(case.hu[content]) > -150
+    assert not np.any(gas & (case.lungs > 0))
+    # in every column that holds both, the gas ends at least the diaphragm gap under the lung
+    z = _z_mm(case)[:, None, None]
+    lowest_lung = np.where(case.lungs > 0, z, np.inf).min(axis=0)
+    highest_gas = np.where(gas, z, -np.inf).max(axis=0)
+    both = np.isfinite(lowest_lung) & np.isfinite(highest_gas)
+    assert both.any() and np.all(lowest_lung[both] - highest_gas[both] >= DIAPHRAGM_GAP_MM - 1e-6)
+
+
+def test_scan_ranges():
+    chest, cap = _make(1), _make(1, scan_range="cap")
+    abdomen, bases, apices = (_make(1, scan_range=r) for r in ("abdomen", "bases", "apices"))
+    extent = {name: _z_mm(c)[-1] - _z_mm(c)[0] for name, c in
+              (("chest", chest), ("cap", cap), ("abdomen", abdomen), ("bases", bases), ("apices", apices))}
+    assert extent["cap"] > extent["chest"] + 250 and extent["apices"] < 130
+    assert not abdomen.lungs.any() and abdomen.facts["scan_range"] == "abdomen"
+    for case in (cap, bases, apices):
+        assert set(np.unique(case.lungs)) == {0, 1, 2}
+    # bases: lung only in the top slices, bowel below them; apices: lung up to near the top
+    lung_z = _z_mm(bases)[bases.lungs.any(axis=(1, 2))]
+    assert lung_z.min() >= -1.0 and lung_z.max() <= 90.0 and (bases.anatomy == 2).any()
+    assert _z_mm(apices)[apices.lungs.any(axis=(1, 2))].min() == _z_mm(apices)[0]   # cut at the bottom
+    assert (apices.anatomy == 1).any()                                             # the trachea
+
+
+def test_one_lung_effusion_and_emphysema_truth():
+    from medtool.phantom.ct import EFFUSION_TRUTH, EMPHYSEMA_TRUTH, SPACE_TRUTH
+
+    plain = make_ct(np.random.default_rng(6), shape=64)
+    one = _make(6, one_lung="left")
+    assert set(np.unique(one.lungs)) == {0, 2} and (one.anatomy == SPACE_TRUTH).sum() > 1000
+    assert np.median(one.hu[one.anatomy == SPACE_TRUTH]) > 0            # fluid, not air
+    effusion = _make(6, effusion=True)
+    fluid = effusion.anatomy == EFFUSION_TRUTH
+    assert fluid.any() and not np.any(fluid & (effusion.lungs > 0))
+    assert np.mean((effusion.lungs > 0) <= (plain.lungs > 0)) == 1.0    # the lungs only shrink
+    assert np.mean(fluid[plain.lungs > 0] | (effusion.lungs[plain.lungs > 0] > 0)) > 0.999
+    emphysema = _make(6, emphysema=True)
+    bullae = emphysema.anatomy == EMPHYSEMA_TRUTH
+    assert bullae.sum() > 0.05 * (emphysema.lungs > 0).sum() and np.all(emphysema.lungs[bullae] > 0)
+    assert np.median(emphysema.hu[bullae]) < -950
+    assert np.mean(emphysema.hu[emphysema.lungs > 0] < np.median(plain.hu[plain.lungs > 0])) > 0.6
+
+
+def test_juxtapleural_tumour_touches_the_chest_wall_inside_the_lung_truth():
+    from medtool.phantom.ct import Anatomy
+
+    case = make_ct(np.random.default_rng(3), shape=96, tumour_probability=1.0,
+                   anatomy=Anatomy(juxtapleural=True))
+    tumour = case.tumour > 0
+    assert np.all(case.lungs[tumour] > 0)
+    assert longest_axial_diameter(case.tumour, case.spacing) >= 25.0
+    # it reaches the lung's outer surface: tumour voxels with non-lung, non-air tissue beside them
+    outside = (case.lungs == 0) & (np.nan_to_num(case.hu, nan=-1000) > -300)
+    beside = np.zeros_like(tumour)
+    beside[:, :, 1:] |= outside[:, :, :-1]
+    beside[:, :, :-1] |= outside[:, :, 1:]
+    beside[:, 1:] |= outside[:, :-1]
+    beside[:, :-1] |= outside[:, 1:]
+    assert np.sum(tumour & beside) > 20
+
+
+def test_anatomy_options_are_checked():
+    from medtool.errors import UsageError
+    from medtool.phantom.ct import Anatomy
+
+    with pytest.raises(UsageError, match="scan range"):
+        Anatomy(scan_range="pelvis")
+    with pytest.raises(UsageError, match="one lung"):
+        Anatomy(one_lung="both")
+
+
+def test_grown_follow_ups_share_the_patient(tmp_path):
+    """--follow-up grown: the follow-up has the baseline's body and lungs, a larger tumour and
+    its own noise; the anatomy truth is written for a non-default anatomy."""
+    out = tmp_path / "d"
+    write_dataset(out, cases=6, seed=5, shape=48, cxr=0, tumour_fraction=1.0, follow_up="grown",
+                  step={"command": "x"})
+    rows = labels(out)
+    cases_of = defaultdict(list)
+    for row in rows:
+        cases_of[row["patient_id"]].append(row["case_id"])
+    pairs = [c for c in cases_of.values() if len(c) == 2]
+    assert pairs
+    for first, second in pairs:
+        a, b = (load_volume(out / "truth" / f"{c}_lungs.nii.gz") for c in (first, second))
+        assert a.same_grid(b) and np.array_equal(a.array, b.array)
+        ta, tb = (load_volume(out / "truth" / f"{c}_tumour.nii.gz").array for c in (first, second))
+        assert tb.sum() > ta.sum() > 0 and np.all(tb[ta > 0] > 0)
+        _, hu_a = read_series(out / "ct" / first)
+        _, hu_b = read_series(out / "ct" / second)
+        assert not np.array_equal(hu_a, hu_b)
+    assert not list((out / "truth").glob("*_anatomy.nii.gz"))          # default anatomy: none
+
+
+def test_phantom_command_anatomy_options(cli, tmp_path):
+    out = tmp_path / "bases"
+    result = cli("phantom", out, "--cases", "2", "--shape", "48", "--cxr", "1", "--cxr-size", "80",
+                 "--range", "bases", "--effusion", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["anatomy"] == "bases+bowel+effusion"
+    truth = load_volume(out / "truth" / "case_001_anatomy.nii.gz")
+    assert truth.meta["labels"]["2"].startswith("gas") and (truth.array == 2).any()
+    assert truth.same_grid(load_volume(out / "truth" / "case_001_lungs.nii.gz"))
+    d = pydicom.dcmread(next((out / "cxr").glob("*.dcm")))
+    assert (d.Rows, d.Columns) == (80, 80)
+    assert "ABDOMEN" in pydicom.dcmread(next((out / "ct").rglob("*.dcm")), stop_before_pixels=True).StudyDescription
+    for bad in (["--range", "pelvis"], ["--one-lung", "both"], ["--follow-up", "later"]):
+        assert cli("phantom", tmp_path / "bad", "--cases", "1", "--shape", "32", *bad).exit_code == 2
+    help_text = cli("phantom", "--help").stdout
+    for option in ("--range", "--bowel", "--effusion", "--emphysema", "--one-lung", "--juxtapleural",
+                   "--follow-up", "--cxr-size"):
+        assert option in help_text

@@ -13,11 +13,21 @@ _HELP = """Segment the lungs of chest CT volumes in Hounsfield units: 1 = right,
 
 In 3D: the body first (outside air, the scanner bed and anything outside the field of view
 excluded), air-like voxels inside it (below [bold]--threshold[/bold]), the trachea and main
-bronchi tracked from the top and removed, lungs that touch at the anterior junction split,
-right and left told apart in patient coordinates (not array direction). Vessels, airways and
-nodules inside the lungs are filled ([bold]--no-fill[/bold] keeps the raw air regions). Works
-with one lung, no bed, a field of view that cuts the body, thick slices. Input must be HU
-(medtool hu). Output: uint8 masks on the input's grid, named as the inputs.
+bronchi tracked from the top and removed. Lung is chosen by anatomy: air regions that are
+pure gas (median below -960 HU: the stomach, small bowel and colon) are not lung; the largest
+of the rest is a lung, a second one beside it along z the other. Lungs that touch at the
+anterior junction are split; right and left come from patient coordinates (not array
+direction). Vessels, airways and nodules inside the lungs are filled, and so are large and
+juxtapleural tumours the lung wraps around (not the heart, the mediastinum or the dome of
+the diaphragm); [bold]--no-fill[/bold] keeps the raw air regions.
+
+Works on chest, chest-abdomen-pelvis, lung bases only and apices only, with one lung,
+emphysema (lung), pleural effusion (not lung), no bed, a field of view that cuts the body,
+thick slices. A scan with no lung (abdomen only) is that file's one-line error, "no lung in
+this scan", and the exit status is 1 (other files go on). It cannot see lung that holds no
+air (consolidation, collapse), and tumours that touch the mediastinum or sit on the
+diaphragm stay out. Input must be HU (medtool hu). Output: uint8 masks on the input's grid,
+named as the inputs.
 
 [bold]--apply VALUE[/bold] also writes <name>_masked.<ext>: the image with everything outside
 the lungs set to VALUE (e.g. -1000). [bold]--binary[/bold] writes 0/1.

@@ -5,6 +5,9 @@ Layout written under ``OUT``::
     ct/<case_id>/IM-NNNN.dcm           one CT series per case, file names not in slice order
     truth/<case_id>_lungs.nii.gz       0 background, 1 right lung, 2 left lung (series grid)
     truth/<case_id>_tumour.nii.gz      0/1
+    truth/<case_id>_anatomy.nii.gz     with --range/--bowel/--effusion/...: what is not lung
+                                       (ct.ANATOMY_LABELS: airway, bowel gas and content,
+                                       effusion, emphysema, pneumonectomy space)
     labels.csv                         case_id,patient_id,label,tumour_volume_ml,tumour_diameter_mm,
                                        PatientID (the DICOM one)
     cxr/<patientId>.dcm                chest X-rays (CR)
@@ -33,6 +36,7 @@ from ..formats import save_volume
 from ..metrics import longest_axial_diameter
 from ..volume import AXIAL_DIRECTION, Volume
 from .ct import LABEL_DIAMETER_MM, LEFT_LUNG, RIGHT_LUNG, TUMOUR_FRACTION, make_ct
+from .ct import ANATOMY_LABELS, STUDY_TITLES, Anatomy     # the optional anatomy (scan ranges, bowel ...)
 from .cxr import RSNA_SIZE, make_cxr
 from .dicomfiles import Study, write_cxr
 from .export import LAYOUTS, study_path, write_study
@@ -40,6 +44,13 @@ from .identity import Person, Site, make_person, make_site
 
 #: Chance that a new case is a follow-up scan of an earlier patient (who then has two cases).
 FOLLOW_UP_PROBABILITY = 0.3
+#: What a follow-up scan is: ``independent`` (its own anatomy, as always) or ``grown`` (the
+#: baseline's body and lungs, its tumour grown by 2^(days / (3 x doubling time))).
+FOLLOW_UPS = ("independent", "grown")
+#: Volume doubling times (days) of the tumours of grown follow-ups; the diameter grows at most
+#: this much.
+DOUBLING_DAYS = (90.0, 360.0)
+MAX_GROWTH = 2.0
 LABELS_HEADER = ("case_id", "patient_id", "label", "tumour_volume_ml", "tumour_diameter_mm",
                  "PatientID")
 BOXES_HEADER = ("patientId", "x", "y", "width", "height", "Target")
@@ -63,6 +74,9 @@ class CaseJob:
     tumour_fraction: float = TUMOUR_FRACTION
     layout: str = "flat"                 # export layout of the study (phantom.export)
     clutter: bool = False                # add what real exports hold besides the series
+    anatomy: Anatomy = Anatomy()         # scan range, bowel, effusion ... (phantom.ct)
+    baseline_seed: np.random.SeedSequence | None = None   # grown follow-up: the baseline's anatomy
+    interval_days: int = 0               # ... and the days since it
 
 
 @dataclass
@@ -86,9 +100,17 @@ def _study(rng: np.random.Generator, seed: int, key: str, date: dt.date, descrip
 
 
 def plan(*, cases: int, seed: int, cxr: int, shape: int, out: Path, force: bool,
-         step: dict[str, Any], tumour_fraction: float = TUMOUR_FRACTION
+         step: dict[str, Any], tumour_fraction: float = TUMOUR_FRACTION,
+         anatomy: Anatomy | None = None, follow_up: str = "independent", cxr_size: int | None = None,
          ) -> tuple[list[CaseJob], list[XrayJob]]:
-    """Decide patients, studies and seeds of every case and X-ray (deterministic for ``seed``)."""
+    """Decide patients, studies and seeds of every case and X-ray (deterministic for ``seed``).
+
+    ``anatomy`` applies to every CT case; ``follow_up`` (:data:`FOLLOW_UPS`) decides what a
+    follow-up scan is; ``cxr_size`` is the X-rays' size in pixels (default: twice ``shape``,
+    128 to :data:`~medtool.phantom.cxr.RSNA_SIZE`)."""
+    anatomy = anatomy or Anatomy()
+    title = STUDY_TITLES[anatomy.scan_range]
+    first_seed: dict[str, tuple[np.random.SeedSequence, dt.date]] = {}   # patient: baseline
     root = np.random.SeedSequence(seed)
     plan_seed, *item_seeds = root.spawn(1 + cases + cxr)
     rng = np.random.default_rng(plan_seed)
@@ -102,17 +124,22 @@ def plan(*, cases: int, seed: int, cxr: int, shape: int, out: Path, force: bool,
             patient_id, person, last, _ = patients[which]
             date = last + dt.timedelta(days=int(rng.integers(60, 400)))
             patients[which] = (patient_id, person, date, 2)
-            description = "CT CHEST FOLLOW-UP"
+            description = f"{title} FOLLOW-UP"
         else:
             patient_id, person = f"P{len(patients) + 1:0{width}d}", make_person(rng)
             date = dt.date(2016, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365 * 7)))
             patients.append((patient_id, person, date, 1))
-            description = "CT CHEST WITHOUT CONTRAST"
+            description = f"{title} WITHOUT CONTRAST"
+            first_seed[patient_id] = (item_seeds[index], date)
         case_id = f"case_{index + 1:0{width}d}"
         jobs.append(CaseJob(out, case_id, patient_id, person, make_site(rng),
                             _study(rng, seed, case_id, date, description),
                             item_seeds[index], shape, force, step, tumour_fraction))
-    size = int(min(RSNA_SIZE, max(128, 2 * shape)))
+        jobs[-1].anatomy = anatomy
+        if follow_up == "grown" and description.endswith("FOLLOW-UP"):
+            baseline, baseline_date = first_seed[patient_id]
+            jobs[-1].baseline_seed, jobs[-1].interval_days = baseline, (date - baseline_date).days
+    size = int(min(RSNA_SIZE, max(128, 2 * shape))) if cxr_size is None else int(cxr_size)
     xrays = []
     for index in range(cxr):
         uid = str(_uuid(rng))
@@ -139,10 +166,27 @@ def _truth_paths(out: Path, case_id: str) -> tuple[Path, Path]:
     return out / "truth" / f"{case_id}_lungs.nii.gz", out / "truth" / f"{case_id}_tumour.nii.gz"
 
 
+def _anatomy_path(out: Path, case_id: str) -> Path:
+    """Truth of what is not lung; written when the anatomy is not the default chest."""
+    return out / "truth" / f"{case_id}_anatomy.nii.gz"
+
+
+def _make_case(job: CaseJob, rng: np.random.Generator):
+    """The case's CT: its own anatomy, or for a grown follow-up the baseline's (same seed)
+    with the tumour grown over the interval and the job's own noise."""
+    if job.baseline_seed is None:
+        return make_ct(rng, shape=job.shape, tumour_probability=job.tumour_fraction, anatomy=job.anatomy)
+    doubling = rng.uniform(*DOUBLING_DAYS)
+    growth = float(min(MAX_GROWTH, 2.0 ** (job.interval_days / (3.0 * doubling))))
+    return make_ct(np.random.default_rng(job.baseline_seed), shape=job.shape,
+                   tumour_probability=job.tumour_fraction, anatomy=job.anatomy,
+                   tumour_growth=growth, noise_rng=rng)
+
+
 def write_case(job: CaseJob) -> dict[str, Any]:
     """Generate and write one CT case; return its row of ``labels.csv``."""
     rng = np.random.default_rng(job.seed)
-    case = make_ct(rng, shape=job.shape, tumour_probability=job.tumour_fraction)
+    case = _make_case(job, rng)
     lungs_path, tumour_path = _truth_paths(job.out, job.case_id)
     with atomic_directory(_study_dir(job), force=job.force) as folder:
         write_study(folder, case, layout=job.layout, clutter=job.clutter, person=job.person,
@@ -153,6 +197,10 @@ def write_case(job: CaseJob) -> dict[str, Any]:
                 lungs_path, force=job.force)
     save_volume(Volume(case.tumour, **grid, meta={**meta, "labels": {"1": "tumour"}}, history=[job.step]),
                 tumour_path, force=job.force)
+    if case.anatomy is not None:
+        save_volume(Volume(case.anatomy, **grid, meta={**meta, "labels": ANATOMY_LABELS,
+                                                       "anatomy": job.anatomy.describe()},
+                           history=[job.step]), _anatomy_path(job.out, job.case_id), force=job.force)
     voxel_ml = float(np.prod(case.spacing)) / 1000.0
     diameter = longest_axial_diameter(case.tumour, case.spacing)
     return {
@@ -194,8 +242,17 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
                   cxr: int = 5, workers: int = 1, force: bool = False,
                   step: dict[str, Any] | None = None, progress: bool = False,
                   tumour_fraction: float = TUMOUR_FRACTION, layout: str = "flat",
-                  clutter: bool = False) -> dict[str, Any]:
+                  clutter: bool = False,
+                  anatomy: Anatomy | None = None, follow_up: str = "independent",
+                  cxr_size: int | None = None) -> dict[str, Any]:
     """Write the whole phantom data set under ``out``; return counts of what was written.
+
+    ``anatomy`` (:class:`~medtool.phantom.ct.Anatomy`: scan range, bowel, effusion,
+    emphysema, one lung, juxtapleural tumour) applies to every CT case; when it is not the
+    default chest, ``truth/<case>_anatomy.nii.gz`` holds the truth of what is not lung.
+    ``follow_up="grown"`` gives a follow-up scan the baseline's body and lungs and a grown
+    tumour (:data:`FOLLOW_UPS`). ``cxr_size`` is the X-rays' size in pixels (default: twice
+    ``shape``, 128 to 1024).
 
     ``layout`` lays the CT studies out as ``flat`` (``ct/<case_id>/``) or as a TCIA download
     (``tcia``); ``clutter`` adds what real exports hold besides the image series (see
@@ -212,13 +269,19 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
     out = Path(out)
     if layout not in LAYOUTS:
         raise UsageError(f"--layout {layout}: choose one of {', '.join(LAYOUTS)}")
+    if follow_up not in FOLLOW_UPS:
+        raise UsageError(f"--follow-up {follow_up}: choose one of {', '.join(FOLLOW_UPS)}")
+    if cxr_size is not None and cxr_size < 32:
+        raise UsageError(f"--cxr-size {cxr_size}: an X-ray needs at least 32 x 32 pixels")
     case_jobs, xray_jobs = plan(cases=cases, seed=seed, cxr=cxr, shape=shape, out=out,
-                                force=force, step=step or {}, tumour_fraction=tumour_fraction)
+                                force=force, step=step or {}, tumour_fraction=tumour_fraction,
+                                anatomy=anatomy, follow_up=follow_up, cxr_size=cxr_size)
     # Refuse before generating anything, rather than after minutes of work.
     outputs = [out / "labels.csv", out / "cxr_boxes.csv"]
     for job in case_jobs:
         job.layout, job.clutter = layout, clutter
         outputs += [_study_dir(job), *_truth_paths(out, job.case_id)]
+        outputs += [] if job.anatomy.is_default else [_anatomy_path(out, job.case_id)]
     outputs += [out / "cxr" / f"{job.patient_uid}.dcm" for job in xray_jobs]
     for path in outputs:
         check_writable(path, force=force)

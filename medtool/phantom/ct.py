@@ -11,6 +11,20 @@ and main bronchi joining the lungs, mediastinum and heart, aorta, spine with dis
 liver and a stomach gas bubble under the diaphragm, a carbon-fibre scanner bed with a foam core,
 the circular field of view (outside: stored -2000), and in some cases a lobulated tumour.
 Lungs may touch at the anterior junction; large patients are cut by the field of view.
+
+On request (:class:`Anatomy`) a case also has what real scans have: another scan range
+(chest-abdomen-pelvis, abdomen only, lung bases only, apices only), bowel (the stomach with a
+gas/fluid level, the colon with haustra, gas pockets and stool, small-bowel loops with fluid
+and gas, all below the diaphragm), a pleural effusion, emphysema, one lung only
+(pneumonectomy: the other hemithorax is fluid) and a large juxtapleural tumour. Every added
+structure has exact truth: :attr:`CTCase.anatomy` (labels :data:`ANATOMY_LABELS`). The lung truth
+stays exact: an effusion and the pneumonectomy space are not lung, emphysema is lung, a
+juxtapleural tumour is lung (as every tumour of the phantom: it lies inside the lung truth).
+
+Random draws: the default anatomy draws exactly what it always drew, so the same seed gives
+the same case as before; the added structures draw from a side stream of the same seed
+(:func:`side_stream`), so switching one on leaves the rest of the patient as it was (a scan
+range other than the chest changes the grid, and with it the vessels and later draws).
 """
 
 from __future__ import annotations
@@ -20,18 +34,52 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import hounsfield as hu
+from ..errors import UsageError
 
 # Tissue labels of the internal label volume (painted in this order, later wins).
 AIR, BED_SHELL, BED_FOAM, FAT, SOFT, LIVER, GAS, LUNG, VESSEL, AIRWAY, HEART, BONE, MARROW, \
     DISC, CANAL, TUMOUR = range(16)
+# Labels of the optional anatomy (appended, so the default labels and values stay as they were).
+BOWEL_GAS, BOWEL_FLUID, STOOL, EFFUSION, SPACE, EMPHYSEMA = range(16, 22)
+#: HU of the optional anatomy: gas in the bowel is air; bowel fluid, pleural effusion and the
+#: fluid of a pneumonectomy space are water-like; stool is mottled; emphysema is nearly air.
+HU_BOWEL_FLUID = 10.0
+HU_STOOL = -60.0
+HU_EFFUSION = 12.0
+HU_PNEUMONECTOMY_SPACE = 20.0
+HU_EMPHYSEMA = -975.0
+#: Emphysematous lung is less dense than healthy lung around its bullae (HU added to LUNG).
+EMPHYSEMA_LUNG_SHIFT_HU = -50.0
 #: Mean HU and noise scale of each tissue label.
 _TISSUE_HU = np.array([
     hu.HU_AIR, 250.0, -950.0, hu.HU_FAT, hu.HU_SOFT_TISSUE, hu.HU_LIVER, hu.HU_AIR, hu.HU_LUNG,
     hu.HU_SOFT_TISSUE, hu.HU_AIR, hu.HU_SOFT_TISSUE, hu.HU_CORTICAL_BONE, hu.HU_TRABECULAR_BONE,
     80.0, 15.0, 30.0,
+    hu.HU_AIR, HU_BOWEL_FLUID, HU_STOOL, HU_EFFUSION, HU_PNEUMONECTOMY_SPACE, HU_EMPHYSEMA,
 ], dtype=np.float32)
-_TISSUE_NOISE = np.array([0.5, 1.5, 0.5, 1, 1, 1, 0.5, 1, 1.5, 0.5, 1, 2, 1.5, 1, 1, 1.2],
-                         dtype=np.float32)
+# Gas in the bowel gets the same noise as tissue (quantum noise does not know what it is in).
+_TISSUE_NOISE = np.array([0.5, 1.5, 0.5, 1, 1, 1, 0.5, 1, 1.5, 0.5, 1, 2, 1.5, 1, 1, 1.2,
+                          1, 1, 2.5, 1, 1, 1], dtype=np.float32)
+
+#: Labels of :attr:`CTCase.anatomy` (``truth/<case>_anatomy.nii.gz``): what is not lung, and
+#: emphysema (which is).
+AIRWAY_TRUTH, BOWEL_GAS_TRUTH, BOWEL_CONTENT_TRUTH, EFFUSION_TRUTH, EMPHYSEMA_TRUTH, \
+    SPACE_TRUTH = range(1, 7)
+ANATOMY_LABELS = {
+    str(AIRWAY_TRUTH): "trachea and main bronchi (air)",
+    str(BOWEL_GAS_TRUTH): "gas in the stomach, small bowel and colon",
+    str(BOWEL_CONTENT_TRUTH): "bowel content (fluid, stool)",
+    str(EFFUSION_TRUTH): "pleural effusion (not lung)",
+    str(EMPHYSEMA_TRUTH): "emphysema (inside the lung truth)",
+    str(SPACE_TRUTH): "pneumonectomy space (fluid, not lung)",
+}
+#: Tissue label -> anatomy truth label (the rest: 0).
+_ANATOMY_OF_TISSUE = np.zeros(len(_TISSUE_HU), dtype=np.uint8)
+_ANATOMY_OF_TISSUE[[GAS, BOWEL_GAS]] = BOWEL_GAS_TRUTH
+_ANATOMY_OF_TISSUE[[BOWEL_FLUID, STOOL]] = BOWEL_CONTENT_TRUTH
+_ANATOMY_OF_TISSUE[EFFUSION] = EFFUSION_TRUTH
+_ANATOMY_OF_TISSUE[EMPHYSEMA] = EMPHYSEMA_TRUTH
+_ANATOMY_OF_TISSUE[SPACE] = SPACE_TRUTH
 
 #: Label of each lung in the truth: 1 = right lung (patient's right, x < 0), 2 = left lung.
 RIGHT_LUNG, LEFT_LUNG = 1, 2
@@ -43,6 +91,105 @@ LABEL_DIAMETER_MM = 20.0
 DEFAULT_SHAPE = 512
 SLICE_SPACINGS_MM = (1.25, 1.5, 2.0, 2.5, 3.0)
 FOV_RANGE_MM = (330.0, 450.0)
+
+#: Scan ranges of :class:`Anatomy`: the chest (lung bases to above the apices, 55 mm of upper
+#: abdomen), chest-abdomen-pelvis, abdomen only (no lung), lung bases only (an abdominal scan
+#: whose top slices hold the lung bases), apices only.
+SCAN_RANGES = ("chest", "cap", "abdomen", "bases", "apices")
+#: Study description of each scan range (before WITHOUT CONTRAST / FOLLOW-UP).
+STUDY_TITLES = {"chest": "CT CHEST", "cap": "CT CHEST ABDOMEN PELVIS", "abdomen": "CT ABDOMEN PELVIS",
+                "bases": "CT ABDOMEN", "apices": "CT NECK CHEST"}
+#: Ranges that hold the abdomen: the bowel is in them unless asked otherwise.
+ABDOMINAL_RANGES = ("cap", "abdomen", "bases")
+#: Scans longer than the chest are reconstructed with slices at least this far apart (mm, 512²).
+ABDOMINAL_MIN_SLICE_MM = 2.5
+#: Extent of the ranges (mm): from the lowest lung point down to the pelvic floor; the bases
+#: scan's top above the lowest lung point; the apices scan's bottom below the lung apex.
+PELVIS_DEPTH_MM = (320.0, 380.0)
+BASES_TOP_MM = (45.0, 90.0)
+BASES_DEPTH_MM = (150.0, 260.0)
+APICES_HEIGHT_MM = (55.0, 90.0)
+#: Tissue between a lung and any bowel lumen (mm): diaphragm and bowel wall.
+DIAPHRAGM_GAP_MM = 6.0
+#: Bowel wall thickness (mm).
+BOWEL_WALL_MM = 3.0
+#: Diameters (mm) of a juxtapleural tumour (``Anatomy.juxtapleural``).
+JUXTAPLEURAL_DIAMETER_MM = (30.0, 60.0)
+#: A juxtapleural tumour keeps this far (mm) from the heart and the mediastinum.
+JUXTAPLEURAL_CLEARANCE_MM = 5.0
+#: Side of the remaining lung in :attr:`Anatomy.one_lung` ("either": drawn per case).
+ONE_LUNG_SIDES = ("right", "left", "either")
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """What a phantom case holds beyond the default chest (the default: today's chest CT).
+
+    Parameters
+    ----------
+    scan_range
+        One of :data:`SCAN_RANGES`.
+    bowel
+        Stomach (gas/fluid level), colon (haustra, gas pockets, stool) and small-bowel loops
+        (fluid, gas) below the diaphragm. ``None``: present in the abdominal ranges
+        (:data:`ABDOMINAL_RANGES`); otherwise the default chest's small stomach gas bubble only.
+    effusion
+        A dependent pleural effusion (fluid, not lung) at the base of one or both lungs.
+    emphysema
+        Emphysema: bullae and low-attenuation areas (lung), upper lobes most.
+    one_lung
+        ``"right"`` or ``"left"``: only that lung (the other side is a fluid-filled
+        pneumonectomy space); ``"either"``: the side is drawn per case; ``None``: both lungs.
+    juxtapleural
+        The case's tumour (when it has one) is a 30-60 mm mass on the pleura of the chest wall.
+    """
+
+    scan_range: str = "chest"
+    bowel: bool | None = None
+    effusion: bool = False
+    emphysema: bool = False
+    one_lung: str | None = None
+    juxtapleural: bool = False
+
+    def __post_init__(self):
+        if self.scan_range not in SCAN_RANGES:
+            raise UsageError(f"scan range {self.scan_range!r}: choose one of {', '.join(SCAN_RANGES)}")
+        if self.one_lung is not None and self.one_lung not in ONE_LUNG_SIDES:
+            raise UsageError(f"one lung {self.one_lung!r}: choose one of {', '.join(ONE_LUNG_SIDES)}")
+
+    @property
+    def has_bowel(self) -> bool:
+        """Whether the case has the bowel (``bowel``, or by default the abdominal ranges)."""
+        return self.scan_range in ABDOMINAL_RANGES if self.bowel is None else bool(self.bowel)
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the default chest (then nothing new is drawn or written)."""
+        return self == Anatomy()
+
+    def describe(self) -> str:
+        """A short name of the anatomy, e.g. ``cap+bowel+effusion``."""
+        parts = [self.scan_range]
+        parts += ["bowel"] if self.has_bowel else []
+        parts += [name for name, on in (("effusion", self.effusion), ("emphysema", self.emphysema),
+                                        ("juxtapleural", self.juxtapleural)) if on]
+        parts += [f"one-lung-{self.one_lung}"] if self.one_lung else []
+        return "+".join(parts)
+
+
+def side_stream(rng: np.random.Generator, key: int) -> np.random.Generator:
+    """A generator derived from ``rng``'s seed (not its state) and ``key``: drawing from it
+    leaves ``rng`` as it was, and the same seed gives the same stream."""
+    seq = getattr(rng.bit_generator, "seed_seq", None)
+    if not isinstance(seq, np.random.SeedSequence):       # a generator without a seed sequence
+        return np.random.default_rng(rng.integers(2 ** 63))
+    return np.random.default_rng(np.random.SeedSequence(
+        seq.entropy, spawn_key=(*seq.spawn_key, _SIDE_STREAM_BASE + key), pool_size=seq.pool_size))
+
+
+# Spawn keys of the side streams: far from the small keys SeedSequence.spawn hands out.
+_SIDE_STREAM_BASE = 0x5EED0000
+_EXTRA_ANATOMY = 1
 
 
 @dataclass
@@ -57,6 +204,8 @@ class CTCase:
     fov_mm: float
     slice_thickness: float
     facts: dict = field(default_factory=dict)
+    #: (z, y, x) uint8 truth of the structures that are not lung (:data:`ANATOMY_LABELS`).
+    anatomy: np.ndarray | None = None
 
 
 class Grid:
@@ -116,20 +265,32 @@ def _tube(a, b, radius):
 
 
 def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
-            tumour_probability: float = TUMOUR_FRACTION) -> CTCase:
-    """Generate one chest CT case.
+            tumour_probability: float = TUMOUR_FRACTION, anatomy: Anatomy | None = None,
+            tumour_growth: float = 1.0, noise_rng: np.random.Generator | None = None) -> CTCase:
+    """Generate one CT case (by default a chest CT).
 
     Parameters
     ----------
     rng
-        Source of every random choice (same state, same case).
+        Source of every random choice of the anatomy (same state, same case).
     shape
         In-plane size (rows = columns). Pixel spacing is the field of view over ``shape``; the
-        slice spacing is a realistic 1.25-3 mm at 512 and grows as ``sqrt(512 / shape)`` for
-        small test cases.
+        slice spacing is a realistic 1.25-3 mm at 512 (at least
+        :data:`ABDOMINAL_MIN_SLICE_MM` for the ranges longer than the chest) and grows as
+        ``sqrt(512 / shape)`` for small test cases.
     tumour_probability
         Chance that the case has a lung tumour.
+    anatomy
+        What the case holds beyond the default chest (:class:`Anatomy`); ``None``: the default.
+    tumour_growth
+        The tumour's diameter is this times what ``rng`` draws (same place): a follow-up scan
+        of the same patient is ``make_ct`` with the baseline's ``rng`` seed, a growth and its
+        own ``noise_rng``.
+    noise_rng
+        Source of the image noise (and the reconstruction's slice thickness); ``None``: ``rng``.
     """
+    anatomy = anatomy or Anatomy()
+    extra = side_stream(rng, _EXTRA_ANATOMY) if not anatomy.is_default else None
     # --- body and reconstruction -------------------------------------------------------------
     body_ax = rng.uniform(140.0, 195.0)        # half-width of the body (mm)
     body_ay = rng.uniform(95.0, 125.0)         # half-depth
@@ -143,8 +304,16 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
     z_apex = z_base + lung_height
     below, above = 55.0, 25.0                   # abdomen below, neck base above
     slice_spacing = float(rng.choice(SLICE_SPACINGS_MM)) * np.sqrt(DEFAULT_SHAPE / shape)
-    n_slices = int(np.ceil((lung_height + below + above) / slice_spacing))
-    z0 = z_base - below
+    pelvis = float(extra.uniform(*PELVIS_DEPTH_MM)) if extra is not None else below
+    if anatomy.scan_range == "chest":
+        n_slices = int(np.ceil((lung_height + below + above) / slice_spacing))
+        z0 = z_base - below
+    else:
+        z0, z_top = _scan_extent(anatomy.scan_range, extra, z_base=z_base, z_apex=z_apex,
+                                 above=above, pelvis=pelvis)
+        if anatomy.scan_range in ABDOMINAL_RANGES:
+            slice_spacing = max(slice_spacing, ABDOMINAL_MIN_SLICE_MM * np.sqrt(DEFAULT_SHAPE / shape))
+        n_slices = int(np.ceil((z_top - z0) / slice_spacing))
 
     half = (shape - 1) / 2.0 * pixel
     x = np.linspace(-half, half, shape)
@@ -208,32 +377,63 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
         lift = right_dome_extra if side < 0 else 0.0
         return z_base + (dome + lift) * np.clip(1.0 - r2, 0.0, 1.0)
 
-    def lung_inside(side):
+    def lung_inside(side, effusion_mm=None):
         def inside(Z, Y, X):
             s = cavity_scale(Z)
-            in_cavity = ((X - centre_x) / (cav_ax * s + 1e-3)) ** 2 + \
-                ((Y - cav_cy) / (cav_ay * (0.55 + 0.45 * s) + 1e-3)) ** 2 <= 1.0
+            if effusion_mm is None:
+                in_cavity = ((X - centre_x) / (cav_ax * s + 1e-3)) ** 2 + \
+                    ((Y - cav_cy) / (cav_ay * (0.55 + 0.45 * s) + 1e-3)) ** 2 <= 1.0
+            else:      # the posterior edge moves forward by the effusion's depth
+                depth = effusion_mm(Z)
+                in_cavity = ((X - centre_x) / (cav_ax * s + 1e-3)) ** 2 + \
+                    ((Y - cav_cy + depth / 2) / (cav_ay * (0.55 + 0.45 * s) - depth / 2 + 1e-3)) ** 2 <= 1.0
             lateral = (side * (X - centre_x) >= mediastinum_halfwidth(Y))
             return in_cavity & lateral & (Z >= diaphragm(X, Y, side))
         return inside
 
     lung_box = ((z_base - 1, z_apex + 1), (cav_cy - cav_ay - 2, cav_cy + cav_ay + 2),
                 (centre_x - cav_ax - 2, centre_x + cav_ax + 2))
-    _paint(labels, grid, lung_box, lung_inside(-1), LUNG)
-    _paint(labels, grid, lung_box, lung_inside(+1), LUNG)
+    effusion_sides, removed_side = (), 0
+    if extra is not None:
+        effusion_sides, removed_side = _draw_pleura(anatomy, extra)
+    for side in (-1, +1):
+        if side == removed_side:                 # pneumonectomy: the hemithorax is fluid
+            _paint(labels, grid, lung_box, lung_inside(side), SPACE)
+        elif side in effusion_sides:
+            depth_mm, height_mm = extra.uniform(25.0, 55.0), extra.uniform(70.0, 140.0)
+            _paint(labels, grid, lung_box, lung_inside(side), EFFUSION)
+            _paint(labels, grid, lung_box, lung_inside(side, _effusion_profile(depth_mm, height_mm, z_base)),
+                   LUNG, where=[EFFUSION])
+        else:
+            _paint(labels, grid, lung_box, lung_inside(side), LUNG)
 
     # --- organs under the diaphragm ----------------------------------------------------------
-    _paint(labels, grid, ((z0, z_base + dome + right_dome_extra), lung_box[1], (centre_x - cav_ax, centre_x + 20)),
+    liver_full = z_base - LIVER_FULL_MM            # the liver narrows below this
+    _paint(labels, grid, ((max(z0, liver_full), z_base + dome + right_dome_extra), lung_box[1],
+                          (centre_x - cav_ax, centre_x + 20)),
            lambda Z, Y, X: (Z < diaphragm(X, Y, -1) - 4) & in_ellipse(X, Y, centre_x - cav_ax * 0.35, cav_cy,
                                                                         cav_ax * 0.75, cav_ay * 0.85),
            LIVER, where=[SOFT])
-    gas_c = (centre_x + cav_ax * 0.45, cav_cy - cav_ay * 0.2, z_base - 12.0)
-    gas_r = rng.uniform(18.0, 30.0)
-    _paint(labels, grid, ((gas_c[2] - gas_r, gas_c[2] + gas_r * 0.6), (gas_c[1] - gas_r * 1.3, gas_c[1] + gas_r * 1.3),
-                          (gas_c[0] - gas_r * 1.3, gas_c[0] + gas_r * 1.3)),
-           lambda Z, Y, X: (((X - gas_c[0]) / (gas_r * 1.3)) ** 2 + ((Y - gas_c[1]) / (gas_r * 1.2)) ** 2
-                            + ((Z - gas_c[2]) / gas_r) ** 2 <= 1.0) & (Z < diaphragm(X, Y, 1) - 6),
-           GAS, where=[SOFT, FAT])
+    if z0 < liver_full and extra is not None:
+        liver_bottom = z_base - extra.uniform(*LIVER_DEPTH_MM)
+
+        def liver_taper(Z):
+            return np.sqrt(np.clip(1.0 - ((liver_full - Z) / (liver_full - liver_bottom)) ** 2, 0.0, 1.0))
+
+        _paint(labels, grid, ((liver_bottom, liver_full), lung_box[1], (centre_x - cav_ax, centre_x + 20)),
+               lambda Z, Y, X: (Z < liver_full) & in_ellipse(
+                   X, Y, centre_x - cav_ax * 0.35, cav_cy, cav_ax * 0.75 * liver_taper(Z) + 1e-3,
+                   cav_ay * 0.85 * liver_taper(Z) + 1e-3), LIVER, where=[SOFT])
+    if not anatomy.has_bowel:                     # the default chest's stomach gas bubble
+        gas_c = (centre_x + cav_ax * 0.45, cav_cy - cav_ay * 0.2, z_base - 12.0)
+        gas_r = rng.uniform(18.0, 30.0)
+        _paint(labels, grid, ((gas_c[2] - gas_r, gas_c[2] + gas_r * 0.6), (gas_c[1] - gas_r * 1.3, gas_c[1] + gas_r * 1.3),
+                              (gas_c[0] - gas_r * 1.3, gas_c[0] + gas_r * 1.3)),
+               lambda Z, Y, X: (((X - gas_c[0]) / (gas_r * 1.3)) ** 2 + ((Y - gas_c[1]) / (gas_r * 1.2)) ** 2
+                                + ((Z - gas_c[2]) / gas_r) ** 2 <= 1.0) & (Z < diaphragm(X, Y, 1) - 6),
+               GAS, where=[SOFT, FAT])
+    else:
+        rng.uniform(18.0, 30.0)                   # the bubble's draw: later draws stay as they were
 
     # --- heart (indents the left lung) and aorta ---------------------------------------------
     heart_c = np.array([centre_x + rng.uniform(12.0, 28.0), cav_cy - cav_ay * 0.25,
@@ -262,8 +462,12 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
         -1: carina + np.array([-cav_ax * 0.42, 6.0, -rng.uniform(28.0, 36.0)]),   # right: steeper
         +1: carina + np.array([cav_ax * 0.45, 8.0, -rng.uniform(18.0, 26.0)]),
     }
-    airway_tubes = [((centre_x, trachea_y, z[-1] + 10.0), tuple(carina), trachea_r)]
-    airway_tubes += [(tuple(carina), tuple(hila[s]), trachea_r * (0.72 if s < 0 else 0.62)) for s in (-1, 1)]
+    # the trachea leaves the top of the scan (and starts above the neck base in any range)
+    trachea_top = max(float(z[-1]), z_apex + above - slice_spacing) + 10.0
+    airway_tubes = [((centre_x, trachea_y, trachea_top), tuple(carina), trachea_r)]
+    for s in (-1, 1):                             # a pneumonectomy leaves a bronchial stump
+        end = hila[s] if s != removed_side else carina + STUMP_FRACTION * (hila[s] - carina)
+        airway_tubes.append((tuple(carina), tuple(end), trachea_r * (0.72 if s < 0 else 0.62)))
     central_airway = np.zeros(grid.shape, dtype=bool)
     for a, b, r in airway_tubes:
         bounds, inside = _tube(a, b, r)
@@ -282,11 +486,25 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
 
     # --- lung vessels: intersections of two smooth random level sets are tubes ----------------
     _add_vessels(labels, grid, lung_box, rng)
+    if anatomy.emphysema:
+        _add_emphysema(labels, grid, lung_box, extra, z_base=z_base, lung_height=lung_height)
 
     # --- truth lungs: the lung region (vessels, small airways inside it), minus the trachea and
     #     main bronchi; split right/left at the patient midline -------------------------------
-    in_lung = np.isin(labels, [LUNG, VESSEL, AIRWAY]) & ~central_airway
+    in_lung = np.isin(labels, [LUNG, VESSEL, AIRWAY, EMPHYSEMA]) & ~central_airway
     labels[central_airway & (labels != BED_FOAM)] = AIRWAY
+
+    # --- bowel: stomach, colon and small bowel below the diaphragm ----------------------------
+    if anatomy.has_bowel:
+        def floor(X, Y):                           # lowest tissue under the lungs at (x, y)
+            return np.where(X < centre_x, diaphragm(X, Y, -1), diaphragm(X, Y, 1))
+
+        def abdomen_inside(Z, Y, X):               # inside the abdominal wall's muscle
+            return in_ellipse(X, Y, centre_x, centre_y, body_ax * body_scale(Z) - fat - ABDOMINAL_WALL_MM,
+                              body_ay - fat * 0.8 - ABDOMINAL_WALL_MM)
+
+        _add_bowel(labels, grid, extra, centre_x=centre_x, cav_cy=cav_cy, cav_ax=cav_ax,
+                   cav_ay=cav_ay, z_base=z_base, pelvis=pelvis, floor=floor, inside=abdomen_inside)
 
     # --- spine, ribs and sternum --------------------------------------------------------------
     _add_skeleton(labels, grid, rng, centre_x=centre_x, centre_y=centre_y, body_ax=body_ax,
@@ -296,8 +514,13 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
 
     # --- tumour -------------------------------------------------------------------------------
     tumour = np.zeros(grid.shape, dtype=bool)
-    if rng.uniform() < tumour_probability:
-        tumour = _add_tumour(in_lung, grid, rng, pixel=pixel)
+    if rng.uniform() < tumour_probability and in_lung.any():
+        if anatomy.juxtapleural:
+            tumour = _add_juxtapleural(in_lung, labels, grid, extra, centre=(centre_x, cav_cy),
+                                       z_range=(z_base + dome + right_dome_extra + 5.0, z_apex - 40.0),
+                                       mediastinum_mm=mediastinum_mid, growth=tumour_growth)
+        else:
+            tumour = _add_tumour(in_lung, grid, rng, pixel=pixel, growth=tumour_growth)
         labels[tumour] = TUMOUR
         in_lung |= tumour
 
@@ -308,20 +531,353 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
     _drop_islands(lungs, labels, grid.block(*lung_box))
 
     # --- intensities, noise, field of view ----------------------------------------------------
+    noise = rng if noise_rng is None else noise_rng
     fov_outside = (grid.x[None, :] ** 2 + grid.y[:, None] ** 2) > (fov / 2.0) ** 2
-    values = _intensities(labels, grid, rng, cav_cy=cav_cy, cav_ay=cav_ay)
+    values = _intensities(labels, grid, noise, cav_cy=cav_cy, cav_ay=cav_ay,
+                          lung_shift=EMPHYSEMA_LUNG_SHIFT_HU if anatomy.emphysema else 0.0)
     values[:, fov_outside] = np.nan
     lungs[:, fov_outside] = 0
     tumour[:, fov_outside] = False
+    structures = None
+    if not anatomy.is_default:
+        structures = _ANATOMY_OF_TISSUE[labels]
+        structures[(labels == AIRWAY) & (lungs == 0)] = AIRWAY_TRUTH
+        structures[:, fov_outside] = 0
 
-    thickness = slice_spacing * float(rng.choice([1.0, 1.0, 2.0]))   # sometimes overlapping recon
+    thickness = slice_spacing * float(noise.choice([1.0, 1.0, 2.0]))   # sometimes overlapping recon
     origin = (float(x[0]), float(y[0]), float(z[0]))
+    facts = {"lung_gap_mm": gap, "body_cut_by_fov": bool(body_ax > fov / 2 - abs(centre_x))}
+    if not anatomy.is_default:
+        facts.update(anatomy=anatomy.describe(), scan_range=anatomy.scan_range,
+                     midline_x_mm=float(centre_x),
+                     bowel=anatomy.has_bowel,
+                     effusion=[("right" if s < 0 else "left") for s in effusion_sides],
+                     emphysema=anatomy.emphysema,
+                     one_lung={-1: "left", 0: None, 1: "right"}[removed_side],
+                     juxtapleural=anatomy.juxtapleural)
+    if tumour_growth != 1.0:
+        facts["tumour_growth"] = float(tumour_growth)
     return CTCase(
         hu=values, lungs=lungs, tumour=tumour.astype(np.uint8),
         spacing=(float(slice_spacing), float(pixel), float(pixel)), origin=origin, fov_mm=fov,
-        slice_thickness=float(round(thickness, 3)),
-        facts={"lung_gap_mm": gap, "body_cut_by_fov": bool(body_ax > fov / 2 - abs(centre_x))},
+        slice_thickness=float(round(thickness, 3)), facts=facts, anatomy=structures,
     )
+
+
+#: The liver keeps its full section down to this far below the lowest lung point (mm), then
+#: narrows to its tip (:data:`LIVER_DEPTH_MM` below).
+LIVER_FULL_MM = 60.0
+LIVER_DEPTH_MM = (140.0, 180.0)
+#: A pneumonectomy's bronchial stump: this fraction of the main bronchus is left.
+STUMP_FRACTION = 0.35
+#: The bowel stays this far (mm) inside the body's soft-tissue outline (abdominal wall muscle).
+ABDOMINAL_WALL_MM = 16.0
+
+
+def _scan_extent(scan_range: str, rng: np.random.Generator, *, z_base: float, z_apex: float,
+                 above: float, pelvis: float) -> tuple[float, float]:
+    """Lowest and highest slice position (mm) of a scan range other than the chest."""
+    if scan_range == "cap":
+        return z_base - pelvis, z_apex + above
+    if scan_range == "abdomen":                  # starts just under the lowest lung point
+        return z_base - pelvis, z_base - float(rng.uniform(4.0, 10.0))
+    if scan_range == "bases":
+        return z_base - float(rng.uniform(*BASES_DEPTH_MM)), z_base + float(rng.uniform(*BASES_TOP_MM))
+    return z_apex - float(rng.uniform(*APICES_HEIGHT_MM)), z_apex + above     # apices
+
+
+def _draw_pleura(anatomy: Anatomy, rng: np.random.Generator) -> tuple[tuple[int, ...], int]:
+    """Sides (-1 right, +1 left) with an effusion, and the side of a pneumonectomy (0: none)."""
+    removed = 0
+    if anatomy.one_lung is not None:
+        remaining = anatomy.one_lung if anatomy.one_lung != "either" else \
+            ("right", "left")[int(rng.integers(2))]
+        removed = +1 if remaining == "right" else -1
+    sides: tuple[int, ...] = ()
+    if anatomy.effusion:
+        sides = ((-1,), (1,), (-1, 1))[int(rng.integers(3))]
+        if removed:                               # the remaining lung has it
+            sides = (-removed,)
+    return sides, removed
+
+
+def _effusion_profile(depth_mm: float, height_mm: float, z_base: float):
+    """Depth (mm, front to back) of a dependent effusion at each height: deepest at the base."""
+    def depth(Z):
+        return depth_mm * np.clip(1.0 - (Z - z_base) / height_mm, 0.0, 1.0) ** 0.7
+    return depth
+
+
+def _upsample(field: np.ndarray, positions) -> np.ndarray:
+    """Trilinear values of ``field`` (float32, unit spacing) at the outer product of three 1D
+    ``positions`` in its index units (separable: one axis at a time)."""
+    out = field
+    for axis in (2, 1, 0):
+        pos = np.clip(np.asarray(positions[axis], dtype=np.float64), 0.0, field.shape[axis] - 1.000001)
+        low = np.floor(pos).astype(int)
+        weight = (pos - low).astype(np.float32)
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        weight = weight.reshape(shape)
+        out = out.take(low, axis) * (1 - weight) + out.take(low + 1, axis) * weight
+    return out
+
+
+def _add_emphysema(labels: np.ndarray, grid: Grid, lung_box, rng: np.random.Generator, *,
+                   z_base: float, lung_height: float) -> None:
+    """Low-attenuation areas (a smooth random field above a height-dependent level: 3-8 % of
+    the lung at the base, 20-35 % at the apex) and a few bullae of 8-22 mm radius."""
+    from scipy import ndimage
+    from scipy.special import ndtri
+
+    block = grid.block(*lung_box)
+    if any(s.stop <= s.start for s in block):
+        return
+    Z, Y, X = grid.coords(block)
+    step = 2.0
+    shape = tuple(int(np.ceil((c.max() - c.min()) / step)) + 2 for c in (Z, Y, X))
+    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=1.2)
+    field /= field.std()
+    fine = _upsample(field, [(c.ravel() - c.min()) / step for c in (Z, Y, X)])
+    low, high = rng.uniform(0.03, 0.08), rng.uniform(0.2, 0.35)
+    t = np.clip((Z - z_base) / lung_height, 0.0, 1.0)
+    level = ndtri(1.0 - (low + (high - low) * t)).astype(np.float32)
+    target = labels[block]
+    target[(fine > level) & np.isin(target, [LUNG, VESSEL])] = EMPHYSEMA
+    lung = np.flatnonzero(target == LUNG)
+    if not len(lung):
+        return
+    for index in rng.choice(lung, size=min(int(rng.integers(2, 6)), len(lung)), replace=False):
+        iz, iy, ix = np.unravel_index(index, target.shape)
+        c = (Z.ravel()[iz], Y.ravel()[iy], X.ravel()[ix])
+        r = rng.uniform(8.0, 22.0)
+        _paint(labels, grid, tuple((v - r, v + r) for v in c),
+               lambda Zc, Yc, Xc, c=c, r=r: (Zc - c[0]) ** 2 + (Yc - c[1]) ** 2 + (Xc - c[2]) ** 2 <= r * r,
+               EMPHYSEMA, where=[LUNG, VESSEL, EMPHYSEMA])
+
+
+def _catmull_rom(points: np.ndarray, step: float) -> np.ndarray:
+    """Samples about ``step`` mm apart on the Catmull-Rom curve through ``points`` (N, D); the
+    first three columns are x, y, z, the others (radius, gas level ...) are carried along."""
+    padded = np.vstack([points[:1], points, points[-1:]])
+    pieces = []
+    for i in range(1, len(padded) - 2):
+        p0, p1, p2, p3 = padded[i - 1:i + 3]
+        n = max(2, int(np.ceil(np.linalg.norm(p2[:3] - p1[:3]) / step)))
+        t = np.linspace(0.0, 1.0, n, endpoint=False)[:, None]
+        pieces.append(0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t ** 2
+                             + (3 * p1 - p0 - 3 * p2 + p3) * t ** 3))
+    pieces.append(padded[-2][None])
+    return np.vstack(pieces)
+
+
+#: Colon centreline: (x / cavity half-width, y / cavity half-depth, z in mm from the lowest
+#: lung point, or ("P", mm) above the pelvic floor, radius mm, gas level, haustra weight).
+#: The gas level is where gas ends, as a fraction of the radius from the tube's centre toward
+#: the back (-1: no gas, +1: all gas); gas rises to the front of a supine patient.
+_COLON = (   # fx,    fy,   z,             r,   level, haustra
+    (-0.62, 0.05, ("P", 125.0), 32.0, -0.1, 1.0),    # caecum
+    (-0.72, 0.28, ("P", 175.0), 28.0, -0.3, 1.0),    # ascending colon
+    (-0.74, 0.30, -120.0, 27.0, -0.2, 1.0),
+    (-0.62, -0.25, -95.0, 26.0, 0.3, 1.0),           # hepatic flexure
+    (-0.30, -0.62, -105.0, 26.0, 0.55, 1.0),         # transverse colon, sagging in front
+    (0.05, -0.66, -125.0, 25.0, 0.6, 1.0),
+    (0.40, -0.55, -80.0, 25.0, 0.6, 1.0),
+    (0.66, -0.25, -30.0, 24.0, 0.7, 1.0),            # splenic flexure, up under the left dome
+    (0.76, 0.12, -8.0, 23.0, 0.6, 1.0),
+    (0.80, 0.35, -60.0, 22.0, 0.3, 0.6),             # descending colon
+    (0.80, 0.35, ("P", 160.0), 21.0, 0.2, 0.6),
+    (0.50, 0.05, ("P", 115.0), 20.0, 0.4, 0.3),      # sigmoid
+    (0.12, -0.25, ("P", 100.0), 20.0, 0.5, 0.3),
+    (-0.10, 0.20, ("P", 80.0), 20.0, 0.2, 0.3),
+    (0.00, 0.50, ("P", 60.0), 22.0, -0.2, 0.0),      # rectum
+    (0.00, 0.55, ("P", 15.0), 20.0, -0.4, 0.0),
+)
+#: Small-bowel loops: length (mm), radius (mm) of the walk's tube; step of every centreline (mm).
+SMALL_BOWEL_MM = (1800.0, 2600.0)
+SMALL_BOWEL_RADIUS_MM = (10.0, 13.5)
+_BOWEL_STEP_MM = 6.0
+
+
+def _add_bowel(labels: np.ndarray, grid: Grid, rng: np.random.Generator, *, centre_x, cav_cy,
+               cav_ax, cav_ay, z_base, pelvis, floor, inside) -> None:
+    """Stomach, colon and small bowel: tubes (and the stomach's ellipsoid) of wall, gas in front
+    of a gas/fluid level and fluid or stool behind it, kept :data:`DIAPHRAGM_GAP_MM` under the
+    lungs' floor and inside the abdominal wall; painted over soft tissue and fat only.
+
+    Every voxel belongs to the structure whose surface it lies deepest under (one pass per
+    tube segment over its bounding box, then one vectorised decision).
+    """
+    def point(fx, fy, z):
+        z = -pelvis + z[1] if isinstance(z, tuple) else z
+        return centre_x + fx * cav_ax, cav_cy + fy * cav_ay, z_base + z
+
+    # colon: control points jittered, haustra as periodic narrowing along the arc length
+    control = np.array([(*point(fx, fy, z), r * rng.uniform(0.85, 1.15),
+                         np.clip(level + rng.uniform(-0.25, 0.25), -1.0, 0.9), haustra)
+                        for fx, fy, z, r, level, haustra in _COLON])
+    control[:, :2] += rng.uniform(-6.0, 6.0, size=(len(control), 2))
+    colon = _catmull_rom(control, _BOWEL_STEP_MM / 2)
+    arc = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(colon[:, :3], axis=0), axis=1))]
+    period, phase = rng.uniform(22.0, 32.0), rng.uniform(0.0, 2 * np.pi)
+    colon[:, 3] *= 1.0 - 0.28 * colon[:, 5] * (0.5 + 0.5 * np.cos(2 * np.pi * arc / period + phase)) ** 6
+    colon[:, 4] += 0.2 * np.sin(2 * np.pi * arc / rng.uniform(150.0, 300.0) + rng.uniform(0, 2 * np.pi))
+
+    # small bowel: a random walk with momentum inside the mid and lower abdomen
+    sb_centre = np.array([centre_x, cav_cy - 0.1 * cav_ay, z_base - 0.55 * pelvis])
+    sb_radii = np.array([0.5 * cav_ax, 0.42 * cav_ay, 0.27 * pelvis])
+    steps = int(rng.uniform(*SMALL_BOWEL_MM) / _BOWEL_STEP_MM)
+    position = sb_centre + rng.uniform(-0.3, 0.3, 3) * sb_radii
+    direction = rng.standard_normal(3)
+    walk = np.empty((steps, 3))
+    for i in range(steps):                        # a path of a few hundred points, not voxels
+        direction = direction / np.linalg.norm(direction) + rng.normal(0.0, 0.45, 3)
+        direction /= np.linalg.norm(direction)
+        if np.linalg.norm((position + _BOWEL_STEP_MM * direction - sb_centre) / sb_radii) > 1.0:
+            direction = (sb_centre - position) / np.linalg.norm(sb_centre - position) + rng.normal(0, 0.3, 3)
+            direction /= np.linalg.norm(direction)
+        position = position + _BOWEL_STEP_MM * direction
+        walk[i] = position
+    from scipy.ndimage import gaussian_filter1d
+
+    pockets = gaussian_filter1d(rng.standard_normal(steps), 10.0)
+    pockets /= pockets.std() + 1e-9
+    sb_level = np.where(pockets > 0.9, np.clip(-0.4 + 0.4 * pockets, -0.4, 0.5), -1.5)
+    small = np.column_stack([walk, np.full(steps, rng.uniform(*SMALL_BOWEL_RADIUS_MM))
+                             * rng.uniform(0.9, 1.1, steps), sb_level])
+
+    # segments: (a, b, radius a, radius b, gas level, content)
+    segments = [(c[:-1, :3], c[1:, :3], c[:-1, 3], c[1:, 3], (c[:-1, 4] + c[1:, 4]) / 2, content)
+                for c, content in ((colon, STOOL), (small, BOWEL_FLUID))]
+    a = np.vstack([s[0] for s in segments])
+    b = np.vstack([s[1] for s in segments])
+    ra, rb = np.concatenate([s[2] for s in segments]), np.concatenate([s[3] for s in segments])
+    level = np.concatenate([s[4] for s in segments])
+    content = np.concatenate([np.full(len(s[0]), s[5], np.uint8) for s in segments])
+    # the stomach: under the left dome, gas in front of a level, fluid behind it
+    stomach_c = np.array([centre_x + 0.42 * cav_ax, cav_cy - 0.12 * cav_ay, 0.0])
+    stomach_r = np.array([rng.uniform(40.0, 55.0), rng.uniform(34.0, 46.0), rng.uniform(55.0, 75.0)])
+    stomach_c[2] = z_base - 0.4 * stomach_r[2]
+    stomach_level = rng.uniform(-0.4, 0.3)
+    wall = BOWEL_WALL_MM
+
+    lo = np.minimum(np.minimum(a, b).min(axis=0), stomach_c - stomach_r) - 40.0
+    hi = np.maximum(np.maximum(a, b).max(axis=0), stomach_c + stomach_r) + 40.0
+    box = grid.block((lo[2], hi[2]), (lo[1], hi[1]), (lo[0], hi[0]))
+    if any(s.stop <= s.start for s in box):
+        return
+    offset = np.array([s.start for s in box])
+    depth = np.full(tuple(s.stop - s.start for s in box), np.inf, dtype=np.float32)
+    owner = np.full(depth.shape, -1, dtype=np.int32)
+
+    def claim(bounds, signed, index):
+        sub = grid.block(*bounds)
+        if any(s.stop <= s.start for s in sub):
+            return
+        local = tuple(slice(s.start - o, s.stop - o) for s, o in zip(sub, offset))
+        d = signed(*grid.coords(sub))
+        view, who = depth[local], owner[local]
+        better = (d < view) & (d < wall)
+        view[better] = d[better]
+        who[better] = index
+
+    for i in range(len(a)):
+        r = max(ra[i], rb[i]) + wall
+        seg_lo, seg_hi = np.minimum(a[i], b[i]) - r, np.maximum(a[i], b[i]) + r
+        ab = (b[i] - a[i]).astype(np.float32)
+        length2 = float(ab @ ab) + 1e-6
+
+        def signed(Z, Y, X, i=i, ab=ab, length2=length2):
+            t = np.clip(((X - a[i, 0]) * ab[0] + (Y - a[i, 1]) * ab[1] + (Z - a[i, 2]) * ab[2]) / length2, 0, 1)
+            dx, dy, dz = X - a[i, 0] - t * ab[0], Y - a[i, 1] - t * ab[1], Z - a[i, 2] - t * ab[2]
+            return np.sqrt(dx * dx + dy * dy + dz * dz) - (ra[i] + t * (rb[i] - ra[i]))
+        claim(((seg_lo[2], seg_hi[2]), (seg_lo[1], seg_hi[1]), (seg_lo[0], seg_hi[0])), signed, i)
+
+    def stomach(Z, Y, X):
+        rho = np.sqrt(((X - stomach_c[0]) / stomach_r[0]) ** 2 + ((Y - stomach_c[1]) / stomach_r[1]) ** 2
+                      + ((Z - stomach_c[2]) / stomach_r[2]) ** 2)
+        return (rho - 1.0) * stomach_r.min()
+    s_lo, s_hi = stomach_c - stomach_r - wall, stomach_c + stomach_r + wall
+    claim(((s_lo[2], s_hi[2]), (s_lo[1], s_hi[1]), (s_lo[0], s_hi[0])), stomach, len(a))
+
+    # one decision for every claimed voxel
+    centre_y = np.append((a[:, 1] + b[:, 1]) / 2, stomach_c[1])
+    radius = np.append((ra + rb) / 2, stomach_r[1])
+    gas_y = (centre_y + np.append(level, stomach_level) * radius).astype(np.float32)
+    fill = np.append(content, np.uint8(BOWEL_FLUID))
+    Z, Y, X = grid.coords(box)
+    target = labels[box]
+    claimed = owner >= 0
+    lung_floor = floor(X, Y)
+    free = claimed & np.isin(target, [SOFT, FAT]) & inside(Z, Y, X)
+    lumen = free & (depth < 0) & (Z < lung_floor - DIAPHRAGM_GAP_MM)
+    tube_wall = free & ~lumen & (Z < lung_floor - DIAPHRAGM_GAP_MM / 2)
+    who = np.where(claimed, owner, 0)
+    gas = lumen & (Y < gas_y[who])
+    target[tube_wall] = SOFT
+    target[lumen] = fill[who[lumen]]
+    target[gas] = BOWEL_GAS
+    # stool is mottled: small gas bubbles (3 mm cells, 6 % of them)
+    stool = target == STOOL
+    if stool.any():
+        cells = tuple(int(np.ceil((c.max() - c.min()) / 3.0)) + 1 for c in (Z, Y, X))
+        bubbles = rng.uniform(size=cells) < 0.06
+        index = [np.clip(((c.ravel() - c.min()) / 3.0).astype(int), 0, n - 1) for c, n in zip((Z, Y, X), cells)]
+        target[stool & bubbles.take(index[0], 0).take(index[1], 1).take(index[2], 2)] = BOWEL_GAS
+
+
+def _add_juxtapleural(in_lung: np.ndarray, labels: np.ndarray, grid: Grid, rng: np.random.Generator,
+                      *, centre, z_range, mediastinum_mm: float, growth: float = 1.0) -> np.ndarray:
+    """A lobulated 30-60 mm mass on the costal pleura: its centre a little inside the lung's
+    surface against the chest wall, the part inside the lung is the tumour (its mask). It
+    keeps :data:`JUXTAPLEURAL_CLEARANCE_MM` from the heart and the mediastinum (a mass that
+    touches the chest wall and the mediastinum alike is another case)."""
+    diameter = rng.uniform(*JUXTAPLEURAL_DIAMETER_MM)
+    radius = diameter / 2.0
+    inset = rng.uniform(0.15, 0.35) * radius
+    lobes = rng.uniform(0.0, 2 * np.pi, size=3)
+    tumour = np.zeros(grid.shape, dtype=bool)
+    zs = _index_range(grid.z, z_range[0] + radius * 0.5, z_range[1] - radius * 0.5)
+    if zs.stop <= zs.start:
+        zs = _index_range(grid.z, z_range[0], z_range[1])
+    sub = in_lung[zs]
+    if not sub.any():
+        return tumour
+    edge = sub.copy()                               # lung voxels with a non-lung neighbour in-plane
+    edge[:, 1:-1, 1:-1] &= ~(sub[:, :-2, 1:-1] & sub[:, 2:, 1:-1] & sub[:, 1:-1, :-2] & sub[:, 1:-1, 2:])
+    candidates = np.flatnonzero(edge)
+    for index in rng.choice(candidates, size=min(300, len(candidates)), replace=False):
+        k, iy, ix = np.unravel_index(index, sub.shape)
+        k += zs.start
+        px, py = float(grid.x[ix]), float(grid.y[iy])
+        side = np.sign(px - centre[0]) or 1.0
+        section = in_lung[k] & (side * (grid.x - centre[0]) > 0)[None, :]
+        rows, cols = np.nonzero(section)
+        normal = np.array([px - grid.x[cols].mean(), py - grid.y[rows].mean()])
+        radial = np.array([px - centre[0], py - centre[1]])
+        if np.linalg.norm(normal) < 1e-6 or \
+                normal @ radial < 0.5 * np.linalg.norm(normal) * np.linalg.norm(radial):
+            continue                                # a mediastinal or diaphragmatic surface
+        normal /= np.linalg.norm(normal)
+        c = np.array([grid.z[k], py - normal[1] * inset, px - normal[0] * inset])
+        grown = radius * growth
+        clear = grown * 1.2 + JUXTAPLEURAL_CLEARANCE_MM
+        if abs(c[2] - centre[0]) - clear < mediastinum_mm or \
+                np.any(labels[grid.block(*((v - clear, v + clear) for v in c))] == HEART):
+            continue
+        block = grid.block(*((v - grown * 1.2, v + grown * 1.2) for v in c))
+        Z, Y, X = grid.coords(block)
+        dz, dy, dx = Z - c[0], Y - c[1], X - c[2]
+        r = np.sqrt(dx * dx + dy * dy + dz * dz)
+        theta = np.arctan2(dy, dx)
+        phi = np.arccos(np.clip(dz / np.maximum(r, 1e-6), -1, 1))
+        bumpy = grown * (1.0 + 0.12 * np.sin(3 * theta + lobes[0]) * np.sin(2 * phi + lobes[1])
+                         + 0.06 * np.cos(5 * theta + lobes[2]))
+        inside = (r <= bumpy) & in_lung[block]
+        if inside.any():
+            tumour[block] = inside
+            return tumour
+    return tumour
 
 
 def _drop_islands(lungs: np.ndarray, labels: np.ndarray, block) -> None:
@@ -348,12 +904,15 @@ VESSEL_LEVEL = 0.22
 
 
 def _intensities(labels: np.ndarray, grid: Grid, rng: np.random.Generator, *, cav_cy: float,
-                 cav_ay: float) -> np.ndarray:
-    """HU of every voxel: tissue means, tissue-scaled noise, and lung density gradient."""
+                 cav_ay: float, lung_shift: float = 0.0) -> np.ndarray:
+    """HU of every voxel: tissue means, tissue-scaled noise, and lung density gradient
+    (plus ``lung_shift`` HU on the lung parenchyma: emphysematous lung is less dense)."""
     sigma = np.float32(rng.uniform(12.0, 28.0))
     bank = rng.standard_normal((_NOISE_BANK,) + grid.shape[1:], dtype=np.float32) * sigma
     # Dependent (posterior) lung is denser; vessels blur into lung by partial volume.
     lung_gradient = ((grid.y - cav_cy) / cav_ay * 35.0 + 10.0).astype(np.float32)[:, None]
+    if lung_shift:
+        lung_gradient += np.float32(lung_shift)
     picks = rng.integers(0, _NOISE_BANK, size=grid.shape[0])
     shifts = rng.integers(0, grid.shape[1], size=(grid.shape[0], 2))
     values = np.empty(grid.shape, dtype=np.float32)
@@ -374,6 +933,8 @@ def _add_vessels(labels: np.ndarray, grid: Grid, lung_box, rng: np.random.Genera
 
     step = 3.0  # mm grid of the level-set fields
     block = grid.block(*lung_box)
+    if any(s.stop <= s.start for s in block):          # a scan without lungs
+        return
     Z, Y, X = grid.coords(block)
     shape = tuple(int(np.ceil((c.max() - c.min()) / step)) + 2 for c in (Z, Y, X))
     fields = []
@@ -435,8 +996,10 @@ def _add_skeleton(labels, grid, rng, *, centre_x, centre_y, body_ax, body_ay, fa
            & (Z > z_base) & (Z < z_top - 30), BONE)
 
 
-def _add_tumour(in_lung: np.ndarray, grid: Grid, rng: np.random.Generator, *, pixel: float) -> np.ndarray:
-    """A lobulated tumour inside a lung (sometimes touching the chest wall); its mask."""
+def _add_tumour(in_lung: np.ndarray, grid: Grid, rng: np.random.Generator, *, pixel: float,
+                growth: float = 1.0) -> np.ndarray:
+    """A lobulated tumour inside a lung (sometimes touching the chest wall); its mask. The
+    place is chosen for the drawn diameter, the tumour drawn ``growth`` times as large."""
     diameter = rng.uniform(max(8.0, 3 * pixel), 50.0)
     radius = diameter / 2.0
     candidates = np.flatnonzero(in_lung)
@@ -445,14 +1008,14 @@ def _add_tumour(in_lung: np.ndarray, grid: Grid, rng: np.random.Generator, *, pi
     for centre_index in rng.choice(candidates, size=min(200, len(candidates)), replace=False):
         iz, iy, ix = np.unravel_index(centre_index, grid.shape)
         c = np.array([grid.z[iz], grid.y[iy], grid.x[ix]])
-        block = grid.block(*((v - radius * 1.2, v + radius * 1.2) for v in c))
+        block = grid.block(*((v - radius * 1.2 * growth, v + radius * 1.2 * growth) for v in c))
         Z, Y, X = grid.coords(block)
         dz, dy, dx = Z - c[0], Y - c[1], X - c[2]
         r = np.sqrt(dx * dx + dy * dy + dz * dz)
         theta = np.arctan2(dy, dx)
         phi = np.arccos(np.clip(dz / np.maximum(r, 1e-6), -1, 1))
-        bumpy = radius * (1.0 + 0.12 * np.sin(3 * theta + lobes[0]) * np.sin(2 * phi + lobes[1])
-                          + 0.06 * np.cos(5 * theta + lobes[2]))
+        bumpy = radius * growth * (1.0 + 0.12 * np.sin(3 * theta + lobes[0]) * np.sin(2 * phi + lobes[1])
+                                   + 0.06 * np.cos(5 * theta + lobes[2]))
         shape = r <= bumpy
         core = r <= radius * 0.6
         lung_block = in_lung[block]

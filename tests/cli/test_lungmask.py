@@ -90,3 +90,20 @@ def test_model_method_errors(cli, tmp_path):
     result = cli("lungmask", tmp_path / "a.npy", tmp_path / "m.npy", "--method", "model",
                  "--checkpoint", tmp_path / "bad.pt")
     assert result.exit_code != 0 and "bad.pt" in result.stderr and not (tmp_path / "m.npy").exists()
+
+
+def test_a_scan_without_lung_is_one_line_and_exit_1(cli, tmp_path):
+    """An abdomen-only scan: ``no lung in this scan`` for that file, the others go on."""
+    from medtool.phantom.ct import Anatomy, make_ct
+    from medtool.volume import Volume
+
+    case = make_ct(np.random.default_rng(1), shape=64, anatomy=Anatomy(scan_range="abdomen"))
+    abdomen = Volume(np.nan_to_num(case.hu, nan=-1000).astype(np.int16), spacing=case.spacing,
+                     origin=case.origin, meta={"units": "HU", "modality": "CT"})
+    save_volume(abdomen, tmp_path / "hu" / "abdomen.npy")
+    save_volume(chest()[0], tmp_path / "hu" / "chest.npy")
+    result = cli("lungmask", tmp_path / "hu", tmp_path / "masks")
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "abdomen.npy: no lung in this scan" in lines[0]
+    assert (tmp_path / "masks" / "chest.npy").is_file() and not (tmp_path / "masks" / "abdomen.npy").exists()
