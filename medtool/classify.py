@@ -35,7 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
-from .segmentation import CT_WINDOW, NORMALIZATIONS, as_3d, normalize, normalize_spec, to_model_space
+from .intensity import CT_WINDOW, NORMALIZATIONS, normalize, plan_normalization
+from .segmentation import as_3d, to_model_space
 
 #: Class weight modes (or one weight per class).
 CLASS_WEIGHTS = ("balanced", "none")
@@ -394,7 +395,7 @@ class ClassifyTask:
             headers = {c.case_id: _header(c.image) for c in cases}
             for case in cases:
                 check_dimensionality(headers[case.case_id], o.dim, case.image)
-            self.recipe = self._plan([headers[c.case_id] for c in train])
+            self.recipe = self._plan([(c.image, headers[c.case_id]) for c in train])
             self.recipe["classes"] = classes
         index = {name: k for k, name in enumerate(classes)}
         self.weights = class_weights(o.class_weights, [index[labels[c.case_id]] for c in train], classes)
@@ -409,11 +410,11 @@ class ClassifyTask:
         self.train_cases = [{**by_id[c.case_id], "label": index[labels[c.case_id]]} for c in train]
         self.val_cases = [{**by_id[c.case_id], "label": index[labels[c.case_id]]} for c in val]
 
-    def _plan(self, headers) -> dict[str, Any]:
-        """Spacing (median of the training volumes unless given) and shape (their median size
-        at that spacing unless given)."""
+    def _plan(self, images) -> dict[str, Any]:
+        """Spacing (median of the training volumes unless given), shape (their median size at
+        that spacing unless given) and normalisation (``images``: path, header pairs)."""
         o = self.options
-        volumes = [as_3d(h) for h in headers]
+        volumes = [as_3d(h) for _, h in images]
         spacings = np.array([v.spacing for v in volumes], dtype=np.float64)
         shapes = np.array([v.shape for v in volumes], dtype=np.float64)
         if o.spacing is not None:
@@ -429,8 +430,9 @@ class ClassifyTask:
         shape = [max(1, int(round(s))) for s in sizes] if o.shape is None else [int(s) for s in o.shape]
         if o.dim == 2:
             shape = [1, *shape[-2:]]
-        return {"dim": o.dim, "spacing": spacing, "shape": shape,
-                "normalize": normalize_spec(o, volumes[0].units)}
+        norm = plan_normalization(o.normalize, o.window, images)
+        return {"dim": o.dim, "spacing": spacing, "shape": shape, "normalize": norm.spec,
+                "normalize_why": norm.why}
 
     def _build_cache(self, cases, cache: Path, key, *, workers, progress, on_error):
         from .batch import run_batch

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
-from .segmentation import CT_WINDOW, NORMALIZATIONS, normalize, normalize_spec
+from .intensity import AUTO_SAMPLE, CT_WINDOW, NORMALIZATIONS, normalize, plan_normalization
 
 #: Suffixes of ordinary picture files (read with Pillow).
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -382,12 +382,21 @@ class DetectTask:
         if not self.recipe:
             self.recipe = self._plan(self.train_cases)
 
+    def _normalization(self, images: list[tuple[Any, str]]):
+        """The planned normalisation of X-rays (path, units pairs): HU only if they are HU,
+        else each image z-scored."""
+        from .volume import Volume
+
+        o = self.options
+        return plan_normalization(o.normalize, o.window,
+                                  [(path, Volume(np.zeros((1, 1), np.float32), meta={"units": units}))
+                                   for path, units in images], projection=True)
+
     def _plan(self, train: list[dict[str, Any]]) -> dict[str, Any]:
         from .models.retinanet import LEVEL_STRIDES
 
         o = self.options
-        units = train[0]["units"]
-        spec = normalize_spec(o, units)
+        norm = self._normalization([(e["source"], e["units"]) for e in train])
         if o.anchor_sizes is not None:
             sizes = [float(s) for s in o.anchor_sizes]
         else:
@@ -396,7 +405,8 @@ class DetectTask:
             low = max(float(np.percentile(sides, ANCHOR_PERCENTILE)), 4.0)
             base = 2.0 ** math.floor(math.log2(low))
             sizes = [base * 2 ** level for level in range(len(LEVEL_STRIDES))]
-        return {"size": o.size, "shape": [o.size, o.size], "spacing": None, "normalize": spec,
+        return {"size": o.size, "shape": [o.size, o.size], "spacing": None, "normalize": norm.spec,
+                "normalize_why": norm.why,
                 "anchor_sizes": sizes, "anchor_ratios": [float(r) for r in o.anchor_ratios],
                 "nms": o.nms, "min_score": DEFAULT_MIN_SCORE, "classes": ["background", o.class_name]}
 
@@ -405,9 +415,8 @@ class DetectTask:
         from .files import atomic_write_text
 
         o = self.options
-        if spec is None:                      # planned from the first image's units
-            units = read_image(cases[0].image)[1]
-            spec = normalize_spec(o, units)
+        if spec is None:                      # planned from the first images' units
+            spec = self._normalization([(c.image, read_image(c.image)[1]) for c in cases[:AUTO_SAMPLE]]).spec
         cache.mkdir(parents=True, exist_ok=True)
         index_path = cache / CACHE_INDEX
         key = {"size": size, "normalize": spec, "boxes": str(Path(o.boxes).resolve())}

@@ -47,6 +47,35 @@ WINDOW_PRESETS = {
 NORMALIZE_RANGE = (-1000.0, 400.0)
 #: Units of a volume normalised to [0, 1] from a HU window.
 UNITS_NORMALIZED = "normalized"
+#: A volume from another tool (no medtool units) is taken as CT in HU when its lowest value is
+#: at or below this: air is -1000 HU, while raw MRI, PET and X-ray values are >= 0 and a
+#: z-scored image never gets this low.
+HU_LIKE_LOWEST = -500.0
+#: ... and not below this (int16's floor; padding values of CT lie above it).
+HU_LIKE_FLOOR = -32768.0
+
+
+def guess_units(volume: "Volume") -> tuple[str | None, str]:
+    """The units of ``volume`` and why: medtool's metadata when it has them, else a guess from
+    the values of a file written by another tool (a CT NIfTI in HU has air at about -1000).
+
+    Returns ``(units, why)``; ``units`` is ``None`` when the values cannot tell (all >= 0:
+    CT stored values or another modality; or negative but never as low as air)."""
+    from .volume import UNITS_HU
+
+    units = volume.meta.get("units")
+    if units:
+        return str(units), f"units {units} in its metadata"
+    array = np.asarray(volume.array)
+    if array.size == 0 or array.dtype.kind not in "iuf":
+        return None, "no units in the file and no numbers to judge by"
+    low, high = float(np.min(array)), float(np.max(array))
+    values = f"values {low:g} to {high:g}"
+    if HU_LIKE_FLOOR <= low <= HU_LIKE_LOWEST:
+        return UNITS_HU, f"no units in the file; {values} look like HU (air is about {HU_AIR:g})"
+    if low >= 0:
+        return None, f"no units in the file and {values}, all >= 0 (CT stored values, or not CT)"
+    return None, f"no units in the file and {values}, never as low as air ({HU_AIR:g} HU)"
 
 
 def to_hu(volume: "Volume", *, rescale: tuple[float, float] | None = None) -> "Volume":
@@ -97,6 +126,9 @@ def to_hu(volume: "Volume", *, rescale: tuple[float, float] | None = None) -> "V
                              "these are stored values, not HU",
                              hint="convert from the DICOM folder (medtool hu DICOM_DIR OUT), or "
                                   "pass --rescale SLOPE INTERCEPT")
+        if "units" not in meta and guess_units(volume)[0] != UNITS_HU:
+            raise InputError(f"{guess_units(volume)[1]}: these are not CT numbers in HU",
+                             hint="give a CT; if these are CT numbers, pass --rescale SLOPE INTERCEPT")
         source = {"slope": 1.0, "intercept": 0.0}
     padding = meta.get("padding") or {}
     hu = np.empty(volume.shape, dtype=np.int16)

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, UsageError
+from .hounsfield import guess_units
 from .volume import UNITS_HU, Volume
 
 #: Lung / air threshold in HU (the seeds' value).
@@ -98,6 +99,11 @@ POCKET_MAX_HU = 200.0
 POCKET_REACH_MM = 80.0
 POCKET_CAPPED = 0.5
 POCKET_FACING = 0.7
+#: A pocket that does not face the skin is still lung when it is tumour-sized (mm^2) and the
+#: lung wraps around most of it: its mouth at most this fraction of its outline.
+POCKET_MIN_TUMOUR_MM2 = 300.0
+POCKET_MAX_TUMOUR_MM2 = 2500.0
+POCKET_NARROW_MOUTH = 0.45
 #: Holes up to this area (mm^2, about a 40 mm disk) are filled: vessels, airways, nodules;
 #: bigger ones (the diaphragm's dome under the lung base) are not lung.
 MAX_HOLE_MM2 = 1200.0
@@ -131,9 +137,11 @@ def check_hu(volume: Volume) -> None:
     if volume.array.dtype == bool or volume.array.dtype.kind not in "iuf":
         raise InputError(f"values of type {volume.array.dtype} are not CT numbers",
                          hint="give a HU volume from medtool hu")
-    if units is None and float(np.min(volume.array)) >= 0:
-        raise InputError("all values are >= 0, so these are not Hounsfield units",
-                         hint="convert it first: medtool hu INPUT OUT")
+    if units is None:
+        guessed, why = guess_units(volume)
+        if guessed != UNITS_HU:
+            raise InputError(f"{why}: not Hounsfield units",
+                             hint="convert it first: medtool hu INPUT OUT (--rescale for other tools' files)")
 
 
 def lung_mask(volume: Volume, *, threshold: float = DEFAULT_THRESHOLD, fill: bool = True,
@@ -164,6 +172,11 @@ def lung_mask(volume: Volume, *, threshold: float = DEFAULT_THRESHOLD, fill: boo
     from scipy import ndimage
 
     check_hu(volume)
+    if volume.direction[2, 0] < 0:        # slices run toward the feet: work head-up, flip back
+        upright = lung_mask(_flip_slices(volume), threshold=threshold, fill=fill, binary=binary)
+        result = volume.with_array(np.ascontiguousarray(upright.array[::-1]))
+        result.meta = upright.meta
+        return result
     array = volume.array
     factors = _factors(volume.spacing)
     coarse = _block_mean(array, factors)
@@ -224,6 +237,16 @@ def apply_mask(volume: Volume, mask: Volume, value: float) -> Volume:
 # -- coarse grid ---------------------------------------------------------------------------------
 def _factors(spacing) -> np.ndarray:
     return np.maximum(1, np.floor(COARSE_MM / np.asarray(spacing) + 0.5)).astype(int)
+
+
+def _flip_slices(volume: Volume) -> Volume:
+    """The same grid with the slice order reversed (a view): axis 0 toward the head when it
+    ran toward the feet."""
+    direction = volume.direction.copy()
+    direction[:, 0] *= -1
+    last = volume.world(np.array([[volume.shape[0] - 1, 0, 0]]))[0]
+    return Volume(volume.array[::-1], spacing=volume.spacing, origin=tuple(float(v) for v in last),
+                  direction=direction, meta=dict(volume.meta))
 
 
 def _block_mean(array: np.ndarray, factors: np.ndarray) -> np.ndarray:
@@ -643,14 +666,16 @@ def _fill(lungs: np.ndarray, cspacing, *, coarse: np.ndarray, inside: np.ndarray
         tissue = (coarse[box] >= threshold) & (coarse[box] < POCKET_MAX_HU) & inside[box]
         other = (lungs[box] > 0) & ~sub
         pockets = _pockets(filled, tissue=tissue & ~other, body=inside[box[0]],
-                           offset=(box[1].start, box[2].start), cspacing=cspacing)
+                           offset=(box[1].start, box[2].start), cspacing=cspacing,
+                           cut_below=bool(part[0].any()))      # the scan ends inside the lung
         target = out[box]
         target[(filled | pockets) & (target == 0)] = value
         whole[box] |= pockets
     return out, whole
 
 
-def _pockets(lung: np.ndarray, *, tissue: np.ndarray, body: np.ndarray, offset, cspacing) -> np.ndarray:
+def _pockets(lung: np.ndarray, *, tissue: np.ndarray, body: np.ndarray, offset, cspacing,
+             cut_below: bool = False) -> np.ndarray:
     """Tissue the lung wraps around: juxtapleural and large tumours (coarse, one lung's box;
     ``body``: the inside of the body in the box's slices, whole; ``offset``: the box's first
     row and column in it).
@@ -663,6 +688,10 @@ def _pockets(lung: np.ndarray, *, tissue: np.ndarray, body: np.ndarray, offset, 
     outward normal of the lung's hull there and that of the body's hull nearest to it agree
     (cosine at least :data:`POCKET_FACING`). The heart, the mediastinum and the dome of the
     diaphragm open toward the middle of the body, away from the nearest skin.
+
+    With ``cut_below`` (the scan ends inside the lung, as a scan of the apices does) the lung
+    goes on below the scan: pockets within :data:`POCKET_REACH_MM` of its lower end count as
+    capped.
     """
     from scipy import ndimage
 
@@ -682,6 +711,8 @@ def _pockets(lung: np.ndarray, *, tissue: np.ndarray, body: np.ndarray, offset, 
     counts = np.concatenate([np.zeros((1,) + lung.shape[1:], np.int32), np.cumsum(lung, axis=0, dtype=np.int32)])
     k = np.arange(nz)
     below = (counts[k] - counts[np.maximum(k - reach, 0)]) > 0          # lung in [k - reach, k)
+    if cut_below:
+        below[:reach] = True
     candidates = (area >= POCKET_MIN_MM2) & (ndimage.mean(below, pieces, index) >= POCKET_CAPPED)
     if not candidates.any():
         return found
@@ -702,10 +733,22 @@ def _pockets(lung: np.ndarray, *, tissue: np.ndarray, body: np.ndarray, offset, 
             if lung_planes is None or body_planes is None:
                 continue
             points = (mouth + [g.start for g in grown]) * spacing
-            if float(_facing(lung_planes, points) @ _facing(body_planes, points + offset)) < POCKET_FACING:
+            facing = float(_facing(lung_planes, points) @ _facing(body_planes, points + offset))
+            if facing < POCKET_FACING and not _narrow_mouthed(piece, len(mouth), area[label - 1]):
                 continue
         found[k][grown] |= piece
     return found
+
+
+def _narrow_mouthed(piece: np.ndarray, mouth: int, area_mm2: float) -> bool:
+    """A tumour-sized pocket (:data:`POCKET_MIN_TUMOUR_MM2` to :data:`POCKET_MAX_TUMOUR_MM2`)
+    whose mouth is at most :data:`POCKET_NARROW_MOUTH` of its outline: the lung wraps around
+    most of it, as around a tumour on the mediastinal pleura (the mediastinum's own concavity
+    is wide open or large)."""
+    if not POCKET_MIN_TUMOUR_MM2 <= area_mm2 <= POCKET_MAX_TUMOUR_MM2:
+        return False
+    outline = int(np.sum(piece & ~_erode(piece[None], _SLICE_2D)[0]))
+    return mouth <= POCKET_NARROW_MOUTH * outline
 
 
 def _box(mask: np.ndarray, *, margin: int) -> tuple[slice, ...]:

@@ -29,12 +29,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
-from .volume import UNITS_HU, Volume
+from .intensity import CT_WINDOW, NORMALIZATIONS, normalize, plan_normalization
+from .volume import Volume
 
-#: Default CT window (HU) scaled to [0, 1] by ``normalize=ct``: air to soft tissue and bone.
-CT_WINDOW = (-1000.0, 400.0)
-#: Normalisation modes.
-NORMALIZATIONS = ("auto", "ct", "zscore", "none")
 #: Largest default patch: 3D ``(z, y, x)`` and 2D ``(y, x)``.
 MAX_PATCH_3D = (64, 128, 128)
 MAX_PATCH_2D = (256, 256)
@@ -109,28 +106,6 @@ class SegmentOptions:
 
 
 # -- preprocessing shared by training and prediction ----------------------------------------------
-def normalize(array: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """Intensities as the recipe says: ``ct`` clips to the window and scales to [0, 1],
-    ``zscore`` subtracts the volume's mean and divides by its standard deviation."""
-    data = np.asarray(array, dtype=np.float32)
-    mode = spec["mode"]
-    if mode == "ct":
-        low, high = spec["window"]
-        return (np.clip(data, low, high) - low) / np.float32(high - low)
-    if mode == "zscore":
-        std = float(data.std())
-        return (data - np.float32(data.mean())) / np.float32(std if std > 0 else 1.0)
-    return data
-
-
-def normalize_spec(options: SegmentOptions, units: str) -> dict[str, Any]:
-    """The recipe's ``normalize`` entry; ``auto`` is ``ct`` for HU volumes, else ``zscore``."""
-    mode = options.normalize
-    if mode == "auto":
-        mode = "ct" if units == UNITS_HU else "zscore"
-    return {"mode": mode, "window": list(options.window)} if mode == "ct" else {"mode": mode}
-
-
 def as_3d(volume: Volume) -> Volume:
     """A 2D image as a one-slice volume (its normal is the slice axis at 1 mm)."""
     if volume.ndim == 3:
@@ -331,8 +306,9 @@ class SegmentTask:
         if o.dim == 2:
             spacing[0] = None       # slices stay as they are
         sizes = np.median(shapes * spacings / np.array([s or v for s, v in zip(spacing, spacings[0])]), axis=0)
-        recipe: dict[str, Any] = {"dim": o.dim, "spacing": spacing,
-                                  "normalize": normalize_spec(o, headers[0].units)}
+        norm = plan_normalization(o.normalize, o.window, [(c.image, h) for c, h in zip(train, headers)])
+        recipe: dict[str, Any] = {"dim": o.dim, "spacing": spacing, "normalize": norm.spec,
+                                  "normalize_why": norm.why}
         recipe["patch"] = self._plan_patch(sizes)
         return recipe
 

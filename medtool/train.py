@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import InputError, UsageError
+from .intensity import Normalization
 
 #: Identifies a medtool checkpoint and its layout version.
 CHECKPOINT_FORMAT = "medtool-checkpoint"
@@ -429,6 +430,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
         _start_log(out / LOG, columns, keep_until=start_epoch if resume else 0)
     say(f"training {task.name}: {len(task.train_cases)} training / {len(task.val_cases)} validation cases, "
         f"{'patch' if 'patch' in task.recipe else 'input'} {task.recipe.get('patch', task.recipe.get('shape'))}, spacing {task.recipe.get('spacing')}, device {device}"
+        + (f", normalise {Normalization(task.recipe['normalize'], task.recipe.get('normalize_why', 'from the checkpoint')).describe()}"
+           if task.recipe.get("normalize") else "")
         + (f", {dist_info.world} processes" if dist_info.active else ""))
     if layout_note:
         say(layout_note)

@@ -19,14 +19,15 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def chest(*, lungs=("right", "left"), bed=True, gap_mm=20.0, trachea=True, flip=False, gas=False,
-          tumour=False):
+          tumour=False, medial_tumour=False):
     """A hand-made chest in HU: body ellipse, lung ellipsoids, trachea, bed; and its truth.
 
     Patient coordinates: x < 0 is the patient's right. ``flip`` stores x reversed in the array
     (direction column of x = -x), so the right lung lies at the *high* array columns. ``gas``
     adds a pocket of pure gas (-1000 HU, 10 mm of tissue under the lungs, about 70 ml in the
     grid) as the stomach and colon under the diaphragm; ``tumour`` a 36 mm ball of tissue on
-    the left lung's lateral wall (its part inside the lung is lung in the truth).
+    the left lung's lateral wall (its part inside the lung is lung in the truth);
+    ``medial_tumour`` a 32 mm ball on its mediastinal pleura.
     """
     nz, ny, nx = 40, 64, 72
     z = (np.arange(nz) - nz / 2) * SPACING[0]
@@ -48,6 +49,9 @@ def chest(*, lungs=("right", "left"), bed=True, gap_mm=20.0, trachea=True, flip=
     hu[truth > 0] = -850.0
     if tumour:                                               # centred on the lateral pleura
         ball = ((X - (half + 58.0)) ** 2 + Y ** 2 + Z ** 2 <= 18.0 ** 2) & (truth == LEFT_LUNG)
+        hu[ball] = 40.0
+    if medial_tumour:                                        # on the mediastinal pleura
+        ball = ((X - (half + 6.0)) ** 2 + Y ** 2 + Z ** 2 <= 16.0 ** 2) & (truth == LEFT_LUNG)
         hu[ball] = 40.0
     if gas:
         lowest = Z[truth > 0].min() if truth.any() else 0.0
@@ -213,6 +217,38 @@ def test_one_lung_and_gas_bigger_than_a_lung_part():
     mask = _check(volume, truth)
     assert set(np.unique(mask.array)) == {0, LEFT_LUNG}
     assert not mask.array[_below_lungs(truth)].any()
+
+
+def _flip_z(volume):
+    """The same patient stored feet first: slices in reverse order, z direction reversed."""
+    direction = volume.direction.copy()
+    direction[:, 0] *= -1
+    top = volume.world(np.array([[volume.shape[0] - 1, 0, 0]]))[0]
+    return Volume(np.ascontiguousarray(volume.array[::-1]), spacing=volume.spacing, origin=tuple(top),
+                  direction=direction, meta=dict(volume.meta))
+
+
+def test_a_tumour_on_the_mediastinal_pleura_is_inside_whichever_way_slices_run():
+    volume, truth = chest(medial_tumour=True)
+    tumour = (volume.array > 0) & (truth == LEFT_LUNG)
+    assert tumour.sum() > 150
+    mask = _check(volume, truth).array
+    assert np.mean(mask[tumour] == LEFT_LUNG) >= 0.8
+    flipped = lung_mask(_flip_z(volume)).array
+    np.testing.assert_array_equal(flipped[::-1], mask)
+
+
+def test_a_tumour_where_the_scan_ends_inside_the_lung_is_inside():
+    """Only the upper half of the chest: the scan ends across the tumour, so no lung lies below
+    it in the scan; the lung goes on below the scan, and the tumour is still lung."""
+    volume, truth = chest(medial_tumour=True, trachea=False)
+    upper = volume.shape[0] // 2 - 2                         # the ball's centre is at slice 20
+    top = Volume(volume.array[upper:], spacing=volume.spacing,
+                 origin=tuple(volume.world(np.array([[upper, 0, 0]]))[0]), meta=dict(volume.meta))
+    tumour = (top.array > 0) & (truth[upper:] == LEFT_LUNG)
+    assert tumour.sum() > 80
+    mask = _check(top, truth[upper:]).array
+    assert np.mean(mask[tumour] == LEFT_LUNG) >= 0.8
 
 
 def test_juxtapleural_tumour_is_inside_the_lung():
