@@ -13,7 +13,7 @@ _medtool() {
     local opts="" files=1
     case "$cmd" in
     phantom)
-        opts="--cases -n --seed -s --shape --cxr --tumour-fraction --layout --clutter --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--cases -n --seed -s --shape --cxr --tumour-fraction --layout --clutter --range --bowel --no-bowel --effusion --emphysema --one-lung --juxtapleural --follow-up --cxr-size --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --cases|-n) return ;;
             --seed|-s) return ;;
@@ -21,6 +21,10 @@ _medtool() {
             --cxr) return ;;
             --tumour-fraction) return ;;
             --layout) return ;;
+            --range) return ;;
+            --one-lung) return ;;
+            --follow-up) return ;;
+            --cxr-size) return ;;
             --workers|-j) return ;;
         esac
         ;;

@@ -145,7 +145,7 @@ def test_two_d_images_train_a_two_d_model(cli, tmp_path):
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
     result = cli("train", "--task", "classify", "--dim", "2d", "--images", tmp_path / "img", "--labels",
                  tmp_path / "labels.csv", "--model", "resnet3d-10", "--width", "4", "--epochs", "1",
-                 "--val-fraction", "0", "--out", tmp_path / "run", "--json")
+                 "--val-fraction", "0", "--out", tmp_path / "run", "--json", "--normalize", "zscore")
     assert result.exit_code == 0, result.output
     from medtool.train import load_checkpoint
 
