@@ -41,7 +41,7 @@ def cross_validate(task_name: str, options: Any, config, out: str | Path, *, dev
     """Train every fold of ``options.folds`` under ``out`` and write the out-of-fold
     predictions and the summary (see the module docstring); returns the summary."""
     from .classify import evaluate, prediction_columns, prediction_rows
-    from .datasets import read_folds
+    from .datasets import numbered_folds, read_folds
     from .files import atomic_write_text, check_writable
     from .tables import write_csv
     from .train import build_model, fit, load_checkpoint, make_task
@@ -54,7 +54,7 @@ def cross_validate(task_name: str, options: Any, config, out: str | Path, *, dev
     out = Path(out)
     for name in (OOF, SUMMARY):
         check_writable(out / name, force=force)
-    folds = sorted(set(read_folds(options.folds).values()))
+    folds = numbered_folds(read_folds(options.folds))
     if len(folds) < 2:
         raise UsageError(f"--cv needs at least two folds, {options.folds} has {len(folds)}")
     rows: list[dict[str, Any]] = []

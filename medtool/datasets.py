@@ -99,17 +99,26 @@ def read_cases_csv(path: str | os.PathLike) -> list[Case]:
                  [path.parent / m for m in row["mask"].split(";") if m]) for row in rows]
 
 
-def read_folds(path: str | os.PathLike) -> dict[str, int]:
-    """``case_id -> fold`` from a folds CSV (``case_id,fold``, as ``medtool folds`` writes)."""
+def read_folds(path: str | os.PathLike) -> dict[str, int | str]:
+    """``case_id -> fold`` from a folds CSV (``case_id,fold``, as ``medtool folds`` writes):
+    a fold number, or :data:`~medtool.folds.TEST` for the held-out test cases."""
+    from .folds import TEST
+
     path = Path(path)
-    folds = {}
+    folds: dict[str, int | str] = {}
     for row in _read_csv(path, ("case_id", "fold")):
+        value = row["fold"].strip()
         try:
-            folds[row["case_id"]] = int(row["fold"])
+            folds[row["case_id"]] = TEST if value == TEST else int(value)
         except ValueError:
-            raise InputError(f"fold {row['fold']!r} of {row['case_id']} is not a number", path=path,
-                             hint="folds are integers") from None
+            raise InputError(f"fold {row['fold']!r} of {row['case_id']} is neither a number nor {TEST!r}",
+                             path=path, hint=f"folds are integers, or {TEST} for held-out cases") from None
     return folds
+
+
+def numbered_folds(folds: dict[str, int | str]) -> list[int]:
+    """The cross-validation folds of ``folds`` (the test cases are in none)."""
+    return sorted({f for f in folds.values() if isinstance(f, int)})
 
 
 def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
@@ -124,10 +133,11 @@ def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
         return list(reader)
 
 
-def split_cases(cases: list[Case], *, folds: dict[str, int] | None = None, fold: int | None = None,
+def split_cases(cases: list[Case], *, folds: dict[str, int | str] | None = None, fold: int | None = None,
                 val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Case], list[Case]]:
-    """Training and validation cases: fold ``fold`` of ``folds`` validates, the others train;
-    without folds a seeded random ``val_fraction`` of the cases (none when there is one case).
+    """Training and validation cases: fold ``fold`` of ``folds`` validates, the other numbered
+    folds train, the test cases (:data:`~medtool.folds.TEST`) do neither; without folds a
+    seeded random ``val_fraction`` of the cases (none when there is one case).
 
     Raises
     ------
@@ -141,9 +151,13 @@ def split_cases(cases: list[Case], *, folds: dict[str, int] | None = None, fold:
         if missing:
             raise UsageError(f"{len(missing)} cases are not in the folds CSV ({', '.join(missing[:3])})",
                              hint="make the folds from the same cases")
-        if fold not in set(folds.values()):
-            raise UsageError(f"--fold {fold}: the folds CSV has folds {sorted(set(folds.values()))}")
-        return ([c for c in cases if folds[c.case_id] != fold], [c for c in cases if folds[c.case_id] == fold])
+        numbered = numbered_folds(folds)
+        if fold not in numbered:
+            raise UsageError(f"--fold {fold}: the folds CSV has folds {numbered}"
+                             + (" (and held-out test cases, which are never trained on)"
+                                if len(numbered) < len(set(folds.values())) else ""))
+        train = [c for c in cases if folds[c.case_id] != fold and not isinstance(folds[c.case_id], str)]
+        return train, [c for c in cases if folds[c.case_id] == fold]
     if fold is not None:
         raise UsageError("--fold needs --folds folds.csv")
     if len(cases) < 2 or val_fraction <= 0:

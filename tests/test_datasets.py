@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from medtool.errors import InputError, UsageError
 from medtool.datasets import MIN_PASTE_VOXELS, Paste, PatchDataset, crop, objects
 
 #: Cached (normalised) intensities of the two halves of the background and of the lesions.
@@ -110,3 +111,30 @@ def test_paste_is_reproducible_and_off_by_default(cases):
         assert (xa == xb).all() and (ya == yb).all()
     off = PatchDataset(cases, patch=(8, 12, 12), length=4, seed=5, paste=Paste(0.0))
     assert off.paste is None
+
+
+# -- folds CSVs and the split -------------------------------------------------------------------
+
+def _folds_csv(tmp_path, rows):
+    path = tmp_path / "folds.csv"
+    path.write_text("case_id,fold\n" + "".join(f"{c},{f}\n" for c, f in rows))
+    return path
+
+
+def test_held_out_test_cases_are_neither_trained_nor_validated(tmp_path):
+    from medtool.datasets import Case, numbered_folds, read_folds, split_cases
+
+    folds = read_folds(_folds_csv(tmp_path, [("a", 0), ("b", 1), ("c", "test"), ("d", 1), ("e", 0)]))
+    assert folds == {"a": 0, "b": 1, "c": "test", "d": 1, "e": 0} and numbered_folds(folds) == [0, 1]
+    cases = [Case(name, tmp_path / f"{name}.npy") for name in "abcde"]
+    train, val = split_cases(cases, folds=folds, fold=1)
+    assert [c.case_id for c in train] == ["a", "e"] and [c.case_id for c in val] == ["b", "d"]
+    with pytest.raises(UsageError, match=r"folds \[0, 1\] \(and held-out test cases"):
+        split_cases(cases, folds=folds, fold=2)
+
+
+def test_a_fold_that_is_neither_a_number_nor_test_is_refused(tmp_path):
+    from medtool.datasets import read_folds
+
+    with pytest.raises(InputError, match="'val' of b is neither a number nor 'test'"):
+        read_folds(_folds_csv(tmp_path, [("a", 0), ("b", "val")]))

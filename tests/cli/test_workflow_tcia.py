@@ -120,3 +120,32 @@ def test_s0_with_follow_ups_joins_patient_labels_through_cases_csv(cli, tmp_path
     oof = _rows(tmp_path / "run" / "oof.csv")
     assert sorted(r["case_id"] for r in oof) == sorted(cases)
     assert all(r["truth"] == labels[cases[r["case_id"]]] for r in oof)
+
+
+def test_held_out_test_cases_stay_out_of_training_and_cross_validation(cli, tmp_path, one_study):
+    """folds --test writes a fold named test: train --folds --fold K and --cv take the numbered
+    folds and leave the test cases out, with no row removed by hand."""
+    labels = {r["PatientID"]: str(int(float(r["tumour_volume_ml"]) > 0)) for r in _rows(one_study / "labels.csv")}
+    (tmp_path / "patients.csv").write_text("PatientID,label\n" + "".join(f"{p},{v}\n" for p, v in labels.items()))
+    assert sorted(labels.values()) == ["0", "0", "0", "1", "1", "1"]          # any tumour
+    assert cli("dicom2npy", one_study / "ct", tmp_path / "raw", "--name", "{PatientID}").exit_code == 0
+    crops = _to_lung_crops(cli, tmp_path / "raw", tmp_path)
+    result = cli("folds", tmp_path / "patients.csv", tmp_path / "folds.csv", "--k", "2",
+                 "--id-column", "PatientID", "--test", "0.34", "--stratify", "label")
+    assert result.exit_code == 0, result.stderr
+    folds = {r["case_id"]: r["fold"] for r in _rows(tmp_path / "folds.csv")}
+    test = {case for case, fold in folds.items() if fold == "test"}
+    assert len(test) == 2 and sorted(folds) == sorted(labels)
+    common = ("train", "--task", "classify", "--images", crops, "--image-suffix", "_masked",
+              "--labels", tmp_path / "patients.csv", "--id-column", "PatientID",
+              "--folds", tmp_path / "folds.csv", "--model", "simple3d", "--width", "4",
+              "--epochs", "1", "--steps", "1", "--batch-size", "2", "--normalize", "ct")
+    result = cli(*common, "--cv", "--out", tmp_path / "cv")
+    assert result.exit_code == 0, result.stderr
+    oof = {r["case_id"] for r in _rows(tmp_path / "cv" / "oof.csv")}
+    assert oof == set(labels) - test
+    result = cli(*common, "--fold", "0", "--out", tmp_path / "one", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = " ".join(result.stderr.split())
+    trained = sum(1 for f in folds.values() if f == "1")
+    assert f"{trained} training / {sum(1 for f in folds.values() if f == '0')} validation cases" in summary
