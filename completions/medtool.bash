@@ -102,7 +102,7 @@ _medtool() {
         esac
         ;;
     folds)
-        opts="--k -k --stratify --group --bins --id-column --cases --seed --test --json --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--k -k --stratify --group --bins --id-column --cases --image-suffix --seed --test --json --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --k|-k) return ;;
             --stratify) return ;;
@@ -110,6 +110,7 @@ _medtool() {
             --bins) return ;;
             --id-column) return ;;
             --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --image-suffix) return ;;
             --seed) return ;;
             --test) return ;;
         esac

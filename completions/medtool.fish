@@ -148,6 +148,7 @@ complete -c medtool -n '__fish_seen_subcommand_from folds' -l group -x -d 'Keep 
 complete -c medtool -n '__fish_seen_subcommand_from folds' -l bins -x -d 'Stratify a numeric column by N quantile bins'
 complete -c medtool -n '__fish_seen_subcommand_from folds' -l id-column -x -d 'Column of LABELS holding the case id (default case_id, else the fir...'
 complete -c medtool -n '__fish_seen_subcommand_from folds' -l cases -r -F -d 'dicom2npy’s cases.csv - LABELS rows keyed by --id-column stand for...'
+complete -c medtool -n '__fish_seen_subcommand_from folds' -l image-suffix -x -d 'In a folder, files named <case>SUFFIX belong to <case> (as _masked...'
 complete -c medtool -n '__fish_seen_subcommand_from folds' -l seed -x -d 'Seed of the assignment'
 complete -c medtool -n '__fish_seen_subcommand_from folds' -l test -x -d 'Hold out this fraction as the test split'
 complete -c medtool -n '__fish_seen_subcommand_from folds' -l json -d 'Print the balance as JSON; also write splits_final.json beside OUT.csv'

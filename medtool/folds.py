@@ -30,14 +30,21 @@ TEST = "test"
 ALL = "all"
 
 
+#: File-name endings of files medtool derives from a case's image (lungmask --apply): in a
+#: folder they belong to that case, not to a case of their own.
+DERIVED_SUFFIXES = ("_masked",)
+
+
 @dataclass
 class Cases:
-    """Case ids with their optional stratification label and group, in input order."""
+    """Case ids with their optional stratification label and group, in input order;
+    ``merged``: how many rows (or files) were taken into a case listed before them."""
 
     ids: list[str]
     labels: list[str] | None = None
     groups: list[str] | None = None
     source: str = ""
+    merged: int = 0
 
 
 @dataclass
@@ -81,12 +88,19 @@ class Split:
 
 def read_cases(source: str | os.PathLike, *, stratify: str | None = None,
                group: str | None = None, bins: int | None = None,
-               id_column: str | None = None, cases: str | os.PathLike | None = None) -> Cases:
+               id_column: str | None = None, cases: str | os.PathLike | None = None,
+               image_suffix: str | None = None) -> Cases:
     """Read the cases from a CSV (case id first, a ``case_id`` column, or ``id_column``) or a
     folder.
 
-    A folder gives one case per volume file (the id is the file name without its suffix) or,
-    when it holds no volume files, one case per sub-folder (DICOM series). A numeric
+    A table may hold several rows per case (the RSNA box table: one row per box): they are one
+    case, whose ``stratify`` label is the rows' label when they agree and, for 0/1 labels, 1
+    when any row is 1 (a case with a box is positive); other disagreements, and rows of a case
+    in two groups, are errors naming the lines.
+
+    A folder gives one case per volume file (the id is the file name without its suffix, and
+    without :data:`DERIVED_SUFFIXES` or ``image_suffix``: ``case_masked.npy`` is case ``case``)
+    or, when it holds no volume files, one case per sub-folder (DICOM series). A numeric
     ``stratify`` column is cut into ``bins`` quantile bins when ``bins`` is given. With
     ``cases`` (a ``cases.csv`` index of dicom2npy) the CSV is keyed by ``id_column`` (e.g.
     PatientID): each row stands for every case with that value, and the cases are grouped by
@@ -97,7 +111,8 @@ def read_cases(source: str | os.PathLike, *, stratify: str | None = None,
         if stratify or group:
             raise UsageError(f"{path} is a folder, which has no {stratify or group!r} column",
                              hint="give a CSV table of the cases to stratify or group by a column")
-        return Cases(_folder_cases(path), source=str(path))
+        ids, merged = _folder_cases(path, image_suffix=image_suffix)
+        return Cases(ids, source=str(path), merged=merged)
     table = read_table(path)
     if cases is not None:
         if id_column is None:
@@ -109,24 +124,41 @@ def read_cases(source: str | os.PathLike, *, stratify: str | None = None,
     elif id_column is None:
         id_column = CASE_ID if CASE_ID in table.columns else table.columns[0]
     ids = table.column(id_column, purpose="the case id; see --id-column")
-    seen: dict[str, int] = {}
+    rows: dict[str, list[int]] = {}
     for i, case in enumerate(ids):
         if not case:
             raise table.error(i, "empty case id", "every row needs a case id")
-        if case in seen:
-            raise table.error(i, f"case {case} appears again (first at line {table.lines[seen[case]]})",
-                              "give each case once")
-        seen[case] = i
+        rows.setdefault(case, []).append(i)
+    first = [index[0] for index in rows.values()]
     labels = groups = None
     if stratify:
-        labels = _required(table, stratify, "to stratify by")
+        labels = _per_case(table, _required(table, stratify, "to stratify by"), rows, stratify, any_positive=True)
         if bins:
             labels = _quantile_bins(table, labels, bins, stratify)
     elif bins:
         raise UsageError("--bins needs --stratify COLUMN", hint="name the numeric column to bin")
     if group:
-        groups = _required(table, group, "to group by")
-    return Cases(ids, labels, groups, source=str(path))
+        groups = _per_case(table, _required(table, group, "to group by"), rows, group, any_positive=False)
+    return Cases([ids[i] for i in first], labels, groups, source=str(path), merged=len(ids) - len(first))
+
+
+def _per_case(table, values: list[str], rows: dict[str, list[int]], column: str, *,
+              any_positive: bool) -> list[str]:
+    """One value of ``column`` per case from its rows: the rows agree, or (``any_positive``,
+    0/1 values) the case is 1 when any row is."""
+    out = []
+    for case, index in rows.items():
+        seen = {values[i] for i in index}
+        if len(seen) == 1:
+            out.append(values[index[0]])
+        elif any_positive and seen <= {"0", "1"}:
+            out.append("1")
+        else:
+            lines = ", ".join(str(table.lines[i]) for i in index[:4])
+            raise table.error(index[-1], f"case {case} has {len(seen)} values in column {column!r} "
+                              f"({', '.join(sorted(seen)[:4])}; lines {lines})",
+                              "give each case one value (0/1 labels: any 1 makes the case 1)")
+    return out
 
 
 def _required(table, column: str, purpose: str) -> list[str]:
@@ -149,20 +181,30 @@ def _quantile_bins(table, values: list[str], bins: int, column: str) -> list[str
     return [f"[{bounds[i]:.4g}, {bounds[i + 1]:.4g})" for i in index]
 
 
-def _folder_cases(folder: Path) -> list[str]:
+def case_of_file(stem: str, *, image_suffix: str | None = None) -> str:
+    """The case a volume file belongs to: its name without ``image_suffix`` or one of
+    :data:`DERIVED_SUFFIXES` at its end."""
+    for suffix in ((image_suffix,) if image_suffix else ()) + DERIVED_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _folder_cases(folder: Path, *, image_suffix: str | None = None) -> tuple[list[str], int]:
     volumes = find_files([folder], suffixes=VOLUME_SUFFIXES)
     if volumes:
-        ids = [strip_suffix(p) for p in volumes]
-        repeated = sorted(k for k, n in Counter(ids).items() if n > 1)
+        stems = [strip_suffix(p) for p in volumes]
+        repeated = sorted(k for k, n in Counter(stems).items() if n > 1)
         if repeated:
             raise InputError(f"case ids {', '.join(repeated[:5])} name several files", path=folder,
                              hint="keep one volume per case in the folder, or give a CSV")
-        return ids
+        ids = list(dict.fromkeys(case_of_file(stem, image_suffix=image_suffix) for stem in stems))
+        return ids, len(stems) - len(ids)
     subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subfolders:
         raise InputError("no volume files and no case sub-folders", path=folder,
                          hint="give a folder of volumes, of DICOM case folders, or a CSV")
-    return subfolders
+    return subfolders, 0
 
 
 def make_folds(cases: Cases, *, k: int = 5, seed: int = 42, test: float = 0.0) -> Split:

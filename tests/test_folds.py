@@ -105,14 +105,29 @@ def test_read_cases_from_csv_and_folders(tmp_path):
     assert len(set(binned.labels)) == 2 and binned.labels[1] == binned.labels[2]   # median 2.5
     with pytest.raises(InputError, match="no column 'site'"):
         read_cases(tmp_path / "labels.csv", group="site")
-    (tmp_path / "dup.csv").write_text("case_id,label\nc1,0\nc1,1\n")
-    with pytest.raises(InputError, match="line 3: case c1 appears again"):
-        read_cases(tmp_path / "dup.csv")
+    # several rows per case (the RSNA box table): one case, positive when any row is
+    (tmp_path / "boxes.csv").write_text("patientId,x,Target,site\np1,,0,A\np2,10,1,A\np2,50,1,A\n"
+                                        "p3,,0,B\np4,5,1,B\np4,,0,B\n")
+    boxes = read_cases(tmp_path / "boxes.csv", stratify="Target", group="site", id_column="patientId")
+    assert boxes.ids == ["p1", "p2", "p3", "p4"] and boxes.labels == ["0", "1", "0", "1"]
+    assert boxes.groups == ["A", "A", "B", "B"] and boxes.merged == 2
+    (tmp_path / "dup.csv").write_text("case_id,label,site\nc1,small,A\nc2,small,A\nc1,large,B\n")
+    assert read_cases(tmp_path / "dup.csv").ids == ["c1", "c2"]
+    with pytest.raises(InputError, match=r"line 4: case c1 has 2 values in column 'label' \(large, small; lines 2, 4\)"):
+        read_cases(tmp_path / "dup.csv", stratify="label")
+    with pytest.raises(InputError, match="case c1 has 2 values in column 'site'"):
+        read_cases(tmp_path / "dup.csv", group="site")
     volumes = tmp_path / "vols"
     volumes.mkdir()
     for name in ("b.nii.gz", "a.npy", "a.json", "c.npz"):
         (volumes / name).write_text("")
     assert read_cases(volumes).ids == ["a", "b", "c"]
+    # an image's derived files stay with it
+    for name in ("a_masked.npy", "c_masked.npz", "b_ct.nii.gz"):
+        (volumes / name).write_text("")
+    derived = read_cases(volumes)
+    assert derived.ids == ["a", "b", "b_ct", "c"] and derived.merged == 2
+    assert read_cases(volumes, image_suffix="_ct").ids == ["a", "b", "c"]
     dicom = tmp_path / "ct"
     for name in ("case_2", "case_1"):
         (dicom / name).mkdir(parents=True)

@@ -14,13 +14,16 @@ NNUNET_SPLITS = "splits_final.json"
 
 _HELP = f"""Split cases into K cross-validation folds: stratified, grouped, or both.
 
-Input: a CSV with the case id first (or a [bold]case_id[/bold] column), e.g. medtool phantom's labels.csv, or a folder of cases (one per volume file, or one per sub-folder of DICOM). Output: [bold]case_id,fold[/bold] with folds 0..K-1 and [bold]test[/bold] for the held-out cases.
+Input: a CSV with the case id first (or a [bold]case_id[/bold] column), e.g. medtool phantom's labels.csv, or a folder of cases (one per volume file, or one per sub-folder of DICOM). Output: [bold]case_id,fold[/bold] with folds 0..K-1 and [bold]test[/bold] for the held-out cases, which [bold]train --folds[/bold] never trains or validates on.
+
+Several rows of one case (the RSNA box table, one row per box) are one case: its --stratify class is the rows' class, or 1 when any 0/1 row is 1. In a folder, a case's derived files ([bold]<case>_masked[/bold], or [bold]--image-suffix[/bold]) go with the case.
 
 [bold]--group COL[/bold] keeps every group (patient) in one fold, so follow-up scans of a patient never leak between training and validation. [bold]--stratify COL[/bold] balances the classes of COL over the folds ([bold]--bins N[/bold] cuts a numeric column into N quantile bins first). [bold]--test FRAC[/bold] holds out about FRAC of the cases first, grouped and stratified the same way. The same input and [bold]--seed[/bold] give the same folds, whatever the row order. [bold]--json[/bold] also writes nnU-Net's {NNUNET_SPLITS} beside OUT.csv (folds only; test cases are in none). The class balance of each fold is printed (as JSON with [bold]--json[/bold]).
 
 Impossible requests (more folds than groups, a class with fewer cases than folds) are refused with what to change.
 
 Example: [bold]medtool folds data/labels.csv folds.csv --k 5 --group patient_id --stratify label --test 0.2[/bold]
+Example: [bold]medtool folds stage_2_train_labels.csv folds.csv --id-column patientId --stratify Target[/bold]
 """
 
 
@@ -48,6 +51,10 @@ def register(app: typer.Typer) -> None:
             "--cases", metavar="CASES.csv",
             help="dicom2npy's cases.csv: LABELS rows keyed by --id-column stand for every "
                  "case with that value (grouped by it).")] = None,
+        image_suffix: Annotated[str | None, typer.Option(
+            "--image-suffix", metavar="SUFFIX",
+            help="In a folder, files named <case>SUFFIX belong to <case> (as _masked always "
+                 "does).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the assignment.")] = 42,
         test: Annotated[float, typer.Option("--test", metavar="FRAC",
                                             help="Hold out this fraction as the test split.")] = 0.0,
@@ -61,7 +68,12 @@ def register(app: typer.Typer) -> None:
         from ..tables import CASE_ID, write_csv
 
         cases = read_cases(source, stratify=stratify, group=group, bins=bins,
-                           id_column=id_column, cases=cases_index)
+                           id_column=id_column, cases=cases_index, image_suffix=image_suffix)
+        if cases.merged and not opts.quiet:
+            what = ("files derived from a case's image (<case>_masked ...) taken with their case"
+                    if Path(source).is_dir() else "rows of a case already listed merged into it"
+                    + (f" (its {stratify} is 1 when any row is 1)" if stratify else ""))
+            common.stderr.print(f"note: {cases.merged} {what}: {len(cases.ids)} cases", highlight=False)
         if cases_index is not None and group is None:
             group = id_column
         split = make_folds(cases, k=k, seed=seed, test=test)

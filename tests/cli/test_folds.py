@@ -58,3 +58,33 @@ def test_impossible_request_is_a_usage_error(cli, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: class '1' has 2 cases") and "lower --k" in lines[0]
     assert not (tmp_path / "f.csv").exists()
+
+
+def test_folds_on_the_rsna_box_table_one_row_per_patient(cli, tmp_path):
+    """stage_2_train_labels.csv has one row per box: a patient is one case, positive when any
+    of its rows is, and train --task detect takes the folds as they are."""
+    from medtool.phantom import write_dataset
+
+    data = tmp_path / "rsna"
+    write_dataset(data, cases=1, seed=3, shape=32, cxr=12)
+    table = data / "cxr_boxes.csv"
+    rows = _read(table)
+    assert len(rows) > len({r["patientId"] for r in rows})          # several boxes per patient
+    result = cli("folds", table, tmp_path / "folds.csv", "--k", "2", "--id-column", "patientId",
+                 "--stratify", "Target")
+    assert result.exit_code == 0, result.stderr
+    assert "rows of a case already listed merged into it (its Target is 1 when any row is 1)" in \
+        " ".join(result.stderr.split())
+    folds = _read(tmp_path / "folds.csv")
+    assert sorted(r["case_id"] for r in folds) == sorted({r["patientId"] for r in rows})
+    positive = {r["patientId"] for r in rows if r["Target"] == "1"}
+    for fold in ("0", "1"):                                             # stratified by patient
+        members = {r["case_id"] for r in folds if r["fold"] == fold}
+        assert abs(len(members & positive) - len(positive) / 2) <= 0.5
+    result = cli("train", "--task", "detect", "--images", data / "cxr", "--boxes", table,
+                 "--folds", tmp_path / "folds.csv", "--fold", "0", "--model", "resnet18-fpn",
+                 "--fpn-width", "8", "--size", "64", "--epochs", "1", "--steps", "1",
+                 "--batch-size", "2", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    zero = sum(1 for r in folds if r["fold"] == "0")
+    assert f"{len(folds) - zero} training / {zero} validation cases" in " ".join(result.stderr.split())
