@@ -181,7 +181,7 @@ _medtool() {
         esac
         ;;
     predict)
-        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --min-score --nms --max-boxes --suffix --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --min-score --nms --max-boxes --suffix --folds --fold --cases --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --batch-size) return ;;
             --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
@@ -195,13 +195,16 @@ _medtool() {
             --nms) return ;;
             --max-boxes) return ;;
             --suffix) return ;;
+            --folds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --fold) return ;;
+            --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
             --workers|-j) return ;;
             --shard) return ;;
         esac
         ;;
     score)
-        opts="--truth -t --metric -m --per-case --bootstrap --seed --labels --truth-column --time --event --suffix --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--truth -t --metric -m --per-case --bootstrap --seed --labels --truth-column --time --event --suffix --folds --fold --cases --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --truth|-t) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --metric|-m) COMPREPLY=($(compgen -W "dice jaccard hd95 assd volume-error recist map-iou coco-map accuracy balanced-accuracy auc sensitivity specificity f1 cindex" -- "$cur")); return ;;
@@ -213,6 +216,9 @@ _medtool() {
             --time) return ;;
             --event) return ;;
             --suffix) return ;;
+            --folds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --fold) return ;;
+            --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --workers|-j) return ;;
         esac
         ;;

@@ -133,6 +133,87 @@ def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
         return list(reader)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The cases a command is restricted to (``--folds F --fold K|test`` or ``--cases FILE``)."""
+
+    ids: frozenset[str]
+    what: str
+
+    def describe(self, count: int | None = None) -> str:
+        return f"{self.what}: {len(self.ids) if count is None else count} cases"
+
+
+def read_selection(*, folds: str | os.PathLike | None = None, fold: str | int | None = None,
+                   cases: str | os.PathLike | None = None) -> Selection | None:
+    """The cases of fold ``fold`` (a number or ``test``) of a folds CSV, or the case ids of a
+    table ``cases`` (its ``case_id`` column, else its first); ``None`` without either.
+
+    Raises
+    ------
+    UsageError
+        ``--fold`` without ``--folds`` (or the other way round), both ways at once, or a fold
+        the CSV does not have.
+    """
+    from .folds import TEST
+    from .tables import CASE_ID, read_table
+
+    if folds is None and fold is None and cases is None:
+        return None
+    if cases is not None:
+        if folds is not None or fold is not None:
+            raise UsageError("give --cases FILE or --folds F --fold K, not both")
+        table = read_table(cases)
+        ids = table.column(CASE_ID if CASE_ID in table.columns else table.columns[0])
+        return Selection(frozenset(i for i in ids if i), f"the cases of {cases}")
+    if folds is None or fold is None:
+        raise UsageError("--folds F and --fold K|test go together", hint="e.g. --folds folds.csv --fold test")
+    table = read_folds(folds)
+    wanted: int | str = TEST if str(fold).strip() == TEST else _fold_number(fold)
+    ids = frozenset(c for c, f in table.items() if f == wanted)
+    if not ids:
+        names = [*numbered_folds(table)] + ([TEST] if TEST in table.values() else [])
+        raise UsageError(f"--fold {fold}: {folds} has folds {', '.join(map(str, names))}")
+    return Selection(ids, f"fold {wanted} of {folds}")
+
+
+def _fold_number(fold) -> int:
+    try:
+        return int(fold)
+    except ValueError:
+        raise UsageError(f"--fold {fold!r} is neither a fold number nor test") from None
+
+
+def select_files(inputs: Sequence[str | os.PathLike], selection: Selection | None, *,
+                 suffixes: Sequence[str] | None, strip: str = "") -> list[Path]:
+    """The input files (folders expanded, ``suffixes`` as :func:`~medtool.files.find_files`)
+    whose case id (the name without its format suffix and ``strip``) is in ``selection``; all
+    of them without one.
+
+    Raises
+    ------
+    InputError
+        No input file is one of the selected cases.
+    """
+    from .files import find_files, strip_suffix
+
+    files = [p for p in find_files(inputs, suffixes=suffixes) if p.suffix != ".json"]
+    if selection is None:
+        return files
+
+    def case(path: Path) -> str:
+        stem = strip_suffix(path)
+        return stem[: -len(strip)] if strip and stem.endswith(strip) else stem
+
+    chosen = [p for p in files if case(p) in selection.ids]
+    if not chosen:
+        raise InputError(f"none of the {len(files)} inputs is one of the {len(selection.ids)} "
+                         f"selected cases ({selection.what})",
+                         path=str(inputs[0]) if inputs else None,
+                         hint="check that the case ids of the folds match the file names")
+    return chosen
+
+
 def split_cases(cases: list[Case], *, folds: dict[str, int | str] | None = None, fold: int | None = None,
                 val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Case], list[Case]]:
     """Training and validation cases: fold ``fold`` of ``folds`` validates, the other numbered

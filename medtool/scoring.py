@@ -99,6 +99,7 @@ class Settings:
     workers: int = 1
     progress: bool = False
     suffix: str = ""
+    selection: Any = None                # datasets.Selection: score only these cases
 
     @property
     def task(self) -> str:
@@ -125,7 +126,10 @@ def score(truth: str | os.PathLike, predictions: Sequence[str | os.PathLike], se
     """Score every prediction set against ``truth``; return the runs ranked."""
     scorer = {SEGMENTATION: _score_segmentation, DETECTION: _score_detection,
               CLASSIFICATION: _score_classification}[settings.task]
-    runs = scorer(Path(truth), [Path(p) for p in predictions], settings, on_error)
+    paths = [Path(p) for p in predictions]
+    if settings.task != SEGMENTATION:         # a folder of submissions: one prediction set each
+        paths = [q for p in paths for q in _tables_in(p)]
+    runs = scorer(Path(truth), paths, settings, on_error)
     rank_runs(runs, primary_column(settings))
     return runs
 
@@ -148,6 +152,42 @@ def rank_runs(runs: list[Run], column: str) -> None:
     for run in runs:
         value = run.summary.get(column, math.nan)
         run.rank = (rank := rank + 1) if run.ok and not math.isnan(value) else None
+
+
+def _tables_in(path: Path) -> list[Path]:
+    """``path``, or the CSV files of a folder of submissions (sorted)."""
+    if not path.is_dir():
+        return [path]
+    tables = sorted(p for p in path.iterdir() if p.suffix.lower() == ".csv" and not p.name.startswith("."))
+    if not tables:
+        raise InputError("a folder with no .csv submissions", path=path,
+                         hint="give prediction tables, or a folder of them")
+    return tables
+
+
+def selected(ids: Sequence[str], settings: Settings, truth: Path) -> list[str]:
+    """The truth cases ``ids`` that ``settings.selection`` keeps (all without one), in order.
+
+    Raises
+    ------
+    InputError
+        Selected cases the truth does not have.
+    """
+    if settings.selection is None:
+        return list(ids)
+    known = set(ids)
+    absent = sorted(settings.selection.ids - known)
+    if absent:
+        raise InputError(f"{len(absent)} of {len(settings.selection.ids)} selected cases "
+                         f"({settings.selection.what}) have no truth "
+                         f"({', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''})", path=truth,
+                         hint="give the truth of every selected case, or the folds made from it")
+    return [c for c in ids if c in settings.selection.ids]
+
+
+def _in_selection(pred_ids, settings: Settings) -> list[str]:
+    """Predicted cases outside the selection are neither scored nor reported."""
+    return list(pred_ids) if settings.selection is None else [c for c in pred_ids if c in settings.selection.ids]
 
 
 # -- matching case ids -------------------------------------------------------------------------
@@ -242,7 +282,7 @@ def _score_segmentation(truth: Path, predictions: list[Path], settings: Settings
     truth_cases = _volume_cases(truth, settings.suffix, required=True)
     if not truth_cases:
         raise InputError("no truth volumes", path=truth, hint=f"give a folder of {', '.join(VOLUME_SUFFIXES)} masks")
-    ids = sorted(truth_cases)
+    ids = selected(sorted(truth_cases), settings, truth)
     runs, jobs, owner = [], [], []
     for pred in predictions:
         run = Run(str(pred))
@@ -256,7 +296,7 @@ def _score_segmentation(truth: Path, predictions: list[Path], settings: Settings
             continue
         if pred.is_file() and truth.is_file():          # one file each: the same case
             pred_cases = {ids[0]: pred}
-        run.missing, run.extra = match_cases(ids, list(pred_cases))
+        run.missing, run.extra = match_cases(ids, _in_selection(pred_cases, settings))
         run.cases = len(ids)
         for case in ids:
             jobs.append(_SegJob(case, truth_cases[case], pred_cases.get(case), settings.metrics, settings.labels))
@@ -330,7 +370,9 @@ def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
 # -- detection ---------------------------------------------------------------------------------
 def _score_detection(truth: Path, predictions: list[Path], settings: Settings, on_error) -> list[Run]:
     truth_boxes = box_metrics.read_truth(truth)
-    ids = truth_boxes.ids
+    ids = selected(truth_boxes.ids, settings, truth)
+    if len(ids) < len(truth_boxes.ids):
+        truth_boxes = truth_boxes.take(ids)
     draws = resamples(len(ids), settings.bootstrap, settings.seed) if settings.bootstrap else None
     runs = []
     for path in predictions:
@@ -343,7 +385,7 @@ def _score_detection(truth: Path, predictions: list[Path], settings: Settings, o
             if on_error:
                 on_error(error)
             continue
-        run.missing, run.extra = match_cases(ids, pred.ids)
+        run.missing, run.extra = match_cases(ids, _in_selection(pred.ids, settings))
         pred = pred.take(ids)
         per_image = None
         if "map-iou" in settings.metrics:
@@ -417,6 +459,12 @@ def _numbers(table, column: str) -> np.ndarray:
 def _score_classification(truth_path: Path, predictions: list[Path], settings: Settings,
                           on_error) -> list[Run]:
     truth = _read_class_truth(truth_path, settings)
+    keep = selected(truth.ids, settings, truth_path)
+    if len(keep) < len(truth.ids):
+        index = [i for i, c in enumerate(truth.ids) if c in settings.selection.ids]
+        truth = _ClassTruth(keep, [truth.labels[i] for i in index],
+                            None if truth.time is None else truth.time[index],
+                            None if truth.event is None else truth.event[index])
     draws = resamples(len(truth.ids), settings.bootstrap, settings.seed) if settings.bootstrap else None
     runs = []
     for path in predictions:
@@ -437,7 +485,7 @@ def _score_classifier_run(run: Run, path: Path, truth: _ClassTruth, settings: Se
     id_column = CASE_ID if CASE_ID in table.columns else table.columns[0]
     ids = table.column(id_column)
     prob_columns = [c for c in table.columns if c.startswith(PROB_PREFIX)]
-    run.missing, run.extra = match_cases(truth.ids, ids)
+    run.missing, run.extra = match_cases(truth.ids, _in_selection(ids, settings))
     if run.missing:
         raise InputError(f"no prediction for {len(run.missing)} of {len(truth.ids)} cases "
                          f"({', '.join(run.missing[:5])}{', ...' if len(run.missing) > 5 else ''})",

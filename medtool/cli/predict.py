@@ -17,6 +17,8 @@ _HELP = """Run a checkpoint from medtool train on volumes: segmentation masks on
 
 The model is loaded once and each input is prepared exactly as the checkpoint's recipe says (resampled to its spacing and shape, normalised).
 
+[bold]--folds F --fold K|test[/bold] (from medtool folds) or [bold]--cases FILE.csv[/bold] predicts only those cases of the inputs (case id = file name without its suffix).
+
 [bold]segment[/bold] checkpoints: volumes are segmented by sliding windows (Gaussian importance weighting, [bold]--overlap[/bold], windows in batches, optional flip [bold]--tta[/bold]), turned into labels (arg-max, or [bold]--threshold[/bold] on the foreground probability), cleaned ([bold]--keep-largest N[/bold] components per label) and resampled back onto the input's grid with nearest neighbour, so the mask overlays the input in any viewer ([bold]--interpolation linear[/bold]: the class probabilities are interpolated onto it instead, a slab at a time, and the labels taken there). [bold]--probabilities[/bold] also writes one float map per class (<name>_prob_<class>). Memory stays bounded: the volume is processed in slabs along z. OUT is a folder (or a file for one input).
 
 [bold]classify[/bold] checkpoints: OUT is one CSV [bold]case_id,prob_<class>...,pred[/bold] (case id = file name without its suffix), volumes in batches of [bold]--batch-size[/bold], ready for [bold]medtool score --metric auc --metric accuracy[/bold].
@@ -56,24 +58,36 @@ def register(app: typer.Typer) -> None:
         nms: Annotated[float | None, typer.Option("--nms", help="NMS IoU threshold [default: the checkpoint's].", rich_help_panel=_DET)] = None,
         max_boxes: Annotated[int, typer.Option("--max-boxes", min=1, help="Most boxes per image.", rich_help_panel=_DET)] = 100,
         suffix: Annotated[str, typer.Option("--suffix", help="segment: added to each output name after the case id (e.g. _lungs); classify: the inputs are named <case><suffix> (e.g. _masked).")] = "",
+        folds: Annotated[Path | None, typer.Option("--folds", metavar="FOLDS.csv", help="With --fold: predict only the cases of that fold.")] = None,
+        fold: Annotated[str | None, typer.Option("--fold", metavar="K|test", help="The fold of --folds to predict (a number, or test).")] = None,
+        cases: Annotated[Path | None, typer.Option("--cases", metavar="FILE.csv", help="Predict only the cases of this table (its case_id column, else its first).")] = None,
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
     ) -> int:
         import torch
 
+        from ..datasets import read_selection, select_files
         from ..errors import UsageError
+        from ..files import VOLUME_SUFFIXES
         from ..train import load_checkpoint
 
         values = dict(locals())
         if len(paths) < 2:
             raise UsageError("give at least one INPUT and the OUT folder")
         *inputs, out = paths
+        selection = read_selection(folds=folds, fold=fold, cases=cases)
         device = opts.torch_device()
         torch.set_num_threads(max(1, opts.workers))
         state = load_checkpoint(checkpoint)
         if state["task"] not in _PREDICTORS:
             raise UsageError(f"predict for a {state['task']} checkpoint is not available",
                              hint=f"this medtool predicts {', '.join(_PREDICTORS)}")
+        if selection is not None:
+            # detection reads DICOM of any file name; the volume tasks, volume files
+            inputs = select_files(inputs, selection, suffixes=None if state["task"] == "detect" else VOLUME_SUFFIXES,
+                                  strip=suffix if state["task"] == "classify" else "")
+            if not opts.quiet:
+                common.stderr.print(f"predicting {selection.describe(len(inputs))}", highlight=False)
         return _PREDICTORS[state["task"]](state, inputs, out, values, device, opts)
 
 

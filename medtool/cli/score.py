@@ -18,6 +18,8 @@ _HELP = """Score predictions against the truth; several prediction sets give a r
 
 [bold]Classification[/bold] (accuracy, balanced-accuracy, auc, sensitivity, specificity, f1, cindex): TRUTH is a CSV with the case id first and the class in [bold]--truth-column[/bold] (default label); each PRED is case_id,prob_<class>...,pred (pred defaults to the most probable class). With two classes the second prob_ column is the positive class; with more, macro averages. cindex needs [bold]--time[/bold] and [bold]--event[/bold] columns of the truth and uses the risk column (or prob of the positive class).
 
+[bold]--folds F --fold K|test[/bold] or [bold]--cases FILE.csv[/bold] scores only those cases of the truth (predicted cases outside them are neither scored nor counted; a selected case without truth is an error). For detection and classification a PRED may be a folder of submission CSVs, one leaderboard row each.
+
 [bold]--bootstrap N[/bold] adds 95% confidence intervals (cases resampled, seeded). [bold]--per-case OUT.csv[/bold] writes every case's values. NaN values are counted and named.
 
 Example: [bold]medtool score --metric dice,hd95 --truth truth/ unet/ nnunet/ --per-case cases.csv --bootstrap 1000[/bold]
@@ -45,6 +47,9 @@ def register(app: typer.Typer) -> None:
         time: Annotated[str | None, typer.Option("--time", metavar="COL", help="Follow-up time column (cindex).")] = None,
         event: Annotated[str | None, typer.Option("--event", metavar="COL", help="Event column, 1/0 (cindex).")] = None,
         suffix: Annotated[str, typer.Option("--suffix", metavar="S", help="Volume names are <case><S> (e.g. _lungs); truth files without it are skipped.")] = "",
+        folds: Annotated[Path | None, typer.Option("--folds", metavar="FOLDS.csv", help="With --fold: score only the cases of that fold.")] = None,
+        fold: Annotated[str | None, typer.Option("--fold", metavar="K|test", help="The fold of --folds to score (a number, or test).")] = None,
+        cases: Annotated[Path | None, typer.Option("--cases", metavar="FILE.csv", help="Score only the cases of this table (its case_id column, else its first).")] = None,
         json: Annotated[bool, typer.Option("--json", help="Print the leaderboard as JSON.")] = False,
         opts: common.Options,
     ) -> int:
@@ -57,12 +62,18 @@ def register(app: typer.Typer) -> None:
             label_list = None if labels is None else [int(v) for v in labels.split(",") if v.strip()]
         except ValueError:
             raise UsageError(f"--labels {labels!r} is not a list of integers", hint="e.g. --labels 1,2") from None
+        from ..datasets import read_selection
+
         settings = Settings(parse_metrics(metric), bootstrap=bootstrap, seed=seed, labels=label_list,
                             truth_column=truth_column, time_column=time, event_column=event,
-                            workers=opts.workers, progress=opts.show_progress, suffix=suffix)
+                            workers=opts.workers, progress=opts.show_progress, suffix=suffix,
+                            selection=read_selection(folds=folds, fold=fold, cases=cases))
         if per_case is not None:
             check_writable(per_case, force=opts.force)
         runs = score_runs(truth, predictions, settings, on_error=opts.report)
+        if settings.selection is not None and not opts.quiet and runs:
+            common.stderr.print(f"scored only {settings.selection.describe(runs[0].cases)}; cases "
+                                "outside it are neither scored nor counted", highlight=False)
         if not opts.quiet:
             _report_warnings(runs)
         if per_case is not None:
