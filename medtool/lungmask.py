@@ -707,6 +707,14 @@ def _pockets(lung: np.ndarray, *, tissue: np.ndarray, body: np.ndarray, offset, 
     pieces, count = ndimage.label(pocket, _SLICE_2D)
     index = np.arange(1, count + 1)
     area = np.bincount(pieces.ravel(), minlength=count + 1)[1:] * float(cspacing[1] * cspacing[2])
+    # the largest cross-section of the 3D pocket each piece belongs to: a tumour's stays
+    # tumour-sized, the heart's and the mediastinum's grow large in other slices
+    bodies, _ = ndimage.label(pocket)
+    body_of = np.zeros(count + 1, dtype=np.int64)
+    body_of[pieces[pocket]] = bodies[pocket]
+    largest = np.zeros(int(bodies.max()) + 1)
+    np.maximum.at(largest, body_of[1:], area)
+    largest_of = largest[body_of[1:]]
     reach = max(1, int(round(POCKET_REACH_MM / cspacing[0])))
     counts = np.concatenate([np.zeros((1,) + lung.shape[1:], np.int32), np.cumsum(lung, axis=0, dtype=np.int32)])
     k = np.arange(nz)
@@ -734,7 +742,8 @@ def _pockets(lung: np.ndarray, *, tissue: np.ndarray, body: np.ndarray, offset, 
                 continue
             points = (mouth + [g.start for g in grown]) * spacing
             facing = float(_facing(lung_planes, points) @ _facing(body_planes, points + offset))
-            if facing < POCKET_FACING and not _narrow_mouthed(piece, len(mouth), area[label - 1]):
+            if facing < POCKET_FACING and not (largest_of[label - 1] <= POCKET_MAX_TUMOUR_MM2 and
+                                               _narrow_mouthed(piece, len(mouth), area[label - 1])):
                 continue
         found[k][grown] |= piece
     return found
@@ -744,7 +753,7 @@ def _narrow_mouthed(piece: np.ndarray, mouth: int, area_mm2: float) -> bool:
     """A tumour-sized pocket (:data:`POCKET_MIN_TUMOUR_MM2` to :data:`POCKET_MAX_TUMOUR_MM2`)
     whose mouth is at most :data:`POCKET_NARROW_MOUTH` of its outline: the lung wraps around
     most of it, as around a tumour on the mediastinal pleura (the mediastinum's own concavity
-    is wide open or large)."""
+    is wide open, and the heart's grows larger than a tumour in the slices above)."""
     if not POCKET_MIN_TUMOUR_MM2 <= area_mm2 <= POCKET_MAX_TUMOUR_MM2:
         return False
     outline = int(np.sum(piece & ~_erode(piece[None], _SLICE_2D)[0]))
