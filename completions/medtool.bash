@@ -7,7 +7,7 @@ _medtool() {
         case "${COMP_WORDS[i]}" in -*) ;; *) cmd="${COMP_WORDS[i]}"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "phantom dicom2npy anonymize hu lungmask resample view folds train predict score gradcam info env --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "phantom dicom2npy anonymize hu lungmask resample attach view folds train predict score gradcam info env --help --version" -- "$cur"))
         return
     fi
     local opts="" files=1
@@ -86,6 +86,18 @@ _medtool() {
             --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
             --workers|-j) return ;;
             --shard) return ;;
+        esac
+        ;;
+    attach)
+        opts="--like --key --axes --flip --suffix --format --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        case "$prev" in
+            --like) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --key) return ;;
+            --axes) return ;;
+            --flip) return ;;
+            --suffix) return ;;
+            --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
+            --workers|-j) return ;;
         esac
         ;;
     view)

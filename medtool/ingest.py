@@ -214,10 +214,10 @@ def _write(job: _Job) -> dict[str, Any]:
             raise
     volume.history.append({**job.step, "source": job.stack.case})
     save_volume(volume, job.path, force=job.force)
-    return _written(volume, job.path, series=job.stack.name, files=job.stack.files)
+    return written_row(volume, job.path, series=job.stack.name, files=job.stack.files)
 
 
-def _written(volume, path: Path, *, series: str, files: int) -> dict[str, Any]:
+def written_row(volume, path: Path, *, series: str, files: int) -> dict[str, Any]:
     """The row a command prints (and ``--json`` gives) for one written volume."""
     return {"output": str(path), "series": series, "shape": list(volume.shape),
             "spacing": [round(s, 6) for s in volume.spacing], "files": files,
@@ -410,5 +410,5 @@ def write_volume_job(job: VolumeJob) -> list[dict[str, Any]]:
         volume = outputs[key]
         volume.history.append({**job.step, **detail})
         save_volume(volume, job.output(key), force=job.force)
-        rows.append(_written(volume, job.output(key), series=str(job.source), files=1))
+        rows.append(written_row(volume, job.output(key), series=str(job.source), files=1))
     return rows

@@ -583,6 +583,12 @@ class Resampler:
         return self._like_grid
 
     def __call__(self, volume: Volume) -> Volume:
+        if volume.meta.get("geometry") == "assumed":
+            # an array without geometry sits at 1 mm from the origin: resampling it onto a
+            # patient's grid would move it off its anatomy (and mostly out of the grid)
+            raise InputError("the file has no geometry (1 mm spacing at the origin was assumed), "
+                             "so resampling would move it off its image",
+                             hint="give it its image's geometry first: medtool attach FILE --like IMAGE OUT")
         like = self._grid() if self.like is not None else None
         return resample(volume, spacing=self.spacing, like=like, shape=self.shape,
                         crop_z=self.crop_z, order=self.order, mask=self.mask, pad=self.pad,

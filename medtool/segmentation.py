@@ -158,6 +158,15 @@ class _CacheJob:
     seed: int
 
 
+def grid_hint(mask: Volume, image: Volume) -> str:
+    """What to do about a mask off its image's grid, never what would destroy it: an array
+    without geometry (or with the image's shape, a wrong header) gets the image's geometry;
+    a mask of another real grid is resampled."""
+    if mask.meta.get("geometry") == "assumed" or mask.shape == image.shape:
+        return "give it its image's geometry: medtool attach MASK --like IMAGE OUT (check the orientation it reports)"
+    return "resample it onto the image grid: medtool resample MASK OUT --like IMAGE"
+
+
 def preprocess_case(job: _CacheJob) -> dict[str, Any]:
     """Bring one case into the model's space and write it to the cache (see the module docstring)."""
     from .datasets import locations, merge_masks, objects
@@ -170,7 +179,7 @@ def preprocess_case(job: _CacheJob) -> dict[str, Any]:
         if not mask.same_grid(image, atol=1e-3):
             raise InputError(f"mask is not on the grid of its image {Path(job.image).name} "
                              f"(shape {list(mask.shape)} vs {list(image.shape)})", path=path,
-                             hint="resample it onto the image grid (medtool resample --like IMAGE)")
+                             hint=grid_hint(mask, image))
         if mask.array.dtype.kind == "f" and not np.all(np.mod(mask.array, 1) == 0):
             raise InputError("mask holds non-integer values", path=path,
                              hint="masks are integer label volumes (0 background)")
