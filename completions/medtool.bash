@@ -31,7 +31,7 @@ _medtool() {
     dicom2npy)
         opts="--format --series --name --hu --allow-gaps --untilt --no-untilt --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
-            --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
             --series) return ;;
             --name) return ;;
             --workers|-j) return ;;
@@ -56,7 +56,7 @@ _medtool() {
             --window) return ;;
             --preset) return ;;
             --rescale) return ;;
-            --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
             --workers|-j) return ;;
             --shard) return ;;
         esac
@@ -68,7 +68,7 @@ _medtool() {
             --apply) return ;;
             --method) return ;;
             --checkpoint) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
             --workers|-j) return ;;
             --shard) return ;;
         esac
@@ -82,7 +82,7 @@ _medtool() {
             --crop-z) return ;;
             --order) return ;;
             --pad) return ;;
-            --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
             --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
             --workers|-j) return ;;
             --shard) return ;;
@@ -96,7 +96,7 @@ _medtool() {
             --axes) return ;;
             --flip) return ;;
             --suffix) return ;;
-            --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
             --workers|-j) return ;;
         esac
         ;;
@@ -202,7 +202,7 @@ _medtool() {
             --keep-largest) return ;;
             --threshold) return ;;
             --interpolation) return ;;
-            --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
             --min-score) return ;;
             --nms) return ;;
             --max-boxes) return ;;
@@ -240,7 +240,7 @@ _medtool() {
             --method) return ;;
             --layer) return ;;
             --class) return ;;
-            --format) COMPREPLY=($(compgen -W "nii.gz nii npy npz" -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
             --suffix) return ;;
             --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
             --shard) return ;;

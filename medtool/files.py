@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Sequence, TypeVar
 from .errors import InputError, OutputExistsError, UsageError
 
 #: Volume file suffixes medtool reads and writes, longest first.
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy", ".npz")
+VOLUME_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".npy", ".npz")
 #: Temporary outputs are named ``.<output name>.~<host>~<pid>~<random>.tmp<suffix>`` (a folder:
 #: ``.tmp``), so that a later run can tell a stale one (its process is gone) from one that a
 #: running process is still writing, and remove it.
@@ -46,7 +46,15 @@ def companion_paths(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     if volume_suffix(path) == ".npy":
         return [path, sidecar_path(path)]
+    if volume_suffix(path) == ".mhd":
+        return [path, raw_path(path)]
     return [path]
+
+
+def raw_path(path: str | os.PathLike) -> Path:
+    """The ``.raw`` pixel file of a ``.mhd`` MetaImage header that medtool writes."""
+    path = Path(path)
+    return path.with_name(strip_suffix(path) + ".raw")
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

@@ -67,7 +67,8 @@ def load_volume(path: str | os.PathLike, *, mmap: bool = False) -> Volume:
         )
     if not path.is_file():
         raise InputError("no such file", path=path, hint="check the path")
-    reader = {".npy": _load_npy, ".npz": _load_npz, ".nii": _load_nifti, ".nii.gz": _load_nifti}
+    reader = {".npy": _load_npy, ".npz": _load_npz, ".nii": _load_nifti, ".nii.gz": _load_nifti,
+              ".nrrd": _load_nrrd, ".seg.nrrd": _load_nrrd, ".mha": _load_metaimage, ".mhd": _load_metaimage}
     try:
         return reader[suffix](path, mmap=mmap)
     except InputError:
@@ -92,7 +93,8 @@ def save_volume(volume: Volume, path: str | os.PathLike, *, force: bool = False)
             path=path, hint=f"end the name in one of {', '.join(VOLUME_SUFFIXES)}",
         )
     check_writable(path, force=force)
-    writer = {".npy": _save_npy, ".npz": _save_npz, ".nii": _save_nifti, ".nii.gz": _save_nifti}
+    writer = {".npy": _save_npy, ".npz": _save_npz, ".nii": _save_nifti, ".nii.gz": _save_nifti,
+              ".nrrd": _save_nrrd, ".seg.nrrd": _save_nrrd, ".mha": _save_metaimage, ".mhd": _save_metaimage}
     writer[suffix](volume, path, force=force)
     return path
 
@@ -123,6 +125,59 @@ def json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"metadata value {value!r} is not JSON-serialisable")
+
+
+def header_text(volume: Volume) -> str:
+    """medtool's JSON header of ``volume`` on one line (geometry, meta, history), as the
+    formats with a free-text field carry it (NRRD, MetaImage)."""
+    return json.dumps(_header(volume), allow_nan=False, default=json_default, separators=(",", ":"))
+
+
+def volume_from_file(array: np.ndarray, spacing, origin, direction, text: str | None, path: Path) -> Volume:
+    """The volume of a file whose own header gave ``spacing``, ``origin`` and ``direction``
+    and which may carry medtool's JSON header ``text``: that header's exact geometry, meta
+    and history when its geometry agrees with the file's, else the file's geometry (with a
+    warning when another tool changed it)."""
+    header = None
+    if text:
+        try:
+            header = json.loads(text)
+        except ValueError:
+            header = None
+        if not (isinstance(header, dict) and header.get("format") == FORMAT_NAME):
+            header = None
+    if header is not None and _agrees(header, array, spacing, origin, direction):
+        return _volume_from_header(array, header, path)
+    if header is not None:
+        log.warning("%s: header geometry was changed by another tool; using the file's own", path)
+    meta = dict(header.get("meta", {})) if header else {}
+    history = list(header.get("history", [])) if header else []
+    return Volume(array, tuple(float(v) for v in spacing), tuple(float(v) for v in origin),
+                  np.asarray(direction, dtype=np.float64), meta, history)
+
+
+def _load_nrrd(path: Path, *, mmap: bool) -> Volume:
+    from .nrrd import load
+
+    return load(path)
+
+
+def _save_nrrd(volume: Volume, path: Path, *, force: bool) -> None:
+    from .nrrd import save
+
+    save(volume, path, force=force)
+
+
+def _load_metaimage(path: Path, *, mmap: bool) -> Volume:
+    from .metaimage import load
+
+    return load(path)
+
+
+def _save_metaimage(volume: Volume, path: Path, *, force: bool) -> None:
+    from .metaimage import save
+
+    save(volume, path, force=force)
 
 
 def _volume_from_header(array: np.ndarray, header: dict[str, Any], path: Path) -> Volume:

@@ -26,7 +26,7 @@ from .tables import upsert_csv
 from .series import Notice, Stack, assemble, plan, scan
 
 #: Output formats of ``dicom2npy`` (``--format``).
-FORMATS = ("npy", "npz", "nii.gz", "nii")
+FORMATS = ("npy", "npz", "nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "mhd")
 
 
 @dataclass(frozen=True)

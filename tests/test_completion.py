@@ -54,7 +54,7 @@ def test_bash_completes_commands_options_values_and_files(tmp_path):
     assert _bash(["medtool", "resample", "--like", "case"], tmp_path) == ["case_001.nii.gz"]
     assert _bash(["medtool", "hu", "ca"], tmp_path) == ["case_001.nii.gz"]
     assert _bash(["medtool", "resample", "--spacing", ""], tmp_path) == []   # a number, no files
-    assert set(_bash(["medtool", "dicom2npy", "--format", ""], tmp_path)) == {"nii.gz", "nii", "npy", "npz"}
+    assert set(_bash(["medtool", "dicom2npy", "--format", ""], tmp_path)) == {"nii.gz", "nii", "npy", "npz", "nrrd", "seg.nrrd", "mha", "mhd"}
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")

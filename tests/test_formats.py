@@ -143,7 +143,7 @@ def test_failed_overwrite_keeps_the_old_file(tmp_path, oblique_volume, monkeypat
 
 def test_unknown_output_suffix_is_a_usage_error(tmp_path, oblique_volume):
     with pytest.raises(UsageError, match="end the name"):
-        save_volume(oblique_volume, tmp_path / "v.mha")
+        save_volume(oblique_volume, tmp_path / "v.tiff")
 
 
 # --- bad input: one clear message naming the file ------------------------------------------

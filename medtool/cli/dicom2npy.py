@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Argument(help="Output folder, or one output file for one series.",
                                             show_default=False)],
         *,
-        fmt: Annotated[str, typer.Option("--format", help="npy (+ .json sidecar), npz, nii.gz or nii.")] = "npy",
+        fmt: Annotated[str, typer.Option("--format", help="npy (+ .json sidecar), npz, nii.gz, nii, nrrd, mha or mhd (+ .raw).")] = "npy",
         series: Annotated[str, typer.Option("--series", help="all, largest (per case) or one SeriesInstanceUID.")] = "all",
         name: Annotated[str | None, typer.Option(
             "--name", metavar="TEMPLATE",
