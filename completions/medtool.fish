@@ -41,7 +41,7 @@ complete -c medtool -n '__fish_seen_subcommand_from phantom' -l verbose -s v -d 
 complete -c medtool -n '__fish_seen_subcommand_from phantom' -l debug -d 'Show tracebacks for errors'
 complete -c medtool -n '__fish_seen_subcommand_from phantom' -l help -s h -d 'Show the help'
 complete -c medtool -n '__fish_seen_subcommand_from phantom' -F
-complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l format -x -a 'seg.nrrd nii.gz nii nrrd mha mhd npy npz' -d 'npy (+ .json sidecar), npz, nii.gz or nii'
+complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l format -x -a 'seg.nrrd nii.gz nii nrrd mha mhd npy npz' -d 'npy (+ .json sidecar), npz, nii.gz, nii, nrrd, mha or mhd (+ .raw)'
 complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l series -x -d 'all, largest (per case) or one SeriesInstanceUID'
 complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l name -x -d 'Name cases from DICOM keywords, e.g. ’{PatientID}’, ’{PatientID}_{S...'
 complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l hu -d 'Write int16 Hounsfield units (as medtool hu) instead of stored values'
