@@ -7,7 +7,7 @@ _medtool() {
         case "${COMP_WORDS[i]}" in -*) ;; *) cmd="${COMP_WORDS[i]}"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "phantom dicom2npy anonymize hu lungmask resample attach view folds train predict score gradcam info env --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "phantom dicom2npy anonymize hu lungmask resample attach view folds predict score gradcam info env train --help --version" -- "$cur"))
         return
     fi
     local opts="" files=1
@@ -127,71 +127,6 @@ _medtool() {
             --test) return ;;
         esac
         ;;
-    train)
-        opts="--out -o --task --images --folds --fold --val-fraction --dim --spacing --normalize --window --class-names --model --width --dropout --augment --aug --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --labels --image-suffix --id-column --cases --label-column --shape --class-weights --cv --boxes --size --weights --fpn-width --anchor-sizes --anchor-ratios --nms --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
-        files=0
-        case "$prev" in
-            --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --task) COMPREPLY=($(compgen -W "segment classify detect" -- "$cur")); return ;;
-            --images) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --folds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --fold) return ;;
-            --val-fraction) return ;;
-            --dim) return ;;
-            --spacing) return ;;
-            --normalize) return ;;
-            --window) return ;;
-            --class-names) return ;;
-            --model) return ;;
-            --width) return ;;
-            --dropout) return ;;
-            --augment) return ;;
-            --aug) return ;;
-            --masks) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --csv) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --mask-suffix) return ;;
-            --patch) return ;;
-            --pos-ratio) return ;;
-            --activation) return ;;
-            --depth) return ;;
-            --norm) return ;;
-            --upsample) return ;;
-            --loss) return ;;
-            --ce-weight) return ;;
-            --dice-weight) return ;;
-            --topk) return ;;
-            --labels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --image-suffix) return ;;
-            --id-column) return ;;
-            --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --label-column) return ;;
-            --shape) return ;;
-            --class-weights) return ;;
-            --boxes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --size) return ;;
-            --weights) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --fpn-width) return ;;
-            --anchor-sizes) return ;;
-            --anchor-ratios) return ;;
-            --nms) return ;;
-            --epochs) return ;;
-            --steps) return ;;
-            --batch-size) return ;;
-            --lr) return ;;
-            --weight-decay) return ;;
-            --optimizer) COMPREPLY=($(compgen -W "adamw sgd" -- "$cur")); return ;;
-            --schedule) COMPREPLY=($(compgen -W "cosine plateau constant" -- "$cur")); return ;;
-            --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
-            --grad-clip) return ;;
-            --patience) return ;;
-            --val-every) return ;;
-            --max-minutes) return ;;
-            --ema) return ;;
-            --seed) return ;;
-            --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
-            --workers|-j) return ;;
-        esac
-        ;;
     predict)
         opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --min-score --nms --max-boxes --suffix --folds --fold --cases --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
@@ -257,6 +192,72 @@ _medtool() {
         files=0
         case "$prev" in
             --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+        esac
+        ;;
+    train)
+        opts="--task --images --folds --fold --val-fraction --normalize --window --model --augment --aug --dim --spacing --class-names --width --dropout --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --out -o --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --labels --image-suffix --id-column --cases --label-column --shape --class-weights --cv --boxes --size --class-name --weights --fpn-width --anchor-sizes --anchor-ratios --nms --help -h"
+        files=0
+        case "$prev" in
+            --task) COMPREPLY=($(compgen -W "segment classify detect" -- "$cur")); return ;;
+            --images) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --folds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --fold) return ;;
+            --val-fraction) return ;;
+            --normalize) return ;;
+            --window) return ;;
+            --model) return ;;
+            --augment) return ;;
+            --aug) return ;;
+            --dim) return ;;
+            --spacing) return ;;
+            --class-names) return ;;
+            --width) return ;;
+            --dropout) return ;;
+            --masks) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --csv) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --mask-suffix) return ;;
+            --patch) return ;;
+            --pos-ratio) return ;;
+            --activation) return ;;
+            --depth) return ;;
+            --norm) return ;;
+            --upsample) return ;;
+            --loss) return ;;
+            --ce-weight) return ;;
+            --dice-weight) return ;;
+            --topk) return ;;
+            --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --epochs) return ;;
+            --steps) return ;;
+            --batch-size) return ;;
+            --lr) return ;;
+            --weight-decay) return ;;
+            --optimizer) COMPREPLY=($(compgen -W "adamw sgd" -- "$cur")); return ;;
+            --schedule) COMPREPLY=($(compgen -W "cosine plateau constant" -- "$cur")); return ;;
+            --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
+            --grad-clip) return ;;
+            --patience) return ;;
+            --val-every) return ;;
+            --max-minutes) return ;;
+            --ema) return ;;
+            --seed) return ;;
+            --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+            --workers|-j) return ;;
+            --labels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --image-suffix) return ;;
+            --id-column) return ;;
+            --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --label-column) return ;;
+            --shape) return ;;
+            --class-weights) return ;;
+            --boxes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --size) return ;;
+            --class-name) return ;;
+            --weights) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --fpn-width) return ;;
+            --anchor-sizes) return ;;
+            --anchor-ratios) return ;;
+            --nms) return ;;
         esac
         ;;
     esac

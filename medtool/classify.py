@@ -26,9 +26,8 @@ Prediction (:func:`predict_files`) writes ``case_id,prob_<class>...,pred``, the 
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,6 +36,7 @@ import numpy as np
 from .errors import InputError, UsageError
 from .intensity import CT_WINDOW, NORMALIZATIONS, normalize, plan_normalization
 from .segmentation import as_3d, to_model_space
+from .tasks import EpochOrder, Task, autocast, build_cache, cached, evaluating, read_cache
 
 #: Class weight modes (or one weight per class).
 CLASS_WEIGHTS = ("balanced", "none")
@@ -44,8 +44,7 @@ CLASS_WEIGHTS = ("balanced", "none")
 METRICS = ("accuracy", "balanced-accuracy", "auc")
 #: Columns of the prediction table.
 PROB_PREFIX, PRED_COLUMN = "prob_", "pred"
-#: Cache index file and the volumes read per validation forward pass.
-CACHE_INDEX = "index.json"
+#: Volumes read per validation forward pass.
 VALIDATION_BATCH = 8
 #: Cases named in an error message before "...".
 NAMED_CASES = 5
@@ -292,32 +291,21 @@ def _header(path: str | Path):
 
 
 # -- data set -------------------------------------------------------------------------------------------
-class ClassDataset:
+class ClassDataset(EpochOrder):
     """The training cases, each once per epoch in a seeded random order (repeated to fill
     ``length``); items are ``(image (1, *shape), class index)``."""
 
     def __init__(self, cases: list[dict[str, Any]], *, length: int, seed: int = 0, two_d: bool = False):
-        self.cases, self.length, self.seed, self.two_d = cases, int(length), seed, two_d
-        self.epoch = 0
+        super().__init__(cases, length=length, seed=seed)
+        self.two_d = two_d
         self._open: dict[int, np.ndarray] = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def _order(self) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        passes = -(-self.length // len(self.cases))
-        return np.concatenate([rng.permutation(len(self.cases)) for _ in range(passes)])
 
     def __getitem__(self, item: int):
         import torch
 
         from .formats import load_volume
 
-        index = int(self._order()[int(item)])
+        index = self.case(item)
         if index not in self._open:
             self._open[index] = load_volume(self.cases[index]["image"], mmap=True).array
         array = self._open[index]
@@ -353,17 +341,13 @@ class WeightedCrossEntropy:
 
 
 # -- the task ---------------------------------------------------------------------------------------------
-class ClassifyTask:
+class ClassifyTask(Task):
     """Classification for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
 
     name = "classify"
 
     def __init__(self, options: ClassifyOptions, *, recipe: dict[str, Any] | None = None):
-        options.check()
-        self.options = options
-        self.recipe: dict[str, Any] = recipe or {}
-        self.train_cases: list[dict[str, Any]] = []
-        self.val_cases: list[dict[str, Any]] = []
+        super().__init__(options, recipe=recipe)
         self.weights: list[float] = []
 
     def cases(self):
@@ -378,8 +362,6 @@ class ClassifyTask:
                 build_cache: bool = True, on_error=None) -> None:
         """Match and split the cases, check every image, plan the recipe (unless resumed),
         write/read the cache."""
-        from .datasets import read_folds, split_cases
-
         o = self.options
         cases, labels = self.cases()
         classes = self.recipe.get("classes") or class_order(list(labels.values()), o.class_names, path=o.labels)
@@ -387,10 +369,7 @@ class ClassifyTask:
         if unknown:
             raise InputError(f"classes {', '.join(unknown)} are not among the checkpoint's {', '.join(classes)}",
                              path=o.labels, hint="train a new run for new classes")
-        folds = read_folds(o.folds) if o.folds else None
-        train, val = split_cases(cases, folds=folds, fold=o.fold, val_fraction=o.val_fraction, seed=seed)
-        if not train:
-            raise UsageError("no training cases left after taking out the validation fold")
+        train, val = self.split(cases, seed=seed)
         if not self.recipe:
             headers = {c.case_id: _header(c.image) for c in cases}
             for case in cases:
@@ -405,7 +384,7 @@ class ClassifyTask:
             entries = self._build_cache(train + val, cache, key, workers=workers, progress=progress,
                                         on_error=on_error)
         else:
-            entries = json.loads((cache / CACHE_INDEX).read_text())["cases"]
+            entries = read_cache(cache)
         by_id = {e["case_id"]: e for e in entries}
         self.train_cases = [{**by_id[c.case_id], "label": index[labels[c.case_id]]} for c in train]
         self.val_cases = [{**by_id[c.case_id], "label": index[labels[c.case_id]]} for c in val]
@@ -435,24 +414,12 @@ class ClassifyTask:
                 "normalize_why": norm.why}
 
     def _build_cache(self, cases, cache: Path, key, *, workers, progress, on_error):
-        from .batch import run_batch
-        from .files import atomic_write_text
-
-        cache.mkdir(parents=True, exist_ok=True)
-        index_path = cache / CACHE_INDEX
-        if index_path.is_file():
-            index = json.loads(index_path.read_text())
-            have = {e["case_id"]: e for e in index["cases"]}
-            if index.get("key") == key and all(c.case_id in have and Path(have[c.case_id]["image"]).exists()
-                                               for c in cases):
-                return [have[c.case_id] for c in cases]
+        found = cached(cache, key, [c.case_id for c in cases], lambda entry: Path(entry["image"]).exists())
+        if found is not None:
+            return found
         jobs = [_CacheJob(c.case_id, str(c.image), str(cache), self.recipe) for c in cases]
-        outcome = run_batch(preprocess_case, jobs, workers=workers, description="preprocessing",
-                            progress=progress, on_error=on_error, name=lambda job: job.image)
-        if outcome.failures:
-            raise outcome.failures[0][1]
-        atomic_write_text(index_path, json.dumps({"key": key, "cases": outcome.results}, indent=1), force=True)
-        return outcome.results
+        return build_cache(cache, key, jobs, preprocess_case, workers=workers, progress=progress,
+                           on_error=on_error, name=lambda job: job.image)
 
     # -- model, loss, data ------------------------------------------------------------------------
     def model_spec(self) -> dict[str, Any]:
@@ -500,9 +467,6 @@ class ClassifyTask:
         result["score"] = result["auc"] if math.isfinite(result["auc"]) else result["balanced-accuracy"]
         return result
 
-    def describe(self) -> dict[str, Any]:
-        return {"options": asdict(self.options)}
-
 
 def evaluate(truth: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """:data:`METRICS` of class indices ``truth`` against probabilities ``probs`` (arg-max
@@ -521,18 +485,16 @@ def predict_arrays(model, arrays, *, two_d: bool, device, amp_dtype=None,
     """Softmax probabilities of prepared arrays ``(Z, Y, X)`` (an iterable), in batches."""
     import torch
 
-    was_training = model.training
-    model.eval()
     out, pending = [], []
 
     def flush() -> None:
         batch = torch.from_numpy(np.stack(pending)).to(device)[:, None]
-        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with torch.no_grad(), autocast(device, amp_dtype):
             logits = model(batch)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
         pending.clear()
 
-    try:
+    with evaluating(model):
         for array in arrays:
             array = np.asarray(array, dtype=np.float32)
             pending.append(array[0] if two_d else array)
@@ -540,8 +502,6 @@ def predict_arrays(model, arrays, *, two_d: bool, device, amp_dtype=None,
                 flush()
         if pending:
             flush()
-    finally:
-        model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

@@ -47,14 +47,15 @@ def _choices() -> dict[str, tuple[str, ...]]:
     """Values of options that take one of a fixed set (from the library's own constants)."""
     from . import scoring, view
     from .files import VOLUME_SUFFIXES
-    from .train import AMP_MODES, OPTIMIZERS, SCHEDULES, TASKS
+    from .tasks import REGISTRY
+    from .train import AMP_MODES, OPTIMIZERS, SCHEDULES
 
     return {
         "--device": ("auto", "cpu", "cuda"),
         "--metric": tuple(scoring.TASK_OF),
         "--format": tuple(s.lstrip(".") for s in VOLUME_SUFFIXES),
         "--plane": view.PLANES,
-        "--task": tuple(TASKS),
+        "--task": tuple(REGISTRY),
         "--amp": AMP_MODES,
         "--optimizer": OPTIMIZERS,
         "--schedule": SCHEDULES,
@@ -89,7 +90,17 @@ def describe_cli(app=None) -> list[Cmd]:
         if getattr(command, "hidden", False):
             continue
         cmd = Cmd(name=name, help=_short(command.short_help or command.help))
-        for param in command.params:
+        # a group (train): the union of its sub-commands' options, and --task to name one
+        subs = list(getattr(command, "commands", {}).values())
+        if subs:
+            cmd.options.append(Opt(names=["--task"], takes_value=True, choices=tuple(command.commands),
+                                   help="the task (alias)"))
+        params = [p for sub in subs for p in sub.params] if subs else command.params
+        seen: set[str] = set()
+        for param in params:
+            if param.opts[0] in seen:
+                continue
+            seen.add(param.opts[0])
             annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
             if type(param).__name__.endswith("Argument"):
                 cmd.path_arguments |= _is_path(annotation)

@@ -44,9 +44,12 @@ def cross_validate(task_name: str, options: Any, config, out: str | Path, *, dev
     from .datasets import numbered_folds, read_folds
     from .files import atomic_write_text, check_writable
     from .tables import write_csv
-    from .train import build_model, fit, load_checkpoint, make_task
+    from .tasks import info, make_task
+    from .train import build_model, fit, load_checkpoint
 
     say = log or (lambda text: None)
+    if not info(task_name).cross_validates:
+        raise UsageError(f"--cv is not available for {task_name} yet", hint="train one fold at a time: --fold K")
     if not getattr(options, "folds", None):
         raise UsageError("--cv needs --folds folds.csv", hint="make one with medtool folds")
     if options.fold is not None:
@@ -63,8 +66,6 @@ def cross_validate(task_name: str, options: Any, config, out: str | Path, *, dev
     for number, fold in enumerate(folds, start=1):
         say(f"fold {fold} ({number} of {len(folds)})")
         task = make_task(task_name, dataclasses.replace(options, fold=fold))
-        if not hasattr(task, "probabilities"):
-            raise UsageError(f"--cv is not available for --task {task_name}")
         run = fold_dir(out, fold)
         summary = fit(task, copy.deepcopy(config), run, device=device, workers=workers, force=force,
                       progress=progress, log=log, step=step)

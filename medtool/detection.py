@@ -29,9 +29,8 @@ reads.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,6 +38,7 @@ import numpy as np
 
 from .errors import InputError, UsageError
 from .intensity import AUTO_SAMPLE, CT_WINDOW, NORMALIZATIONS, normalize, plan_normalization
+from .tasks import EpochOrder, Task, autocast, build_cache, cached, evaluating, read_cache
 
 #: Suffixes of ordinary picture files (read with Pillow).
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -58,8 +58,6 @@ DEFAULT_MIN_SCORE = 0.5
 ANCHOR_PERCENTILE = 5
 #: Images per validation forward pass.
 VALIDATION_BATCH = 8
-#: Cache index file.
-CACHE_INDEX = "index.json"
 #: Image ids named in an error message before "...".
 NAMED_IDS = 5
 #: Columns of the prediction table.
@@ -305,19 +303,12 @@ def preprocess_image(job: _CacheJob) -> dict[str, Any]:
 
 
 # -- the task --------------------------------------------------------------------------------------------
-class DetectTask:
+class DetectTask(Task):
     """Detection for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
 
     name = "detect"
-    #: The model takes the targets in its forward pass (torchvision detection models do).
     model_takes_targets = True
-
-    def __init__(self, options: DetectOptions, *, recipe: dict[str, Any] | None = None):
-        options.check()
-        self.options = options
-        self.recipe: dict[str, Any] = recipe or {}
-        self.train_cases: list[dict[str, Any]] = []
-        self.val_cases: list[dict[str, Any]] = []
+    items = "images"
 
     # -- data ------------------------------------------------------------------------------------
     def cases(self):
@@ -357,14 +348,9 @@ class DetectTask:
     def prepare(self, cache: Path, *, seed: int, workers: int = 1, progress: bool = False,
                 build_cache: bool = True, on_error=None) -> None:
         """Match, check and split the images, write/read the cache, plan the recipe."""
-        from .datasets import read_folds, split_cases
-
         o = self.options
         cases, boxes = self.cases()
-        folds = read_folds(o.folds) if o.folds else None
-        train, val = split_cases(cases, folds=folds, fold=o.fold, val_fraction=o.val_fraction, seed=seed)
-        if not train:
-            raise UsageError("no training images left after taking out the validation fold")
+        train, val = self.split(cases, seed=seed)
         size = self.recipe.get("size", o.size)
         spec = self.recipe.get("normalize")
         cache = Path(cache)
@@ -372,7 +358,7 @@ class DetectTask:
             entries = self._build_cache(train + val, boxes, cache, size, spec, workers=workers,
                                         progress=progress, on_error=on_error)
         else:
-            entries = json.loads((cache / CACHE_INDEX).read_text())["cases"]
+            entries = read_cache(cache)
         by_id = {e["image_id"]: e for e in entries}
         self.train_cases = [by_id[c.case_id] for c in train]
         self.val_cases = [by_id[c.case_id] for c in val]
@@ -411,32 +397,17 @@ class DetectTask:
                 "nms": o.nms, "min_score": DEFAULT_MIN_SCORE, "classes": ["background", o.class_name]}
 
     def _build_cache(self, cases, boxes, cache: Path, size: int, spec, *, workers, progress, on_error):
-        from .batch import run_batch
-        from .files import atomic_write_text
-
         o = self.options
         if spec is None:                      # planned from the first images' units
             spec = self._normalization([(c.image, read_image(c.image)[1]) for c in cases[:AUTO_SAMPLE]]).spec
-        cache.mkdir(parents=True, exist_ok=True)
-        index_path = cache / CACHE_INDEX
         key = {"size": size, "normalize": spec, "boxes": str(Path(o.boxes).resolve())}
-        if index_path.is_file():
-            index = json.loads(index_path.read_text())
-            have = {e["image_id"]: e for e in index["cases"]}
-            if index.get("key") == key and all(c.case_id in have and Path(have[c.case_id]["image"]).exists()
-                                               for c in cases):
-                return [have[c.case_id] for c in cases]
+        found = cached(cache, key, [c.case_id for c in cases], lambda entry: Path(entry["image"]).exists())
+        if found is not None:
+            return found
         jobs = [_CacheJob(c.case_id, str(c.image), boxes[c.case_id].tolist(), str(o.boxes), str(cache), size, spec)
                 for c in cases]
-        outcome = run_batch(preprocess_image, jobs, workers=workers, description="preprocessing",
-                            progress=progress, on_error=on_error, name=lambda job: job.source)
-        if outcome.failures:
-            error = outcome.failures[0][1]
-            if len(outcome.failures) > 1:
-                error.what += f" (and {len(outcome.failures) - 1} more images failed)"
-            raise error
-        atomic_write_text(index_path, json.dumps({"key": key, "cases": outcome.results}), force=True)
-        return outcome.results
+        return build_cache(cache, key, jobs, preprocess_image, workers=workers, progress=progress,
+                           on_error=on_error, name=lambda job: job.source)
 
     # -- model, loss, data ---------------------------------------------------------------------------
     def model_spec(self) -> dict[str, Any]:
@@ -501,37 +472,25 @@ class DetectTask:
         self.recipe["min_score"] = float(SCORE_CUTS[best])     # the checkpoint's recipe follows
         return {"map_iou": float(scores[best]), "min_score": float(SCORE_CUTS[best]), "score": float(scores[best])}
 
-    def describe(self) -> dict[str, Any]:
-        return {"options": asdict(self.options)}
-
 
 def _xywh(corners: np.ndarray) -> np.ndarray:
     corners = np.asarray(corners, dtype=np.float64).reshape(-1, 4)
     return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
 
 
-class BoxDataset:
+class BoxDataset(EpochOrder):
     """The training images, each once per epoch in a seeded random order (repeated to fill
     ``length``); items are ``(image (1, S, S), boxes (slots, 4))``, boxes ``x0 y0 x1 y1`` in
     model pixels padded with NaN rows."""
 
     def __init__(self, cases: list[dict[str, Any]], *, length: int, seed: int = 0, slots: int = 1):
-        self.cases, self.length, self.seed, self.slots = cases, int(length), seed, slots
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.length
+        super().__init__(cases, length=length, seed=seed)
+        self.slots = slots
 
     def __getitem__(self, item: int):
         import torch
 
-        rng = np.random.default_rng([self.seed, self.epoch])
-        passes = -(-self.length // len(self.cases))
-        order = np.concatenate([rng.permutation(len(self.cases)) for _ in range(passes)])
-        case = self.cases[int(order[int(item)])]
+        case = self.cases[self.case(item)]
         image = torch.from_numpy(np.load(case["image"]).astype(np.float32))[None]
         boxes = torch.full((self.slots, 4), math.nan)
         if case["boxes"]:
@@ -556,27 +515,19 @@ def detect_arrays(model, images: Sequence[np.ndarray], *, device, amp_dtype=None
     (model pixels) and scores of the foreground class, best first."""
     import torch
 
-    was_training = model.training
-    model.eval()
     found = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                chunk = np.stack([np.asarray(a, dtype=np.float32) for a in images[start:start + batch_size]])
-                batch = torch.from_numpy(chunk)[:, None].to(device)
-                if amp_dtype is not None:
-                    with torch.autocast(device.type, dtype=amp_dtype):
-                        outputs = model(batch)
-                else:
-                    outputs = model(batch)
-                for out in outputs:
-                    keep = out["labels"] == 1
-                    scores = out["scores"][keep].float().cpu().numpy()
-                    order = np.argsort(-scores, kind="stable")
-                    found.append((out["boxes"][keep].float().cpu().numpy()[order].astype(np.float64),
-                                  scores[order].astype(np.float64)))
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            chunk = np.stack([np.asarray(a, dtype=np.float32) for a in images[start:start + batch_size]])
+            batch = torch.from_numpy(chunk)[:, None].to(device)
+            with autocast(device, amp_dtype):
+                outputs = model(batch)
+            for out in outputs:
+                keep = out["labels"] == 1
+                scores = out["scores"][keep].float().cpu().numpy()
+                order = np.argsort(-scores, kind="stable")
+                found.append((out["boxes"][keep].float().cpu().numpy()[order].astype(np.float64),
+                              scores[order].astype(np.float64)))
     return found
 
 

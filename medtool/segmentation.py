@@ -21,8 +21,7 @@ with 1.25-6 mm slices) this raised held-out Dice by 0.016-0.020 for each of thre
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from .errors import InputError, UsageError
 from .intensity import CT_WINDOW, NORMALIZATIONS, normalize, plan_normalization
+from .tasks import Task, build_cache, cached, evaluating, read_cache
 from .volume import Volume
 
 #: Largest default patch: 3D ``(z, y, x)`` and 2D ``(y, x)``.
@@ -39,8 +39,6 @@ MAX_PATCH_2D = (256, 256)
 VALIDATION_OVERLAP = 0.25
 #: Activations of the output layer.
 ACTIVATIONS = ("auto", "sigmoid", "softmax")
-#: Name of the cache index inside the cache folder.
-CACHE_INDEX = "index.json"
 
 
 @dataclass
@@ -250,17 +248,10 @@ def validation_scores(classes: Sequence[str], truth: np.ndarray, pred: np.ndarra
 
 
 # -- the task -----------------------------------------------------------------------------------------
-class SegmentTask:
+class SegmentTask(Task):
     """Segmentation for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
 
     name = "segment"
-
-    def __init__(self, options: SegmentOptions, *, recipe: dict[str, Any] | None = None):
-        options.check()
-        self.options = options
-        self.recipe: dict[str, Any] = recipe or {}
-        self.train_cases: list[dict[str, Any]] = []
-        self.val_cases: list[dict[str, Any]] = []
 
     # -- data ------------------------------------------------------------------------------------
     def cases(self):
@@ -277,25 +268,19 @@ class SegmentTask:
 
         Only one process builds the cache (``build_cache``); the others read its index after.
         """
-        from .datasets import read_folds, split_cases
-
         o = self.options
         cases = self.cases()
-        folds = read_folds(o.folds) if o.folds else None
-        train, val = split_cases(cases, folds=folds, fold=o.fold, val_fraction=o.val_fraction, seed=seed)
-        if not train:
-            raise UsageError("no training cases left after taking out the validation fold")
+        train, val = self.split(cases, seed=seed)
         if not self.recipe:
             self.recipe = self._plan(train)
         cache = Path(cache)
-        index_path = cache / CACHE_INDEX
         key = {k: self.recipe[k] for k in ("spacing", "normalize", "dim")}
         key["mask_suffixes"] = o.mask_suffixes
         if build_cache:
             entries = self._build_cache(train + val, cache, key, seed=seed, workers=workers,
                                         progress=progress, on_error=on_error)
         else:
-            entries = json.loads(index_path.read_text())["cases"]
+            entries = read_cache(cache)
         by_id = {e["case_id"]: e for e in entries}
         self.train_cases = [by_id[c.case_id] for c in train]
         self.val_cases = [by_id[c.case_id] for c in val]
@@ -337,26 +322,16 @@ class SegmentTask:
         return patch if o.dim == 3 else [1, *patch]
 
     def _build_cache(self, cases, cache: Path, key, *, seed, workers, progress, on_error):
-        from .batch import run_batch
-        from .files import atomic_write_text
+        def complete(entry) -> bool:
+            return "objects" in entry and all(Path(entry[k]).exists() for k in ("image", "mask", "locations"))
 
-        cache.mkdir(parents=True, exist_ok=True)
-        index_path = cache / CACHE_INDEX
-        if index_path.is_file():
-            index = json.loads(index_path.read_text())
-            have = {e["case_id"]: e for e in index["cases"]}
-            if index.get("key") == key and all("objects" in have.get(c.case_id, {}) for c in cases) and all(
-                    Path(have[c.case_id][k]).exists() for c in cases for k in ("image", "mask", "locations")):
-                return [have[c.case_id] for c in cases]
+        found = cached(cache, key, [c.case_id for c in cases], complete)
+        if found is not None:
+            return found
         jobs = [_CacheJob(c.case_id, str(c.image), [str(m) for m in c.masks], str(cache), self.recipe, seed)
                 for c in cases]
-        outcome = run_batch(preprocess_case, jobs, workers=workers, description="preprocessing",
-                            progress=progress, on_error=on_error, name=lambda job: job.image)
-        if outcome.failures:
-            name, error = outcome.failures[0]
-            raise error
-        atomic_write_text(index_path, json.dumps({"key": key, "cases": outcome.results}, indent=1), force=True)
-        return outcome.results
+        return build_cache(cache, key, jobs, preprocess_case, workers=workers, progress=progress,
+                           on_error=on_error, name=lambda job: job.image)
 
     def _plan_classes(self, entries) -> None:
         o = self.options
@@ -457,9 +432,7 @@ class SegmentTask:
         pred_counts = np.zeros_like(truth_counts)
         overlaps = np.zeros_like(truth_counts)
         voxel_ml = np.zeros(len(self.val_cases))
-        was_training = model.training
-        model.eval()
-        try:
+        with evaluating(model):
             for row, case in enumerate(self.val_cases):
                 mask = load_volume(case["mask"], mmap=True)
                 image = load_volume(case["image"], mmap=True).array[None]
@@ -470,16 +443,11 @@ class SegmentTask:
                 labels = labels_from_logits(logits).cpu().numpy()
                 truth_counts[row], pred_counts[row], overlaps[row] = label_counts(truth, labels, len(classes))
                 voxel_ml[row] = float(np.prod(mask.spacing)) / 1000.0
-        finally:
-            model.train(was_training)
         return validation_scores(classes, truth_counts, pred_counts, overlaps, voxel_ml)
 
     def _window(self) -> list[int]:
         patch = self.recipe["patch"]
         return patch[1:] if self.recipe["dim"] == 2 else patch
-
-    def describe(self) -> dict[str, Any]:
-        return {"options": asdict(self.options)}
 
 
 # -- prediction ---------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from .errors import InputError, UsageError
 from .intensity import Normalization
+from .tasks import autocast, make_task  # noqa: F401  (make_task: the task API's entry point)
 
 #: Identifies a medtool checkpoint and its layout version.
 CHECKPOINT_FORMAT = "medtool-checkpoint"
@@ -87,32 +88,6 @@ class TrainConfig:
             raise UsageError("--lr must be positive")
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema {self.ema:g}: the decay must be in [0, 1) (0: off; 0.99-0.999 is usual)")
-
-
-#: Tasks by name: "module:class" (imported on use; classification and detection add theirs).
-TASKS: dict[str, str] = {"segment": "medtool.segmentation:SegmentTask",
-                         "classify": "medtool.classify:ClassifyTask",
-                         "detect": "medtool.detection:DetectTask"}
-#: Options dataclass of each task.
-TASK_OPTIONS: dict[str, str] = {"segment": "medtool.segmentation:SegmentOptions",
-                                "classify": "medtool.classify:ClassifyOptions",
-                                "detect": "medtool.detection:DetectOptions"}
-
-
-def _load(spec: str):
-    import importlib
-
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def make_task(name: str, options: Any, recipe: dict[str, Any] | None = None):
-    """The task ``name`` built from its options (a dataclass or the dict stored in a checkpoint)."""
-    if name not in TASKS:
-        raise UsageError(f"--task {name}: choose one of {', '.join(TASKS)}")
-    if isinstance(options, dict):
-        options = _load(TASK_OPTIONS[name])(**options)
-    return _load(TASKS[name])(options, recipe=recipe)
 
 
 # -- distributed ------------------------------------------------------------------------------------
@@ -250,7 +225,7 @@ def fastest_layout(spec: dict[str, Any], example, loss_fn, *, device, dtype) -> 
             for name, model in built.items():
                 _synchronize(device)
                 start = time.perf_counter()
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                with autocast(device, dtype):
                     outputs = model(inputs)
                 loss_fn(outputs, targets).backward()
                 _synchronize(device)
@@ -381,11 +356,11 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
         layout_note = _settle_layout(task, spec, loss_fn, batch_size=config.batch_size, device=device,
                                      dtype=dtype, dist_info=dist_info)
     model = models.build(spec["name"], spec["config"])
-    if not resume and hasattr(task, "init_model"):     # e.g. local pretrained weights
+    if not resume:                                     # e.g. local pretrained weights
         task.init_model(model)
     model = model.to(device)
     # detection models take the targets in their forward pass and return their losses
-    takes_targets = getattr(task, "model_takes_targets", False)
+    takes_targets = task.model_takes_targets
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -464,10 +439,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
                     inputs, targets = augment(inputs, targets)
                 optimizer.zero_grad(set_to_none=True)
                 arguments = (inputs, targets) if takes_targets else (inputs,)
-                if dtype is not None:
-                    with torch.autocast(device.type, dtype=dtype):
-                        outputs = train_model(*arguments)
-                else:
+                with autocast(device, dtype):
                     outputs = train_model(*arguments)
                 loss = loss_fn(outputs, targets)
                 scaler.scale(loss).backward()

@@ -23,6 +23,14 @@ class MedtoolGroup(TyperGroup):
         ctx.meta["argv"] = argv
         return ctx
 
+    def list_commands(self, ctx):
+        # train is a group (its tasks are sub-commands), which typer lists after the commands:
+        # put it back in pipeline order, before predict
+        names = [n for n in super().list_commands(ctx) if n != "train"]
+        if "train" in self.commands:
+            names.insert(names.index("predict") if "predict" in names else len(names), "train")
+        return names
+
 
 app = typer.Typer(
     name="medtool",

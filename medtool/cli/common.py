@@ -132,7 +132,7 @@ def command(app: typer.Typer, name: str, *, shared: Sequence[str] = (), **settin
         run.__signature__ = signature.replace(parameters=[*own, *extra])
         run.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
         del run.__wrapped__  # typer must see the new signature, not fn's
-        app.command(name, cls=HelpCommand, **settings)(run)
+        app.command(name, cls=settings.pop("cls", HelpCommand), **settings)(run)
         return fn
 
     return decorate

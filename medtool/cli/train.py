@@ -1,170 +1,337 @@
-"""``medtool train``: train a model for one task (segment, classify, ...) into a run folder.
+"""``medtool train segment|classify|detect``: train a model for one task into a run folder.
 
-The command parses the options, hands the task's own ones to that task's options builder
-(:data:`_TASK_OPTIONS`: one small function per task) and runs :func:`medtool.train.fit`, or
-:func:`medtool.crossval.cross_validate` with ``--cv``.
+Each task is a sub-command with its own options (an option of another task is a usage error)
+and its own help; the defaults live in the task's options dataclass and in
+:class:`medtool.train.TrainConfig` (loop defaults by task in :data:`medtool.tasks.REGISTRY`),
+so a Python caller gets the same ones. The options are declared once here, as groups, and
+each sub-command takes the groups it needs. ``medtool train --task X ...`` still works (one
+release) and means ``medtool train X ...``.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from . import common
+from .common import HelpCommand
 
 _HELP = """Train a model; the run folder gets best.pt, last.pt, log.csv and curve.png.
 
-[bold]--task segment[/bold]: images and masks matched by case id ([bold]--images DIR --masks DIR[/bold], masks named <case><suffix> for each [bold]--mask-suffix[/bold], merged into one label map), or [bold]--csv[/bold] with case_id,image,mask. Each case is resampled to the recipe's spacing (default: the median of the training images), normalised (CT window to [0, 1] for HU volumes) and cached under RUN/cache, then memory-mapped. [bold]--dim 3d[/bold] samples patches ([bold]--patch Z Y X[/bold]) with a foreground share [bold]--pos-ratio[/bold]; [bold]--dim 2d[/bold] samples slices. A U-Net (depth, width, norm, dropout, residual blocks, deep supervision, upsampling all configurable) is trained with the chosen loss and torch augmentation on the device (and lesion copy-paste: [bold]--aug paste=0.5 --aug paste_into=-1000,-300[/bold]); validation is full-volume sliding-window Dice per label on [bold]--fold K[/bold] of [bold]--folds[/bold] (else a random --val-fraction), nnU-Net's way: a case where neither truth nor prediction holds the label is left out of its mean and a false positive on a case without it scores 0, so predicting nothing cannot win best.pt; the volume predicted on cases without the label is reported as fp_ml_<label>. [bold]--resume[/bold] continues RUN/last.pt. Under [bold]torchrun --nproc_per_node N[/bold] it runs DistributedDataParallel.
-
-[bold]--task classify[/bold]: whole volumes (or 2D images with [bold]--dim 2d[/bold]) under [bold]--images[/bold] and their classes in [bold]--labels[/bold] CSV ([bold]--id-column[/bold], [bold]--label-column[/bold]); every image needs a label and every label an image. Each volume is resampled to [bold]--spacing[/bold] and brought to one [bold]--shape Z Y X[/bold] (in-plane resampled, centre slices kept; default: the median of the training volumes), normalised and cached. A CNN ([bold]--model simple3d[/bold], the seeds' 3-block net, or resnet3d-10 / resnet3d-18; 2D variants with --dim 2d) is trained with cross-entropy, class weights against imbalance ([bold]--class-weights balanced[/bold]) and torch augmentation; accuracy, balanced accuracy and AUC are validated each epoch. [bold]--cv[/bold] trains every fold of [bold]--folds[/bold] in turn (RUN/fold_K/, each a normal run) and writes the out-of-fold predictions RUN/oof.csv and the mean and spread of the metrics RUN/cv.json.
-
-[bold]--task detect[/bold]: 2D chest X-rays under [bold]--images[/bold] (DICOM of any file name, PNG, or volume files; image id = file name without its suffix) and the RSNA box table [bold]--boxes[/bold] (patientId,x,y,width,height,Target; Target 0 rows for images without boxes). Ids without an image, images without a row, boxes outside their image or non-2D inputs stop the run before training. Each image is letterboxed to [bold]--size[/bold] pixels (aspect kept, boxes scaled), z-scored and cached. A torchvision RetinaNet ([bold]--model resnet50-fpn[/bold], resnet34-fpn, or resnet18-fpn for CPUs; one input channel, one class, built without downloads; [bold]--weights FILE[/bold] loads a local ResNet/RetinaNet state dict) with anchors planned from the training boxes ([bold]--anchor-sizes[/bold], [bold]--anchor-ratios[/bold]) is trained with the focal and box losses and box-aware augmentation ([bold]--augment detect[/bold]: scale, rotation up to 6 degrees, shear, shift, horizontal flip, gamma, blur, noise; boxes follow through 8 edge points); the RSNA map-iou is validated each epoch at the best score cut, which predict then uses.
-
-Examples:
-[bold]medtool train --task segment --images hu/ --masks truth/ --mask-suffix _lungs --mask-suffix _tumour --dim 3d --patch 32 96 96 --epochs 40 --out runs/lung[/bold]
-[bold]medtool train --task classify --images crops/ --labels labels.csv --folds folds.csv --cv --model simple3d --epochs 30 --out runs/recist[/bold]
-[bold]medtool train --task detect --images phantom/cxr --boxes phantom/cxr_boxes.csv --model resnet18-fpn --size 256 --epochs 30 --schedule plateau --out runs/cxr[/bold]
+[bold]medtool train segment[/bold]: a U-Net (2D or 3D) from images and masks. [bold]medtool train classify[/bold]: a CNN from volumes (or 2D images) and a label table, with [bold]--cv[/bold]. [bold]medtool train detect[/bold]: a RetinaNet from chest X-rays and the RSNA box table. [bold]medtool train TASK --help[/bold] lists each task's options.
 """
 
-_SEG = "Segmentation (--task segment)"
-_CLS = "Classification (--task classify)"
-_DET = "Detection (--task detect)"
-_LOOP = "Training loop"
+_TASK_HELP = {
+    "segment": """Train a U-Net (2D or 3D) on images and masks; the run folder gets best.pt, last.pt, log.csv and curve.png.
+
+Images and masks are matched by case id ([bold]--images DIR --masks DIR[/bold], masks named <case><suffix> for each [bold]--mask-suffix[/bold], merged into one label map), or [bold]--csv[/bold] with case_id,image,mask. Each case is resampled to the recipe's spacing (default: the median of the training images), normalised ([bold]--normalize auto[/bold] decides from the images and says so) and cached under RUN/cache, then memory-mapped. [bold]--dim 3d[/bold] samples patches ([bold]--patch Z Y X[/bold]) with a foreground share [bold]--pos-ratio[/bold]; [bold]--dim 2d[/bold] samples slices. Validation is full-volume sliding-window Dice per label on [bold]--fold K[/bold] of [bold]--folds[/bold] (held-out test cases are never used), else a random --val-fraction, nnU-Net's way: a case where neither truth nor prediction holds the label is left out of its mean and a false positive on a case without it scores 0. [bold]--resume[/bold] continues RUN/last.pt. Under [bold]torchrun --nproc_per_node N[/bold] it runs DistributedDataParallel.
+
+Example: [bold]medtool train segment --images hu/ --masks truth/ --mask-suffix _lungs --dim 3d --patch 32 96 96 --epochs 40 --out runs/lung[/bold]
+""",
+    "classify": """Train a CNN on whole volumes (or 2D images with [bold]--dim 2d[/bold]) and their classes; the run folder gets best.pt, last.pt, log.csv and curve.png.
+
+Images under [bold]--images[/bold], classes in [bold]--labels[/bold] CSV ([bold]--id-column[/bold], [bold]--label-column[/bold]; with [bold]--cases[/bold] dicom2npy's cases.csv, rows keyed by e.g. PatientID label every case of that patient); every image needs a label and every label an image. Each volume is resampled to [bold]--spacing[/bold] and brought to one [bold]--shape Z Y X[/bold], normalised and cached. The CNN ([bold]--model simple3d[/bold], resnet3d-10 or resnet3d-18) is trained with cross-entropy and class weights ([bold]--class-weights balanced[/bold]); accuracy, balanced accuracy and AUC are validated each epoch. [bold]--cv[/bold] trains every numbered fold of [bold]--folds[/bold] (RUN/fold_K/) and writes the out-of-fold predictions RUN/oof.csv and RUN/cv.json.
+
+Example: [bold]medtool train classify --images crops/ --labels labels.csv --folds folds.csv --cv --epochs 30 --out runs/recist[/bold]
+""",
+    "detect": """Train a RetinaNet on 2D chest X-rays and the RSNA box table; the run folder gets best.pt, last.pt, log.csv and curve.png.
+
+X-rays under [bold]--images[/bold] (DICOM of any file name, PNG, or volume files; image id = file name without its suffix) and [bold]--boxes[/bold] (patientId,x,y,width,height,Target). Each image is letterboxed to [bold]--size[/bold] pixels, normalised and cached. A torchvision RetinaNet ([bold]--model resnet50-fpn[/bold], resnet34-fpn, or resnet18-fpn for CPUs; built without downloads; [bold]--weights FILE[/bold] loads a local state dict) with anchors planned from the training boxes is trained with the focal and box losses and box-aware augmentation; the RSNA map-iou is validated each epoch at the best score cut, which predict then uses.
+
+Example: [bold]medtool train detect --images phantom/cxr --boxes phantom/cxr_boxes.csv --model resnet18-fpn --size 256 --epochs 30 --out runs/cxr[/bold]
+""",
+}
+
+_DATA, _MODEL, _LOOP = "Data", "Model and augmentation", "Training loop"
+_O = typer.Option
+
+
+def _opt(kind: Any, *flags: str, panel: str, **settings: Any) -> Any:
+    """An option of a train sub-command (its default is None: the task's own, filled in by the
+    library and shown in --help by :class:`_TrainCommand`)."""
+    return Annotated[kind, _O(*flags, rich_help_panel=panel, show_default=False, **settings)]
+
+
+# -- the option groups: name -> annotation (every default None: the library decides) ----------------
+_COMMON = {
+    "images": _opt(Path | None, "--images", panel=_DATA, help="Folder of training images."),
+    "folds": _opt(Path | None, "--folds", panel=_DATA, help="folds.csv (case_id,fold) from medtool folds."),
+    "fold": _opt(int | None, "--fold", panel=_DATA, help="Fold to validate on."),
+    "val_fraction": _opt(float | None, "--val-fraction", panel=_DATA, help="Random validation share without --folds."),
+    "normalize": _opt(str | None, "--normalize", panel=_DATA, help="auto, ct (window to [0, 1]), zscore or none."),
+    "window": _opt(tuple[float, float] | None, "--window", metavar="LOW HIGH", panel=_DATA, help="CT window in HU."),
+    "model": _opt(str | None, "--model", panel=_MODEL, help="Network."),
+    "augment": _opt(str | None, "--augment", panel=_MODEL, help="Augmentation preset: none, light, heavy (detect: detect)."),
+    "aug": _opt(list[str] | None, "--aug", metavar="KEY=VALUE", panel=_MODEL,
+                help="Override one augmentation setting (rotate=30, elastic=0, ...)."),
+}
+_VOLUMES = {
+    "dim": _opt(str | None, "--dim", panel=_DATA, help="2d or 3d."),
+    "spacing": _opt(tuple[float, float, float] | None, "--spacing", metavar="Z Y X", panel=_DATA,
+                    help="Model spacing in mm (planned from the training images when not given)."),
+    "class_names": _opt(str | None, "--class-names", panel=_DATA, help="Comma-separated class names."),
+    "width": _opt(int | None, "--width", min=1, panel=_MODEL, help="Channels of the first level."),
+    "dropout": _opt(float | None, "--dropout", min=0.0, max=1.0, panel=_MODEL, help="Dropout."),
+}
+_SEGMENT = {
+    "masks": _opt(Path | None, "--masks", panel=_DATA, help="Folder of masks (named <case><suffix>)."),
+    "csv": _opt(Path | None, "--csv", panel=_DATA, help="CSV case_id,image,mask instead of folders."),
+    "mask_suffix": _opt(list[str] | None, "--mask-suffix", panel=_DATA,
+                        help="Mask name after the case id; repeat to merge masks."),
+    "patch": _opt(tuple[int, int, int] | None, "--patch", metavar="Z Y X", panel=_DATA,
+                  help="Patch size (Z is 1 for --dim 2d; planned from the data when not given)."),
+    "pos_ratio": _opt(float | None, "--pos-ratio", panel=_DATA, help="Share of patches centred on foreground."),
+    "activation": _opt(str | None, "--activation", panel=_MODEL, help="auto, sigmoid (one class) or softmax."),
+    "depth": _opt(int | None, "--depth", min=2, panel=_MODEL, help="Levels of the U-Net."),
+    "norm": _opt(str | None, "--norm", panel=_MODEL, help="instance or batch."),
+    "residual": _opt(bool | None, "--residual", panel=_MODEL, help="Residual blocks."),
+    "deep_supervision": _opt(bool | None, "--deep-supervision", panel=_MODEL,
+                             help="Loss on every decoder level."),
+    "channels_last": _opt(bool | None, "--channels-last/--contiguous", panel=_MODEL,
+                          help="Memory layout (not given: the faster here, timed on a few training steps)."),
+    "upsample": _opt(str | None, "--upsample", panel=_MODEL, help="transpose or interpolate."),
+    "loss": _opt(str | None, "--loss", panel=_MODEL, help="bce-dice, dice-ce, dice, jaccard or focal."),
+    "ce_weight": _opt(float | None, "--ce-weight", panel=_MODEL, help="Weight of the (B)CE term."),
+    "dice_weight": _opt(float | None, "--dice-weight", panel=_MODEL, help="Weight of the Dice term."),
+    "batch_dice": _opt(bool | None, "--batch-dice/--sample-dice", panel=_MODEL,
+                       help="Dice over the whole batch, or the mean of each sample's Dice."),
+    "topk": _opt(float | None, "--topk", min=0.01, max=100, panel=_MODEL,
+                 help="Percent of voxels, the hardest, that the cross-entropy averages over (nnU-Net's TopK: 10)."),
+}
+_CLASSIFY = {
+    "labels": _opt(Path | None, "--labels", panel=_DATA, help="CSV with a case id and a class per image."),
+    "image_suffix": _opt(str | None, "--image-suffix", panel=_DATA,
+                         help="Images are named <case><suffix> (e.g. _masked); others in the folder are left out."),
+    "id_column": _opt(str | None, "--id-column", panel=_DATA,
+                      help="Case id column of --labels; with --cases, the column (e.g. PatientID) joining them."),
+    "cases": _opt(Path | None, "--cases", metavar="CASES.csv", panel=_DATA,
+                  help="dicom2npy's cases.csv: --labels rows keyed by --id-column label every case with that value."),
+    "label_column": _opt(str | None, "--label-column", panel=_DATA, help="Class column of --labels."),
+    "shape": _opt(tuple[int, int, int] | None, "--shape", metavar="Z Y X", panel=_DATA,
+                  help="Model input size (Z is 1 for --dim 2d; the median of the training volumes when not given)."),
+    "class_weights": _opt(str | None, "--class-weights", panel=_MODEL,
+                          help="balanced (inverse class frequency), none, or one weight per class (0.3,0.7)."),
+}
+_DETECT = {
+    "boxes": _opt(Path | None, "--boxes", panel=_DATA, help="RSNA box table patientId,x,y,width,height,Target."),
+    "size": _opt(int | None, "--size", min=64, panel=_DATA, help="Square model input in pixels (multiple of 32)."),
+    "class_name": _opt(str | None, "--class-name", panel=_DATA, help="Name of the detected class."),
+    "weights": _opt(Path | None, "--weights", panel=_MODEL, help="Local pretrained state dict (ResNet or RetinaNet); never downloaded."),
+    "fpn_width": _opt(int | None, "--fpn-width", min=8, panel=_MODEL, help="Channels of the FPN and heads (64 trains faster on CPUs)."),
+    "anchor_sizes": _opt(str | None, "--anchor-sizes", panel=_MODEL,
+                         help="Five base anchor sizes for P3-P7 in model pixels (planned from the boxes when not given)."),
+    "anchor_ratios": _opt(str | None, "--anchor-ratios", panel=_MODEL, help="Anchor height/width ratios."),
+    "nms": _opt(float | None, "--nms", panel=_MODEL, help="NMS IoU threshold of validation and predict."),
+}
+_CV = {"cv": Annotated[bool, _O("--cv", rich_help_panel=_LOOP,
+                                help="Train every numbered fold of --folds; write RUN/oof.csv and RUN/cv.json.")]}
+_RUN = {
+    "out": Annotated[Path, _O("--out", "-o", help="Run folder (checkpoints, log, curve, cache).", show_default=False)],
+    "epochs": _opt(int | None, "--epochs", min=1, panel=_LOOP, help="Epochs."),
+    "steps": _opt(int | None, "--steps", min=1, panel=_LOOP,
+                  help="Batches per epoch per process (0 in the defaults: one pass over the training cases, at least 10)."),
+    "batch_size": _opt(int | None, "--batch-size", min=1, panel=_LOOP, help="Samples per batch."),
+    "lr": _opt(float | None, "--lr", panel=_LOOP, help="Learning rate."),
+    "weight_decay": _opt(float | None, "--weight-decay", panel=_LOOP, help="Weight decay."),
+    "optimizer": _opt(str | None, "--optimizer", panel=_LOOP, help="adamw or sgd."),
+    "schedule": _opt(str | None, "--schedule", panel=_LOOP, help="cosine, plateau or constant."),
+    "amp": _opt(str | None, "--amp", panel=_LOOP,
+                help="Mixed precision: auto (CUDA: bf16 when supported, else fp16; CPU: off), bf16, fp16 (CUDA), off."),
+    "grad_clip": _opt(float | None, "--grad-clip", panel=_LOOP, help="Clip the gradient norm (0: off)."),
+    "patience": _opt(int | None, "--patience", panel=_LOOP, help="Stop after this many validations without a better score (0: off)."),
+    "val_every": _opt(int | None, "--val-every", min=1, panel=_LOOP, help="Validate every N epochs."),
+    "max_minutes": _opt(float | None, "--max-minutes", panel=_LOOP,
+                        help="Stop after the epoch that passes this wall time (minutes); the cosine schedule runs over the time."),
+    "ema": _opt(float | None, "--ema", panel=_LOOP, help="Exponential moving average of the weights with this decay (0: off)."),
+    "seed": _opt(int | None, "--seed", panel=_LOOP, help="Random seed."),
+    "resume": Annotated[bool, _O("--resume", rich_help_panel=_LOOP, help="Continue the run in --out from its last.pt.")],
+    "json": Annotated[bool, _O("--json", help="Print the summary as JSON.")],
+}
+#: The groups of each task's sub-command.
+_GROUPS = {
+    "segment": (_COMMON, _VOLUMES, _SEGMENT, _RUN),
+    "classify": (_COMMON, _VOLUMES, _CLASSIFY, _CV, _RUN),
+    "detect": (_COMMON, {"class_names": _VOLUMES["class_names"]}, _DETECT, _RUN),
+}
+#: Command-line names that differ from the options dataclass's field names.
+_FIELDS = {"mask_suffix": "mask_suffixes"}
+#: Loop options (TrainConfig fields) by their command-line names.
+_LOOP_FIELDS = {"epochs": "epochs", "steps": "steps_per_epoch", "batch_size": "batch_size", "lr": "lr",
+                "weight_decay": "weight_decay", "optimizer": "optimizer", "schedule": "schedule", "amp": "amp",
+                "grad_clip": "grad_clip", "patience": "patience", "val_every": "val_every",
+                "max_minutes": "max_minutes", "ema": "ema", "seed": "seed"}
+
+
+class _TrainGroup(TyperGroup):
+    """``medtool train --task X ...`` (one release) is ``medtool train X ...``; ``medtool
+    train`` with options but no task is ``medtool train segment`` (as --task's old default)."""
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg == "--task" and i + 1 < len(args):
+                task = args[i + 1]
+                del args[i:i + 2]
+                args.insert(0, task)
+                break
+            if arg.startswith("--task="):
+                del args[i]
+                args.insert(0, arg.split("=", 1)[1])
+                break
+        else:
+            if args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
+                args.insert(0, "segment")
+        return super().parse_args(ctx, args)
+
+
+class _TrainCommand(HelpCommand):
+    """A train sub-command whose --help shows the library's defaults (read from the task's
+    options dataclass and the loop config only when help is printed, so ``medtool --help``
+    imports nothing of the learning layer)."""
+
+    task = ""
+
+    def format_help(self, ctx, formatter):
+        defaults = library_defaults(ctx.info_name)
+        for param in self.params:
+            value = defaults.get(param.name)
+            if value is not None and param.help and "[default:" not in param.help:
+                shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+                param.help += f" \\[default: {shown}]"
+        return super().format_help(ctx, formatter)
+
+
+def library_defaults(task: str) -> dict[str, Any]:
+    """The defaults a train sub-command's options take, by command-line name: the task's
+    options dataclass, the loop config and the task's loop defaults."""
+    from dataclasses import MISSING, fields
+
+    from ..tasks import info, load
+    from ..train import TrainConfig
+
+    entry = info(task)
+    out: dict[str, Any] = {}
+    for f in fields(load(entry.options)):
+        value = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else None)
+        out[f.name] = value
+    out["mask_suffix"] = None
+    if "dim" in out:
+        out["dim"] = f"{out['dim']}d"
+    loop = TrainConfig(steps_per_epoch=entry.steps, batch_size=entry.batch_size)
+    out.update({cli: getattr(loop, name) for cli, name in _LOOP_FIELDS.items()})
+    return out
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "train", shared=("device", "workers", "force"), help=_HELP,
-                    short_help="Train a model (segment: U-Net 2D/3D; classify: 2D/3D CNN; detect: RetinaNet) from images.")
-    def train(
-        *,
-        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, log, curve, cache).",
-                                          show_default=False)],
-        task: Annotated[str, typer.Option("--task", help="What to train: segment, classify or detect.")] = "segment",
-        images: Annotated[Path | None, typer.Option("--images", help="Folder of training volumes.")] = None,
-        folds: Annotated[Path | None, typer.Option("--folds", help="folds.csv (case_id,fold).")] = None,
-        fold: Annotated[int | None, typer.Option("--fold", help="Fold to validate on.")] = None,
-        val_fraction: Annotated[float, typer.Option("--val-fraction", help="Random validation share without --folds.")] = 0.2,
-        dim: Annotated[str, typer.Option("--dim", help="2d or 3d (segment: slices or patches; classify: 2D images or volumes).")] = "3d",
-        spacing: Annotated[tuple[float, float, float] | None, typer.Option(
-            "--spacing", metavar="Z Y X", help="Model spacing in mm [default: median of the training images].")] = None,
-        normalize: Annotated[str, typer.Option("--normalize", help="auto, ct (window to [0, 1]), zscore or none.")] = "auto",
-        window: Annotated[tuple[float, float], typer.Option("--window", metavar="LOW HIGH", help="CT window in HU.")] = (-1000.0, 400.0),
-        class_names: Annotated[str | None, typer.Option(
-            "--class-names", help="Comma-separated class names (segment: labels 1, 2, ...; classify: the order of the classes).")] = None,
-        model: Annotated[str | None, typer.Option("--model", help="Network [default: unet for segment, simple3d for classify, resnet50-fpn for detect].")] = None,
-        width: Annotated[int | None, typer.Option("--width", min=1, help="Channels of the first level [default: 32 for unet, 16 for simple3d, 32 for resnets].")] = None,
-        dropout: Annotated[float | None, typer.Option("--dropout", min=0.0, max=1.0, help="Dropout [default: 0 for segment, 0.3 before the classifier].")] = None,
-        augment: Annotated[str | None, typer.Option("--augment", help="none, light, heavy or detect [default: detect for --task detect, else light].")] = None,
-        aug: Annotated[list[str] | None, typer.Option("--aug", metavar="KEY=VALUE",
-                                                      help="Override one augmentation setting (rotate=30, elastic=0, ...).")] = None,
-        # segmentation
-        masks: Annotated[Path | None, typer.Option("--masks", help="Folder of masks (named <case><suffix>).", rich_help_panel=_SEG)] = None,
-        csv: Annotated[Path | None, typer.Option("--csv", help="CSV case_id,image,mask instead of folders.", rich_help_panel=_SEG)] = None,
-        mask_suffix: Annotated[list[str] | None, typer.Option(
-            "--mask-suffix", help="Mask name after the case id; repeat to merge masks [default: none].", rich_help_panel=_SEG)] = None,
-        patch: Annotated[tuple[int, int, int] | None, typer.Option(
-            "--patch", metavar="Z Y X", help="Patch size (Z is 1 for --dim 2d) [default: planned from the data].", rich_help_panel=_SEG)] = None,
-        pos_ratio: Annotated[float, typer.Option("--pos-ratio", help="Share of patches centred on foreground.", rich_help_panel=_SEG)] = 0.33,
-        activation: Annotated[str, typer.Option("--activation", help="auto, sigmoid (one class) or softmax.", rich_help_panel=_SEG)] = "auto",
-        depth: Annotated[int, typer.Option("--depth", min=2, help="Levels of the U-Net.", rich_help_panel=_SEG)] = 5,
-        norm: Annotated[str, typer.Option("--norm", help="instance or batch.", rich_help_panel=_SEG)] = "instance",
-        residual: Annotated[bool, typer.Option("--residual", help="Residual blocks.", rich_help_panel=_SEG)] = False,
-        deep_supervision: Annotated[bool, typer.Option("--deep-supervision", help="Loss on every decoder level.", rich_help_panel=_SEG)] = False,
-        channels_last: Annotated[bool | None, typer.Option("--channels-last/--contiguous", help="Memory layout of weights and activations [default: the faster here, timed on a few training steps of each].", rich_help_panel=_SEG)] = None,
-        upsample: Annotated[str, typer.Option("--upsample", help="transpose or interpolate.", rich_help_panel=_SEG)] = "transpose",
-        loss: Annotated[str, typer.Option("--loss", help="bce-dice, dice-ce, dice, jaccard or focal.", rich_help_panel=_SEG)] = "dice-ce",
-        ce_weight: Annotated[float, typer.Option("--ce-weight", help="Weight of the (B)CE term of bce-dice.", rich_help_panel=_SEG)] = 1.0,
-        dice_weight: Annotated[float, typer.Option("--dice-weight", help="Weight of the Dice term of bce-dice.", rich_help_panel=_SEG)] = 1.0,
-        batch_dice: Annotated[bool, typer.Option("--batch-dice/--sample-dice", help="Dice over the whole batch, or the mean of each sample's Dice (a small lesion weighs as much as a large one).", rich_help_panel=_SEG)] = True,
-        topk: Annotated[float, typer.Option("--topk", min=0.01, max=100, help="Percent of voxels, the hardest, that the cross-entropy of bce-dice/dice-ce averages over (nnU-Net's TopK loss uses 10).", rich_help_panel=_SEG)] = 100.0,
-        # classification
-        labels: Annotated[Path | None, typer.Option("--labels", help="CSV with a case id and a class per image.", rich_help_panel=_CLS)] = None,
-        image_suffix: Annotated[str, typer.Option("--image-suffix", help="Images are named <case><suffix> (e.g. _masked); others in the folder are left out.", rich_help_panel=_CLS)] = "",
-        id_column: Annotated[str, typer.Option("--id-column", help="Case id column of --labels (matches the image names); with --cases, the column (e.g. PatientID) joining --labels to the cases.", rich_help_panel=_CLS)] = "case_id",
-        cases: Annotated[Path | None, typer.Option("--cases", metavar="CASES.csv", help="dicom2npy's cases.csv: --labels rows keyed by --id-column label every case with that value.", rich_help_panel=_CLS)] = None,
-        label_column: Annotated[str, typer.Option("--label-column", help="Class column of --labels.", rich_help_panel=_CLS)] = "label",
-        shape: Annotated[tuple[int, int, int] | None, typer.Option(
-            "--shape", metavar="Z Y X", help="Model input size (Z is 1 for --dim 2d) [default: median of the training volumes].", rich_help_panel=_CLS)] = None,
-        class_weights: Annotated[str, typer.Option(
-            "--class-weights", help="balanced (inverse class frequency), none, or one weight per class (0.3,0.7).", rich_help_panel=_CLS)] = "balanced",
-        cv: Annotated[bool, typer.Option("--cv", help="Train every fold of --folds; write RUN/oof.csv and RUN/cv.json.", rich_help_panel=_CLS)] = False,
-        # detection
-        boxes: Annotated[Path | None, typer.Option("--boxes", help="RSNA box table patientId,x,y,width,height,Target.", rich_help_panel=_DET)] = None,
-        size: Annotated[int, typer.Option("--size", min=64, help="Square model input in pixels (multiple of 32).", rich_help_panel=_DET)] = 256,
-        weights: Annotated[Path | None, typer.Option("--weights", help="Local pretrained state dict (ResNet or RetinaNet); never downloaded.", rich_help_panel=_DET)] = None,
-        fpn_width: Annotated[int, typer.Option("--fpn-width", min=8, help="Channels of the FPN and heads (torchvision: 256; 64 trains faster on CPUs).", rich_help_panel=_DET)] = 256,
-        anchor_sizes: Annotated[str | None, typer.Option("--anchor-sizes", help="Five base anchor sizes for P3-P7 in model pixels (16,32,64,128,256) [default: planned from the boxes].", rich_help_panel=_DET)] = None,
-        anchor_ratios: Annotated[str, typer.Option("--anchor-ratios", help="Anchor height/width ratios.", rich_help_panel=_DET)] = "0.5,1,2",
-        nms: Annotated[float, typer.Option("--nms", help="NMS IoU threshold of validation and predict.", rich_help_panel=_DET)] = 0.5,
-        # the loop
-        epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs [default: 100].", rich_help_panel=_LOOP)] = None,
-        steps: Annotated[int | None, typer.Option("--steps", min=1, help="Batches per epoch (per process) [default: 50 for segment; classify, detect: one pass over the training cases, at least 10].", rich_help_panel=_LOOP)] = None,
-        batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Samples per batch [default: 2 for segment, 8 for classify and detect].", rich_help_panel=_LOOP)] = None,
-        lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=_LOOP)] = 1e-3,
-        weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay.", rich_help_panel=_LOOP)] = 1e-4,
-        optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=_LOOP)] = "adamw",
-        schedule: Annotated[str, typer.Option("--schedule", help="cosine, plateau or constant.", rich_help_panel=_LOOP)] = "cosine",
-        amp: Annotated[str, typer.Option("--amp", help="Mixed precision: auto (CUDA: bf16 when supported, else fp16; CPU: off), bf16 (also CPUs with AVX512-BF16/AMX: 1.4-1.7x faster for thin 3D U-Nets), fp16 (CUDA), off.", rich_help_panel=_LOOP)] = "auto",
-        grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the gradient norm (0: off).", rich_help_panel=_LOOP)] = 12.0,
-        patience: Annotated[int, typer.Option("--patience", help="Stop after this many validations without a better score (0: off).", rich_help_panel=_LOOP)] = 0,
-        val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate every N epochs.", rich_help_panel=_LOOP)] = 1,
-        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop after the epoch that passes this wall time (minutes); the cosine schedule then runs over the time.", rich_help_panel=_LOOP)] = None,
-        ema: Annotated[float, typer.Option("--ema", help="Keep an exponential moving average of the weights with this decay (0.99-0.999) for validation and the checkpoints (0: off).", rich_help_panel=_LOOP)] = 0.0,
-        seed: Annotated[int, typer.Option("--seed", help="Random seed.", rich_help_panel=_LOOP)] = 0,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.", rich_help_panel=_LOOP)] = False,
-        json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-        opts: common.Options,
-    ) -> int:
+    group = typer.Typer(name="train", cls=_TrainGroup, help=_HELP, no_args_is_help=True,
+                        rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]},
+                        short_help="Train a model (segment: U-Net 2D/3D; classify: 2D/3D CNN; detect: RetinaNet).")
+    for task, groups in _GROUPS.items():
+        _register_task(group, task, groups)
+    app.add_typer(group)
+
+
+def _register_task(group: typer.Typer, task: str, groups) -> None:
+    annotations = {name: kind for g in groups for name, kind in g.items()}
+    parameters = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                    default=inspect.Parameter.empty if name == "out" else
+                                    (False if name in ("cv", "resume", "json") else None))
+                  for name, kind in annotations.items()]
+    parameters.append(inspect.Parameter("opts", inspect.Parameter.KEYWORD_ONLY, annotation=common.Options))
+
+    def run(**values: Any) -> int:
+        return _train(task, values)
+
+    run.__signature__ = inspect.Signature(parameters)
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    run.__name__ = f"train_{task}"
+    common.command(group, task, shared=("device", "workers", "force"), help=_TASK_HELP[task], cls=_TrainCommand,
+                   short_help=_TASK_HELP[task].split(";")[0])(run)
+
+
+def _train(task: str, values: dict[str, Any]) -> int:
+    from ..tasks import make_task
+    from ..train import LAST, fit, load_checkpoint
+
+    opts: common.Options = values.pop("opts")
+    out, resume, cv, json = values.pop("out"), values.pop("resume"), values.pop("cv", False), values.pop("json")
+    device = opts.torch_device()
+    log = None if opts.quiet else (lambda text: common.stderr.print(text, highlight=False))
+    checkpoint = None
+    if resume:
+        from ..train import TrainConfig
         from ..errors import UsageError
-        from ..train import LAST, TASKS, TrainConfig, fit, load_checkpoint, make_task
 
-        values = dict(locals())
-        device = opts.torch_device()
-        log = None if opts.quiet else (lambda text: common.stderr.print(text, highlight=False))
-        checkpoint = None
-        if resume:
-            if cv:
-                raise UsageError("--cv and --resume do not go together", hint="resume one fold: --out RUN/fold_K --resume")
-            checkpoint = load_checkpoint(out / LAST)
-            state = checkpoint["training"]
-            config = TrainConfig(**state["config"])
-            if epochs is not None:
-                config.epochs = epochs
-            task_obj = make_task(checkpoint["task"], state["options"], recipe=checkpoint["recipe"])
-        else:
-            if task not in TASKS or task not in _TASK_OPTIONS:
-                raise UsageError(f"--task {task}: choose one of {', '.join(t for t in TASKS if t in _TASK_OPTIONS)}")
-            options = _TASK_OPTIONS[task](values)
-            defaults = _LOOP_DEFAULTS.get(task, {})
-            config = TrainConfig(epochs=epochs or 100, steps_per_epoch=steps or defaults.get("steps", 50),
-                                 batch_size=batch_size or defaults.get("batch_size", 2), lr=lr,
-                                 weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, amp=amp,
-                                 grad_clip=grad_clip, patience=patience, val_every=val_every, seed=seed,
-                                 max_minutes=max_minutes, ema=ema)
-            if cv:
-                from ..crossval import cross_validate
+        if cv:
+            raise UsageError("--cv and --resume do not go together", hint="resume one fold: --out RUN/fold_K --resume")
+        checkpoint = load_checkpoint(out / LAST)
+        state = checkpoint["training"]
+        config = TrainConfig(**state["config"])
+        if values.get("epochs") is not None:
+            config.epochs = values["epochs"]
+        task_obj = make_task(checkpoint["task"], state["options"], recipe=checkpoint["recipe"])
+    else:
+        options, config = task_options(task, values), loop_config(task, values)
+        if cv:
+            from ..crossval import cross_validate
 
-                summary = cross_validate(task, options, config, out, device=device, workers=opts.workers,
-                                         force=opts.force, progress=opts.show_progress, log=log,
-                                         step=opts.step())
-                if json:
-                    common.print_json(summary)
-                else:
-                    common.stdout.print(_cv_line(summary), highlight=False)
-                return 0
-            task_obj = make_task(task, options)
-        summary = fit(task_obj, config, out, device=device, workers=opts.workers, resume=resume,
-                      force=opts.force, progress=opts.show_progress, log=log, step=opts.step(),
-                      checkpoint=checkpoint)
-        if summary["rank"] != 0:
+            summary = cross_validate(task, options, config, out, device=device, workers=opts.workers,
+                                     force=opts.force, progress=opts.show_progress, log=log, step=opts.step())
+            common.print_json(summary) if json else common.stdout.print(_cv_line(summary), highlight=False)
             return 0
-        if json:
-            common.print_json(summary)
-        else:
-            common.stdout.print(_summary_line(summary), highlight=False)
-        return 0
+        task_obj = make_task(task, options)
+    summary = fit(task_obj, config, out, device=device, workers=opts.workers, resume=resume, force=opts.force,
+                  progress=opts.show_progress, log=log, step=opts.step(), checkpoint=checkpoint)
+    if summary["rank"] == 0:
+        common.print_json(summary) if json else common.stdout.print(_summary_line(summary), highlight=False)
+    return 0
+
+
+def task_options(task: str, values: dict[str, Any]):
+    """The task's options dataclass from the given command-line values (None: its default)."""
+    from ..tasks import info, load
+
+    given = {_FIELDS.get(k, k): _convert(k, v, values) for k, v in values.items()
+             if v is not None and k not in _LOOP_FIELDS}
+    if task == "detect" and "class_names" in given:         # detect has one class
+        given["class_name"] = given.pop("class_names")[0]
+    return load(info(task).options)(**given)
+
+
+def loop_config(task: str, values: dict[str, Any]):
+    """:class:`medtool.train.TrainConfig` from the given values, else the task's loop defaults."""
+    from ..tasks import info
+    from ..train import TrainConfig
+
+    entry = info(task)
+    config = TrainConfig(steps_per_epoch=entry.steps, batch_size=entry.batch_size)
+    for cli, name in _LOOP_FIELDS.items():
+        if values.get(cli) is not None:
+            setattr(config, name, values[cli])
+    return config
+
+
+def _convert(name: str, value: Any, values: dict[str, Any]) -> Any:
+    """A command-line value in the options dataclass's terms."""
+    if isinstance(value, Path):
+        return str(value)
+    if name == "dim":
+        return _dim(value)
+    if name in ("patch", "shape"):
+        return _sizes(value, values.get("dim") or "3d", f"--{name}")
+    if name in ("spacing", "window", "aug"):
+        return list(value)
+    if name == "mask_suffix":
+        return list(value) or [""]
+    if name == "class_names":
+        return [n.strip() for n in value.split(",")]
+    if name in ("anchor_sizes", "anchor_ratios"):
+        return _numbers(value, f"--{name.replace('_', '-')}")
+    return value
 
 
 def _summary_line(summary: dict[str, Any]) -> str:
@@ -184,96 +351,28 @@ def _cv_line(summary: dict[str, Any]) -> str:
             + "; pooled out-of-fold: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["pooled"].items()))
 
 
-# -- the options of each task ---------------------------------------------------------------------------
-def _segment_options(v: dict[str, Any]):
-    from ..segmentation import SegmentOptions
-
-    given = {k: v[k] for k in ("model", "width", "dropout") if v[k] is not None}
-    return SegmentOptions(
-        images=_str(v["images"]), masks=_str(v["masks"]), csv=_str(v["csv"]), mask_suffixes=v["mask_suffix"] or [""],
-        class_names=_names(v["class_names"]), folds=_str(v["folds"]), fold=v["fold"],
-        val_fraction=v["val_fraction"], dim=_dim(v["dim"]), patch=_sizes(v["patch"], v["dim"], "--patch"),
-        spacing=list(v["spacing"]) if v["spacing"] else None, normalize=v["normalize"], window=list(v["window"]),
-        pos_ratio=v["pos_ratio"], activation=v["activation"], depth=v["depth"], norm=v["norm"],
-        residual=v["residual"], deep_supervision=v["deep_supervision"], channels_last=v["channels_last"], upsample=v["upsample"], loss=v["loss"],
-        ce_weight=v["ce_weight"], dice_weight=v["dice_weight"], batch_dice=v["batch_dice"], topk=v["topk"], augment=v["augment"] or "light", aug=list(v["aug"] or []),
-        **given)
-
-
-def _classify_options(v: dict[str, Any]):
-    from ..classify import ClassifyOptions
-
-    given = {k: v[k] for k in ("model", "width", "dropout") if v[k] is not None}
-    return ClassifyOptions(
-        images=_str(v["images"]), labels=_str(v["labels"]), image_suffix=v["image_suffix"], id_column=v["id_column"],
-        cases=_str(v["cases"]),
-        label_column=v["label_column"], class_names=_names(v["class_names"]), folds=_str(v["folds"]),
-        fold=v["fold"], val_fraction=v["val_fraction"], dim=_dim(v["dim"]),
-        shape=_sizes(v["shape"], v["dim"], "--shape"), spacing=list(v["spacing"]) if v["spacing"] else None,
-        normalize=v["normalize"], window=list(v["window"]), class_weights=v["class_weights"],
-        augment=v["augment"] or "light", aug=list(v["aug"] or []), **given)
-
-
-def _detect_options(v: dict[str, Any]):
-    from ..detection import DetectOptions
-
-    given = {k: v[k] for k in ("model", "augment") if v[k] is not None}
-    return DetectOptions(
-        images=_str(v["images"]), boxes=_str(v["boxes"]), folds=_str(v["folds"]), fold=v["fold"],
-        val_fraction=v["val_fraction"], size=v["size"], normalize=v["normalize"], window=list(v["window"]),
-        weights=_str(v["weights"]), fpn_width=v["fpn_width"], anchor_sizes=_numbers(v["anchor_sizes"], "--anchor-sizes"),
-        anchor_ratios=_numbers(v["anchor_ratios"], "--anchor-ratios"), nms=v["nms"],
-        class_name=(_names(v["class_names"]) or ["opacity"])[0], aug=list(v["aug"] or []), **given)
-
-
-def _numbers(text: str | None, option: str) -> list[float] | None:
+def _numbers(text: str, option: str) -> list[float]:
     from ..errors import UsageError
 
-    if text is None:
-        return None
     try:
         return [float(t) for t in text.replace(" ", ",").split(",") if t]
     except ValueError:
         raise UsageError(f"{option} {text}: give comma-separated numbers") from None
 
 
-#: Task name -> builder of its options dataclass from the command's values.
-_TASK_OPTIONS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "segment": _segment_options,
-    "classify": _classify_options,
-    "detect": _detect_options,
-}
-#: Loop defaults that differ by task (steps 0: one pass over the training cases).
-_LOOP_DEFAULTS: dict[str, dict[str, int]] = {
-    "segment": {"steps": 50, "batch_size": 2},
-    "classify": {"steps": 0, "batch_size": 8},
-    "detect": {"steps": 0, "batch_size": 8},
-}
-
-
-def _str(path: Path | None) -> str | None:
-    return None if path is None else str(path)
-
-
-def _names(text: str | None) -> list[str] | None:
-    return [n.strip() for n in text.split(",")] if text else None
-
-
 def _dim(text: str) -> int:
     from ..errors import UsageError
 
-    value = text.lower().rstrip("d")
+    value = str(text).lower().rstrip("d")
     if value not in ("2", "3"):
         raise UsageError(f"--dim {text}: choose 2d or 3d")
     return int(value)
 
 
-def _sizes(sizes: tuple[int, int, int] | None, dim: str, option: str) -> list[int] | None:
+def _sizes(sizes: tuple[int, int, int], dim: str, option: str) -> list[int]:
     """``--patch``/``--shape Z Y X``: three sizes in 3D, ``1 Y X`` in 2D (returned as Y X)."""
     from ..errors import UsageError
 
-    if sizes is None:
-        return None
     if _dim(dim) == 2:
         if sizes[0] != 1:
             raise UsageError(f"{option} {' '.join(map(str, sizes))}: a 2d {option[2:]} is 1 Y X")

@@ -73,3 +73,51 @@ def test_one_line_errors(cli, balls, tmp_path):
     assert bad_patch.exit_code == 2 and "a 2d patch is 1 Y X" in bad_patch.stderr
     no_run = cli("train", "--out", tmp_path / "nothing", "--resume")
     assert no_run.exit_code == 1 and "no such checkpoint" in no_run.stderr
+
+
+# -- one sub-command per task ----------------------------------------------------------------------
+@pytest.mark.parametrize("task, own, foreign", [
+    ("segment", ["--masks", "--patch", "--deep-supervision"], ["--labels", "--boxes", "--cv", "--anchor-sizes"]),
+    ("classify", ["--labels", "--shape", "--cv"], ["--masks", "--patch", "--boxes"]),
+    ("detect", ["--boxes", "--anchor-sizes", "--fpn-width"], ["--masks", "--labels", "--dim", "--cv"]),
+])
+def test_each_task_has_its_own_options_and_help(cli, task, own, foreign):
+    result = cli("train", task, "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert f"Usage: medtool train {task} [OPTIONS]" in text
+    assert all(option in text for option in own)
+    assert not any(f"{option} " in text for option in foreign)
+    for option in foreign:                            # another task's option: a usage error
+        refused = cli("train", task, option, "x", "--out", "run")
+        assert refused.exit_code == 2 and f"No such option: {option}" in " ".join(refused.output.split())
+
+
+def test_help_shows_the_librarys_defaults():
+    """The defaults are the options dataclass's (a Python caller gets the same ones)."""
+    from medtool.classify import ClassifyOptions
+    from medtool.cli.train import library_defaults
+    from medtool.detection import DetectOptions
+    from medtool.segmentation import SegmentOptions
+
+    segment, classify, detect = (library_defaults(t) for t in ("segment", "classify", "detect"))
+    assert segment["model"] == SegmentOptions().model == "unet" and segment["batch_size"] == 2
+    assert classify["dropout"] == ClassifyOptions().dropout and classify["steps"] == 0
+    assert detect["augment"] == DetectOptions().augment == "detect" and detect["batch_size"] == 8
+
+
+def test_task_options_from_the_command_line_equal_the_library_defaults():
+    from medtool.cli.train import loop_config, task_options
+    from medtool.segmentation import SegmentOptions
+    from medtool.train import TrainConfig
+
+    assert task_options("segment", {"images": None, "dim": "2d", "patch": (1, 16, 16)}) == \
+        SegmentOptions(dim=2, patch=[16, 16])
+    assert loop_config("classify", {"epochs": 3}) == TrainConfig(epochs=3, steps_per_epoch=0, batch_size=8)
+
+
+def test_the_old_task_option_still_works(cli, tmp_path):
+    result = cli("train", "--task", "classify", "--help")
+    assert result.exit_code == 0 and "Usage: medtool train classify" in " ".join(result.output.split())
+    result = cli("train", "--images", tmp_path, "--help")             # no task: segment, as before
+    assert "Usage: medtool train segment" in " ".join(result.output.split())

@@ -1,0 +1,224 @@
+"""What a learning task is, and the one registry of them.
+
+A task is what ``medtool train <task>`` trains and ``medtool predict`` runs: segmentation
+(:mod:`medtool.segmentation`), classification (:mod:`medtool.classify`) and detection
+(:mod:`medtool.detection`). Each subclasses :class:`Task`, which holds what they share (the
+options, the recipe, the split into training and validation cases, the preprocessing cache),
+and provides the rest of the interface :func:`medtool.train.fit` uses:
+
+``prepare(cache, *, seed, workers, progress, build_cache, on_error)``
+    find and split the cases, plan the recipe (unless it came from a checkpoint), write or
+    read the cache; sets ``train_cases`` and ``val_cases``.
+``model_spec()``, ``build_loss()``, ``dataset(length=, seed=)``, ``augmenter(seed)``,
+``metric_names``, ``validate(model, device=, amp_dtype=)``
+    the network, the loss, the training samples, their augmentation, the validation metrics
+    (``score`` is the one best.pt is chosen by).
+``example_batch(batch_size)`` (optional)
+    a batch to time the memory layouts on, for tasks whose model can run channels-last.
+``probabilities(model, cases, device=)`` (optional)
+    per-case class probabilities, which ``--cv`` pools into out-of-fold predictions.
+
+:data:`REGISTRY` names each task's class, options, predictor and loop defaults, so a fourth
+task touches its own module and this registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import UsageError
+
+#: The cache index of a run's preprocessed cases (``RUN/cache/index.json``).
+CACHE_INDEX = "index.json"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A task in the registry: where its parts live (``"module:name"``, imported on use) and
+    the loop defaults that differ by task (``steps`` 0: one pass over the training cases)."""
+
+    name: str
+    task: str
+    options: str
+    predict: str
+    summary: str
+    steps: int
+    batch_size: int
+
+    @property
+    def cross_validates(self) -> bool:
+        """Whether ``train --cv`` pools its folds' out-of-fold probabilities."""
+        return hasattr(load(self.task), "probabilities")
+
+
+#: Every task: name -> :class:`TaskInfo`, in the order ``medtool train --help`` lists them.
+REGISTRY: dict[str, TaskInfo] = {
+    "segment": TaskInfo("segment", "medtool.segmentation:SegmentTask", "medtool.segmentation:SegmentOptions",
+                        "medtool.segmentation:predict_files", "U-Net 2D/3D from volumes and masks",
+                        steps=50, batch_size=2),
+    "classify": TaskInfo("classify", "medtool.classify:ClassifyTask", "medtool.classify:ClassifyOptions",
+                         "medtool.classify:predict_files", "2D/3D CNN from volumes and a label table",
+                         steps=0, batch_size=8),
+    "detect": TaskInfo("detect", "medtool.detection:DetectTask", "medtool.detection:DetectOptions",
+                       "medtool.detection:predict_files", "RetinaNet from X-rays and a box table",
+                       steps=0, batch_size=8),
+}
+
+
+def load(spec: str):
+    """The object ``"module:name"`` names."""
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def info(name: str) -> TaskInfo:
+    """The registry entry of task ``name``.
+
+    Raises
+    ------
+    UsageError
+        No such task.
+    """
+    if name not in REGISTRY:
+        raise UsageError(f"unknown task {name!r}: choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def make_task(name: str, options: Any, recipe: dict[str, Any] | None = None) -> "Task":
+    """The task ``name`` built from its options (a dataclass, or the dict a checkpoint stores)."""
+    entry = info(name)
+    if isinstance(options, dict):
+        options = load(entry.options)(**options)
+    return load(entry.task)(options, recipe=recipe)
+
+
+# -- what the tasks share ---------------------------------------------------------------------
+class Task:
+    """The shared part of every task (see the module docstring for the interface)."""
+
+    name = ""
+    #: The model takes the targets in its forward pass (torchvision detection models do).
+    model_takes_targets = False
+    #: The plural :meth:`split` names in its message ("cases", "images").
+    items = "cases"
+
+    def __init__(self, options: Any, *, recipe: dict[str, Any] | None = None):
+        options.check()
+        self.options = options
+        self.recipe: dict[str, Any] = recipe or {}
+        self.train_cases: list[dict[str, Any]] = []
+        self.val_cases: list[dict[str, Any]] = []
+
+    def describe(self) -> dict[str, Any]:
+        """What the checkpoint stores to rebuild the task (``make_task(name, options)``)."""
+        return {"options": asdict(self.options)}
+
+    def init_model(self, model) -> None:
+        """Prepare a new model before training (local pretrained weights); nothing by default."""
+
+    def split(self, cases: list, *, seed: int) -> tuple[list, list]:
+        """Training and validation cases: ``--folds``/``--fold`` or a seeded ``--val-fraction``
+        (:func:`medtool.datasets.split_cases`).
+
+        Raises
+        ------
+        UsageError
+            No training case is left.
+        """
+        from .datasets import read_folds, split_cases
+
+        o = self.options
+        folds = read_folds(o.folds) if o.folds else None
+        train, val = split_cases(cases, folds=folds, fold=o.fold, val_fraction=o.val_fraction, seed=seed)
+        if not train:
+            raise UsageError(f"no training {self.items} left after taking out the validation fold")
+        return train, val
+
+
+def cached(cache: Path, key: dict[str, Any], ids: Sequence[str],
+           complete: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]] | None:
+    """The cache's entries for ``ids`` when its index was written for ``key`` and every entry
+    is ``complete`` (its files exist); ``None`` when the cache must be built."""
+    index_path = Path(cache) / CACHE_INDEX
+    if not index_path.is_file():
+        return None
+    index = json.loads(index_path.read_text())
+    have = {e.get("case_id", e.get("image_id")): e for e in index["cases"]}
+    if index.get("key") != key or not all(i in have and complete(have[i]) for i in ids):
+        return None
+    return [have[i] for i in ids]
+
+
+def build_cache(cache: Path, key: dict[str, Any], jobs: list, worker: Callable, *, workers: int,
+                progress: bool, on_error, name: Callable[[Any], str]) -> list[dict[str, Any]]:
+    """Preprocess ``jobs`` with ``worker`` (in ``workers`` processes) and write the cache index;
+    the first failure stops the run (every case must be usable before training starts)."""
+    from .batch import run_batch
+    from .files import atomic_write_text
+
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    outcome = run_batch(worker, jobs, workers=workers, description="preprocessing", progress=progress,
+                        on_error=on_error, name=name)
+    if outcome.failures:
+        error = outcome.failures[0][1]
+        if len(outcome.failures) > 1:
+            error.what += f" (and {len(outcome.failures) - 1} more failed)"
+        raise error
+    atomic_write_text(Path(cache) / CACHE_INDEX, json.dumps({"key": key, "cases": outcome.results}, indent=1),
+                      force=True)
+    return outcome.results
+
+
+def read_cache(cache: Path) -> list[dict[str, Any]]:
+    """The entries of a cache another process built (``torchrun``: rank 0 builds, the rest read)."""
+    return json.loads((Path(cache) / CACHE_INDEX).read_text())["cases"]
+
+
+@contextlib.contextmanager
+def evaluating(model) -> Iterator[None]:
+    """``model`` in eval mode for the block, back in its own mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def autocast(device, dtype):
+    """Mixed precision on ``device`` with ``dtype`` (``None``: off), the one way every task
+    writes it."""
+    import torch
+
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+class EpochOrder:
+    """A training set of ``cases`` drawn once per epoch in a seeded random order, repeated to
+    fill ``length``; the order is computed once per epoch (not per item)."""
+
+    def __init__(self, cases: list[dict[str, Any]], *, length: int, seed: int = 0):
+        self.cases, self.length, self.seed = cases, int(length), seed
+        self.epoch = 0
+        self._order: np.ndarray | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._order = int(epoch), None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def case(self, item: int) -> int:
+        """The index of the case drawn at position ``item`` of this epoch."""
+        if self._order is None:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            passes = -(-self.length // len(self.cases))
+            self._order = np.concatenate([rng.permutation(len(self.cases)) for _ in range(passes)])
+        return int(self._order[int(item)])
