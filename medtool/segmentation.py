@@ -1,7 +1,7 @@
 """The segmentation task: recipe, preprocessing, training pieces and prediction.
 
 The **recipe** is everything ``predict`` needs to treat a new volume as training did, stored in
-the checkpoint (DESIGN.md): ``dim`` (2 or 3), ``patch`` ``(pz, py, px)`` (``pz = 1`` in 2D),
+the checkpoint (docs/architecture.md): ``dim`` (2 or 3), ``patch`` ``(pz, py, px)`` (``pz = 1`` in 2D),
 ``spacing`` (mm, ``null`` for an axis kept as it is: z in 2D), ``normalize`` (``ct`` window
 scaled to [0, 1], per-volume ``zscore``, or ``none``), ``classes`` (names, background first)
 and ``activation`` (``sigmoid`` for one foreground class trained that way, else ``softmax``).
