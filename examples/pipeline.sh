@@ -34,14 +34,14 @@ medtool anonymize --check "$OUT/anon"
 medtool dicom2npy "$OUT/anon" "$OUT/raw_anon" --workers "$WORKERS" --force
 # 6. segment the lungs: a small 2D U-Net trained on the HU volumes (a demo: two short epochs at
 #    3 mm in-plane), masks predicted back onto each volume's own grid, scored against the truth
-medtool train --task segment --images "$OUT/hu" --masks "$OUT/phantom/truth" --mask-suffix _lungs --dim 2d --spacing 2.5 3 3 --width 8 --depth 4 --epochs 2 --steps 10 --batch-size 4 --out "$OUT/run_lungs" --force
+medtool train segment --images "$OUT/hu" --masks "$OUT/phantom/truth" --mask-suffix _lungs --dim 2d --spacing 2.5 3 3 --width 8 --depth 4 --epochs 2 --steps 10 --batch-size 4 --out "$OUT/run_lungs" --force
 medtool predict "$OUT/run_lungs/best.pt" "$OUT/hu" "$OUT/pred_lungs" --suffix _lungs --format nii.gz --keep-largest 1 --force
 medtool score --truth "$OUT/phantom/truth" --suffix _lungs "$OUT/pred_lungs" --metric dice,hd95
 # 7. classify RECIST >= 20 mm (labels.csv) with the seeds' compact 3D CNN on the lung-masked CT at
 #    16 x 64 x 64 (a demo: two short epochs on all cases; README quotes a 5-fold --cv run), the
 #    predicted probabilities scored against the labels
 medtool resample "$OUT/lungmask" "$OUT/lung_64" --shape 64 64 --crop-z 16 --workers "$WORKERS" --force
-medtool train --task classify --images "$OUT/lung_64" --image-suffix _masked --labels "$OUT/phantom/labels.csv" --val-fraction 0 --width 8 --epochs 2 --steps 3 --batch-size 4 --out "$OUT/run_recist" --force
+medtool train classify --images "$OUT/lung_64" --image-suffix _masked --labels "$OUT/phantom/labels.csv" --val-fraction 0 --width 8 --epochs 2 --steps 3 --batch-size 4 --out "$OUT/run_recist" --force
 medtool predict "$OUT/run_recist/last.pt" "$OUT/lung_64" "$OUT/recist.csv" --suffix _masked --force
 medtool score --truth "$OUT/phantom/labels.csv" "$OUT/recist.csv" --metric auc,accuracy
 # 8. where the RECIST classifier looks: Grad-CAM maps of its last convolution on each crop's own
@@ -50,6 +50,6 @@ medtool gradcam "$OUT/run_recist/last.pt" "$OUT"/lung_64/*_masked.npy "$OUT/grad
 # 9. pneumonia-like opacities on the X-rays: a RetinaNet (resnet18-fpn, one input channel; a demo:
 #    two steps at 64 px) trained on the RSNA box table, an RSNA submission CSV predicted for every
 #    X-ray (boxes in the original pixels) and scored with the RSNA map-iou
-medtool train --task detect --images "$OUT/phantom/cxr" --boxes "$OUT/phantom/cxr_boxes.csv" --model resnet18-fpn --fpn-width 16 --size 64 --val-fraction 0 --epochs 1 --steps 2 --batch-size 2 --out "$OUT/run_cxr" --force
+medtool train detect --images "$OUT/phantom/cxr" --boxes "$OUT/phantom/cxr_boxes.csv" --model resnet18-fpn --fpn-width 16 --size 64 --val-fraction 0 --epochs 1 --steps 2 --batch-size 2 --out "$OUT/run_cxr" --force
 medtool predict "$OUT/run_cxr/last.pt" "$OUT/phantom/cxr" "$OUT/cxr_predictions.csv" --min-score 0.05 --force
 medtool score --truth "$OUT/phantom/cxr_boxes.csv" "$OUT/cxr_predictions.csv" --metric map-iou,coco-map

@@ -23,6 +23,8 @@ from .common import HelpCommand
 _HELP = """Train a model; the run folder gets best.pt, last.pt, log.csv and curve.png.
 
 [bold]medtool train segment[/bold]: a U-Net (2D or 3D) from images and masks. [bold]medtool train classify[/bold]: a CNN from volumes (or 2D images) and a label table, with [bold]--cv[/bold]. [bold]medtool train detect[/bold]: a RetinaNet from chest X-rays and the RSNA box table. [bold]medtool train TASK --help[/bold] lists each task's options.
+
+Example: [bold]medtool train segment --images hu/ --masks truth/ --mask-suffix _lungs --out runs/lung[/bold]
 """
 
 _TASK_HELP = {
