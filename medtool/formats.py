@@ -133,6 +133,23 @@ def header_text(volume: Volume) -> str:
     return json.dumps(_header(volume), allow_nan=False, default=json_default, separators=(",", ":"))
 
 
+def writable_array(volume: Volume, path: Path, *, dtypes, format_name: str) -> np.ndarray:
+    """``volume``'s array as a format with a fixed set of ``dtypes`` stores it: contiguous,
+    booleans as uint8.
+
+    Raises
+    ------
+    InputError
+        The format cannot hold the array's dtype.
+    """
+    array = np.ascontiguousarray(volume.array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if array.dtype not in dtypes:
+        raise InputError(f"{format_name} cannot hold {array.dtype} values", path=path, hint="write another format")
+    return array
+
+
 def volume_from_file(array: np.ndarray, spacing, origin, direction, text: str | None, path: Path) -> Volume:
     """The volume of a file whose own header gave ``spacing``, ``origin`` and ``direction``
     and which may carry medtool's JSON header ``text``: that header's exact geometry, meta

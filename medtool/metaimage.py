@@ -143,14 +143,10 @@ def save(volume: Volume, path: str | Path, *, force: bool = False) -> None:
     """Write ``volume`` as MetaImage: ``.mha`` with the pixels inline (zlib), ``.mhd`` with
     them in ``<name>.raw`` beside it."""
     from .files import atomic_output, raw_path
-    from .formats import header_text
+    from .formats import header_text, writable_array
 
     path = Path(path)
-    array = np.ascontiguousarray(volume.array)
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    if array.dtype not in TYPE_NAMES:
-        raise InputError(f"MetaImage cannot hold {array.dtype} values", path=path, hint="write another format")
+    array = writable_array(volume, path, dtypes=TYPE_NAMES, format_name="MetaImage")
     ndim = array.ndim
     if ndim == 3:
         axes = volume.direction[:, ::-1].T               # row i: axis i (x, y, z) in LPS

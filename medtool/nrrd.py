@@ -203,14 +203,10 @@ def _vector(values) -> str:
 def save(volume: Volume, path: str | Path, *, force: bool = False) -> None:
     """Write ``volume`` as gzip-encoded NRRD (a ``.seg.nrrd`` with the segment fields)."""
     from .files import atomic_output
-    from .formats import header_text
+    from .formats import header_text, writable_array
 
     path = Path(path)
-    array = np.ascontiguousarray(volume.array)
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    if array.dtype not in TYPE_NAMES:
-        raise InputError(f"NRRD cannot hold {array.dtype} values", path=path, hint="write another format")
+    array = writable_array(volume, path, dtypes=TYPE_NAMES, format_name="NRRD")
     columns = (volume.direction * volume.spacing3)[:, ::-1]     # (x, y, z) axis vectors in LPS
     if volume.ndim == 2:
         columns = columns[:, :2]
