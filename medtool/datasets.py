@@ -133,6 +133,23 @@ def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
         return list(reader)
 
 
+class SharedEpoch:
+    """The epoch number of a training set, in shared memory: ``DataLoader`` worker processes
+    (persistent ones too) hold copies of the data set, and an attribute set in the main process
+    after they started would never reach them, so every epoch would draw epoch 0's samples."""
+
+    def __init__(self, epoch: int = 0):
+        import torch
+
+        self._value = torch.full((1,), int(epoch), dtype=torch.int64).share_memory_()
+
+    def get(self) -> int:
+        return int(self._value[0])
+
+    def set(self, epoch: int) -> None:
+        self._value[0] = int(epoch)
+
+
 @dataclass(frozen=True)
 class Selection:
     """The cases a command is restricted to (``--folds F --fold K|test`` or ``--cases FILE``)."""
@@ -354,13 +371,17 @@ class PatchDataset:
         self.cases, self.patch, self.length = cases, tuple(int(p) for p in patch), int(length)
         self.pos_ratio, self.seed, self.two_d, self.pad_value = pos_ratio, seed, two_d, pad_value
         self.paste = paste if paste is not None and paste.probability > 0 else None
-        self.epoch = 0
+        self._epoch = SharedEpoch()
         self._open: dict[int, tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]] = {}
         self._bank = [(index, obj) for index, case in enumerate(cases)
                       for obj in case.get("objects", []) if obj[1] >= MIN_PASTE_VOXELS]
 
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._epoch.set(epoch)
 
     def __len__(self) -> int:
         return self.length

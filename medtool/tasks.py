@@ -205,20 +205,27 @@ class EpochOrder:
     fill ``length``; the order is computed once per epoch (not per item)."""
 
     def __init__(self, cases: list[dict[str, Any]], *, length: int, seed: int = 0):
+        from .datasets import SharedEpoch
+
         self.cases, self.length, self.seed = cases, int(length), seed
-        self.epoch = 0
-        self._order: np.ndarray | None = None
+        self._epoch = SharedEpoch()                 # seen by DataLoader worker processes too
+        self._order: tuple[int, np.ndarray] | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._order = int(epoch), None
+        self._epoch.set(epoch)
 
     def __len__(self) -> int:
         return self.length
 
     def case(self, item: int) -> int:
         """The index of the case drawn at position ``item`` of this epoch."""
-        if self._order is None:
-            rng = np.random.default_rng([self.seed, self.epoch])
+        epoch = self.epoch
+        if self._order is None or self._order[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
             passes = -(-self.length // len(self.cases))
-            self._order = np.concatenate([rng.permutation(len(self.cases)) for _ in range(passes)])
-        return int(self._order[int(item)])
+            self._order = (epoch, np.concatenate([rng.permutation(len(self.cases)) for _ in range(passes)]))
+        return int(self._order[1][int(item)])

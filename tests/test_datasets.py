@@ -138,3 +138,31 @@ def test_a_fold_that_is_neither_a_number_nor_test_is_refused(tmp_path):
 
     with pytest.raises(InputError, match="'val' of b is neither a number nor 'test'"):
         read_folds(_folds_csv(tmp_path, [("a", 0), ("b", "val")]))
+
+
+def test_loader_workers_draw_each_epochs_patches_as_the_main_process_does(cases):
+    """Persistent DataLoader workers hold copies of the data set: the epoch set after they
+    started must reach them (it did not: every epoch drew epoch 0's patches)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from medtool.classify import ClassDataset
+
+    dataset = PatchDataset(cases, patch=(4, 6, 6), length=6, pos_ratio=0.5, seed=7)
+    loader = DataLoader(dataset, batch_size=6, num_workers=2, persistent_workers=True)
+    drawn = []
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        (images, _), = list(loader)
+        expected = torch.stack([dataset[i][0] for i in range(6)])
+        assert torch.equal(images, expected), epoch
+        drawn.append(images)
+    assert not torch.equal(drawn[0], drawn[1])
+    whole = ClassDataset([{"image": c["image"], "label": i} for i, c in enumerate(cases)], length=8, seed=1)
+    loader = DataLoader(whole, batch_size=8, num_workers=2, persistent_workers=True)
+    orders = []
+    for epoch in range(3):
+        whole.set_epoch(epoch)
+        orders.append(next(iter(loader))[1].tolist())
+        assert orders[-1] == [whole[i][1].item() for i in range(8)]
+    assert len({tuple(o) for o in orders}) > 1
