@@ -62,7 +62,7 @@ def run_batch(
     and the batch goes on. Ctrl-C and SIGTERM stop the batch.
     """
     outcome = BatchResult(results=[None] * len(items))
-    with _ProgressBar(description, len(items), progress) as advance:
+    with ProgressBar(description, len(items), progress) as advance:
         for index, result in _results(function, items, workers):
             if isinstance(result, MedtoolError):
                 if result.path is None:
@@ -102,7 +102,7 @@ def _results(function, items, workers) -> Iterator[tuple[int, Any]]:
             yield futures[future], future.result()
 
 
-class _ProgressBar:
+class ProgressBar:
     """Context manager yielding an ``advance()`` callable; a no-op when disabled."""
 
     def __init__(self, description: str, total: int, enabled: bool):

@@ -588,9 +588,9 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
         raise UsageError(f"image ids found twice: {_named(twice)}", hint="keep one file per image")
     outcome = BatchResult(results=[None] * len(sources))
     rows = []
-    from .batch import _ProgressBar
+    from .batch import ProgressBar
 
-    with _ProgressBar("predicting", len(sources), progress) as advance:
+    with ProgressBar("predicting", len(sources), progress) as advance:
         for start in range(0, len(sources), settings.batch_size):
             chunk, arrays, scales = [], [], []
             for index in range(start, min(start + settings.batch_size, len(sources))):

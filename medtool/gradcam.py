@@ -399,7 +399,7 @@ class Explainer:
         """The attention map of ``volume`` on its own grid (raw values) and its facts."""
         import torch
 
-        from .segmentation import _onto, as_3d
+        from .segmentation import as_3d, back_onto
 
         source = as_3d(volume)
         prepared = self.prepare(volume, path)
@@ -423,7 +423,7 @@ class Explainer:
         if empty:
             notes.append(f"the map is zero everywhere (nothing in layer {layer} raises the "
                          f"{self.classes[index]} score)")
-        mapped = _onto(prepared.with_array(array), source, mask=False)
+        mapped = back_onto(prepared.with_array(array), source, mask=False)
         meta = {**mapped.meta, "units": UNITS_ATTENTION, "method": self.method, "layer": layer,
                 "class": self.classes[index], "class_index": index, "score": score}
         result = Volume(mapped.array.astype(np.float32), source.spacing, source.origin, source.direction,

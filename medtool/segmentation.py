@@ -514,7 +514,7 @@ def predict_volume(model, volume: Volume, recipe: dict[str, Any], settings: Pred
     maps = []
     if settings.probabilities:
         for channel in [0] if out_channels == 1 else range(1, out_channels):
-            maps.append(_onto(prepared.with_array(probs[channel], units="probability"), source, mask=False))
+            maps.append(back_onto(prepared.with_array(probs[channel], units="probability"), source, mask=False))
     if settings.keep_largest > 0:
         kept = keep_largest(labels, settings.keep_largest)
         if linear:
@@ -523,7 +523,7 @@ def predict_volume(model, volume: Volume, recipe: dict[str, Any], settings: Pred
     if linear:
         result = _labels_onto(prepared, probs, source, threshold=settings.threshold)
     else:
-        result = _onto(prepared.with_array(labels, units="label"), source, mask=True)
+        result = back_onto(prepared.with_array(labels, units="label"), source, mask=True)
     if volume.ndim == 2:
         result = Volume(result.array[0], volume.spacing, volume.origin, volume.direction, result.meta)
         maps = [Volume(m.array[0], volume.spacing, volume.origin, volume.direction, m.meta) for m in maps]
@@ -564,7 +564,7 @@ def _labels_onto(prepared: Volume, probs: np.ndarray, source: Volume, *,
     return _on_grid_of(source, labels, units="label")
 
 
-def _onto(model_volume: Volume, source: Volume, *, mask: bool) -> Volume:
+def back_onto(model_volume: Volume, source: Volume, *, mask: bool) -> Volume:
     """``model_volume`` on the grid of ``source`` (nearest for labels, linear for maps)."""
     from .resample import resample
 
