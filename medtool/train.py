@@ -309,6 +309,28 @@ class EpochRow:
 
 
 # -- the loop -----------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """What one training run carries from epoch to epoch."""
+
+    model: Any
+    kept: Any                   # validated and checkpointed: the running average, if there is one
+    train_model: Any            # the model, or its DistributedDataParallel wrapper
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    ema: Any
+    loss_fn: Any
+    dtype: Any
+    start_epoch: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    stale: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    rows: list[EpochRow] = field(default_factory=list)
+    stopped: str = "epochs"
+
+
 def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: int = 1,
         resume: bool = False, force: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None, step: dict[str, Any] | None = None,
@@ -318,12 +340,9 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     ``checkpoint`` (with ``resume``) is the ``last.pt`` to continue from: its epoch counter,
     weights, optimizer, schedule and scaler states, best score and patience count.
     """
-    import numpy as np
     import torch
-    from torch.utils.data import DataLoader, RandomSampler
-    from torch.utils.data.distributed import DistributedSampler
 
-    from . import __version__, models
+    from . import __version__
 
     config.check()
     out = Path(out)
@@ -336,8 +355,45 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
         raise UsageError(f"{out} holds a run already", hint="pass --resume to continue it or --force to start over")
     torch.set_num_threads(threads_for(workers, dist_info.world))
     seed_everything(config.seed + dist_info.rank)
+    _prepare(task, config, out, workers=workers, progress=progress, dist_info=dist_info)
+    spec = task.model_spec()
+    run, layout_note = _build(task, config, spec, device=device, resume=resume, checkpoint=checkpoint,
+                              dist_info=dist_info)
+    samples = config.steps_per_epoch * config.batch_size * dist_info.world
+    dataset, sampler, loader = _loader(task, config, samples, device=device, workers=workers, dist_info=dist_info)
+    columns = ["epoch", "train_loss", "lr", "seconds", "samples_per_s", "data_wait",
+               "val_score", *task.metric_names]
+    if dist_info.main:
+        _start_log(out / LOG, columns, keep_until=run.start_epoch if resume else 0)
+    say(_start_line(task, device, dist_info))
+    if layout_note:
+        say(layout_note)
+    payload_base = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+                    "medtool_version": __version__, "task": task.name, "model": spec,
+                    "recipe": task.recipe, "history": [step] if step else []}
+    started = time.monotonic()
+    display = _Display(progress and dist_info.main, config.epochs, config.steps_per_epoch, run.start_epoch)
+    with display:
+        for epoch in range(run.start_epoch, config.epochs):
+            mean_loss, seconds, waited = _train_epoch(task, run, config, epoch, dataset, sampler, loader,
+                                                      device=device, dist_info=dist_info, display=display)
+            stop = _end_epoch(task, run, config, epoch, mean_loss, EpochRow(
+                epoch, mean_loss, run.optimizer.param_groups[0]["lr"], seconds, samples / seconds,
+                waited / seconds), out=out, columns=columns, payload_base=payload_base, started=started,
+                device=device, dist_info=dist_info, display=display, say=say, log=log)
+            if stop:
+                break
+    if dist_info.active:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return _summary(run, out, started=started, rank=dist_info.rank)
 
-    # data (rank 0 builds the cache, the others wait and read it)
+
+def _prepare(task, config: TrainConfig, out: Path, *, workers: int, progress: bool, dist_info) -> None:
+    """The task's data (rank 0 builds the cache, the others wait and read it), and the steps
+    of a one-pass epoch."""
+    import torch
+
     cache = out / CACHE
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -348,9 +404,18 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
             task.prepare(cache, seed=config.seed, build_cache=False)
     if config.steps_per_epoch == ONE_PASS:       # one pass over the training cases per epoch
         config.steps_per_epoch = max(MIN_PASS_STEPS, math.ceil(len(task.train_cases) / (config.batch_size * dist_info.world)))
+
+
+def _build(task, config: TrainConfig, spec: dict[str, Any], *, device, resume: bool,
+           checkpoint: dict[str, Any] | None, dist_info) -> tuple[_Run, str | None]:
+    """The model (its memory layout timed when left open), optimizer, schedule, scaler and
+    running average, restored from ``checkpoint`` when resuming; and the layout line."""
+    import torch
+
+    from . import models
+
     loss_fn = task.build_loss()
     dtype = amp_dtype(config.amp, device)
-    spec = task.model_spec()
     layout_note = None
     if spec["config"].get("channels_last", False) is None:      # left to this machine: time both
         layout_note = _settle_layout(task, spec, loss_fn, batch_size=config.batch_size, device=device,
@@ -359,38 +424,45 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     if not resume:                                     # e.g. local pretrained weights
         task.init_model(model)
     model = model.to(device)
-    # detection models take the targets in their forward pass and return their losses
-    takes_targets = task.model_takes_targets
     optimizer = _optimizer(model, config)
-    scheduler = _scheduler(optimizer, config)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    start_epoch, best_score, best_epoch, stale = 0, -math.inf, -1, 0
-    best_metrics: dict[str, float] = {}
     ema = make_ema(model, config.ema) if config.ema else None
-    # validation and the checkpoints' weights: the running average, if there is one
-    kept = ema.module if ema is not None else model
+    run = _Run(model=model, kept=ema.module if ema is not None else model, train_model=model, optimizer=optimizer,
+               scheduler=_scheduler(optimizer, config), ema=ema, loss_fn=loss_fn, dtype=dtype,
+               scaler=torch.amp.GradScaler("cuda", enabled=dtype == torch.float16))
     if resume and checkpoint is not None:
-        state = checkpoint["training"]
-        model.load_state_dict(state.get("raw_state_dict") or checkpoint["state_dict"])
-        if ema is not None:
-            ema.module.load_state_dict(checkpoint["state_dict"])
-            ema.n_averaged.fill_(state.get("ema_updates", 1))
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scheduler") is not None and scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch = state["epoch"] + 1
-        best_score, best_epoch, stale = state["best_score"], state["best_epoch"], state["stale_epochs"]
-        # the learning rate follows from this run's --lr, --epochs and --schedule (which may differ
-        # from the stopped run's), not from the optimizer state saved with its old schedule
-        _set_lr(optimizer, config, start_epoch, elapsed_s=0.0)
-    train_model = model
+        _restore(run, config, checkpoint)
     if dist_info.active:
-        train_model = torch.nn.parallel.DistributedDataParallel(
+        run.train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    return run, layout_note
 
-    samples = config.steps_per_epoch * config.batch_size * dist_info.world
+
+def _restore(run: _Run, config: TrainConfig, checkpoint: dict[str, Any]) -> None:
+    """Continue from ``checkpoint``: weights (raw and averaged), optimizer, schedule, scaler,
+    epoch counter, best score and patience count."""
+    state = checkpoint["training"]
+    run.model.load_state_dict(state.get("raw_state_dict") or checkpoint["state_dict"])
+    if run.ema is not None:
+        run.ema.module.load_state_dict(checkpoint["state_dict"])
+        run.ema.n_averaged.fill_(state.get("ema_updates", 1))
+    run.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scheduler") is not None and run.scheduler is not None:
+        run.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.start_epoch = state["epoch"] + 1
+    run.best_score, run.best_epoch, run.stale = state["best_score"], state["best_epoch"], state["stale_epochs"]
+    # the learning rate follows from this run's --lr, --epochs and --schedule (which may differ
+    # from the stopped run's), not from the optimizer state saved with its old schedule
+    _set_lr(run.optimizer, config, run.start_epoch, elapsed_s=0.0)
+
+
+def _loader(task, config: TrainConfig, samples: int, *, device, workers: int, dist_info):
+    """The epoch's samples: the task's data set, its sampler and the DataLoader."""
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data.distributed import DistributedSampler
+
     dataset = task.dataset(length=samples, seed=config.seed)
     sampler = (DistributedSampler(dataset, num_replicas=dist_info.world, rank=dist_info.rank,
                                   shuffle=True, seed=config.seed, drop_last=True)
@@ -399,130 +471,154 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=loaders,
                         pin_memory=device.type == "cuda", drop_last=True,
                         persistent_workers=loaders > 0)
-    columns = ["epoch", "train_loss", "lr", "seconds", "samples_per_s", "data_wait",
-               "val_score", *task.metric_names]
-    if dist_info.main:
-        _start_log(out / LOG, columns, keep_until=start_epoch if resume else 0)
-    say(f"training {task.name}: {len(task.train_cases)} training / {len(task.val_cases)} validation cases, "
-        f"{'patch' if 'patch' in task.recipe else 'input'} {task.recipe.get('patch', task.recipe.get('shape'))}, spacing {task.recipe.get('spacing')}, device {device}"
-        + (f", normalise {Normalization(task.recipe['normalize'], task.recipe.get('normalize_why', 'from the checkpoint')).describe()}"
-           if task.recipe.get("normalize") else "")
-        + (f", {dist_info.world} processes" if dist_info.active else ""))
-    if layout_note:
-        say(layout_note)
+    return dataset, sampler, loader
 
-    payload_base = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-                    "medtool_version": __version__, "task": task.name, "model": spec,
-                    "recipe": task.recipe, "history": [step] if step else []}
-    started = time.monotonic()
-    display = _Display(progress and dist_info.main, config.epochs, config.steps_per_epoch, start_epoch)
-    rows: list[EpochRow] = []
-    stopped = "epochs"
-    with display:
-        for epoch in range(start_epoch, config.epochs):
-            epoch_seed = _epoch_seed(config.seed, epoch, dist_info.rank)
-            torch.manual_seed(epoch_seed)
-            dataset.set_epoch(epoch)
-            if dist_info.active:
-                sampler.set_epoch(epoch)
-            else:
-                sampler.generator.manual_seed(epoch_seed)
-            augment = task.augmenter(epoch_seed)
-            train_model.train()
-            losses, waited, t0 = [], 0.0, time.perf_counter()
-            fetched = time.perf_counter()
-            for inputs, targets in loader:
-                waited += time.perf_counter() - fetched
-                inputs = inputs.to(device, non_blocking=True)
-                targets = targets.to(device, non_blocking=True)
-                with torch.no_grad():
-                    inputs, targets = augment(inputs, targets)
-                optimizer.zero_grad(set_to_none=True)
-                arguments = (inputs, targets) if takes_targets else (inputs,)
-                with autocast(device, dtype):
-                    outputs = train_model(*arguments)
-                loss = loss_fn(outputs, targets)
-                scaler.scale(loss).backward()
-                if config.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if ema is not None:
-                    ema.update_parameters(model)
-                losses.append(float(loss.detach()))
-                display.step(epoch, np.mean(losses))
-                fetched = time.perf_counter()
-            seconds = time.perf_counter() - t0
-            mean_loss = float(np.mean(losses))
-            if dist_info.active:
-                tensor = torch.tensor([mean_loss], device=device)
-                torch.distributed.all_reduce(tensor)
-                mean_loss = float(tensor) / dist_info.world
-            metrics: dict[str, float] = {}
-            validate = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
-            if dist_info.main and validate:
-                metrics = task.validate(kept, device=device, amp_dtype=dtype)
-            score = metrics.get("score", -mean_loss)
-            lr = optimizer.param_groups[0]["lr"]
-            if config.schedule == "plateau":
-                scheduler.step(score)
-            elif config.schedule == "cosine":
-                _set_lr(optimizer, config, epoch + 1, elapsed_s=_elapsed(started, dist_info, device))
-            stop = False
-            if dist_info.main:
-                improved = validate and score > best_score
-                if improved:
-                    best_score, best_epoch, stale = score, epoch, 0
-                    best_metrics = metrics
-                elif validate:
-                    stale += 1
-                row = EpochRow(epoch, mean_loss, lr, seconds, samples / seconds, waited / seconds, metrics)
-                rows.append(row)
-                _append_log(out / LOG, columns, row)
-                payload = {**payload_base, "state_dict": _cpu_state(kept),
-                           "metrics": metrics,
-                           "training": {"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
-                                        "stale_epochs": stale, "config": asdict(config),
-                                        "options": task.describe()["options"],
-                                        "optimizer": optimizer.state_dict(),
-                                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                                        "scaler": scaler.state_dict() if scaler.is_enabled() else None}}
-                if ema is not None:        # resuming needs the raw weights as well as their average
-                    payload["training"].update(raw_state_dict=_cpu_state(model), ema_updates=int(ema.n_averaged))
-                _save(out / LAST, payload)
-                if improved:
-                    _save(out / BEST, payload)
-                _plot(out / LOG, out / CURVE, task.metric_names)
-                display.epoch_done(epoch, mean_loss, metrics)
-                if not display.enabled and log is not None:
-                    dice = "  ".join(f"{k[5:] if k.startswith('dice_') else k} {v:.3f}"
-                                     for k, v in metrics.items() if k != "score")
-                    say(f"epoch {epoch + 1}/{config.epochs}  loss {mean_loss:.4f}  {dice}  "
-                        f"{row.samples_per_s:.1f} samples/s  data wait {row.data_wait:.0%}")
-                if config.patience and stale >= config.patience:
-                    stop, stopped = True, f"early stop: no better validation score for {stale} epochs"
-                if config.max_minutes is not None and time.monotonic() - started > config.max_minutes * 60:
-                    stop, stopped = True, f"time limit of {config.max_minutes:g} min reached"
-            if dist_info.active:
-                flag = torch.tensor([1.0 if stop else 0.0], device=device)
-                torch.distributed.broadcast(flag, 0)
-                stop = bool(flag.item())
-            if stop:
-                break
+
+def _start_line(task, device, dist_info) -> str:
+    """The first line of a run: cases, input size, spacing, device and normalisation."""
+    recipe = task.recipe
+    normalise = ""
+    if recipe.get("normalize"):
+        chosen = Normalization(recipe["normalize"], recipe.get("normalize_why", "from the checkpoint"))
+        normalise = f", normalise {chosen.describe()}"
+    return (f"training {task.name}: {len(task.train_cases)} training / {len(task.val_cases)} validation cases, "
+            f"{'patch' if 'patch' in recipe else 'input'} {recipe.get('patch', recipe.get('shape'))}, "
+            f"spacing {recipe.get('spacing')}, device {device}{normalise}"
+            + (f", {dist_info.world} processes" if dist_info.active else ""))
+
+
+def _train_epoch(task, run: _Run, config: TrainConfig, epoch: int, dataset, sampler, loader, *, device,
+                 dist_info, display) -> tuple[float, float, float]:
+    """One epoch of training steps: its mean loss (over every process), seconds and data wait."""
+    import numpy as np
+    import torch
+
+    epoch_seed = _epoch_seed(config.seed, epoch, dist_info.rank)
+    torch.manual_seed(epoch_seed)
+    dataset.set_epoch(epoch)
     if dist_info.active:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        sampler.set_epoch(epoch)
+    else:
+        sampler.generator.manual_seed(epoch_seed)
+    augment = task.augmenter(epoch_seed)
+    run.train_model.train()
+    losses, waited, t0 = [], 0.0, time.perf_counter()
+    fetched = time.perf_counter()
+    for inputs, targets in loader:
+        waited += time.perf_counter() - fetched
+        inputs = inputs.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        with torch.no_grad():
+            inputs, targets = augment(inputs, targets)
+        losses.append(_step(task, run, config, inputs, targets, device))
+        display.step(epoch, np.mean(losses))
+        fetched = time.perf_counter()
+    seconds = time.perf_counter() - t0
+    mean_loss = float(np.mean(losses))
+    if dist_info.active:
+        tensor = torch.tensor([mean_loss], device=device)
+        torch.distributed.all_reduce(tensor)
+        mean_loss = float(tensor) / dist_info.world
+    return mean_loss, seconds, waited
+
+
+def _step(task, run: _Run, config: TrainConfig, inputs, targets, device) -> float:
+    """One optimizer step on a batch; its loss. Detection models take the targets in their
+    forward pass and return their losses."""
+    import torch
+
+    run.optimizer.zero_grad(set_to_none=True)
+    arguments = (inputs, targets) if task.model_takes_targets else (inputs,)
+    with autocast(device, run.dtype):
+        outputs = run.train_model(*arguments)
+    loss = run.loss_fn(outputs, targets)
+    run.scaler.scale(loss).backward()
+    if config.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    return float(loss.detach())
+
+
+def _end_epoch(task, run: _Run, config: TrainConfig, epoch: int, mean_loss: float, row: EpochRow, *,
+               out: Path, columns, payload_base, started: float, device, dist_info, display, say, log) -> bool:
+    """Validate (rank 0), step the schedule, log, write the checkpoints, and decide whether to
+    stop (patience, time limit); every rank gets rank 0's decision."""
+    import torch
+
+    validate = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+    metrics: dict[str, float] = {}
+    if dist_info.main and validate:
+        metrics = task.validate(run.kept, device=device, amp_dtype=run.dtype)
+    score = metrics.get("score", -mean_loss)
+    if config.schedule == "plateau":
+        run.scheduler.step(score)
+    elif config.schedule == "cosine":
+        _set_lr(run.optimizer, config, epoch + 1, elapsed_s=_elapsed(started, dist_info, device))
+    stop = False
+    if dist_info.main:
+        improved = validate and score > run.best_score
+        if improved:
+            run.best_score, run.best_epoch, run.stale, run.best_metrics = score, epoch, 0, metrics
+        elif validate:
+            run.stale += 1
+        row.metrics = metrics
+        run.rows.append(row)
+        _append_log(out / LOG, columns, row)
+        _checkpoint(task, run, config, epoch, metrics, out=out, payload_base=payload_base, improved=improved)
+        display.epoch_done(epoch, mean_loss, metrics)
+        if not display.enabled and log is not None:
+            dice = "  ".join(f"{k[5:] if k.startswith('dice_') else k} {v:.3f}"
+                             for k, v in metrics.items() if k != "score")
+            say(f"epoch {epoch + 1}/{config.epochs}  loss {mean_loss:.4f}  {dice}  "
+                f"{row.samples_per_s:.1f} samples/s  data wait {row.data_wait:.0%}")
+        if config.patience and run.stale >= config.patience:
+            stop, run.stopped = True, f"early stop: no better validation score for {run.stale} epochs"
+        if config.max_minutes is not None and time.monotonic() - started > config.max_minutes * 60:
+            stop, run.stopped = True, f"time limit of {config.max_minutes:g} min reached"
+    if dist_info.active:
+        flag = torch.tensor([1.0 if stop else 0.0], device=device)
+        torch.distributed.broadcast(flag, 0)
+        stop = bool(flag.item())
+    return stop
+
+
+def _checkpoint(task, run: _Run, config: TrainConfig, epoch: int, metrics: dict[str, float], *, out: Path,
+                payload_base: dict[str, Any], improved: bool) -> None:
+    """Write last.pt (and best.pt when the score improved) and the learning curve."""
+    payload = {**payload_base, "state_dict": _cpu_state(run.kept), "metrics": metrics,
+               "training": {"epoch": epoch, "best_score": run.best_score, "best_epoch": run.best_epoch,
+                            "stale_epochs": run.stale, "config": asdict(config),
+                            "options": task.describe()["options"],
+                            "optimizer": run.optimizer.state_dict(),
+                            "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+                            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None}}
+    if run.ema is not None:        # resuming needs the raw weights as well as their average
+        payload["training"].update(raw_state_dict=_cpu_state(run.model), ema_updates=int(run.ema.n_averaged))
+    _save(out / LAST, payload)
+    if improved:
+        _save(out / BEST, payload)
+    _plot(out / LOG, out / CURVE, task.metric_names)
+
+
+def _summary(run: _Run, out: Path, *, started: float, rank: int) -> dict[str, Any]:
+    """What :func:`fit` returns."""
+    import numpy as np
+
+    rows = run.rows
     last = rows[-1] if rows else None
-    return {"run": str(out), "epochs": (last.epoch + 1) if last else start_epoch, "stopped": stopped,
-            "best_epoch": best_epoch + 1, "best_score": best_score,
+    return {"run": str(out), "epochs": (last.epoch + 1) if last else run.start_epoch, "stopped": run.stopped,
+            "best_epoch": run.best_epoch + 1, "best_score": run.best_score,
             "final_loss": last.train_loss if last else None,
             # best.pt's validation metrics (a resumed run that found no better epoch: the last's)
-            "metrics": best_metrics or (last.metrics if last else {}),
+            "metrics": run.best_metrics or (last.metrics if last else {}),
             "last_metrics": last.metrics if last else {},
             "samples_per_s": float(np.mean([r.samples_per_s for r in rows])) if rows else None,
             "data_wait": float(np.mean([r.data_wait for r in rows])) if rows else None,
-            "minutes": (time.monotonic() - started) / 60, "rank": dist_info.rank}
+            "minutes": (time.monotonic() - started) / 60, "rank": rank}
 
 
 def _cpu_state(model) -> dict[str, Any]:
