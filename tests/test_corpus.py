@@ -25,6 +25,8 @@ from medtool.formats import load_volume
 from .fuzz_harness import MANIFEST_NAME
 from .test_fuzz import assert_clean, run_harness
 
+pytestmark = pytest.mark.slow     # whole workflows: left out by pytest -m 'not slow'
+
 HAS_PYDICOM_DATA = importlib.util.find_spec("data_store") is not None
 needs_pydicom_data = pytest.mark.skipif(
     not HAS_PYDICOM_DATA,

@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.slow     # whole workflows: left out by pytest -m 'not slow'
 
 ROOT = Path(__file__).resolve().parents[1]
 

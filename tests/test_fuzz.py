@@ -21,6 +21,8 @@ import pytest
 from .dicom_mutants import DEFAULT_SEED, write_mutants
 from .fuzz_harness import CATEGORIES, format_examples
 
+pytestmark = pytest.mark.slow     # whole workflows: left out by pytest -m 'not slow'
+
 REPO = Path(__file__).resolve().parent.parent
 #: Fewest mutants the suite must run.
 MIN_MUTANTS = 500

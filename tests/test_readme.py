@@ -14,6 +14,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.slow     # whole workflows: left out by pytest -m 'not slow'
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Substitutions that make the tour small: (pattern, replacement).

@@ -12,6 +12,8 @@ import pytest
 
 from medtool.phantom import write_dataset
 
+pytestmark = pytest.mark.slow     # whole workflows: left out by pytest -m 'not slow'
+
 #: Seed 43: six patients, one study each. Seed 45: four patients, two of them with a follow-up.
 ONE_STUDY_SEED, FOLLOW_UP_SEED = 43, 45
 
