@@ -42,7 +42,7 @@ medtool score --truth "$OUT/phantom/truth" --suffix _lungs "$OUT/pred_lungs" --m
 #    predicted probabilities scored against the labels
 medtool resample "$OUT/lungmask" "$OUT/lung_64" --shape 64 64 --crop-z 16 --workers "$WORKERS" --force
 medtool train classify --images "$OUT/lung_64" --image-suffix _masked --labels "$OUT/phantom/labels.csv" --val-fraction 0 --width 8 --epochs 2 --steps 3 --batch-size 4 --out "$OUT/run_recist" --force
-medtool predict "$OUT/run_recist/last.pt" "$OUT/lung_64" "$OUT/recist.csv" --suffix _masked --force
+medtool predict "$OUT/run_recist/last.pt" "$OUT/lung_64" "$OUT/recist.csv" --image-suffix _masked --force
 medtool score --truth "$OUT/phantom/labels.csv" "$OUT/recist.csv" --metric auc,accuracy
 # 8. where the RECIST classifier looks: Grad-CAM maps of its last convolution on each crop's own
 #    grid (normalised to [0, 1]) and a montage of the slices where the map is strongest

@@ -170,16 +170,11 @@ def read_labels(path: str | Path, *, id_column: str, label_column: str,
 
 
 def case_files(inputs: Sequence[str | Path], suffix: str = "") -> list[tuple[str, Path]]:
-    """``(case id, file)`` of the volumes under ``inputs`` whose names (without the format
-    suffix) end in ``suffix``; the case id is the name without both."""
-    from .files import find_files, strip_suffix
+    """``(case id, path)`` of the volume files under ``inputs`` named ``<case id><suffix>``
+    (:func:`~medtool.files.case_of_image`)."""
+    from .files import case_of_image, find_files
 
-    found = []
-    for path in find_files(inputs):
-        name = strip_suffix(path)
-        if name.endswith(suffix) and len(name) > len(suffix):
-            found.append((name[: len(name) - len(suffix)] if suffix else name, path))
-    return found
+    return [(case_of_image(path, suffix), path) for path in find_files(inputs) if case_of_image(path, suffix)]
 
 
 def match_labels(images: str | Path, labels_path: str | Path, labels: dict[str, str], suffix: str = ""):
@@ -538,11 +533,11 @@ def _load_prepared(job: _Load) -> np.ndarray:
 
 
 def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out: str | Path, *,
-                  batch_size: int = 4, device, amp: str = "auto", suffix: str = "", force: bool = False,
+                  batch_size: int = 4, device, amp: str = "auto", image_suffix: str = "", force: bool = False,
                   workers: int = 1, shard: tuple[int, int] | None = None, progress: bool = False,
                   on_error=None):
     """``medtool predict`` for a classification checkpoint: every volume under ``inputs`` to one
-    row of the CSV ``out`` (``case_id,prob_<class>...,pred``; inputs named ``<case id><suffix>``),
+    row of the CSV ``out`` (``case_id,prob_<class>...,pred``; inputs named ``<case id><image_suffix>``),
     the model loaded once, volumes
     prepared as the recipe says (in ``workers`` processes) and classified in batches.
 
@@ -558,10 +553,10 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
         raise UsageError(f"{out}: a classify checkpoint writes one CSV table", hint="name the output <name>.csv")
     check_writable(out, force=force)
     recipe = checkpoint["recipe"]
-    found = take_shard(case_files(inputs, suffix), shard)
+    found = take_shard(case_files(inputs, image_suffix), shard)
     if not found:
-        raise InputError(f"no volume files{f' named <case>{suffix}' if suffix else ''}",
-                         path=inputs[0] if inputs else None, hint="give volumes or folders (and check --suffix)")
+        raise InputError(f"no volume files{f' named <case>{image_suffix}' if image_suffix else ''}",
+                         path=inputs[0] if inputs else None, hint="give volumes or folders (and check --image-suffix)")
     ids = [case for case, _ in found]
     sources = [path for _, path in found]
     twice = sorted({i for i in ids if ids.count(i) > 1})

@@ -56,10 +56,12 @@ class Case:
 
 
 def match_cases(images: str | os.PathLike, masks: str | os.PathLike,
-                mask_suffixes: Sequence[str] = ("",)) -> list[Case]:
+                mask_suffixes: Sequence[str] = ("",), *, image_suffix: str = "") -> list[Case]:
     """Pair the volumes under ``images`` with masks under ``masks`` by case id.
 
-    The case id of an image is its file name without the volume suffix. For every suffix in
+    The case id of an image is its file name without the volume suffix (and without
+    ``image_suffix``: with ``_flair``, ``BraTS_001_flair.nii.gz`` is case ``BraTS_001`` and files
+    not named so, the other channels and the masks of the same folder, are not images). For every suffix in
     ``mask_suffixes`` the mask ``<case_id><suffix>.<any volume format>`` must exist; several
     suffixes (``_lungs``, ``_tumour``) are merged into one label map, later ones on top with
     their labels shifted past the earlier ones.
@@ -69,13 +71,16 @@ def match_cases(images: str | os.PathLike, masks: str | os.PathLike,
     InputError
         No images, or an image without one of its masks.
     """
-    image_files = [p for p in find_files([images]) if p.exists()]
+    from .files import case_of_image
+
+    image_files = [p for p in find_files([images]) if p.exists() and case_of_image(p, image_suffix)]
     if not image_files:
-        raise InputError("no volume files", path=images, hint="give the folder of training images")
+        raise InputError("no volume files" + (f" named <case>{image_suffix}" if image_suffix else ""),
+                         path=images, hint="give the folder of training images (or check --image-suffix)")
     mask_files = {strip_suffix(p): p for p in find_files([masks]) if p.exists()}
     cases = []
     for image in image_files:
-        case_id = strip_suffix(image)
+        case_id = case_of_image(image, image_suffix)
         found = [mask_files.get(case_id + suffix) for suffix in mask_suffixes]
         if any(f is None for f in found):
             missing = [case_id + s for s, f in zip(mask_suffixes, found) if f is None]
@@ -222,26 +227,21 @@ def _fold_number(fold) -> int:
 
 def select_files(inputs: Sequence[str | os.PathLike], selection: Selection | None, *,
                  suffixes: Sequence[str] | None, strip: str = "") -> list[Path]:
-    """The input files (folders expanded, ``suffixes`` as :func:`~medtool.files.find_files`)
-    whose case id (the name without its format suffix and ``strip``) is in ``selection``; all
-    of them without one.
+    """The input files (folders expanded, ``suffixes`` as :func:`~medtool.files.find_files`;
+    with ``strip``, only those named ``<case><strip>``) whose case id (the name without its
+    format suffix and ``strip``) is in ``selection``; all of them without one.
 
     Raises
     ------
     InputError
         No input file is one of the selected cases.
     """
-    from .files import find_files, strip_suffix
+    from .files import case_of_image, find_files
 
-    files = [p for p in find_files(inputs, suffixes=suffixes) if p.suffix != ".json"]
+    files = [p for p in find_files(inputs, suffixes=suffixes) if p.suffix != ".json" and case_of_image(p, strip)]
     if selection is None:
         return files
-
-    def case(path: Path) -> str:
-        stem = strip_suffix(path)
-        return stem[: -len(strip)] if strip and stem.endswith(strip) else stem
-
-    chosen = [p for p in files if case(p) in selection.ids]
+    chosen = [p for p in files if case_of_image(p, strip) in selection.ids]
     if not chosen:
         raise InputError(f"none of the {len(files)} inputs is one of the {len(selection.ids)} "
                          f"selected cases ({selection.what})",

@@ -41,6 +41,15 @@ def strip_suffix(path: str | os.PathLike) -> str:
     return name[: -len(suffix)] if suffix else Path(name).stem
 
 
+def case_of_image(path: str | os.PathLike, image_suffix: str = "") -> str | None:
+    """The case id of an image file named ``<case><image_suffix>.<ext>``; ``None`` when its name
+    does not end in ``image_suffix`` (another channel or the label map of the same folder)."""
+    stem = strip_suffix(path)
+    if not image_suffix:
+        return stem
+    return stem[: -len(image_suffix)] if stem.endswith(image_suffix) and len(stem) > len(image_suffix) else None
+
+
 def companion_paths(path: str | os.PathLike) -> list[Path]:
     """Every file that makes up the volume at ``path`` (``.npy`` has its ``.json`` sidecar)."""
     path = Path(path)
@@ -281,15 +290,19 @@ def _umask() -> int:
     return mask
 
 
-def mirror_path(source: Path, roots: Iterable[Path], out_dir: Path, suffix: str | None) -> Path:
+def mirror_path(source: Path, roots: Iterable[Path], out_dir: Path, suffix: str | None, *,
+                image_suffix: str = "") -> Path:
     """Output path for ``source`` inside ``out_dir``, mirroring its place under its input root.
 
     ``roots`` are the folders the user named; a file named directly lands at the top level.
-    The name gets ``suffix`` instead of its volume suffix; ``suffix=None`` keeps the name as it
+    The name gets ``suffix`` instead of its volume suffix (and loses ``image_suffix`` after
+    the case id, see :func:`case_of_image`); ``suffix=None`` keeps the name as it
     is (DICOM files, whose names may hold dots: ``1.2.840.113619.2.55.3.dcm``).
     """
     def renamed(path: Path) -> str:
-        return path.name if suffix is None else strip_suffix(path) + suffix
+        if suffix is None:
+            return path.name
+        return (case_of_image(path, image_suffix) or strip_suffix(path)) + suffix
 
     for root in roots:
         if root.is_dir() and source.is_relative_to(root):

@@ -11,12 +11,11 @@ every case is its own group, and the per-class counts of the folds then differ b
 
 from __future__ import annotations
 
-import math
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -26,6 +25,8 @@ from .tables import CASE_ID, join_cases, read_table
 
 #: Fold name of the held-out test cases.
 TEST = "test"
+#: nnU-Net v2's split file (it reads it from its preprocessed folder).
+NNUNET_SPLITS = "splits_final.json"
 #: Name of the single class when nothing is stratified.
 ALL = "all"
 
@@ -63,13 +64,8 @@ class Split:
         return [case for case in self.cases.ids if self.folds[case] == fold]
 
     def nnunet(self) -> list[dict[str, list[str]]]:
-        """nnU-Net's ``splits_final.json``: per fold the training and validation case ids.
-
-        Test cases are in neither (nnU-Net keeps them out of training, in imagesTs).
-        """
-        folds = [self.members(k) for k in range(self.k)]
-        return [{"train": sorted(c for j, f in enumerate(folds) if j != k for c in f),
-                 "val": sorted(folds[k])} for k in range(self.k)]
+        """nnU-Net's ``splits_final.json`` (:func:`nnunet_splits`)."""
+        return nnunet_splits(self.folds, self.cases.ids)
 
     def balance(self) -> list[dict]:
         """Per fold: number of cases, of groups, and of cases per class."""
@@ -292,3 +288,23 @@ def assign(labels: np.ndarray, groups: np.ndarray, weights: np.ndarray,
         part_of_group[g] = best
         have[best] += counts[g]
     return part_of_group[group_index]
+
+
+def nnunet_splits(folds: dict[str, int | str], case_ids: Sequence[str]) -> list[dict[str, list[str]]]:
+    """nnU-Net's ``splits_final.json`` from a medtool folds table: for each numbered fold K,
+    ``{"train": the other numbered folds' cases, "val": fold K's}``; the ``test`` fold is in
+    neither (nnU-Net's test images belong in imagesTs).
+
+    Raises
+    ------
+    InputError
+        A case is not in the folds table.
+    """
+    missing = [c for c in case_ids if c not in folds]
+    if missing:
+        raise InputError(f"{len(missing)} cases are not in the folds table ({', '.join(missing[:3])})",
+                         hint="make the folds from the same images: medtool folds")
+    chosen = [c for c in case_ids if isinstance(folds[c], int)]
+    numbers = sorted({folds[c] for c in chosen})
+    return [{"train": sorted(c for c in chosen if folds[c] != k), "val": sorted(c for c in chosen if folds[c] == k)}
+            for k in numbers]

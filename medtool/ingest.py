@@ -305,8 +305,11 @@ def format_suffix(fmt: str | None, *, name: str = "", default: str = ".npy") -> 
 def plan_outputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                  suffix: Callable[[Path], str], roots: Sequence[str | os.PathLike] | None = None,
                  shard: tuple[int, int] | None = None, single_suffixes: Sequence[str] | None = None,
-                 already: int = 0) -> list[tuple[Path, Path]]:
+                 already: int = 0, image_suffix: str = "") -> list[tuple[Path, Path]]:
     """Pair every input file with its output path: ``OUT/<relative name><suffix>``.
+
+    With ``image_suffix`` (``_flair``, ``_0000``) only files named ``<case><image_suffix>`` are
+    inputs, and their outputs are named ``<case><suffix>``.
 
     Folders among ``inputs`` are walked for volume files; their relative layout is mirrored
     under ``out`` (``roots`` are the folders the names are relative to, default ``inputs``).
@@ -320,17 +323,18 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
         ``out`` names one file but there are several inputs, or two inputs would be written to
         the same output.
     """
-    from .files import VOLUME_SUFFIXES, mirror_path
+    from .files import VOLUME_SUFFIXES, case_of_image, mirror_path
 
     out = Path(out)
-    sources = take_shard(find_files(inputs), shard)
+    sources = take_shard([p for p in find_files(inputs) if case_of_image(p, image_suffix)], shard)
     single_suffixes = tuple(single_suffixes or VOLUME_SUFFIXES)
     single = out.name.lower().endswith(single_suffixes)
     if single and len(sources) + already > 1:
         raise UsageError(f"{out} names one file, but there are several inputs",
                          hint="give an output folder instead")
     roots = [Path(p) for p in (inputs if roots is None else roots)]
-    pairs = [(source, out if single else mirror_path(source, roots, out, suffix(source)))
+    pairs = [(source, out if single else mirror_path(source, roots, out, suffix(source),
+                                                     image_suffix=image_suffix))
              for source in sources]
     seen: dict[Path, Path] = {}
     for source, path in pairs:

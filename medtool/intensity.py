@@ -85,14 +85,16 @@ def _kind(volume: "Volume") -> tuple[str | None, str]:
 
 
 def plan_normalization(mode: str, window: Sequence[float], images: Sequence[tuple[str | "Path", "Volume"]],
-                       *, projection: bool = False) -> Normalization:
+                       *, projection: bool = False, channel: tuple[str, str] | None = None) -> Normalization:
     """The normalisation for ``--normalize MODE`` of training ``images`` (name, volume pairs).
 
     ``auto`` looks at the first :data:`AUTO_SAMPLE` images: CT in HU (medtool's metadata, or a
     file of another tool whose values reach air) gets ``ct`` with ``window``; normalised
     volumes ``none``; other modalities (from metadata) ``zscore``; with ``projection`` (X-rays,
     photographs) anything not HU ``zscore``. Raw CT stored values, files whose values cannot
-    tell, and images that disagree are refused, naming the option that decides.
+    tell, and images that disagree are refused, naming the option that decides. A dataset's
+    ``channel`` (name, where it is declared: ``("CT", "dataset.json")``) decides instead, as
+    nnU-Net's rule does: CT gets ``ct``, every other name ``zscore``.
 
     Raises
     ------
@@ -105,6 +107,10 @@ def plan_normalization(mode: str, window: Sequence[float], images: Sequence[tupl
         raise UsageError(f"--normalize {mode}: choose one of {', '.join(NORMALIZATIONS)}")
     if mode != "auto":
         return Normalization(_spec(mode, window), "given")
+    if channel is not None:
+        name, where = channel
+        kind = "ct" if name.strip().lower() == "ct" else "zscore"
+        return Normalization(_spec(kind, window), f"channel {name} in {where}")
     first: tuple[str, str, str] | None = None
     for name, volume in list(images)[:AUTO_SAMPLE]:
         kind, why = _kind(volume)

@@ -21,6 +21,8 @@ with 1.25-6 mm slices) this raised held-out Dice by 0.016-0.020 for each of thre
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,6 +50,9 @@ class SegmentOptions:
     images: str | None = None
     masks: str | None = None
     csv: str | None = None
+    dataset: str | None = None
+    channels: list[str] | None = None
+    image_suffix: str = ""
     mask_suffixes: list[str] = field(default_factory=lambda: [""])
     class_names: list[str] | None = None
     folds: str | None = None
@@ -83,8 +88,14 @@ class SegmentOptions:
         from .augment import make_config
         from .losses import check_loss
 
-        if self.csv is None and (self.images is None or self.masks is None):
-            raise UsageError("give --images DIR and --masks DIR, or --csv cases.csv")
+        given = [name for name, value in (("--dataset", self.dataset), ("--csv", self.csv),
+                                          ("--images", self.images)) if value is not None]
+        if len(given) > 1:
+            raise UsageError(f"give one of --dataset, --csv and --images/--masks, not {' and '.join(given)}")
+        if not given or (self.images is not None and self.masks is None):
+            raise UsageError("give --images DIR and --masks DIR, --csv cases.csv or --dataset DIR")
+        if self.channels and self.dataset is None:
+            raise UsageError("--channels picks a channel of a --dataset", hint="give --dataset DIR")
         if self.dim not in (2, 3):
             raise UsageError(f"--dim must be 2d or 3d, got {self.dim}")
         if self.normalize not in NORMALIZATIONS:
@@ -254,13 +265,26 @@ class SegmentTask(Task):
     name = "segment"
 
     # -- data ------------------------------------------------------------------------------------
+    @functools.cached_property
+    def layout(self):
+        """The ``--dataset`` read in its own layout (:mod:`medtool.layouts`), or ``None``."""
+        from .layouts import read_layout
+
+        return None if self.options.dataset is None else read_layout(self.options.dataset,
+                                                                      channels=self.options.channels)
+
+    def data_line(self) -> str | None:
+        return None if self.layout is None else self.layout.describe()
+
     def cases(self):
         from .datasets import match_cases, read_cases_csv
 
         o = self.options
+        if self.layout is not None:
+            return self.layout.cases
         if o.csv is not None:
             return read_cases_csv(o.csv)
-        return match_cases(o.images, o.masks, o.mask_suffixes)
+        return match_cases(o.images, o.masks, o.mask_suffixes, image_suffix=o.image_suffix)
 
     def prepare(self, cache: Path, *, seed: int, workers: int = 1, progress: bool = False,
                 build_cache: bool = True, on_error=None) -> None:
@@ -300,9 +324,15 @@ class SegmentTask(Task):
         if o.dim == 2:
             spacing[0] = None       # slices stay as they are
         sizes = np.median(shapes * spacings / np.array([s or v for s, v in zip(spacing, spacings[0])]), axis=0)
-        norm = plan_normalization(o.normalize, o.window, [(c.image, h) for c, h in zip(train, headers)])
+        layout = self.layout
+        norm = plan_normalization(o.normalize, o.window, [(c.image, h) for c, h in zip(train, headers)],
+                                  channel=(layout.channel, f"the {layout.kind} dataset.json")
+                                  if layout is not None and layout.kind != "BraTS" else None)
         recipe: dict[str, Any] = {"dim": o.dim, "spacing": spacing, "normalize": norm.spec,
-                                  "normalize_why": norm.why}
+                                  "normalize_why": norm.why,
+                                  "image_suffix": layout.image_suffix if layout is not None else o.image_suffix}
+        if layout is not None:
+            recipe["dataset"] = {"kind": layout.kind, "channel": layout.channel, "channels": layout.channels}
         recipe["patch"] = self._plan_patch(sizes)
         return recipe
 
@@ -336,11 +366,17 @@ class SegmentTask(Task):
     def _plan_classes(self, entries) -> None:
         o = self.options
         counts = np.max(np.array([e["label_counts"] for e in entries]), axis=0).tolist()
+        declared = self.layout.classes if self.layout is not None else None
         if o.class_names is not None:
             names = list(o.class_names)
             if len(names) != sum(counts):
                 raise UsageError(f"--class-names gives {len(names)} names but the masks hold "
                                  f"{sum(counts)} labels")
+        elif declared is not None:
+            names = list(declared)
+            if sum(counts) > len(names):
+                raise InputError(f"the label maps hold labels up to {sum(counts)}, dataset.json names "
+                                 f"{len(names)}", path=self.layout.root, hint="fix the labels of dataset.json")
         else:
             names = []
             for suffix, count in zip(o.mask_suffixes, counts):
@@ -590,12 +626,13 @@ class _PredictJob:
 
 def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out: str | Path, *,
                   settings: PredictSettings, device, fmt: str | None = None, suffix: str = "",
-                  force: bool = False,
+                  image_suffix: str = "", force: bool = False,
                   shard: tuple[int, int] | None = None, step: dict[str, Any] | None = None,
                   amp: str = "auto", progress: bool = False, on_error=None):
     """``medtool predict`` for a segmentation checkpoint: every volume under ``inputs`` to a
-    label volume under ``out`` (mirroring the input names, ``suffix`` added after the case id),
-    the model loaded once.
+    label volume under ``out`` (mirroring the input names, ``suffix`` added after the case id;
+    with ``image_suffix``, only inputs named ``<case><image_suffix>``, written as
+    ``<case><suffix>``), the model loaded once.
 
     Returns a :class:`~medtool.batch.BatchResult` whose results are the rows printed.
     """
@@ -610,7 +647,8 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     model = build_model(checkpoint).to(device)
     dtype = amp_dtype(amp, device)
     jobs = [_PredictJob(source, path)
-            for source, path in plan_outputs(inputs, out, shard=shard, suffix=output_suffix)]
+            for source, path in plan_outputs(inputs, out, shard=shard, suffix=output_suffix,
+                                             image_suffix=image_suffix)]
     names = recipe["classes"][1:]
 
     def probability_path(path: Path, name: str) -> Path:

@@ -121,6 +121,11 @@ class Task:
         """What the checkpoint stores to rebuild the task (``make_task(name, options)``)."""
         return {"options": asdict(self.options)}
 
+    def data_line(self) -> str | None:
+        """Where the cases came from, printed before the first line of training (a dataset read
+        in its own layout says which); ``None``: nothing to add."""
+        return None
+
     def init_model(self, model) -> None:
         """Prepare a new model before training (local pretrained weights); nothing by default."""
 

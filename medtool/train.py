@@ -365,6 +365,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
                "val_score", *task.metric_names]
     if dist_info.main:
         _start_log(out / LOG, columns, keep_until=run.start_epoch if resume else 0)
+    if task.data_line():
+        say(task.data_line())
     say(_start_line(task, device, dist_info))
     if layout_note:
         say(layout_note)

@@ -19,6 +19,7 @@ PIPELINE: dict[str, tuple[str, int]] = {
     "attach": ("Give arrays without geometry (coursework masks) their image's geometry.", 24),
     "view": ("Render slices of a volume (with masks) to PNG.", 10),
     "folds": ("Split cases into leakage-free cross-validation folds.", 5),
+    "export": ("Write images and masks as an nnU-Net v2 raw dataset.", 24),
     "train": ("Train a segmentation, classification or detection model.", 6),
     "predict": ("Run a trained model on volumes or images.", 6),
     "score": ("Score predictions against truth (Dice, HD95, mAP, AUC, ...).", 5),

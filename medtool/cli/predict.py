@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
         min_score: Annotated[float | None, typer.Option("--min-score", help="Keep boxes scoring at least this [default: the checkpoint's validated cut].", rich_help_panel=_DET)] = None,
         nms: Annotated[float | None, typer.Option("--nms", help="NMS IoU threshold [default: the checkpoint's].", rich_help_panel=_DET)] = None,
         max_boxes: Annotated[int, typer.Option("--max-boxes", min=1, help="Most boxes per image.", rich_help_panel=_DET)] = 100,
-        suffix: Annotated[str, typer.Option("--suffix", help="segment: added to each output name after the case id (e.g. _lungs); classify: the inputs are named <case><suffix> (e.g. _masked).")] = "",
+        suffix: Annotated[str, typer.Option("--suffix", help="segment: added to each output name after the case id (e.g. _lungs); outputs are named <case><suffix>.<format>.")] = "",
+        image_suffix: Annotated[str | None, typer.Option("--image-suffix", help="The inputs are named <case><suffix> (_masked, _flair, _0000); other files are left out and the case id is the name without it [default: the checkpoint's, from training].")] = None,
         folds: Annotated[Path | None, typer.Option("--folds", metavar="FOLDS.csv", help="With --fold: predict only the cases of that fold.")] = None,
         fold: Annotated[str | None, typer.Option("--fold", metavar="K|test", help="The fold of --folds to predict (a number, or test).")] = None,
         cases: Annotated[Path | None, typer.Option("--cases", metavar="FILE.csv", help="Predict only the cases of this table (its case_id column, else its first).")] = None,
@@ -79,16 +80,33 @@ def register(app: typer.Typer) -> None:
         device = opts.torch_device()
         torch.set_num_threads(max(1, opts.workers))
         state = load_checkpoint(checkpoint)
-        if state["task"] not in _PREDICTORS:
-            raise UsageError(f"predict for a {state['task']} checkpoint is not available",
+        task = state["task"]
+        if task not in _PREDICTORS:
+            raise UsageError(f"predict for a {task} checkpoint is not available",
                              hint=f"this medtool predicts {', '.join(_PREDICTORS)}")
-        if selection is not None:
+        if suffix and task != "segment":
+            raise UsageError(f"--suffix names per-case outputs; {task} writes one CSV",
+                             hint="for inputs named <case>_masked use --image-suffix _masked")
+        values["image_suffix"] = _image_suffix(state, image_suffix, opts)
+        if selection is not None or values["image_suffix"]:
             # detection reads DICOM of any file name; the volume tasks, volume files
-            inputs = select_files(inputs, selection, suffixes=None if state["task"] == "detect" else VOLUME_SUFFIXES,
-                                  strip=suffix if state["task"] == "classify" else "")
-            if not opts.quiet:
+            inputs = select_files(inputs, selection, suffixes=None if task == "detect" else VOLUME_SUFFIXES,
+                                  strip=values["image_suffix"])
+            if selection is not None and not opts.quiet:
                 common.stderr.print(f"predicting {selection.describe(len(inputs))}", highlight=False)
-        return _PREDICTORS[state["task"]](state, inputs, out, values, device, opts)
+        return _PREDICTORS[task](state, inputs, out, values, device, opts)
+
+
+def _image_suffix(state: dict[str, Any], given: str | None, opts: common.Options) -> str:
+    """``--image-suffix``, else the one the checkpoint was trained with (said when not empty)."""
+    if given is not None:
+        return given
+    options = state.get("training", {}).get("options", {})
+    trained = state.get("recipe", {}).get("image_suffix") or options.get("image_suffix") or ""
+    if trained and not opts.quiet:
+        common.stderr.print(f"inputs named <case>{trained} (as in training; change with --image-suffix)",
+                            highlight=False)
+    return trained
 
 
 def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: dict[str, Any], device,
@@ -99,8 +117,8 @@ def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: di
                                threshold=v["threshold"], keep_largest=v["keep_largest"],
                                probabilities=v["probabilities"], interpolation=v["interpolation"])
     outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=v["fmt"], suffix=v["suffix"],
-                            force=opts.force, shard=opts.shard, step=opts.step(), amp=v["amp"],
-                            progress=opts.show_progress, on_error=opts.report)
+                            image_suffix=v["image_suffix"], force=opts.force, shard=opts.shard, step=opts.step(),
+                            amp=v["amp"], progress=opts.show_progress, on_error=opts.report)
     rows = [r for r in outcome.results if r is not None]
     if v["json"]:
         common.print_json(rows)
@@ -123,7 +141,7 @@ def _predict_classify(state: dict[str, Any], inputs: list[Path], out: Path, v: d
     from ..classify import predict_files
 
     outcome = predict_files(state, inputs, out, batch_size=v["batch_size"], device=device, amp=v["amp"],
-                            suffix=v["suffix"], force=opts.force, workers=opts.workers, shard=opts.shard, progress=opts.show_progress,
+                            image_suffix=v["image_suffix"], force=opts.force, workers=opts.workers, shard=opts.shard, progress=opts.show_progress,
                             on_error=opts.report)
     rows = [r for r in outcome.results if r is not None]
     if v["json"]:

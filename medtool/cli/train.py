@@ -78,10 +78,15 @@ _VOLUMES = {
     "class_names": _opt(str | None, "--class-names", panel=_DATA, help="Comma-separated class names."),
     "width": _opt(int | None, "--width", min=1, panel=_MODEL, help="Channels of the first level."),
     "dropout": _opt(float | None, "--dropout", min=0.0, max=1.0, panel=_MODEL, help="Dropout."),
+    "image_suffix": _opt(str | None, "--image-suffix", panel=_DATA,
+                         help="Images are named <case><suffix> (_masked, _flair); others in the folder are left out."),
 }
 _SEGMENT = {
     "masks": _opt(Path | None, "--masks", panel=_DATA, help="Folder of masks (named <case><suffix>)."),
     "csv": _opt(Path | None, "--csv", panel=_DATA, help="CSV case_id,image,mask instead of folders."),
+    "dataset": _opt(Path | None, "--dataset", panel=_DATA,
+                    help="A Decathlon or nnU-Net v2 raw dataset (dataset.json), or a BraTS folder of case folders."),
+    "channels": _opt(str | None, "--channels", panel=_DATA, help="The input channel of --dataset [default: its first]."),
     "mask_suffix": _opt(list[str] | None, "--mask-suffix", panel=_DATA,
                         help="Mask name after the case id; repeat to merge masks."),
     "patch": _opt(tuple[int, int, int] | None, "--patch", metavar="Z Y X", panel=_DATA,
@@ -106,8 +111,6 @@ _SEGMENT = {
 }
 _CLASSIFY = {
     "labels": _opt(Path | None, "--labels", panel=_DATA, help="CSV with a case id and a class per image."),
-    "image_suffix": _opt(str | None, "--image-suffix", panel=_DATA,
-                         help="Images are named <case><suffix> (e.g. _masked); others in the folder are left out."),
     "id_column": _opt(str | None, "--id-column", panel=_DATA,
                       help="Case id column of --labels; with --cases, the column (e.g. PatientID) joining them."),
     "cases": _opt(Path | None, "--cases", metavar="CASES.csv", panel=_DATA,
@@ -329,8 +332,8 @@ def _convert(name: str, value: Any, values: dict[str, Any]) -> Any:
         return list(value)
     if name == "mask_suffix":
         return list(value) or [""]
-    if name == "class_names":
-        return [n.strip() for n in value.split(",")]
+    if name in ("class_names", "channels"):
+        return [n.strip() for n in value.split(",") if n.strip()]
     if name in ("anchor_sizes", "anchor_ratios"):
         return _numbers(value, f"--{name.replace('_', '-')}")
     return value

@@ -1,0 +1,117 @@
+"""Other tools' dataset layouts: Decathlon, nnU-Net v2 raw and BraTS read as they are published;
+nnU-Net v2 raw written by export_nnunet and read back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medtool.errors import InputError, UsageError
+from medtool.folds import nnunet_splits
+from medtool.formats import load_volume, save_volume
+from medtool.layouts import export_nnunet, read_layout
+from tests.layout_fixtures import write_brats, write_decathlon, write_nnunet
+
+
+def test_decathlon_cases_classes_and_channel_come_from_dataset_json(tmp_path):
+    layout = read_layout(write_decathlon(tmp_path))
+    assert layout.kind == "Decathlon"
+    assert [c.case_id for c in layout.cases] == ["liver_0", "liver_1", "liver_2"]   # no ._liver_0
+    assert layout.classes == ["liver", "cancer"] and layout.channel == "CT" and layout.is_ct
+    assert [p.name for p in layout.test] == ["liver_99.nii.gz"] and layout.image_suffix == ""
+    assert "Decathlon dataset" in layout.describe() and "classes liver, cancer" in layout.describe()
+
+
+def test_nnunet_channel_suffix_labels_and_test_images(tmp_path):
+    layout = read_layout(write_nnunet(tmp_path, channel="T2"))
+    assert layout.kind == "nnU-Net" and layout.image_suffix == "_0000"
+    assert [c.case_id for c in layout.cases] == ["box_000", "box_001", "box_002"]
+    assert layout.cases[0].masks[0].name == "box_000.nii.gz"
+    assert layout.classes == ["organ", "lesion"] and not layout.is_ct
+    assert [p.name for p in layout.test] == ["box_007_0000.nii.gz"]
+
+
+def test_brats_folders_give_cases_channels_and_test_cases(tmp_path):
+    layout = read_layout(write_brats(tmp_path))
+    assert layout.kind == "BraTS" and layout.channels == ["flair", "t1", "t1ce", "t2"]
+    assert layout.channel == "flair" and layout.image_suffix == "_flair" and layout.mask_suffix == "_seg"
+    assert len(layout.cases) == 3 and len(layout.test) == 1
+    assert layout.cases[0].image.name == "BraTS20_Training_000_flair.nii.gz"
+    assert "choose with --channels" in layout.describe()
+    t1ce = read_layout(tmp_path / "BraTS", channels=["T1CE"])
+    assert t1ce.cases[2].image.name == "BraTS20_Training_002_t1ce.nii.gz" and t1ce.image_suffix == "_t1ce"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "labelsTr" / "box_001.nii.gz").unlink(), "no label file box_001.nii.gz"),
+    (lambda d: (d / "dataset.json").write_text("{not json"), "cannot read it"),
+    (lambda d: (d / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}, "numTraining": 5,
+         "file_ending": ".nii.gz"})), "numTraining 5, imagesTr holds 3"),
+    (lambda d: (d / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "CT"}, "labels": {"background": 0, "whole": [1, 2]},
+         "file_ending": ".nii.gz"})), "is a region"),
+    (lambda d: (d / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 3},
+         "file_ending": ".nii.gz"})), "do not run 1..N"),
+])
+def test_damaged_datasets_are_one_error_naming_the_file(tmp_path, damage, message):
+    dataset = write_nnunet(tmp_path)
+    damage(dataset)
+    with pytest.raises(InputError, match=message.replace(".", r"\.").replace("[", r"\[")):
+        read_layout(dataset)
+
+
+def test_not_a_dataset_and_unknown_or_several_channels(tmp_path):
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError, match="no dataset.json and no BraTS"):
+        read_layout(tmp_path / "plain")
+    brats = write_brats(tmp_path)
+    with pytest.raises(UsageError, match="the dataset has flair, t1, t1ce, t2"):
+        read_layout(brats, channels=["pd"])
+    with pytest.raises(UsageError, match="several input channels"):
+        read_layout(brats, channels=["flair", "t2"])
+
+
+def test_export_nnunet_round_trips_images_labels_and_splits(tmp_path):
+    layout = read_layout(write_decathlon(tmp_path))
+    folds = {"liver_0": 0, "liver_1": 1, "liver_2": "test"}
+    out = tmp_path / "raw" / "Dataset501_Liver"
+    summary = export_nnunet(layout.cases, out, classes=layout.classes, channel="CT", folds=folds)
+    assert summary["cases"] == 3 and summary["splits"] == 2
+    description = json.loads((out / "dataset.json").read_text())
+    assert description["labels"] == {"background": 0, "liver": 1, "cancer": 2}
+    assert description["channel_names"] == {"0": "CT"} and description["numTraining"] == 3
+    splits = json.loads((out / "splits_final.json").read_text())
+    assert splits == [{"train": ["liver_1"], "val": ["liver_0"]}, {"train": ["liver_0"], "val": ["liver_1"]}]
+    back = read_layout(out)
+    assert back.kind == "nnU-Net" and back.classes == layout.classes and back.is_ct
+    for original, exported in zip(layout.cases, back.cases):
+        assert exported.case_id == original.case_id
+        a, b = load_volume(original.image), load_volume(exported.image)
+        np.testing.assert_array_equal(a.array, b.array)
+        assert a.same_grid(b)
+        np.testing.assert_array_equal(load_volume(original.masks[0]).array, load_volume(exported.masks[0]).array)
+        assert load_volume(exported.masks[0]).array.dtype == np.uint8
+
+
+def test_export_refuses_bad_names_and_masks_off_the_grid(tmp_path):
+    layout = read_layout(write_decathlon(tmp_path))
+    with pytest.raises(UsageError, match="DatasetNNN_Name"):
+        export_nnunet(layout.cases, tmp_path / "Liver", classes=None, channel="CT")
+    moved = load_volume(layout.cases[1].masks[0])
+    moved.origin = (0.0, 0.0, 0.0)
+    save_volume(moved, layout.cases[1].masks[0], force=True)
+    out = tmp_path / "Dataset001_Liver"
+    with pytest.raises(InputError, match="not on its image's grid"):
+        export_nnunet(layout.cases, out, classes=None, channel="CT")
+    assert not out.exists()                     # nothing half-written
+
+
+def test_splits_leave_the_test_fold_out_and_need_every_case():
+    assert nnunet_splits({"a": 0, "b": 1, "c": 0, "t": "test"}, ["a", "b", "c", "t"]) == [
+        {"train": ["b"], "val": ["a", "c"]}, {"train": ["a", "c"], "val": ["b"]}]
+    with pytest.raises(InputError, match="not in the folds table"):
+        nnunet_splits({"a": 0}, ["a", "z"])
