@@ -47,7 +47,7 @@ import numpy as np
 
 from . import __version__
 from .dicom import LABEL_CLASSES, RTSTRUCT_CLASS, SEG_CLASS
-from .errors import InputError, UsageError, reason
+from .errors import InputError, MedtoolError, UsageError, reason
 from .volume import Volume
 
 #: What ``todicom --format`` and ``predict --format`` write.
@@ -1049,3 +1049,85 @@ def write_dicom_labels(mask: Volume, reference: Reference, out: str | os.PathLik
         raise UsageError(f"--format {fmt}: choose one of {', '.join(DICOM_FORMATS)}")
     writer = write_seg if fmt == "dcm-seg" else write_rtstruct
     return writer(mask, reference, out, **options)
+
+
+# -- todicom: mask files to DICOM files -----------------------------------------------------------
+
+#: Name of each written object beside its mask's case: ``<mask name><suffix>``.
+OUTPUT_SUFFIXES = {"dcm-seg": "_seg.dcm", "rtstruct": "_rtstruct.dcm"}
+
+
+@dataclass
+class _MaskJob:
+    source: Path
+    path: Path
+    stacks: list
+    fmt: str
+    algorithm: Algorithm
+    series_uid: str | None
+    force: bool
+
+
+def write_masks(masks: Sequence[str | os.PathLike], ref: Sequence[str | os.PathLike],
+                out: str | os.PathLike, *, fmt: str, series_uid: str | None = None,
+                algorithm: Algorithm = Algorithm(), force: bool = False, workers: int = 1,
+                shard: tuple[int, int] | None = None, progress: bool = False, on_error=None):
+    """``medtool todicom``: each label volume under ``masks`` as a SEG or RTSTRUCT of the series
+    under ``ref`` whose grid it is on (:func:`reference_for`).
+
+    ``out`` is a folder (``OUT/<mask name>_seg.dcm`` / ``_rtstruct.dcm``, the masks' folder
+    layout mirrored) or, for one mask, a ``.dcm`` file. Returns a
+    :class:`~medtool.ingest.Report` of the files written.
+    """
+    from .batch import run_batch
+    from .files import check_writable, find_files, mirror_path, take_shard
+    from .ingest import Report
+
+    if fmt not in DICOM_FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(DICOM_FORMATS)}")
+    report = Report(inputs=[str(m) for m in masks])
+    sources = take_shard([p for p in find_files(masks) if p.exists()], shard)
+    missing = [Path(m) for m in masks if not Path(m).exists()]
+    for path in missing:
+        error = InputError("no such file or folder", path=path, hint="check the path")
+        report.failures.append((str(path), error))
+        if on_error:
+            on_error(error)
+    if not sources:
+        return report
+    out = Path(out)
+    single = out.suffix.lower() == ".dcm"
+    if single and len(sources) > 1:
+        raise UsageError(f"{out} names one file, but there are {len(sources)} masks",
+                         hint="give an output folder instead")
+    stacks = scan_references(ref)
+    roots = [Path(m) for m in masks]
+    jobs = []
+    for source in sources:
+        path = out if single else mirror_path(source, roots, out, OUTPUT_SUFFIXES[fmt])
+        try:
+            check_writable(path, force=force)
+        except MedtoolError as exc:
+            report.failures.append((str(source), exc))
+            if on_error:
+                on_error(exc)
+            continue
+        jobs.append(_MaskJob(source, path, stacks, fmt, algorithm, series_uid, force))
+    outcome = run_batch(_write_mask, jobs, workers=workers, description="writing DICOM",
+                        progress=progress, on_error=on_error, name=lambda job: str(job.source))
+    report.written.extend(r for r in outcome.results if r is not None)
+    report.failures.extend(outcome.failures)
+    report.files = len(sources) + len(missing)
+    return report
+
+
+def _write_mask(job: _MaskJob) -> dict[str, Any]:
+    from .formats import load_volume
+
+    mask = load_volume(job.source)
+    reference = reference_for(mask, job.stacks, series_uid=job.series_uid, path=job.source)
+    write_dicom_labels(mask, reference, job.path, fmt=job.fmt, algorithm=job.algorithm,
+                       force=job.force, path=job.source)
+    return {"output": str(job.path), "source": str(job.source), "format": job.fmt,
+            "series": reference.stack.name, "series_uid": reference.series_uid,
+            "labels": {str(k): v for k, v in label_names(mask).items()}}
