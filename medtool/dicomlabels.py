@@ -456,8 +456,12 @@ def _rasterise(ds, grid: Volume, path, *, allow_empty: bool):
 
 def _contour_points(contour, name: str, index: int, path) -> np.ndarray:
     """The (N, 3) LPS points of one contour; a damaged ContourData is an error."""
-    data = contour.get("ContourData")
     where = f"contour {index} of ROI {name!r}"
+    try:
+        data = contour.get("ContourData")
+    except (TypeError, ValueError):
+        raise InputError(f"{where} has ContourData that is not numbers", path=path,
+                         hint="the file is damaged; export it again") from None
     if data in (None, ""):
         raise InputError(f"{where} has no ContourData", path=path,
                          hint="the file is damaged; export it again")
