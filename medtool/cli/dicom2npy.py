@@ -20,8 +20,7 @@ Labels: each RT Structure Set (RTSTRUCT) and DICOM Segmentation (SEG: binary, fr
 label map) becomes a uint8 label volume on the grid of the image series it references (matched
 by its referenced images, series and FrameOfReferenceUID): OUT/<that series' case>_rtstruct
 or _seg (_2, _3 for more objects of one series, in file-name order), one label per ROI or
-segment, the names and
-colours in the metadata (labels, label_colours). RTSTRUCT contours are filled on their image
+segment, the names and colours in the metadata (labels, label_colours). RTSTRUCT contours are filled on their image
 planes, holes by the even-odd rule; SEG frames are placed by their positions (any order, sparse
 frames). A structure set whose series is not among the inputs, a contour off the image, an ROI
 without contours ([bold]--allow-empty[/bold] keeps it as an empty label) or a damaged sequence
