@@ -105,7 +105,7 @@ _medtool() {
         opts="--ref --format --series --manual --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --ref) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "dcm-seg rtstruct" -- "$cur")); return ;;
             --series) return ;;
             --workers|-j) return ;;
             --shard) return ;;

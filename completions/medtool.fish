@@ -147,7 +147,7 @@ complete -c medtool -n '__fish_seen_subcommand_from attach' -l debug -d 'Show tr
 complete -c medtool -n '__fish_seen_subcommand_from attach' -l help -s h -d 'Show the help'
 complete -c medtool -n '__fish_seen_subcommand_from attach' -F
 complete -c medtool -n '__fish_seen_subcommand_from todicom' -l ref -r -F -d 'The DICOM series the masks were made on (a folder, walked recursive...'
-complete -c medtool -n '__fish_seen_subcommand_from todicom' -l format -x -a 'seg.nrrd nii.gz nii nrrd mha mhd npy npz' -d 'dcm-seg (DICOM Segmentation) or rtstruct (RT Structure Set)'
+complete -c medtool -n '__fish_seen_subcommand_from todicom' -l format -x -a 'dcm-seg rtstruct' -d 'dcm-seg (DICOM Segmentation) or rtstruct (RT Structure Set)'
 complete -c medtool -n '__fish_seen_subcommand_from todicom' -l series -x -d 'The SeriesInstanceUID to reference when several series share the ma...'
 complete -c medtool -n '__fish_seen_subcommand_from todicom' -l manual -d 'The masks were drawn by hand - no algorithm identification, MANUAL...'
 complete -c medtool -n '__fish_seen_subcommand_from todicom' -l json -d 'Print what was written as JSON'
