@@ -173,3 +173,17 @@ def test_dicom2npy_leaves_labels_of_series_it_does_not_convert(cli, tmp_path):
     result = cli("dicom2npy", tmp_path, tmp_path / "vol", "--series", uid)
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "vol").glob("*.npy")) == ["ct.npy"]
+
+
+def test_anonymized_label_objects_still_reference_their_series(cli, labelled, tmp_path):
+    # anonymize gives every UID a new value consistently, references inside sequences too
+    result = cli("anonymize", labelled["seg"] / "ct", tmp_path / "anon", "--salt", "test", "-q")
+    assert result.exit_code == 0, result.stderr
+    result = cli("dicom2npy", tmp_path / "anon", tmp_path / "vol", "--json")
+    assert result.exit_code == 0, result.stderr
+    outputs = [Path(row["output"]) for row in json.loads(result.stdout)["written"]]
+    labels = [p for p in outputs if p.name.endswith("_seg.npy")]
+    assert len(labels) == 2
+    truths = {load_volume(labelled["seg"] / "truth" / f"case_00{i}_lungs.nii.gz").array.sum()
+              for i in (1, 2)}
+    assert {load_volume(p).array.sum() for p in labels} == truths
