@@ -139,7 +139,7 @@ _medtool() {
         esac
         ;;
     predict)
-        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --min-score --nms --max-boxes --suffix --folds --fold --cases --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --ref --min-score --nms --max-boxes --suffix --folds --fold --cases --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --batch-size) return ;;
             --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
@@ -148,7 +148,8 @@ _medtool() {
             --keep-largest) return ;;
             --threshold) return ;;
             --interpolation) return ;;
-            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz dcm-seg rtstruct" -- "$cur")); return ;;
+            --ref) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --min-score) return ;;
             --nms) return ;;
             --max-boxes) return ;;

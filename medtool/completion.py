@@ -65,8 +65,10 @@ def _choices() -> dict[str, tuple[str, ...]]:
 def _command_choices() -> dict[tuple[str, str], tuple[str, ...]]:
     """Values of an option that differ for one command: ``(command, option) -> values``."""
     from .dicomlabels import DICOM_FORMATS
+    from .files import VOLUME_SUFFIXES
 
-    return {("todicom", "--format"): DICOM_FORMATS}
+    volumes = tuple(s.lstrip(".") for s in VOLUME_SUFFIXES)
+    return {("todicom", "--format"): DICOM_FORMATS, ("predict", "--format"): volumes + DICOM_FORMATS}
 
 
 def _is_path(annotation: Any) -> bool:

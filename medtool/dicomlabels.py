@@ -1135,3 +1135,28 @@ def _write_mask(job: _MaskJob) -> dict[str, Any]:
     return {"output": str(job.path), "source": str(job.source), "format": job.fmt,
             "series": reference.stack.name, "series_uid": reference.series_uid,
             "labels": {str(k): v for k, v in label_names(mask).items()}}
+
+
+@dataclass
+class DicomLabelWriter:
+    """Writes label volumes as ``fmt`` objects of the series in ``stacks`` (``predict --format
+    dcm-seg|rtstruct --ref DIR``): called as ``writer(labels, path, force=...)``."""
+
+    fmt: str
+    stacks: list
+    algorithm: Algorithm = Algorithm()
+    series_uid: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fmt not in DICOM_FORMATS:
+            raise UsageError(f"--format {self.fmt}: choose one of {', '.join(DICOM_FORMATS)}")
+
+    @property
+    def suffix(self) -> str:
+        """What each output's name ends in (``_seg.dcm`` / ``_rtstruct.dcm``)."""
+        return OUTPUT_SUFFIXES[self.fmt]
+
+    def __call__(self, labels: Volume, path: Path, *, force: bool = False, source=None) -> Path:
+        reference = reference_for(labels, self.stacks, series_uid=self.series_uid, path=source)
+        return write_dicom_labels(labels, reference, path, fmt=self.fmt, algorithm=self.algorithm,
+                                  force=force, path=source)

@@ -187,3 +187,58 @@ def test_anonymized_label_objects_still_reference_their_series(cli, labelled, tm
     truths = {load_volume(labelled["seg"] / "truth" / f"case_00{i}_lungs.nii.gz").array.sum()
               for i in (1, 2)}
     assert {load_volume(p).array.sum() for p in labels} == truths
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A barely trained 3D ball segmenter: what it predicts does not matter, only where it goes."""
+    import torch
+
+    from medtool.segmentation import SegmentOptions
+    from medtool.train import LAST, TrainConfig, fit, make_task
+
+    from ..segdata import write_ball_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    images, masks = write_ball_dataset(root, cases=2)
+    options = SegmentOptions(images=str(images), masks=str(masks), dim=3, patch=[8, 16, 16],
+                             width=4, depth=2, augment="none", val_fraction=0.5)
+    config = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=1, schedule="constant")
+    fit(make_task("segment", options), config, root / "run", device=torch.device("cpu"),
+        progress=False)
+    return root / "run" / LAST
+
+
+@pytest.mark.parametrize("fmt", ["dcm-seg", "rtstruct"])
+def test_predict_writes_dicom_labels_of_the_source_series(cli, tiny_checkpoint, tmp_path, fmt):
+    from ..segdata import ball_case
+
+    image, _ = ball_case(5, shape=(8, 24, 20), spacing=(2.0, 1.0, 1.0))
+    write_series(tmp_path / "ct", (image.array + 1024).astype(np.int16), spacing=(2.0, 1.0, 1.0),
+                 row=(-1.0, 0.0, 0.0), column=(0.0, 1.0, 0.0))
+    assert cli("dicom2npy", tmp_path / "ct", tmp_path / "hu" / "ct.nii.gz", "--hu", "-q").exit_code == 0
+    assert cli("predict", tiny_checkpoint, tmp_path / "hu", tmp_path / "pred", "-q").exit_code == 0
+    predicted = load_volume(tmp_path / "pred" / "ct.nii.gz").array
+    if fmt == "rtstruct" and not predicted.any():
+        pytest.skip("the tiny model found nothing: an RT Structure Set needs a structure")
+    result = cli("predict", tiny_checkpoint, tmp_path / "hu", tmp_path / "dcm", "--format", fmt,
+                 "--ref", tmp_path / "ct", "--json")
+    assert result.exit_code == 0, result.stderr
+    suffix = {"dcm-seg": "_seg.dcm", "rtstruct": "_rtstruct.dcm"}[fmt]
+    written = tmp_path / "dcm" / f"ct{suffix}"
+    assert json.loads(result.stdout)[0]["output"] == str(written)
+    ds = pydicom.dcmread(written)
+    assert ds.Modality == ("SEG" if fmt == "dcm-seg" else "RTSTRUCT")
+    if fmt == "dcm-seg":
+        import highdicom as hd
+
+        seg = hd.seg.segread(written)
+        algorithm = seg.get_segment_description(1).algorithm_identification[0]
+        assert algorithm.AlgorithmName == "medtool" and algorithm.AlgorithmSource.endswith("last.pt")
+    shutil.copy(written, tmp_path / "ct")
+    assert cli("dicom2npy", tmp_path / "ct", tmp_path / "back", "-q").exit_code == 0
+    kind = "seg" if fmt == "dcm-seg" else "rtstruct"
+    back = load_volume(tmp_path / "back" / f"ct_{kind}.npy").array
+    np.testing.assert_array_equal(back, predicted)
+    usage = cli("predict", tiny_checkpoint, tmp_path / "hu", tmp_path / "x", "--format", fmt)
+    assert usage.exit_code == 2 and "--ref" in usage.stderr
