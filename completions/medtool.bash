@@ -30,11 +30,12 @@ _medtool() {
         esac
         ;;
     dicom2npy)
-        opts="--format --series --name --hu --allow-gaps --untilt --no-untilt --labels --no-labels --allow-empty --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--format --series --name --hu --allow-gaps --untilt --no-untilt --labels --no-labels --labels-out --allow-empty --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
             --series) return ;;
             --name) return ;;
+            --labels-out) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --workers|-j) return ;;
             --shard) return ;;
         esac

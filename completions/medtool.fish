@@ -50,6 +50,7 @@ complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l hu -d 'Write i
 complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l allow-gaps -d 'Interpolate missing or unevenly spaced slices onto a uniform grid'
 complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l untilt -l no-untilt -d 'Resample gantry-tilted series onto a straight grid that holds every...'
 complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l labels -l no-labels -d 'Convert RTSTRUCT and SEG files into label volumes on their series’...'
+complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l labels-out -r -F -d 'Write the label volumes into DIR instead of OUT (OUT then holds ima...'
 complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l allow-empty -d 'Keep an RTSTRUCT ROI without contours as an empty label instead of...'
 complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l json -d 'Print what was written as JSON'
 complete -c medtool -n '__fish_seen_subcommand_from dicom2npy' -l workers -s j -x -d 'Files processed in parallel'

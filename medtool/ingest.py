@@ -82,6 +82,7 @@ CASES_COLUMNS = ("case_id", "output", "source", "PatientID", "StudyInstanceUID",
 def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt: str = "npy",
             series: str = "all", allow_gaps: bool = False, untilt: bool = True,
             name: str | None = None, labels: bool = False, allow_empty: bool = False,
+            labels_out: str | os.PathLike | None = None,
             hu: HuOptions | None = None, workers: int = 1, force: bool = False,
             shard: tuple[int, int] | None = None, step: dict[str, Any] | None = None,
             progress: bool = False, on_error: Callable[[MedtoolError], None] | None = None,
@@ -96,8 +97,9 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
 
     With ``labels``, every RTSTRUCT and SEG file among the inputs becomes a label volume on the
     grid of the series it references, ``<that series' output name>_rtstruct`` / ``_seg``
-    (:mod:`medtool.dicomlabels`; ``allow_empty`` keeps ROIs without contours as empty labels);
-    one whose series is not among the inputs is an error naming the file.
+    (:mod:`medtool.dicomlabels`; ``allow_empty`` keeps ROIs without contours as empty labels),
+    written under ``labels_out`` instead of ``out`` when given; one whose series is not among
+    the inputs is an error naming the file.
     """
     from .series import NameTemplate
 
@@ -144,8 +146,9 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
     jobs = _writable(jobs, force=force, report=report, on_error=on_error,
                      root=None if single else out)
     label_jobs = _label_jobs(found_labels, planned.stacks, stacks, scanned.frames, out, fmt=fmt,
-                             single=single, step=step or {}, force=force, allow_empty=allow_empty,
-                             shard=shard, report=report, on_error=on_error)
+                             single=single, labels_out=None if labels_out is None else Path(labels_out),
+                             step=step or {}, force=force, allow_empty=allow_empty, shard=shard,
+                             report=report, on_error=on_error)
     if len(jobs) == 1:
         jobs[0].workers, jobs[0].progress = workers, progress
     from .batch import run_batch
@@ -195,7 +198,8 @@ class _LabelJob:
 
 
 def _label_jobs(found: list[tuple[str, str]], planned: list[Stack], stacks: list[Stack],
-                frames, out: Path, *, fmt: str, single: bool, step: dict[str, Any], force: bool,
+                frames, out: Path, *, fmt: str, single: bool, labels_out: Path | None,
+                step: dict[str, Any], force: bool,
                 allow_empty: bool, shard, report: Report, on_error) -> list[_LabelJob]:
     """One job per RTSTRUCT / SEG file whose series is converted in this run; an object whose
     series is not among the inputs is a failure (reported by one shard only)."""
@@ -223,14 +227,16 @@ def _label_jobs(found: list[tuple[str, str]], planned: list[Stack], stacks: list
         taken[stack.name, kind] += 1
         suffix = LABEL_SUFFIXES[kind] + ("" if taken[stack.name, kind] == 1
                                          else f"_{taken[stack.name, kind]}")
+        folder = out.parent if single else out
+        if labels_out is not None:
+            folder = labels_out
         if single:
-            ending = volume_suffix(out) or ""
-            path = out.with_name(strip_suffix(out) + suffix + ending)
+            path = folder / (strip_suffix(out) + suffix + (volume_suffix(out) or ""))
         else:
-            path = out / f"{stack.name}{suffix}.{fmt}"
+            path = folder / f"{stack.name}{suffix}.{fmt}"
         try:
             if not single:
-                check_inside(path, out)
+                check_inside(path, folder)
             check_writable(path, force=force)
         except MedtoolError as exc:
             errors.append((source, exc))

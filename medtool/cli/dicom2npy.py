@@ -25,6 +25,7 @@ planes, holes by the even-odd rule; SEG frames are placed by their positions (an
 frames). A structure set whose series is not among the inputs, a contour off the image, an ROI
 without contours ([bold]--allow-empty[/bold] keeps it as an empty label) or a damaged sequence
 is one error line; [bold]--no-labels[/bold] skips these files instead.
+[bold]--labels-out DIR[/bold] writes the label volumes there, so that OUT holds the images only.
 Images are grouped by SeriesInstanceUID and split into stacks by orientation, image size and
 pixel spacing; localizers (ImageType LOCALIZER/SCOUT/PROJECTION IMAGE, or up to 3 images in
 another orientation) are dropped with a note. Slices are sorted by ImagePositionPatient
@@ -77,6 +78,7 @@ def register(app: typer.Typer) -> None:
         allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Interpolate missing or unevenly spaced slices onto a uniform grid.")] = False,
         untilt: Annotated[bool, typer.Option("--untilt/--no-untilt", help="Resample gantry-tilted series onto a straight grid that holds every source pixel (with a warning), or refuse them.")] = True,
         labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Convert RTSTRUCT and SEG files into label volumes on their series' grid, or skip them.")] = True,
+        labels_out: Annotated[Path | None, typer.Option("--labels-out", metavar="DIR", help="Write the label volumes into DIR instead of OUT (OUT then holds images only: train segment --images OUT --masks DIR --mask-suffix _rtstruct).")] = None,
         allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Keep an RTSTRUCT ROI without contours as an empty label instead of failing.")] = False,
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
@@ -84,7 +86,8 @@ def register(app: typer.Typer) -> None:
         from ..ingest import HuOptions, convert
 
         report = convert(inputs, out, fmt=fmt, series=series, allow_gaps=allow_gaps, untilt=untilt,
-                         name=name, labels=labels, allow_empty=allow_empty, hu=HuOptions() if hu else None, workers=opts.workers, force=opts.force,
+                         name=name, labels=labels, allow_empty=allow_empty, labels_out=labels_out,
+                         hu=HuOptions() if hu else None, workers=opts.workers, force=opts.force,
                          shard=opts.shard, step=opts.step(), progress=opts.show_progress,
                          on_error=opts.report, on_notice=common.report_notice if not opts.quiet else None)
         return report_conversion(report, json=json, opts=opts)

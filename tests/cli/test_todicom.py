@@ -242,3 +242,27 @@ def test_predict_writes_dicom_labels_of_the_source_series(cli, tiny_checkpoint, 
     np.testing.assert_array_equal(back, predicted)
     usage = cli("predict", tiny_checkpoint, tmp_path / "hu", tmp_path / "x", "--format", fmt)
     assert usage.exit_code == 2 and "--ref" in usage.stderr
+
+
+@pytest.mark.slow
+def test_rtstruct_phantom_trains_from_its_dicom_folders_and_scores_as_the_nifti_truth(cli, tmp_path):
+    # the LCTSC path: DICOM images + RTSTRUCT -> dicom2npy (images and labels apart) -> train
+    # -> predict -> score, which the RTSTRUCT truth and the NIfTI truth score alike
+    data = tmp_path / "data"
+    assert cli("phantom", data, "--cases", "3", "--shape", "64", "--cxr", "0",
+               "--labels-as", "rtstruct", "-q").exit_code == 0
+    result = cli("dicom2npy", data / "ct", tmp_path / "hu", "--hu", "--labels-out", tmp_path / "rt", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "rt").glob("*.npy")) == [
+        f"case_00{i}_rtstruct.npy" for i in (1, 2, 3)]
+    result = cli("train", "segment", "--images", tmp_path / "hu", "--masks", tmp_path / "rt",
+                 "--mask-suffix", "_rtstruct", "--dim", "2d", "--epochs", "1", "--steps", "2",
+                 "--out", tmp_path / "run", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert cli("predict", tmp_path / "run" / "best.pt", tmp_path / "hu", tmp_path / "pred", "-q").exit_code == 0
+    scores = []
+    for truth, suffix in ((tmp_path / "rt", "_rtstruct"), (data / "truth", "_lungs")):
+        result = cli("score", "--truth", truth, "--suffix", suffix, tmp_path / "pred", "--metric", "dice", "--json")
+        assert result.exit_code == 0, result.stderr
+        scores.append(json.loads(result.stdout)["leaderboard"][0]["scores"])
+    assert scores[0] == pytest.approx(scores[1])
