@@ -382,8 +382,6 @@ def read_labels(path: str | os.PathLike, grid: Volume, *, allow_empty: bool = Fa
 
 def _rasterise(ds, grid: Volume, path, *, allow_empty: bool):
     """RTSTRUCT contours filled on ``grid``: (array, labels, colours, notes)."""
-    from skimage.draw import polygon
-
     shape = _shape3(grid)
     rois = _items(ds, "StructureSetROISequence", path, required=True)
     contours_of: dict[int, Any] = {}
@@ -420,6 +418,7 @@ def _rasterise(ds, grid: Volume, path, *, allow_empty: bool):
             raise InputError(f"more than {MAX_LABEL} ROIs", path=path,
                              hint="a uint8 label volume holds at most 255 labels")
         layer = np.zeros(shape, bool)
+        planes: dict[int, list[np.ndarray]] = {}
         for index, contour in enumerate(closed, 1):
             points = _contour_points(contour, name, index, path)
             ijk = to_index(grid, points)
@@ -434,8 +433,9 @@ def _rasterise(ds, grid: Volume, path, *, allow_empty: bool):
             if (rows.min() < -0.5 or rows.max() > shape[1] - 0.5
                     or columns.min() < -0.5 or columns.max() > shape[2] - 0.5):
                 clipped += 1
-            rr, cc = polygon(rows, columns, shape=shape[1:])
-            layer[plane, rr, cc] ^= True
+            planes.setdefault(plane, []).append(ijk[:, 1:])
+        for plane, polygons in planes.items():
+            layer[plane] = fill_even_odd(polygons, shape[1:])
         if not layer.any() and closed and not allow_empty:
             raise InputError(f"the contours of ROI {name!r} enclose no voxel centre", path=path,
                              hint="the ROI is smaller than a voxel; delete it or pass --allow-empty")
@@ -454,9 +454,42 @@ def _rasterise(ds, grid: Volume, path, *, allow_empty: bool):
     return array, labels, colours, notes
 
 
+def fill_even_odd(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Voxels of a ``shape`` plane whose centres lie inside ``polygons`` by the even-odd rule.
+
+    ``polygons`` are closed (N, 2) (row, column) outlines (the closing edge implied): a centre
+    is inside when a ray along its row crosses their edges an odd number of times, so inner
+    contours are holes, islands in holes are filled, and a keyhole's channel is empty. A scan
+    line fill in NumPy: each edge's crossings with the rows of voxel centres it spans
+    (half-open, so a vertex on a row counts once), one toggle per crossing at the first centre
+    right of it, and a running parity along each row. (:func:`skimage.draw.polygon` gives the
+    same voxels one polygon at a time but tests every voxel of the bounding box against every
+    edge: 10 ms for one lung outline at 512 x 512.)
+    """
+    rows_count, columns_count = shape
+    starts = np.concatenate([np.asarray(p, np.float64) for p in polygons])
+    ends = np.concatenate([np.roll(np.asarray(p, np.float64), -1, axis=0) for p in polygons])
+    (y0, x0), (y1, x1) = starts.T, ends.T
+    first = np.maximum(np.ceil(np.minimum(y0, y1)), 0)
+    last = np.minimum(np.ceil(np.maximum(y0, y1)) - 1, rows_count - 1)
+    counts = np.maximum(last - first + 1, 0).astype(np.int64)      # 0 for horizontal edges
+    edge = np.repeat(np.arange(len(counts)), counts)
+    offset = np.arange(len(edge)) - np.repeat(np.cumsum(counts) - counts, counts)
+    row = first[edge] + offset
+    x = x0[edge] + (row - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
+    column = np.clip(np.floor(x) + 1, 0, columns_count).astype(np.int64)
+    toggles = np.bincount(row.astype(np.int64) * (columns_count + 1) + column,
+                          minlength=rows_count * (columns_count + 1))
+    toggles = toggles.reshape(rows_count, columns_count + 1)[:, :columns_count]
+    return (np.cumsum(toggles, axis=1) & 1).astype(bool)
+
+
 def _contour_points(contour, name: str, index: int, path) -> np.ndarray:
     """The (N, 3) LPS points of one contour; a damaged ContourData is an error."""
     where = f"contour {index} of ROI {name!r}"
+    fast = _raw_numbers(contour, 0x30060050)
+    if fast is not None:
+        return _checked_points(fast, contour, where, path)
     try:
         data = contour.get("ContourData")
     except (TypeError, ValueError):
@@ -471,6 +504,27 @@ def _contour_points(contour, name: str, index: int, path) -> np.ndarray:
     except (TypeError, ValueError):
         raise InputError(f"{where} has ContourData that is not numbers", path=path,
                          hint="the file is damaged; export it again") from None
+    return _checked_points(values, contour, where, path)
+
+
+def _raw_numbers(item, tag: int) -> np.ndarray | None:
+    """A DS value as read from the file, parsed by NumPy without pydicom's per-number objects
+    (a planning system's structure set holds hundreds of thousands); ``None`` when it is not
+    raw (already converted) or not plain numbers."""
+    try:
+        element = item.get_item(tag)
+    except (KeyError, TypeError):
+        return None
+    raw = getattr(element, "value", None) if type(element).__name__ == "RawDataElement" else None
+    if not isinstance(raw, bytes) or not raw.strip(b" \x00"):
+        return None
+    try:
+        return np.asarray(raw.strip(b" \x00").split(b"\\"), dtype=np.float64)
+    except ValueError:
+        return None
+
+
+def _checked_points(values: np.ndarray, contour, where: str, path) -> np.ndarray:
     if values.size % 3 or values.size < 9 or not np.all(np.isfinite(values)):
         raise InputError(f"{where} has {values.size} ContourData values (a closed contour needs "
                          "at least 3 points of x, y, z)", path=path,

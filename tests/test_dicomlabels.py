@@ -393,3 +393,18 @@ def test_written_contours_fill_back_exactly_by_even_odd_rule():
             rr, cc = polygon(contour[:, 0], contour[:, 1], shape=plane.shape)
             filled[rr, cc] ^= True
         np.testing.assert_array_equal(filled, plane)
+
+
+def test_even_odd_fill_is_skimage_polygon_xor():
+    # the scan-line fill gives the voxels scikit-image's polygon gives, XORed per contour, for
+    # random (self-intersecting, partly outside) polygons
+    from skimage.draw import polygon
+
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        shapes = [rng.uniform(-5, 45, size=(rng.integers(3, 12), 2)) for _ in range(rng.integers(1, 4))]
+        expected = np.zeros((37, 41), bool)
+        for points in shapes:
+            rr, cc = polygon(points[:, 0], points[:, 1], shape=expected.shape)
+            expected[rr, cc] ^= True
+        np.testing.assert_array_equal(dl.fill_even_odd(shapes, expected.shape), expected)
