@@ -70,9 +70,9 @@ COSINE_TOLERANCE = 1e-3
 SPACING_TOLERANCE = 1e-3
 #: A fractional SEG voxel is in its segment from this fraction on.
 FRACTION_THRESHOLD = 0.5
-#: Written contours leave out vertices closer than this (pixels) to the line through their
-#: neighbours (collinear runs along straight edges); voxel centres are half a pixel away.
-CONTOUR_TOLERANCE_PX = 0.1
+#: Written contours leave out vertices within this many pixels of the line through their
+#: neighbours (the collinear runs of marching squares); voxel centres are half a pixel away.
+CONTOUR_TOLERANCE_PX = 1e-6
 #: Decimals of the contour coordinates written (mm).
 CONTOUR_DECIMALS = 4
 #: Series number of the objects medtool writes.
@@ -957,18 +957,45 @@ def write_seg(mask: Volume, reference: Reference, out: str | os.PathLike, *,
 def mask_contours(plane: np.ndarray) -> list[np.ndarray]:
     """Outer and inner boundaries of a 2D boolean ``plane`` as closed (N, 2) (row, column)
     polygons without the closing point, half a pixel outside / inside the voxel centres, so
-    that filling them by the even-odd rule gives ``plane`` back."""
-    from skimage.measure import approximate_polygon, find_contours
+    that filling them by the even-odd rule gives ``plane`` back. Vertices on a straight run
+    (along a row, a column or a diagonal staircase) are left out: the outline is unchanged."""
+    from skimage.measure import find_contours
 
     padded = np.pad(plane.astype(np.float32), 1)
     polygons = []
     for contour in find_contours(padded, 0.5):
-        contour = approximate_polygon(contour - 1.0, CONTOUR_TOLERANCE_PX)
-        if len(contour) > 1 and np.allclose(contour[0], contour[-1]):
-            contour = contour[:-1]
+        contour = contour[:-1] - 1.0 if np.allclose(contour[0], contour[-1]) else contour - 1.0
+        contour = _corners(contour)
         if len(contour) >= 3:
             polygons.append(contour)
     return polygons
+
+
+def _corners(points: np.ndarray) -> np.ndarray:
+    """The vertices of a closed polygon that are not on the straight line through their
+    neighbours (within :data:`CONTOUR_TOLERANCE_PX`), pointing onwards."""
+    if len(points) < 4:
+        return points
+    before, after = np.roll(points, 1, axis=0), np.roll(points, -1, axis=0)
+    incoming, outgoing = points - before, after - points
+    cross = incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0]
+    length = np.hypot(*(after - before).T)
+    distance = np.abs(cross) / np.maximum(length, 1e-12)
+    onwards = (incoming * outgoing).sum(axis=1) > 0
+    keep = ~((distance < CONTOUR_TOLERANCE_PX) & onwards)
+    return points[keep] if keep.sum() >= 3 else points
+
+
+def _ds_element(tag: int, values: np.ndarray):
+    """A DS element of ``values`` (formatted to :data:`CONTOUR_DECIMALS`) built as raw bytes:
+    pydicom's per-number validation takes seconds for a structure set's 300,000 numbers."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    text = "\\".join(np.char.mod(f"%.{CONTOUR_DECIMALS}f", values)).encode("ascii")
+    if len(text) % 2:
+        text += b" "
+    return RawDataElement(Tag(tag), "DS", len(text), text, 0, False, True)
 
 
 def write_rtstruct(mask: Volume, reference: Reference, out: str | os.PathLike, *,
@@ -1060,7 +1087,7 @@ def write_rtstruct(mask: Volume, reference: Reference, out: str | os.PathLike, *
                 item.ContourImageSequence = DicomSequence([image_ref(reference.datasets[k])])
                 item.ContourGeometricType = "CLOSED_PLANAR"
                 item.NumberOfContourPoints = len(points)
-                item.ContourData = [f"{v:.{CONTOUR_DECIMALS}f}" for v in points.ravel()]
+                item[0x30060050] = _ds_element(0x30060050, points.ravel())     # ContourData
                 items.append(item)
         contour = Dataset()
         contour.ReferencedROINumber = number
