@@ -14,10 +14,10 @@ RTSTRUCT
     One label per ROI (values 1, 2, ... in the order of StructureSetROISequence), the ROI
     names as class names, ROIDisplayColor as the label colours. Each CLOSED_PLANAR contour is
     filled on the image plane it lies in (a voxel is inside when its centre is inside the
-    polygon, :func:`skimage.draw.polygon`); the contours of one ROI on one plane combine by the
-    even-odd rule (XOR), which is how PS3.3 C.8.8.6 represents inner contours and holes
-    (CLOSED_PLANAR_XOR, and the separate inner contours planning systems export); a keyhole
-    contour needs nothing special. POINT and OPEN contours have no area and give no label.
+    polygon: :func:`fill_even_odd`, the voxels :func:`skimage.draw.polygon` gives); the
+    contours of one ROI on one plane combine by the even-odd rule (XOR): the rule of the
+    standard's CLOSED_PLANAR_XOR, and how the separate inner contours (holes) that planning
+    systems export as CLOSED_PLANAR are read; a keyhole contour needs nothing special. POINT and OPEN contours have no area and give no label.
     Written from a label volume with :func:`skimage.measure.find_contours` per slice (outer and
     inner boundaries alike, read back by the same XOR rule), as CLOSED_PLANAR in LPS mm.
 SEG
