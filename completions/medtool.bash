@@ -103,11 +103,12 @@ _medtool() {
         esac
         ;;
     todicom)
-        opts="--ref --format --series --manual --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--ref --format --series --seg-type --manual --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --ref) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --format) COMPREPLY=($(compgen -W "dcm-seg rtstruct" -- "$cur")); return ;;
             --series) return ;;
+            --seg-type) COMPREPLY=($(compgen -W "binary labelmap" -- "$cur")); return ;;
             --workers|-j) return ;;
             --shard) return ;;
         esac

@@ -150,6 +150,7 @@ complete -c medtool -n '__fish_seen_subcommand_from attach' -F
 complete -c medtool -n '__fish_seen_subcommand_from todicom' -l ref -r -F -d 'The DICOM series the masks were made on (a folder, walked recursive...'
 complete -c medtool -n '__fish_seen_subcommand_from todicom' -l format -x -a 'dcm-seg rtstruct' -d 'dcm-seg (DICOM Segmentation) or rtstruct (RT Structure Set)'
 complete -c medtool -n '__fish_seen_subcommand_from todicom' -l series -x -d 'The SeriesInstanceUID to reference when several series share the ma...'
+complete -c medtool -n '__fish_seen_subcommand_from todicom' -l seg-type -x -a 'binary labelmap' -d 'dcm-seg encoding - binary (one bit per voxel and segment; read ever...'
 complete -c medtool -n '__fish_seen_subcommand_from todicom' -l manual -d 'The masks were drawn by hand - no algorithm identification, MANUAL...'
 complete -c medtool -n '__fish_seen_subcommand_from todicom' -l json -d 'Print what was written as JSON'
 complete -c medtool -n '__fish_seen_subcommand_from todicom' -l workers -s j -x -d 'Files processed in parallel'

@@ -64,11 +64,11 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
 def _command_choices() -> dict[tuple[str, str], tuple[str, ...]]:
     """Values of an option that differ for one command: ``(command, option) -> values``."""
-    from .dicomlabels import DICOM_FORMATS
+    from .dicomlabels import DICOM_FORMATS, SEG_TYPES
     from .files import VOLUME_SUFFIXES
 
     volumes = tuple(s.lstrip(".") for s in VOLUME_SUFFIXES)
-    return {("todicom", "--format"): DICOM_FORMATS, ("predict", "--format"): volumes + DICOM_FORMATS}
+    return {("todicom", "--format"): DICOM_FORMATS, ("todicom", "--seg-type"): SEG_TYPES, ("predict", "--format"): volumes + DICOM_FORMATS}
 
 
 def _is_path(annotation: Any) -> bool:

@@ -899,12 +899,16 @@ def _stamp(created: dt.datetime | None) -> tuple[str, str]:
 def write_seg(mask: Volume, reference: Reference, out: str | os.PathLike, *,
               algorithm: Algorithm = Algorithm(), series_uid: str | None = None,
               sop_uid: str | None = None, created: dt.datetime | None = None,
-              description: str | None = None, force: bool = False, path=None) -> Path:
-    """Write ``mask`` as a binary DICOM SEG of ``reference`` (highdicom), atomically.
+              description: str | None = None, force: bool = False, path=None,
+              seg_type: str = "binary") -> Path:
+    """Write ``mask`` as a DICOM SEG of ``reference`` (highdicom), atomically.
 
     Segment ``n`` is label ``n`` (1 to the largest label; a gap is an empty segment), named
     after :func:`label_names`, coded by :func:`anatomy_code`, coloured by
-    ``meta["label_colours"]`` or :data:`PALETTE`. Empty frames are left out.
+    ``meta["label_colours"]`` or :data:`PALETTE`. ``seg_type`` (:data:`SEG_TYPES`) is
+    ``binary`` (one bit per voxel and segment, empty frames left out; what every viewer reads)
+    or ``labelmap`` (the Label Map Segmentation of 2024: one 8-bit frame per image holding the
+    segment numbers; newer readers only).
     """
     import highdicom as hd
     from pydicom.sr.coding import Code
@@ -935,7 +939,7 @@ def write_seg(mask: Volume, reference: Reference, out: str | os.PathLike, *,
         warnings.simplefilter("ignore")
         seg = hd.seg.Segmentation(
             source_images=_sources(reference), pixel_array=pixels,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segmentation_type=_seg_type(seg_type),
             segment_descriptions=descriptions, series_instance_uid=series_uid or hd.UID(),
             series_number=OUTPUT_SERIES_NUMBER, sop_instance_uid=sop_uid or hd.UID(),
             instance_number=1, manufacturer="medtool", manufacturer_model_name=algorithm.name,
@@ -952,6 +956,19 @@ def write_seg(mask: Volume, reference: Reference, out: str | os.PathLike, *,
     with atomic_output(out, force=force) as temp:
         seg.save_as(temp)
     return Path(out)
+
+
+#: SEG encodings ``write_seg`` writes (``todicom --seg-type``).
+SEG_TYPES = ("binary", "labelmap")
+
+
+def _seg_type(name: str):
+    import highdicom as hd
+
+    if name not in SEG_TYPES:
+        raise UsageError(f"--seg-type {name}: choose one of {', '.join(SEG_TYPES)}")
+    return (hd.seg.SegmentationTypeValues.BINARY if name == "binary"
+            else hd.seg.SegmentationTypeValues.LABELMAP)
 
 
 def mask_contours(plane: np.ndarray) -> list[np.ndarray]:
@@ -1151,17 +1168,20 @@ class _MaskJob:
     algorithm: Algorithm
     series_uid: str | None
     force: bool
+    options: dict = field(default_factory=dict)
 
 
 def write_masks(masks: Sequence[str | os.PathLike], ref: Sequence[str | os.PathLike],
                 out: str | os.PathLike, *, fmt: str, series_uid: str | None = None,
-                algorithm: Algorithm = Algorithm(), force: bool = False, workers: int = 1,
-                shard: tuple[int, int] | None = None, progress: bool = False, on_error=None):
+                algorithm: Algorithm = Algorithm(), seg_type: str = "binary", force: bool = False,
+                workers: int = 1, shard: tuple[int, int] | None = None, progress: bool = False,
+                on_error=None):
     """``medtool todicom``: each label volume under ``masks`` as a SEG or RTSTRUCT of the series
     under ``ref`` whose grid it is on (:func:`reference_for`).
 
     ``out`` is a folder (``OUT/<mask name>_seg.dcm`` / ``_rtstruct.dcm``, the masks' folder
-    layout mirrored) or, for one mask, a ``.dcm`` file. Returns a
+    layout mirrored) or, for one mask, a ``.dcm`` file; ``seg_type`` as :func:`write_seg`.
+    Returns a
     :class:`~medtool.ingest.Report` of the files written.
     """
     from .batch import run_batch
@@ -1170,6 +1190,10 @@ def write_masks(masks: Sequence[str | os.PathLike], ref: Sequence[str | os.PathL
 
     if fmt not in DICOM_FORMATS:
         raise UsageError(f"--format {fmt}: choose one of {', '.join(DICOM_FORMATS)}")
+    _seg_type(seg_type)
+    if seg_type != "binary" and fmt != "dcm-seg":
+        raise UsageError(f"--seg-type {seg_type} goes with --format dcm-seg")
+    options = {"seg_type": seg_type} if fmt == "dcm-seg" else {}
     report = Report(inputs=[str(m) for m in masks])
     sources = take_shard([p for p in find_files(masks) if p.exists()], shard)
     missing = [Path(m) for m in masks if not Path(m).exists()]
@@ -1197,7 +1221,7 @@ def write_masks(masks: Sequence[str | os.PathLike], ref: Sequence[str | os.PathL
             if on_error:
                 on_error(exc)
             continue
-        jobs.append(_MaskJob(source, path, stacks, fmt, algorithm, series_uid, force))
+        jobs.append(_MaskJob(source, path, stacks, fmt, algorithm, series_uid, force, options))
     outcome = run_batch(_write_mask, jobs, workers=workers, description="writing DICOM",
                         progress=progress, on_error=on_error, name=lambda job: str(job.source))
     report.written.extend(r for r in outcome.results if r is not None)
@@ -1212,7 +1236,7 @@ def _write_mask(job: _MaskJob) -> dict[str, Any]:
     mask = load_volume(job.source)
     reference = reference_for(mask, job.stacks, series_uid=job.series_uid, path=job.source)
     write_dicom_labels(mask, reference, job.path, fmt=job.fmt, algorithm=job.algorithm,
-                       force=job.force, path=job.source)
+                       force=job.force, path=job.source, **job.options)
     return {"output": str(job.path), "source": str(job.source), "format": job.fmt,
             "series": reference.stack.name, "series_uid": reference.series_uid,
             "labels": {str(k): v for k, v in label_names(mask).items()}}

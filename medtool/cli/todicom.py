@@ -13,7 +13,7 @@ _HELP = """Write label volumes (masks made by medtool or elsewhere) as DICOM Seg
 
 Each MASK is matched to the series under [bold]--ref[/bold] whose grid it is on (shape, spacing, orientation and position, as dicom2npy wrote it; a mask on another grid is refused: resample it with [bold]medtool resample --like[/bold] first); [bold]--series UID[/bold] picks one of several series on the same grid. The object references the source study, series, frame of reference and every image (anonymized images give anonymized references) and copies the patient and study attributes of the images.
 
-[bold]--format dcm-seg[/bold] (highdicom): a binary SEG, segment N = label N, named from the mask's labels table, with SNOMED CT codes where medtool knows the structure (lung, right/left lung, heart, esophagus, spinal cord, trachea, tumour ...) and medtool as the algorithm; empty frames are left out; reading it back gives the mask exactly. [bold]--format rtstruct[/bold] (pydicom): one ROI per label, closed planar contours on every image (scikit-image find_contours, outer and inner boundaries, read by the even-odd rule) in patient millimetres.
+[bold]--format dcm-seg[/bold] (highdicom): a binary SEG, segment N = label N, named from the mask's labels table, with SNOMED CT codes where medtool knows the structure (lung, right/left lung, heart, esophagus, spinal cord, trachea, tumour ...) and medtool as the algorithm; empty frames are left out; reading it back gives the mask exactly ([bold]--seg-type labelmap[/bold]: a Label Map Segmentation instead, one 8-bit frame per image). [bold]--format rtstruct[/bold] (pydicom): one ROI per label, closed planar contours on every image (scikit-image find_contours, outer and inner boundaries, read by the even-odd rule) in patient millimetres.
 
 OUT is a folder (OUT/<mask name>_seg.dcm or _rtstruct.dcm) or, for one mask, a .dcm file. Put it beside the images to import both.
 
@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
                                                 help="The DICOM series the masks were made on (a folder, walked recursively; repeat for several).")],
         fmt: Annotated[str, typer.Option("--format", help="dcm-seg (DICOM Segmentation) or rtstruct (RT Structure Set).")] = "dcm-seg",
         series: Annotated[str | None, typer.Option("--series", metavar="UID", help="The SeriesInstanceUID to reference when several series share the mask's grid.")] = None,
+        seg_type: Annotated[str, typer.Option("--seg-type", help="dcm-seg encoding: binary (one bit per voxel and segment; read everywhere) or labelmap (Label Map Segmentation: 8-bit segment numbers; newer readers).")] = "binary",
         manual: Annotated[bool, typer.Option("--manual", help="The masks were drawn by hand: no algorithm identification, MANUAL generation.")] = False,
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("give at least one MASK and the OUT folder")
         *masks, out = paths
         report = write_masks(masks, ref, out, fmt=fmt, series_uid=series,
-                             algorithm=Algorithm(manual=manual), force=opts.force,
+                             algorithm=Algorithm(manual=manual), seg_type=seg_type, force=opts.force,
                              workers=opts.workers, shard=opts.shard,
                              progress=opts.show_progress, on_error=opts.report)
         if json:

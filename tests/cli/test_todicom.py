@@ -75,14 +75,19 @@ def test_phantom_labels_as_is_deterministic(labelled, tmp_path):
         assert again.read_bytes() == path.read_bytes()
 
 
-@pytest.mark.parametrize("fmt", ["dcm-seg", "rtstruct"])
+@pytest.mark.parametrize("fmt", ["dcm-seg", "rtstruct", "labelmap"])
 def test_todicom_then_dicom2npy_gives_the_mask_back(cli, phantom_dir, tmp_path, fmt):
     series = tmp_path / "ct"
     shutil.copytree(phantom_dir / "ct" / "case_001", series)
     mask = phantom_dir / "truth" / "case_001_lungs.nii.gz"
-    result = cli("todicom", mask, "--ref", series, tmp_path / "out", "--format", fmt, "--json")
+    options = ("--format", "dcm-seg", "--seg-type", "labelmap") if fmt == "labelmap" else ("--format", fmt)
+    sop_class = {"dcm-seg": "1.2.840.10008.5.1.4.1.1.66.4", "labelmap": "1.2.840.10008.5.1.4.1.1.66.7",
+                 "rtstruct": "1.2.840.10008.5.1.4.1.1.481.3"}[fmt]
+    fmt = "dcm-seg" if fmt == "labelmap" else fmt
+    result = cli("todicom", mask, "--ref", series, tmp_path / "out", *options, "--json")
     assert result.exit_code == 0, result.stderr
     (row,) = json.loads(result.stdout)["written"]
+    assert pydicom.dcmread(row["output"], stop_before_pixels=True).SOPClassUID == sop_class
     suffix = {"dcm-seg": "_seg.dcm", "rtstruct": "_rtstruct.dcm"}[fmt]
     assert row["output"] == str(tmp_path / "out" / f"case_001_lungs{suffix}")
     assert row["labels"] == {"1": "right lung", "2": "left lung"}
@@ -114,6 +119,8 @@ def test_todicom_options_and_existing_outputs(cli, phantom_dir, tmp_path):
     mask = phantom_dir / "truth" / "case_002_lungs.nii.gz"
     ref = phantom_dir / "ct" / "case_002"
     assert cli("todicom", mask, "--ref", ref, tmp_path / "a.dcm", "--format", "png").exit_code == 2
+    assert cli("todicom", mask, "--ref", ref, tmp_path / "a.dcm", "--format", "rtstruct",
+               "--seg-type", "labelmap").exit_code == 2
     assert cli("todicom", mask, "--ref", ref, tmp_path / "a.dcm", "--manual", "-q").exit_code == 0
     ds = pydicom.dcmread(tmp_path / "a.dcm")
     assert ds.Modality == "SEG" and ds.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
