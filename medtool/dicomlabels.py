@@ -46,7 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
-from .dicom import LABEL_CLASSES, RTSTRUCT_CLASS, SEG_CLASS
+from .dicom import LABEL_CLASSES, RTSTRUCT_CLASS
 from .errors import InputError, MedtoolError, UsageError, reason
 from .volume import Volume
 
@@ -351,7 +351,8 @@ def read_labels(path: str | os.PathLike, grid: Volume, *, allow_empty: bool = Fa
     """The RTSTRUCT or SEG at ``path`` as a uint8 label volume on ``grid``.
 
     ``grid`` is the referenced image's volume (or :func:`grid_of` its stack); ``allow_empty``
-    keeps an ROI / segment without any contour or voxel as an empty label (default: an error).
+    keeps an RTSTRUCT ROI without any contour as an empty label (default: an error). SEG
+    segments without voxels are kept as empty labels, with a note.
 
     Raises
     ------
@@ -365,7 +366,7 @@ def read_labels(path: str | os.PathLike, grid: Volume, *, allow_empty: bool = Fa
         if kind == RTSTRUCT:
             array, labels, colours, notes = _rasterise(ds, grid, path, allow_empty=allow_empty)
         else:
-            array, labels, colours, notes = _seg_labels(ds, grid, path, allow_empty=allow_empty)
+            array, labels, colours, notes = _seg_labels(ds, grid, path)
     except InputError:
         raise
     except Exception as exc:
@@ -436,9 +437,9 @@ def _rasterise(ds, grid: Volume, path, *, allow_empty: bool):
             planes.setdefault(plane, []).append(ijk[:, 1:])
         for plane, polygons in planes.items():
             layer[plane] = fill_even_odd(polygons, shape[1:])
-        if not layer.any() and closed and not allow_empty:
-            raise InputError(f"the contours of ROI {name!r} enclose no voxel centre", path=path,
-                             hint="the ROI is smaller than a voxel; delete it or pass --allow-empty")
+        if not layer.any() and closed:
+            notes.append(f"the contours of ROI {name!r} enclose no voxel centre (smaller than a "
+                         "voxel): an empty label")
         shared = np.count_nonzero(layer & (array > 0))
         if shared:
             overlaps[name] = int(shared)
@@ -560,7 +561,7 @@ def _contour_plane(ijk: np.ndarray, shape, name: str, index: int, grid: Volume, 
 def _roi_colour(item, value: int) -> list[int]:
     colour = item.get("ROIDisplayColor") if item is not None else None
     try:
-        rgb = [int(round(float(c))) for c in colour]
+        rgb = [round(float(c)) for c in colour]
         if len(rgb) == 3 and all(0 <= c <= 255 for c in rgb):
             return rgb
     except (TypeError, ValueError):
@@ -568,7 +569,7 @@ def _roi_colour(item, value: int) -> list[int]:
     return list(PALETTE[(value - 1) % len(PALETTE)])
 
 
-def _seg_labels(ds, grid: Volume, path, *, allow_empty: bool):
+def _seg_labels(ds, grid: Volume, path):
     """SEG frames placed on ``grid``: (array, labels, colours, notes)."""
     import highdicom as hd
 
@@ -636,9 +637,9 @@ def _seg_labels(ds, grid: Volume, path, *, allow_empty: bool):
         notes.append(f"segments overlap in {overlap} voxels (a label volume holds one label per "
                      "voxel; higher segment numbers are on top)")
     empty = [name for value, name in labels.items() if not np.any(array == int(value))]
-    if empty and not allow_empty:
-        raise InputError(f"segment(s) {', '.join(repr(n) for n in empty)} hold no voxel",
-                         path=path, hint="pass --allow-empty to keep them as empty labels")
+    if empty:       # a SEG may describe a segment it found nothing of (an empty prediction)
+        notes.append(f"segment(s) {', '.join(repr(n) for n in empty)} hold no voxel: kept as "
+                     "empty labels")
     del seg
     return array, labels, colours, notes
 
@@ -907,12 +908,12 @@ def write_seg(mask: Volume, reference: Reference, out: str | os.PathLike, *,
     after :func:`label_names`, coded by :func:`anatomy_code`, coloured by
     ``meta["label_colours"]`` or :data:`PALETTE`. ``seg_type`` (:data:`SEG_TYPES`) is
     ``binary`` (one bit per voxel and segment, empty frames left out; what every viewer reads)
-    or ``labelmap`` (the Label Map Segmentation of 2024: one 8-bit frame per image holding the
+    or ``labelmap`` (a Label Map Segmentation: one 8-bit frame per image holding the
     segment numbers; newer readers only).
     """
     import highdicom as hd
-    from pydicom.sr.coding import Code
     from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
 
     from .files import atomic_output
 

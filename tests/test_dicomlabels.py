@@ -60,8 +60,7 @@ def labels_volume(grid: Volume) -> Volume:
 
 
 def reference(folder: Path):
-    stacks = dl.scan_references([folder])
-    return stacks
+    return dl.scan_references([folder])
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -132,8 +131,7 @@ def test_seg_frames_in_any_order(tmp_path):
     count = int(pydicom.dcmread(tmp_path / "seg.dcm", stop_before_pixels=True).NumberOfFrames)
     _rewrite_frames(tmp_path / "seg.dcm", np.random.default_rng(3).permutation(count))
     ds = pydicom.dcmread(tmp_path / "seg.dcm", stop_before_pixels=True)
-    from medtool.dicomlabels import _group_value  # noqa: PLC0415 (the frame's own position)
-    positions = [_group_value(f, None, "PlanePositionSequence", "ImagePositionPatient")
+    positions = [f.PlanePositionSequence[0].ImagePositionPatient
                  for f in ds.PerFrameFunctionalGroupsSequence]
     assert positions != sorted(positions, key=lambda p: float(p[2]))
     with warnings.catch_warnings():
@@ -408,3 +406,15 @@ def test_even_odd_fill_is_skimage_polygon_xor():
             rr, cc = polygon(points[:, 0], points[:, 1], shape=expected.shape)
             expected[rr, cc] ^= True
         np.testing.assert_array_equal(dl.fill_even_odd(shapes, expected.shape), expected)
+
+
+def test_empty_seg_segments_are_kept_with_a_note(tmp_path):
+    # a prediction that found one lung only: its SEG describes both, dicom2npy keeps both names
+    _, _, grid = make_series(tmp_path / "ct", "oblique")
+    mask = labels_volume(grid)
+    only = mask.with_array(np.where(mask.array == 1, 1, 0).astype(np.uint8))
+    dl.write_seg(only, dl.reference_for(only, reference(tmp_path / "ct")), tmp_path / "seg.dcm")
+    result = dl.read_labels(tmp_path / "seg.dcm", grid)
+    assert result.volume.meta["labels"] == {"1": "Lung_R", "2": "Lung_L", "3": "tumour"}
+    np.testing.assert_array_equal(result.volume.array, only.array)
+    assert any("'Lung_L', 'tumour' hold no voxel" in note for note in result.notes)

@@ -96,7 +96,7 @@ def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: di
                      opts: common.Options) -> int:
     from ..segmentation import PredictSettings, predict_files
 
-    writer, fmt = _dicom_writer(state, v), v["fmt"]
+    writer, fmt = _dicom_writer(v), v["fmt"]
     if writer is not None:
         fmt = None
     settings = PredictSettings(overlap=v["overlap"], blend=v["blend"], batch_size=v["batch_size"], tta=v["tta"],
@@ -122,7 +122,7 @@ def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: di
     return common.report_failures(outcome.failures, len(outcome.results))
 
 
-def _dicom_writer(state: dict[str, Any], v: dict[str, Any]):
+def _dicom_writer(v: dict[str, Any]):
     """The DICOM SEG / RTSTRUCT writer of ``--format dcm-seg|rtstruct --ref DIR``, else ``None``."""
     from ..dicomlabels import DICOM_FORMATS, Algorithm, DicomLabelWriter, scan_references
     from ..errors import UsageError
