@@ -164,10 +164,8 @@ def _shape3(grid: Volume) -> tuple[int, int, int]:
 
 def to_index(grid: Volume, points: np.ndarray) -> np.ndarray:
     """Continuous array indices ``(z, y, x)`` of LPS points ``(..., 3)`` (mm) on ``grid``
-    (the inverse of :meth:`~medtool.volume.Volume.world`; a 2D grid's z is the distance from
-    the image plane in mm)."""
-    matrix = grid.direction * grid.spacing3
-    return (np.asarray(points, np.float64) - np.asarray(grid.origin)) @ np.linalg.inv(matrix).T
+    (:meth:`~medtool.volume.Volume.continuous_index`, the inverse of ``world``)."""
+    return grid.continuous_index(points)
 
 
 # -- what an object references ------------------------------------------------------------------
@@ -1080,8 +1078,6 @@ def write_rtstruct(mask: Volume, reference: Reference, out: str | os.PathLike, *
     frame_ref.RTReferencedStudySequence = DicomSequence([study_ref])
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame_ref])
 
-    matrix = (mask.direction * mask.spacing3).T
-    origin = np.asarray(mask.origin)
     rois, contours, observations = [], [], []
     number = 0
     for value, name in names.items():
@@ -1099,8 +1095,9 @@ def write_rtstruct(mask: Volume, reference: Reference, out: str | os.PathLike, *
         items = []
         for k in slices:
             for polygon in mask_contours(volume3[k] == value):
-                index = np.column_stack([np.full(len(polygon), float(k)), polygon])
-                points = np.round(index @ matrix + origin, CONTOUR_DECIMALS) + 0.0
+                index = (np.column_stack([np.full(len(polygon), float(k)), polygon])
+                         if mask.ndim == 3 else polygon)
+                points = np.round(mask.world(index), CONTOUR_DECIMALS) + 0.0
                 item = Dataset()
                 item.ContourImageSequence = DicomSequence([image_ref(reference.datasets[k])])
                 item.ContourGeometricType = "CLOSED_PLANAR"

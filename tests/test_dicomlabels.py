@@ -418,3 +418,25 @@ def test_empty_seg_segments_are_kept_with_a_note(tmp_path):
     assert result.volume.meta["labels"] == {"1": "Lung_R", "2": "Lung_L", "3": "tumour"}
     np.testing.assert_array_equal(result.volume.array, only.array)
     assert any("'Lung_L', 'tumour' hold no voxel" in note for note in result.notes)
+
+
+def test_continuous_index_inverts_world(oblique_volume):
+    index = np.array([[0.0, 0.0, 0.0], [4.0, 6.0, 8.0], [1.5, -2.25, 3.0]])
+    np.testing.assert_allclose(oblique_volume.continuous_index(oblique_volume.world(index)), index,
+                               atol=1e-9)
+    image = Volume(np.zeros((7, 9)), (0.7, 0.9), (10.0, -5.0, 3.0), oblique_volume.direction)
+    points = image.world(index[:, 1:])
+    np.testing.assert_allclose(image.continuous_index(points), np.c_[np.zeros(3), index[:, 1:]],
+                               atol=1e-9)
+
+
+@pytest.mark.parametrize("fmt", ["dcm-seg", "rtstruct"])
+def test_single_image_round_trip(tmp_path, fmt):
+    # one image (a 2D volume): its labels go through the same code
+    paths, _, grid = make_series(tmp_path / "ct", "oblique", shape=(1, 40, 48))
+    assert grid.ndim == 2
+    mask = grid.with_array(labels_volume(Volume(np.zeros((3, 40, 48), np.uint8))).array[1])
+    dl.write_dicom_labels(mask, dl.reference_for(mask, reference(tmp_path / "ct")),
+                          tmp_path / "out.dcm", fmt=fmt)
+    back = dl.read_labels(tmp_path / "out.dcm", grid).volume
+    np.testing.assert_array_equal(back.array, mask.array)
