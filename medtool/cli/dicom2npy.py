@@ -26,6 +26,8 @@ frames). A structure set whose series is not among the inputs, a contour off the
 without contours ([bold]--allow-empty[/bold] keeps it as an empty label) or a damaged sequence
 is one error line; [bold]--no-labels[/bold] skips these files instead.
 [bold]--labels-out DIR[/bold] writes the label volumes there, so that OUT holds the images only.
+See docs/dicom-labels.md.
+
 Images are grouped by SeriesInstanceUID and split into stacks by orientation, image size and
 pixel spacing; localizers (ImageType LOCALIZER/SCOUT/PROJECTION IMAGE, or up to 3 images in
 another orientation) are dropped with a note. Slices are sorted by ImagePositionPatient
