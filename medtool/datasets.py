@@ -150,6 +150,25 @@ class SharedEpoch:
         self._value[0] = int(epoch)
 
 
+class EpochSet:
+    """A training set of ``length`` items per epoch whose draws depend on the epoch, which
+    :meth:`set_epoch` keeps in a :class:`SharedEpoch` (set ``self._epoch`` and
+    ``self.length``)."""
+
+    _epoch: SharedEpoch
+    length: int
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.set(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+
 @dataclass(frozen=True)
 class Selection:
     """The cases a command is restricted to (``--folds F --fold K|test`` or ``--cases FILE``)."""
@@ -349,7 +368,7 @@ def crop(array: np.ndarray, start: Sequence[int], size: Sequence[int], *, pad: f
     return out
 
 
-class PatchDataset:
+class PatchDataset(EpochSet):
     """Random patches from cached cases (a map-style torch dataset; see the module docstring).
 
     Parameters
@@ -375,16 +394,6 @@ class PatchDataset:
         self._open: dict[int, tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]] = {}
         self._bank = [(index, obj) for index, case in enumerate(cases)
                       for obj in case.get("objects", []) if obj[1] >= MIN_PASTE_VOXELS]
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.set(epoch)
-
-    def __len__(self) -> int:
-        return self.length
 
     def _case(self, index: int):
         if index not in self._open:

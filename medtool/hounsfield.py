@@ -126,8 +126,9 @@ def to_hu(volume: "Volume", *, rescale: tuple[float, float] | None = None) -> "V
                              "these are stored values, not HU",
                              hint="convert from the DICOM folder (medtool hu DICOM_DIR OUT), or "
                                   "pass --rescale SLOPE INTERCEPT")
-        if "units" not in meta and guess_units(volume)[0] != UNITS_HU:
-            raise InputError(f"{guess_units(volume)[1]}: these are not CT numbers in HU",
+        guessed, why = guess_units(volume) if "units" not in meta else (UNITS_HU, "")
+        if guessed != UNITS_HU:
+            raise InputError(f"{why}: these are not CT numbers in HU",
                              hint="give a CT; if these are CT numbers, pass --rescale SLOPE INTERCEPT")
         source = {"slope": 1.0, "intercept": 0.0}
     padding = meta.get("padding") or {}

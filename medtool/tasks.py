@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .datasets import EpochSet, SharedEpoch
 from .errors import UsageError
 
 #: The cache index of a run's preprocessed cases (``RUN/cache/index.json``).
@@ -200,26 +201,14 @@ def autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-class EpochOrder:
+class EpochOrder(EpochSet):
     """A training set of ``cases`` drawn once per epoch in a seeded random order, repeated to
     fill ``length``; the order is computed once per epoch (not per item)."""
 
     def __init__(self, cases: list[dict[str, Any]], *, length: int, seed: int = 0):
-        from .datasets import SharedEpoch
-
         self.cases, self.length, self.seed = cases, int(length), seed
         self._epoch = SharedEpoch()                 # seen by DataLoader worker processes too
         self._order: tuple[int, np.ndarray] | None = None
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.set(epoch)
-
-    def __len__(self) -> int:
-        return self.length
 
     def case(self, item: int) -> int:
         """The index of the case drawn at position ``item`` of this epoch."""
