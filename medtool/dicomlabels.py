@@ -1060,69 +1060,16 @@ def write_rtstruct(mask: Volume, reference: Reference, out: str | os.PathLike, *
     ds.StructureSetName = (description or algorithm.description)[:64]
     ds.StructureSetDate, ds.StructureSetTime = date, time
 
-    def image_ref(image) -> Dataset:
-        item = Dataset()
-        item.ReferencedSOPClassUID = image.SOPClassUID
-        item.ReferencedSOPInstanceUID = image.SOPInstanceUID
-        return item
-
-    series_ref = Dataset()
-    series_ref.SeriesInstanceUID = first.SeriesInstanceUID
-    series_ref.ContourImageSequence = DicomSequence([image_ref(d) for d in reference.datasets])
-    study_ref = Dataset()
-    study_ref.ReferencedSOPClassUID = STUDY_REFERENCE_CLASS
-    study_ref.ReferencedSOPInstanceUID = first.StudyInstanceUID
-    study_ref.RTReferencedSeriesSequence = DicomSequence([series_ref])
-    frame_ref = Dataset()
-    frame_ref.FrameOfReferenceUID = frame_uid
-    frame_ref.RTReferencedStudySequence = DicomSequence([study_ref])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame_ref])
-
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([_referenced_frame(reference, frame_uid)])
     rois, contours, observations = [], [], []
-    number = 0
     for value, name in names.items():
         slices = np.flatnonzero(np.any(volume3 == value, axis=(1, 2)))
         if slices.size == 0:
             continue
-        number += 1
-        roi = Dataset()
-        roi.ROINumber = number
-        roi.ReferencedFrameOfReferenceUID = frame_uid
-        roi.ROIName = name[:64]
-        roi.ROIGenerationAlgorithm = "MANUAL" if algorithm.manual else "AUTOMATIC"
-        roi.ROIGenerationDescription = algorithm.description
-        rois.append(roi)
-        items = []
-        for k in slices:
-            for polygon in mask_contours(volume3[k] == value):
-                index = (np.column_stack([np.full(len(polygon), float(k)), polygon])
-                         if mask.ndim == 3 else polygon)
-                points = np.round(mask.world(index), CONTOUR_DECIMALS) + 0.0
-                item = Dataset()
-                item.ContourImageSequence = DicomSequence([image_ref(reference.datasets[k])])
-                item.ContourGeometricType = "CLOSED_PLANAR"
-                item.NumberOfContourPoints = len(points)
-                item[0x30060050] = _ds_element(0x30060050, points.ravel())     # ContourData
-                items.append(item)
-        contour = Dataset()
-        contour.ReferencedROINumber = number
-        contour.ROIDisplayColor = list(_colour(mask, value))
-        contour.ContourSequence = DicomSequence(items)
-        contours.append(contour)
-        (category, _), (code, meaning) = anatomy_code(name)
-        observation = Dataset()
-        observation.ObservationNumber = number
-        observation.ReferencedROINumber = number
-        observation.ROIObservationLabel = name[:16]
-        observation.RTROIInterpretedType = "ORGAN" if category == _ANATOMY[0] else ""
-        observation.ROIInterpreter = ""
-        if (code, meaning) != UNKNOWN_TYPE[:2]:
-            identification = Dataset()
-            identification.CodeValue = code
-            identification.CodingSchemeDesignator = "SCT"
-            identification.CodeMeaning = meaning
-            observation.RTROIIdentificationCodeSequence = DicomSequence([identification])
-        observations.append(observation)
+        number = len(rois) + 1
+        rois.append(_roi(number, name, frame_uid, algorithm))
+        contours.append(_roi_contours(mask, volume3, value, slices, number, reference))
+        observations.append(_observation(number, name))
     if not rois:
         raise InputError("the mask holds no label", path=path,
                          hint="an RT Structure Set needs at least one structure")
@@ -1139,6 +1086,95 @@ def write_rtstruct(mask: Volume, reference: Reference, out: str | os.PathLike, *
     with atomic_output(out, force=force) as temp:
         ds.save_as(temp, enforce_file_format=True)
     return Path(out)
+
+
+def _image_ref(image):
+    """A reference to one image of the series (SOP Class and Instance UIDs)."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.ReferencedSOPClassUID = image.SOPClassUID
+    item.ReferencedSOPInstanceUID = image.SOPInstanceUID
+    return item
+
+
+def _referenced_frame(reference: Reference, frame_uid: str):
+    """The structure set's frame of reference -> study -> series -> every image of it."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    first = reference.datasets[0]
+    series_ref = Dataset()
+    series_ref.SeriesInstanceUID = first.SeriesInstanceUID
+    series_ref.ContourImageSequence = DicomSequence([_image_ref(d) for d in reference.datasets])
+    study_ref = Dataset()
+    study_ref.ReferencedSOPClassUID = STUDY_REFERENCE_CLASS
+    study_ref.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    study_ref.RTReferencedSeriesSequence = DicomSequence([series_ref])
+    frame_ref = Dataset()
+    frame_ref.FrameOfReferenceUID = frame_uid
+    frame_ref.RTReferencedStudySequence = DicomSequence([study_ref])
+    return frame_ref
+
+
+def _roi(number: int, name: str, frame_uid: str, algorithm: Algorithm):
+    """One StructureSetROISequence item."""
+    from pydicom.dataset import Dataset
+
+    roi = Dataset()
+    roi.ROINumber = number
+    roi.ReferencedFrameOfReferenceUID = frame_uid
+    roi.ROIName = name[:64]
+    roi.ROIGenerationAlgorithm = "MANUAL" if algorithm.manual else "AUTOMATIC"
+    roi.ROIGenerationDescription = algorithm.description
+    return roi
+
+
+def _roi_contours(mask: Volume, volume3: np.ndarray, value: int, slices: np.ndarray, number: int,
+                  reference: Reference):
+    """One ROIContourSequence item: the closed planar contours of label ``value`` on each of
+    ``slices``, in LPS mm, each referencing its image."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    items = []
+    for k in slices:
+        for polygon in mask_contours(volume3[k] == value):
+            index = (np.column_stack([np.full(len(polygon), float(k)), polygon])
+                     if mask.ndim == 3 else polygon)
+            points = np.round(mask.world(index), CONTOUR_DECIMALS) + 0.0
+            item = Dataset()
+            item.ContourImageSequence = DicomSequence([_image_ref(reference.datasets[k])])
+            item.ContourGeometricType = "CLOSED_PLANAR"
+            item.NumberOfContourPoints = len(points)
+            item[0x30060050] = _ds_element(0x30060050, points.ravel())     # ContourData
+            items.append(item)
+    contour = Dataset()
+    contour.ReferencedROINumber = number
+    contour.ROIDisplayColor = list(_colour(mask, value))
+    contour.ContourSequence = DicomSequence(items)
+    return contour
+
+
+def _observation(number: int, name: str):
+    """One RTROIObservationsSequence item, with the SNOMED CT code of a known structure."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    (category, _), (code, meaning) = anatomy_code(name)
+    observation = Dataset()
+    observation.ObservationNumber = number
+    observation.ReferencedROINumber = number
+    observation.ROIObservationLabel = name[:16]
+    observation.RTROIInterpretedType = "ORGAN" if category == _ANATOMY[0] else ""
+    observation.ROIInterpreter = ""
+    if (code, meaning) != UNKNOWN_TYPE[:2]:
+        identification = Dataset()
+        identification.CodeValue = code
+        identification.CodingSchemeDesignator = "SCT"
+        identification.CodeMeaning = meaning
+        observation.RTROIIdentificationCodeSequence = DicomSequence([identification])
+    return observation
 
 
 def write_dicom_labels(mask: Volume, reference: Reference, out: str | os.PathLike, *, fmt: str,

@@ -158,18 +158,7 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
                         name=lambda job: job.stack.source)
     report.written.extend(r for r in outcome.results if r is not None)
     report.failures.extend(outcome.failures)
-    if label_jobs:
-        labelled = run_batch(_write_labels, label_jobs, workers=workers, description="labels",
-                             progress=progress and len(label_jobs) > 1, on_error=on_error,
-                             name=lambda job: job.source)
-        for row in (r for r in labelled.results if r is not None):
-            for note in row.pop("notes"):
-                notice = Notice("note", f"{row['source']}: {note}")
-                report.notices.append(notice)
-                if on_notice:
-                    on_notice(notice)
-            report.written.append(row)
-        report.failures.extend(labelled.failures)
+    _run_labels(label_jobs, report, workers=workers, progress=progress, on_error=on_error, on_notice=on_notice)
     by_path = {str(job.path): job.stack for job in jobs}
     done = [(Path(row["output"]), by_path[row["output"]]) for row in report.written
             if row["output"] in by_path]
@@ -247,6 +236,25 @@ def _label_jobs(found: list[tuple[str, str]], planned: list[Stack], stacks: list
         if on_error:
             on_error(error)
     return jobs
+
+
+def _run_labels(jobs: list[_LabelJob], report: Report, *, workers: int, progress: bool, on_error,
+                on_notice) -> None:
+    """Write the label volumes of ``jobs``; their rows, notes and failures go into ``report``."""
+    from .batch import run_batch
+
+    if not jobs:
+        return
+    labelled = run_batch(_write_labels, jobs, workers=workers, description="labels",
+                         progress=progress and len(jobs) > 1, on_error=on_error, name=lambda job: job.source)
+    for row in (r for r in labelled.results if r is not None):
+        for note in row.pop("notes"):
+            notice = Notice("note", f"{row['source']}: {note}")
+            report.notices.append(notice)
+            if on_notice:
+                on_notice(notice)
+        report.written.append(row)
+    report.failures.extend(labelled.failures)
 
 
 def _write_labels(job: _LabelJob) -> dict[str, Any]:
