@@ -7,13 +7,13 @@ _medtool() {
         case "${COMP_WORDS[i]}" in -*) ;; *) cmd="${COMP_WORDS[i]}"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "phantom dicom2npy anonymize hu lungmask resample attach view folds predict score gradcam info env train --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "phantom dicom2npy anonymize hu lungmask resample attach todicom view folds predict score gradcam info env train --help --version" -- "$cur"))
         return
     fi
     local opts="" files=1
     case "$cmd" in
     phantom)
-        opts="--cases -n --seed -s --shape --cxr --tumour-fraction --layout --clutter --range --bowel --no-bowel --effusion --emphysema --one-lung --juxtapleural --follow-up --cxr-size --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--cases -n --seed -s --shape --cxr --tumour-fraction --layout --clutter --labels-as --range --bowel --no-bowel --effusion --emphysema --one-lung --juxtapleural --follow-up --cxr-size --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --cases|-n) return ;;
             --seed|-s) return ;;
@@ -21,6 +21,7 @@ _medtool() {
             --cxr) return ;;
             --tumour-fraction) return ;;
             --layout) return ;;
+            --labels-as) return ;;
             --range) return ;;
             --one-lung) return ;;
             --follow-up) return ;;
@@ -29,11 +30,12 @@ _medtool() {
         esac
         ;;
     dicom2npy)
-        opts="--format --series --name --hu --allow-gaps --untilt --no-untilt --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--format --series --name --hu --allow-gaps --untilt --no-untilt --labels --no-labels --labels-out --allow-empty --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
             --series) return ;;
             --name) return ;;
+            --labels-out) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --workers|-j) return ;;
             --shard) return ;;
         esac
@@ -100,6 +102,17 @@ _medtool() {
             --workers|-j) return ;;
         esac
         ;;
+    todicom)
+        opts="--ref --format --series --seg-type --manual --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        case "$prev" in
+            --ref) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "dcm-seg rtstruct" -- "$cur")); return ;;
+            --series) return ;;
+            --seg-type) COMPREPLY=($(compgen -W "binary labelmap" -- "$cur")); return ;;
+            --workers|-j) return ;;
+            --shard) return ;;
+        esac
+        ;;
     view)
         opts="--overlay --plane --slices -n --point --window --preset --json --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
@@ -128,7 +141,7 @@ _medtool() {
         esac
         ;;
     predict)
-        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --min-score --nms --max-boxes --suffix --folds --fold --cases --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --ref --min-score --nms --max-boxes --suffix --folds --fold --cases --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --batch-size) return ;;
             --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
@@ -137,7 +150,8 @@ _medtool() {
             --keep-largest) return ;;
             --threshold) return ;;
             --interpolation) return ;;
-            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
+            --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz dcm-seg rtstruct" -- "$cur")); return ;;
+            --ref) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --min-score) return ;;
             --nms) return ;;
             --max-boxes) return ;;

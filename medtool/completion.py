@@ -62,6 +62,15 @@ def _choices() -> dict[str, tuple[str, ...]]:
     }
 
 
+def _command_choices() -> dict[tuple[str, str], tuple[str, ...]]:
+    """Values of an option that differ for one command: ``(command, option) -> values``."""
+    from .dicomlabels import DICOM_FORMATS, SEG_TYPES
+    from .files import VOLUME_SUFFIXES
+
+    volumes = tuple(s.lstrip(".") for s in VOLUME_SUFFIXES)
+    return {("todicom", "--format"): DICOM_FORMATS, ("todicom", "--seg-type"): SEG_TYPES, ("predict", "--format"): volumes + DICOM_FORMATS}
+
+
 def _is_path(annotation: Any) -> bool:
     text = repr(annotation)
     return "Path" in text
@@ -85,6 +94,7 @@ def describe_cli(app=None) -> list[Cmd]:
         from .cli import app
     group = typer.main.get_command(app)
     choices = _choices()
+    own_choices = _command_choices()
     commands = []
     for name, command in group.commands.items():
         if getattr(command, "hidden", False):
@@ -110,7 +120,8 @@ def describe_cli(app=None) -> list[Cmd]:
             flag = bool(getattr(param, "is_flag", False))
             names = list(param.opts) + list(getattr(param, "secondary_opts", []))
             cmd.options.append(Opt(names=names, takes_value=not flag, paths=_is_path(annotation),
-                                   choices=choices.get(param.opts[0], ()) if not flag else (),
+                                   choices=() if flag else own_choices.get(
+                                       (name, param.opts[0]), choices.get(param.opts[0], ())),
                                    help=_short(getattr(param, "help", ""))))
         cmd.options.append(Opt(names=["--help", "-h"], takes_value=False, help="Show the help"))
         commands.append(cmd)

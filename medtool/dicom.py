@@ -38,6 +38,12 @@ NON_IMAGE_MODALITIES = frozenset({"SR", "PR", "KO", "DOC", "RTPLAN", "RTSTRUCT",
                                   "SMR", "M3D", "RESP", "EPS", "BI", "BDUS", "DMS"})
 #: SOP Class of a DICOMDIR (an index, not an image).
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: SOP Classes of label objects (read by :mod:`medtool.dicomlabels`, not stacked as images):
+#: RT Structure Set, Segmentation, Label Map Segmentation -> the kind they are skipped as.
+RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+LABELMAP_SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
+LABEL_CLASSES = {RTSTRUCT_CLASS: "RTSTRUCT", SEG_CLASS: "SEG", LABELMAP_SEG_CLASS: "SEG"}
 #: A pixel spacing above this (mm) cannot be right (a metre per pixel).
 MAX_PIXEL_SPACING_MM = 1000.0
 #: Compressed pixel data may decode to at most this many times its size once the image is
@@ -231,6 +237,9 @@ def read_frames(path: str | os.PathLike, *, keywords: Sequence[str] = ()) -> lis
                          hint="the file is damaged or truncated; copy it again from the source") from None
     if sop_class == _DICOMDIR_CLASS:
         raise NotDicomError("DICOMDIR index, not an image", path=path, kind="DICOMDIR")
+    if sop_class in LABEL_CLASSES or str(ds.get("Modality", "") or "") == "SEG":
+        kind = LABEL_CLASSES.get(sop_class, "SEG")
+        raise NotImageError(f"{kind} (labels, not an image)", path=path, kind=kind)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -81,7 +81,8 @@ CASES_COLUMNS = ("case_id", "output", "source", "PatientID", "StudyInstanceUID",
 
 def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt: str = "npy",
             series: str = "all", allow_gaps: bool = False, untilt: bool = True,
-            name: str | None = None,
+            name: str | None = None, labels: bool = False, allow_empty: bool = False,
+            labels_out: str | os.PathLike | None = None,
             hu: HuOptions | None = None, workers: int = 1, force: bool = False,
             shard: tuple[int, int] | None = None, step: dict[str, Any] | None = None,
             progress: bool = False, on_error: Callable[[MedtoolError], None] | None = None,
@@ -93,6 +94,12 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
     ``name`` template filled in, see :class:`~medtool.series.NameTemplate`) or, when it ends
     in a volume suffix, the single output file of a single series. Each written volume gets a
     row in :data:`CASES_FILE` beside it (case id, source, PatientID, Study/Series UIDs, ...).
+
+    With ``labels``, every RTSTRUCT and SEG file among the inputs becomes a label volume on the
+    grid of the series it references, ``<that series' output name>_rtstruct`` / ``_seg``
+    (:mod:`medtool.dicomlabels`; ``allow_empty`` keeps ROIs without contours as empty labels),
+    written under ``labels_out`` instead of ``out`` when given; one whose series is not among
+    the inputs is an error naming the file.
     """
     from .series import NameTemplate
 
@@ -112,7 +119,8 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
     scanned = scan(candidates, workers=workers, progress=progress, on_error=on_error,
                    keywords=template.keywords if template else ())
     report.failures.extend(scanned.failures)
-    report.skipped = scanned.skipped
+    found_labels = sorted(item for item in scanned.skipped if item[1] in _LABEL_KINDS) if labels else []
+    report.skipped = [item for item in scanned.skipped if item not in set(found_labels)]
     planned = plan(scanned.frames, roots=inputs, series=series, allow_gaps=allow_gaps,
                    untilt=untilt, name=template)
     for name, error in planned.failures:
@@ -137,6 +145,10 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
         jobs.append(_Job(stack, path, hu, step or {}, force, 1, False))
     jobs = _writable(jobs, force=force, report=report, on_error=on_error,
                      root=None if single else out)
+    label_jobs = _label_jobs(found_labels, planned.stacks, stacks, scanned.frames, out, fmt=fmt,
+                             single=single, labels_out=None if labels_out is None else Path(labels_out),
+                             step=step or {}, force=force, allow_empty=allow_empty, shard=shard,
+                             report=report, on_error=on_error)
     if len(jobs) == 1:
         jobs[0].workers, jobs[0].progress = workers, progress
     from .batch import run_batch
@@ -146,6 +158,7 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
                         name=lambda job: job.stack.source)
     report.written.extend(r for r in outcome.results if r is not None)
     report.failures.extend(outcome.failures)
+    _run_labels(label_jobs, report, workers=workers, progress=progress, on_error=on_error, on_notice=on_notice)
     by_path = {str(job.path): job.stack for job in jobs}
     done = [(Path(row["output"]), by_path[row["output"]]) for row in report.written
             if row["output"] in by_path]
@@ -157,6 +170,107 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
         report.identified = any(stack.frames[0].naming.get("PatientIdentityRemoved", "").upper()
                                 != "YES" for _, stack in done)
     return report
+
+
+#: Kinds of skipped files that are label objects (:data:`medtool.dicom.LABEL_CLASSES`).
+_LABEL_KINDS = ("RTSTRUCT", "SEG")
+
+
+@dataclass
+class _LabelJob:
+    source: str
+    stack: Stack
+    path: Path
+    step: dict[str, Any]
+    force: bool
+    allow_empty: bool
+
+
+def _label_jobs(found: list[tuple[str, str]], planned: list[Stack], stacks: list[Stack],
+                frames, out: Path, *, fmt: str, single: bool, labels_out: Path | None,
+                step: dict[str, Any], force: bool,
+                allow_empty: bool, shard, report: Report, on_error) -> list[_LabelJob]:
+    """One job per RTSTRUCT / SEG file whose series is converted in this run; an object whose
+    series is not among the inputs is a failure (reported by one shard only)."""
+    from collections import Counter
+
+    from .dicomlabels import LABEL_SUFFIXES, match_stack, read_header
+    from .files import check_inside, check_writable, strip_suffix
+
+    if not found:
+        return []
+    found_series = {f.series_uid for f in frames}
+    planned_series = {s.frames[0].series_uid for s in planned}
+    converted = {id(s) for s in stacks}
+    jobs, errors = [], []
+    taken: Counter = Counter()
+    for source, kind in found:
+        try:
+            stack = match_stack(read_header(source), planned,
+                                other_series=sorted(found_series - planned_series))
+        except MedtoolError as exc:
+            errors.append((source, exc))
+            continue
+        if stack is None or id(stack) not in converted:
+            continue
+        taken[stack.name, kind] += 1
+        suffix = LABEL_SUFFIXES[kind] + ("" if taken[stack.name, kind] == 1
+                                         else f"_{taken[stack.name, kind]}")
+        folder = out.parent if single else out
+        if labels_out is not None:
+            folder = labels_out
+        if single:
+            path = folder / (strip_suffix(out) + suffix + (volume_suffix(out) or ""))
+        else:
+            path = folder / f"{stack.name}{suffix}.{fmt}"
+        try:
+            if not single:
+                check_inside(path, folder)
+            check_writable(path, force=force)
+        except MedtoolError as exc:
+            errors.append((source, exc))
+            continue
+        jobs.append(_LabelJob(source, stack, path, step, force, allow_empty))
+    for source, error in take_shard(errors, shard):
+        report.failures.append((source, error))
+        if on_error:
+            on_error(error)
+    return jobs
+
+
+def _run_labels(jobs: list[_LabelJob], report: Report, *, workers: int, progress: bool, on_error,
+                on_notice) -> None:
+    """Write the label volumes of ``jobs``; their rows, notes and failures go into ``report``."""
+    from .batch import run_batch
+
+    if not jobs:
+        return
+    labelled = run_batch(_write_labels, jobs, workers=workers, description="labels",
+                         progress=progress and len(jobs) > 1, on_error=on_error, name=lambda job: job.source)
+    for row in (r for r in labelled.results if r is not None):
+        for note in row.pop("notes"):
+            notice = Notice("note", f"{row['source']}: {note}")
+            report.notices.append(notice)
+            if on_notice:
+                on_notice(notice)
+        report.written.append(row)
+    report.failures.extend(labelled.failures)
+
+
+def _write_labels(job: _LabelJob) -> dict[str, Any]:
+    """Read one RTSTRUCT / SEG onto its series' grid and write the label volume."""
+    from .dicomlabels import grid_of, read_labels
+    from .formats import save_volume
+
+    grid = grid_of(job.stack)
+    grid.meta = {"dicom": {"series_uid": job.stack.frames[0].series_uid}}
+    result = read_labels(job.source, grid, allow_empty=job.allow_empty)
+    volume = result.volume
+    volume.history.append({**job.step, "source": job.source})
+    save_volume(volume, job.path, force=job.force)
+    row = written_row(volume, job.path, series=job.stack.name, files=1)
+    row.update(source=job.source, labels=volume.meta["labels"], notes=result.notes)
+    return row
 
 
 def _case_row(path: Path, stack: Stack, folder: Path) -> dict[str, Any]:

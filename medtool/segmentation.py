@@ -628,11 +628,14 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
                   settings: PredictSettings, device, fmt: str | None = None, suffix: str = "",
                   image_suffix: str = "", force: bool = False,
                   shard: tuple[int, int] | None = None, step: dict[str, Any] | None = None,
-                  amp: str = "auto", progress: bool = False, on_error=None):
+                  amp: str = "auto", progress: bool = False, on_error=None, writer=None):
     """``medtool predict`` for a segmentation checkpoint: every volume under ``inputs`` to a
     label volume under ``out`` (mirroring the input names, ``suffix`` added after the case id;
     with ``image_suffix``, only inputs named ``<case><image_suffix>``, written as
     ``<case><suffix>``), the model loaded once.
+
+    ``writer`` (a :class:`~medtool.dicomlabels.DicomLabelWriter`) writes each label volume as
+    a DICOM SEG or RTSTRUCT of its source series instead, named ``<case><suffix>_seg.dcm``.
 
     Returns a :class:`~medtool.batch.BatchResult` whose results are the rows printed.
     """
@@ -642,13 +645,15 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     from .ingest import format_suffix, plan_outputs
     from .train import amp_dtype, build_model
 
-    output_suffix = format_suffix(fmt, name=suffix, default=".nii.gz")
+    output_suffix = (format_suffix(fmt, name=suffix, default=".nii.gz") if writer is None
+                     else lambda source: suffix + writer.suffix)
     recipe = checkpoint["recipe"]
     model = build_model(checkpoint).to(device)
     dtype = amp_dtype(amp, device)
     jobs = [_PredictJob(source, path)
             for source, path in plan_outputs(inputs, out, shard=shard, suffix=output_suffix,
-                                             image_suffix=image_suffix)]
+                                             image_suffix=image_suffix,
+                                             single_suffixes=(".dcm",) if writer else None)]
     names = recipe["classes"][1:]
 
     def probability_path(path: Path, name: str) -> Path:
@@ -668,7 +673,10 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
                                      "classes": recipe["classes"]}]
         labels.history = history
         labels.meta["classes"] = recipe["classes"]
-        save_volume(labels, job.path, force=force)
+        if writer is not None:
+            writer(labels, job.path, force=force, source=job.source)
+        else:
+            save_volume(labels, job.path, force=force)
         for path, item in zip(outputs[1:], maps):
             item.history = history
             save_volume(item.with_array(item.array.astype(np.float32)), path, force=force)

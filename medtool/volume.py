@@ -132,6 +132,13 @@ class Volume:
             index = np.concatenate([np.zeros(index.shape[:-1] + (1,)), index], axis=-1)
         return index @ (self.direction * self.spacing3).T + np.asarray(self.origin)
 
+    def continuous_index(self, points: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Array index ``(z, y, x)`` (fractional) of LPS points ``(..., 3)`` (mm): the inverse
+        of :meth:`world`. For a 2D image the first value is the distance (mm) from the image
+        plane along its normal, then ``(y, x)``."""
+        matrix = self.direction * self.spacing3
+        return (np.asarray(points, np.float64) - np.asarray(self.origin)) @ np.linalg.inv(matrix).T
+
     @property
     def orientation(self) -> str:
         """Anatomical direction each axis points to, in ``x, y[, z]`` order (nibabel style).

@@ -153,3 +153,90 @@ def write_enhanced(path: Path, stored: np.ndarray, *, spacing=(2.0, 0.8, 0.7),
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
     _pixels(ds, stored[order], signed=True, bits_stored=16)
     _save(ds, path, ENHANCED_CT, ExplicitVRLittleEndian)
+
+
+RT_STRUCTURE_SET = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+def voxel_lps(paths: Sequence[Path], index: Sequence[float]) -> np.ndarray:
+    """LPS (mm) of voxel ``(k, r, c)`` straight from the DICOM headers (PS3.3 C.7.6.2.1.1):
+    the image position of slice ``k`` (slices sorted along the normal) plus ``c`` column steps
+    along the row cosine and ``r`` row steps along the column cosine. Independent of medtool's
+    geometry code."""
+    import pydicom
+
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    cosines = np.asarray(headers[0].ImageOrientationPatient, float)
+    row, column = cosines[:3], cosines[3:]
+    normal = np.cross(row, column)
+    headers.sort(key=lambda d: float(np.asarray(d.ImagePositionPatient, float) @ normal))
+    k, r, c = index
+    base = np.asarray(headers[int(k)].ImagePositionPatient, float)
+    dy, dx = (float(v) for v in headers[0].PixelSpacing)
+    return base + c * dx * row + r * dy * column
+
+
+def write_structure_set(path: Path, image_paths: Sequence[Path],
+                        rois: Sequence[tuple[str, Sequence[np.ndarray]]], *,
+                        geometric_type: str = "CLOSED_PLANAR",
+                        series_uid: str | None = None) -> Dataset:
+    """A minimal RT Structure Set written with pydicom alone (not medtool's writer): one ROI
+    per ``(name, contours)``, each contour an (N, 3) array of LPS points, referencing the
+    images at ``image_paths``. Returns the data set (tests damage it and save again)."""
+    import pydicom
+
+    images = [pydicom.dcmread(p, stop_before_pixels=True) for p in image_paths]
+    first = images[0]
+    ds = Dataset()
+    for keyword in ("PatientName", "PatientID", "StudyInstanceUID"):
+        setattr(ds, keyword, getattr(first, keyword))
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.StructureSetLabel = "TEST"
+    ref_series = Dataset()
+    ref_series.SeriesInstanceUID = series_uid or first.SeriesInstanceUID
+    contour_images = []
+    for image in images:
+        item = Dataset()
+        item.ReferencedSOPClassUID = image.SOPClassUID
+        item.ReferencedSOPInstanceUID = image.SOPInstanceUID
+        contour_images.append(item)
+    ref_series.ContourImageSequence = DicomSequence(contour_images)
+    ref_study = Dataset()
+    ref_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    ref_study.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    ref_study.RTReferencedSeriesSequence = DicomSequence([ref_series])
+    ref_frame = Dataset()
+    ref_frame.FrameOfReferenceUID = first.FrameOfReferenceUID
+    ref_frame.RTReferencedStudySequence = DicomSequence([ref_study])
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([ref_frame])
+    structure_rois, roi_contours = [], []
+    for number, (name, contours) in enumerate(rois, 1):
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
+        roi.ROIName = name
+        structure_rois.append(roi)
+        item = Dataset()
+        item.ReferencedROINumber = number
+        item.ROIDisplayColor = [255, 0, 0]
+        items = []
+        for points in contours:
+            contour = Dataset()
+            contour.ContourGeometricType = geometric_type
+            contour.NumberOfContourPoints = len(points)
+            contour.ContourData = [round(float(v), 4) for v in np.asarray(points).ravel()]
+            items.append(contour)
+        if items:
+            item.ContourSequence = DicomSequence(items)
+        roi_contours.append(item)
+    ds.StructureSetROISequence = DicomSequence(structure_rois)
+    ds.ROIContourSequence = DicomSequence(roi_contours)
+    save_structure_set(ds, path)
+    return ds
+
+
+def save_structure_set(ds: Dataset, path: Path) -> None:
+    """Save an RT Structure Set data set as a Part 10 file."""
+    ds.SOPInstanceUID = getattr(ds, "SOPInstanceUID", None) or generate_uid()
+    _save(ds, path, RT_STRUCTURE_SET, ExplicitVRLittleEndian)

@@ -13,8 +13,21 @@ _HELP = """Convert DICOM series into volume files, one per series, with exact ge
 
 Folders are walked recursively, any file names. Files that are not image volumes are skipped
 and counted in one note (listed with --verbose): non-DICOM files, DICOMDIRs, objects without
-pixel data (SR dose reports, presentation states, RT plans and structure sets, key objects, raw
-data) and colour images (dose screens, exam summaries); an error is a damaged image.
+pixel data (SR dose reports, presentation states, RT plans, key objects, raw data) and colour
+images (dose screens, exam summaries); an error is a damaged image.
+
+Labels: each RT Structure Set (RTSTRUCT) and DICOM Segmentation (SEG: binary, fractional,
+label map) becomes a uint8 label volume on the grid of the image series it references (matched
+by its referenced images, series and FrameOfReferenceUID): OUT/<that series' case>_rtstruct
+or _seg (_2, _3 for more objects of one series, in file-name order), one label per ROI or
+segment, the names and colours in the metadata (labels, label_colours). RTSTRUCT contours are filled on their image
+planes, holes by the even-odd rule; SEG frames are placed by their positions (any order, sparse
+frames). A structure set whose series is not among the inputs, a contour off the image, an ROI
+without contours ([bold]--allow-empty[/bold] keeps it as an empty label) or a damaged sequence
+is one error line; [bold]--no-labels[/bold] skips these files instead.
+[bold]--labels-out DIR[/bold] writes the label volumes there, so that OUT holds the images only.
+See docs/dicom-labels.md.
+
 Images are grouped by SeriesInstanceUID and split into stacks by orientation, image size and
 pixel spacing; localizers (ImageType LOCALIZER/SCOUT/PROJECTION IMAGE, or up to 3 images in
 another orientation) are dropped with a note. Slices are sorted by ImagePositionPatient
@@ -66,13 +79,17 @@ def register(app: typer.Typer) -> None:
         hu: Annotated[bool, typer.Option("--hu", help="Write int16 Hounsfield units (as medtool hu) instead of stored values.")] = False,
         allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Interpolate missing or unevenly spaced slices onto a uniform grid.")] = False,
         untilt: Annotated[bool, typer.Option("--untilt/--no-untilt", help="Resample gantry-tilted series onto a straight grid that holds every source pixel (with a warning), or refuse them.")] = True,
+        labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Convert RTSTRUCT and SEG files into label volumes on their series' grid, or skip them.")] = True,
+        labels_out: Annotated[Path | None, typer.Option("--labels-out", metavar="DIR", help="Write the label volumes into DIR instead of OUT (OUT then holds images only: train segment --images OUT --masks DIR --mask-suffix _rtstruct).")] = None,
+        allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Keep an RTSTRUCT ROI without contours as an empty label instead of failing.")] = False,
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
     ) -> int:
         from ..ingest import HuOptions, convert
 
         report = convert(inputs, out, fmt=fmt, series=series, allow_gaps=allow_gaps, untilt=untilt,
-                         name=name, hu=HuOptions() if hu else None, workers=opts.workers, force=opts.force,
+                         name=name, labels=labels, allow_empty=allow_empty, labels_out=labels_out,
+                         hu=HuOptions() if hu else None, workers=opts.workers, force=opts.force,
                          shard=opts.shard, step=opts.step(), progress=opts.show_progress,
                          on_error=opts.report, on_notice=common.report_notice if not opts.quiet else None)
         return report_conversion(report, json=json, opts=opts)

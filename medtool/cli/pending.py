@@ -17,6 +17,7 @@ PIPELINE: dict[str, tuple[str, int]] = {
     "lungmask": ("Segment the lungs (1 right, 2 left) in a HU volume.", 10),
     "resample": ("Resample volumes to a new spacing or onto another volume's grid.", 10),
     "attach": ("Give arrays without geometry (coursework masks) their image's geometry.", 24),
+    "todicom": ("Write label volumes as DICOM SEG or RTSTRUCT of their source series.", 27),
     "view": ("Render slices of a volume (with masks) to PNG.", 10),
     "folds": ("Split cases into leakage-free cross-validation folds.", 5),
     "export": ("Write images and masks as an nnU-Net v2 raw dataset.", 24),

@@ -33,6 +33,10 @@ def register(app: typer.Typer) -> None:
             "--clutter", help="Add what real exports hold to each study: a localizer, an RGB "
             "dose screen (secondary capture), a dose SR, a second kernel, a gantry-tilted "
             "series and one with uneven slice spacing.")] = False,
+        labels_as: Annotated[str | None, typer.Option(
+            "--labels-as", metavar="rtstruct|seg", help="Also write the lung truth into each CT "
+            "series folder as an RT Structure Set (RS-lungs.dcm) or a DICOM SEG "
+            "(SEG-lungs.dcm), ROIs Lung_R 1 and Lung_L 2 as in LCTSC.", show_default=False)] = None,
         # -- the anatomy of the CT cases (medtool.phantom.ct.Anatomy) -------------------------
         scan_range: Annotated[str, typer.Option(
             "--range", help="Scan range: chest (lung bases to the neck base), cap "
@@ -69,7 +73,9 @@ def register(app: typer.Typer) -> None:
         download tree instead), OUT/truth/<case>_lungs.nii.gz (1 right, 2 left lung),
         OUT/truth/<case>_tumour.nii.gz, OUT/labels.csv (case_id, patient_id, label, tumour
         volume and diameter, the DICOM PatientID), OUT/cxr/<patientId>.dcm and
-        OUT/cxr_boxes.csv (RSNA form).
+        OUT/cxr_boxes.csv (RSNA form). --labels-as rtstruct|seg also puts the lung truth into
+        each CT series folder as DICOM (RS-lungs.dcm / SEG-lungs.dcm), so that dicom2npy turns
+        it into <case>_rtstruct / <case>_seg label volumes.
 
         Anatomy: --range, --bowel, --effusion, --emphysema, --one-lung and --juxtapleural
         add what real scans have; then OUT/truth/<case>_anatomy.nii.gz holds the truth of
@@ -92,7 +98,7 @@ def register(app: typer.Typer) -> None:
                                 cxr=cases if cxr is None else cxr, workers=opts.workers,
                                 force=opts.force, step=opts.step(), progress=opts.show_progress,
                                 tumour_fraction=tumour_fraction, layout=layout,
-                                clutter=clutter,
+                                clutter=clutter, labels_as=labels_as,
                                 anatomy=anatomy, follow_up=follow_up, cxr_size=cxr_size)
         if not anatomy.is_default:
             summary["anatomy"] = anatomy.describe()

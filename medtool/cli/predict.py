@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[float | None, typer.Option("--threshold", help="Foreground probability cut [default: arg-max / 0.5].", rich_help_panel=_SEG)] = None,
         probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write float probability maps.", rich_help_panel=_SEG)] = False,
         interpolation: Annotated[str, typer.Option("--interpolation", help="How labels return to the input's grid: nearest (arg-max at the model's spacing, then nearest neighbour) or linear (probabilities interpolated in slabs, then arg-max, as nnU-Net: smoother edges).", rich_help_panel=_SEG)] = "nearest",
-        fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].", rich_help_panel=_SEG)] = None,
+        fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's]; dcm-seg or rtstruct: a DICOM SEG or RT Structure Set of the --ref series.", rich_help_panel=_SEG)] = None,
+        ref: Annotated[list[Path] | None, typer.Option("--ref", metavar="DICOM_DIR", help="With --format dcm-seg|rtstruct: the DICOM series the inputs were converted from (as medtool todicom).", rich_help_panel=_SEG)] = None,
         min_score: Annotated[float | None, typer.Option("--min-score", help="Keep boxes scoring at least this [default: the checkpoint's validated cut].", rich_help_panel=_DET)] = None,
         nms: Annotated[float | None, typer.Option("--nms", help="NMS IoU threshold [default: the checkpoint's].", rich_help_panel=_DET)] = None,
         max_boxes: Annotated[int, typer.Option("--max-boxes", min=1, help="Most boxes per image.", rich_help_panel=_DET)] = 100,
@@ -113,12 +114,15 @@ def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: di
                      opts: common.Options) -> int:
     from ..segmentation import PredictSettings, predict_files
 
+    writer, fmt = _dicom_writer(v), v["fmt"]
+    if writer is not None:
+        fmt = None
     settings = PredictSettings(overlap=v["overlap"], blend=v["blend"], batch_size=v["batch_size"], tta=v["tta"],
                                threshold=v["threshold"], keep_largest=v["keep_largest"],
                                probabilities=v["probabilities"], interpolation=v["interpolation"])
-    outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=v["fmt"], suffix=v["suffix"],
+    outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=fmt, suffix=v["suffix"],
                             image_suffix=v["image_suffix"], force=opts.force, shard=opts.shard, step=opts.step(),
-                            amp=v["amp"], progress=opts.show_progress, on_error=opts.report)
+                            amp=v["amp"], progress=opts.show_progress, on_error=opts.report, writer=writer)
     rows = [r for r in outcome.results if r is not None]
     if v["json"]:
         common.print_json(rows)
@@ -134,6 +138,24 @@ def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: di
                           *[f"{row['volumes_ml'][n]:.1f}" for n in names])
         common.stdout.print(table)
     return common.report_failures(outcome.failures, len(outcome.results))
+
+
+def _dicom_writer(v: dict[str, Any]):
+    """The DICOM SEG / RTSTRUCT writer of ``--format dcm-seg|rtstruct --ref DIR``, else ``None``."""
+    from ..dicomlabels import DICOM_FORMATS, Algorithm, DicomLabelWriter, scan_references
+    from ..errors import UsageError
+
+    if v["fmt"] not in DICOM_FORMATS:
+        if v["ref"]:
+            raise UsageError("--ref goes with --format dcm-seg or rtstruct")
+        return None
+    if not v["ref"]:
+        raise UsageError(f"--format {v['fmt']} needs --ref DICOM_DIR (the series the inputs came from)")
+    if v["probabilities"]:
+        raise UsageError(f"--probabilities writes volume files, not --format {v['fmt']}")
+    source = str(v["checkpoint"])
+    algorithm = Algorithm(source=source if len(source) <= 64 else "..." + source[-61:])
+    return DicomLabelWriter(v["fmt"], scan_references(v["ref"]), algorithm)
 
 
 def _predict_classify(state: dict[str, Any], inputs: list[Path], out: Path, v: dict[str, Any], device,

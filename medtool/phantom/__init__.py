@@ -39,7 +39,7 @@ from .ct import LABEL_DIAMETER_MM, LEFT_LUNG, RIGHT_LUNG, TUMOUR_FRACTION, make_
 from .ct import ANATOMY_LABELS, STUDY_TITLES, Anatomy     # the optional anatomy (scan ranges, bowel ...)
 from .cxr import RSNA_SIZE, make_cxr
 from .dicomfiles import Study, write_cxr
-from .export import LAYOUTS, study_path, write_study
+from .export import LABELS_AS, LAYOUTS, study_path, write_study
 from .identity import Person, Site, make_person, make_site
 
 #: Chance that a new case is a follow-up scan of an earlier patient (who then has two cases).
@@ -77,6 +77,7 @@ class CaseJob:
     anatomy: Anatomy = Anatomy()         # scan range, bowel, effusion ... (phantom.ct)
     baseline_seed: np.random.SeedSequence | None = None   # grown follow-up: the baseline's anatomy
     interval_days: int = 0               # ... and the days since it
+    labels_as: str | None = None         # lung truth also as RTSTRUCT / SEG in the series folder
 
 
 @dataclass
@@ -190,7 +191,7 @@ def write_case(job: CaseJob) -> dict[str, Any]:
     lungs_path, tumour_path = _truth_paths(job.out, job.case_id)
     with atomic_directory(_study_dir(job), force=job.force) as folder:
         write_study(folder, case, layout=job.layout, clutter=job.clutter, person=job.person,
-                    site=job.site, study=job.study, rng=rng)
+                    site=job.site, study=job.study, rng=rng, labels_as=job.labels_as)
     meta = {"units": "label", "modality": "SEG", "case_id": job.case_id, "source": "medtool phantom"}
     grid = dict(spacing=case.spacing, origin=case.origin, direction=AXIAL_DIRECTION)
     save_volume(Volume(case.lungs, **grid, meta={**meta, "labels": LUNG_LABELS}, history=[job.step]),
@@ -244,7 +245,7 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
                   tumour_fraction: float = TUMOUR_FRACTION, layout: str = "flat",
                   clutter: bool = False,
                   anatomy: Anatomy | None = None, follow_up: str = "independent",
-                  cxr_size: int | None = None) -> dict[str, Any]:
+                  cxr_size: int | None = None, labels_as: str | None = None) -> dict[str, Any]:
     """Write the whole phantom data set under ``out``; return counts of what was written.
 
     ``anatomy`` (:class:`~medtool.phantom.ct.Anatomy`: scan range, bowel, effusion,
@@ -252,7 +253,9 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
     default chest, ``truth/<case>_anatomy.nii.gz`` holds the truth of what is not lung.
     ``follow_up="grown"`` gives a follow-up scan the baseline's body and lungs and a grown
     tumour (:data:`FOLLOW_UPS`). ``cxr_size`` is the X-rays' size in pixels (default: twice
-    ``shape``, 128 to 1024).
+    ``shape``, 128 to 1024). ``labels_as`` (``rtstruct`` or ``seg``) also writes the lung
+    truth into each CT series folder as that DICOM object (ROIs / segments ``Lung_R`` 1,
+    ``Lung_L`` 2, as the LCTSC challenge names them).
 
     ``layout`` lays the CT studies out as ``flat`` (``ct/<case_id>/``) or as a TCIA download
     (``tcia``); ``clutter`` adds what real exports hold besides the image series (see
@@ -271,6 +274,8 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
         raise UsageError(f"--layout {layout}: choose one of {', '.join(LAYOUTS)}")
     if follow_up not in FOLLOW_UPS:
         raise UsageError(f"--follow-up {follow_up}: choose one of {', '.join(FOLLOW_UPS)}")
+    if labels_as is not None and labels_as not in LABELS_AS:
+        raise UsageError(f"--labels-as {labels_as}: choose one of {', '.join(LABELS_AS)}")
     if cxr_size is not None and cxr_size < 32:
         raise UsageError(f"--cxr-size {cxr_size}: an X-ray needs at least 32 x 32 pixels")
     case_jobs, xray_jobs = plan(cases=cases, seed=seed, cxr=cxr, shape=shape, out=out,
@@ -279,7 +284,7 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
     # Refuse before generating anything, rather than after minutes of work.
     outputs = [out / "labels.csv", out / "cxr_boxes.csv"]
     for job in case_jobs:
-        job.layout, job.clutter = layout, clutter
+        job.layout, job.clutter, job.labels_as = layout, clutter, labels_as
         outputs += [_study_dir(job), *_truth_paths(out, job.case_id)]
         outputs += [] if job.anatomy.is_default else [_anatomy_path(out, job.case_id)]
     outputs += [out / "cxr" / f"{job.patient_uid}.dcm" for job in xray_jobs]

@@ -74,13 +74,19 @@ def _digits(study: Study, what: object) -> str:
 
 
 def write_study(study_dir: Path, case: CTCase, *, layout: str, clutter: bool, person: Person,
-                site: Site, study: Study, rng: np.random.Generator) -> int:
+                site: Site, study: Study, rng: np.random.Generator,
+                labels_as: str | None = None) -> int:
     """Write the CT series of ``case`` (and with ``clutter`` the rest of a real export) into
-    ``study_dir``; the number of image series that dicom2npy should convert."""
+    ``study_dir``; the number of image series that dicom2npy should convert.
+
+    ``labels_as`` (:data:`LABELS_AS`) also writes the lung truth as an RT Structure Set or a
+    DICOM SEG of the CT series into its folder (:func:`write_truth_labels`)."""
     names = "tcia" if layout == "tcia" else "random"
     main = f"CHEST {case.slice_thickness:.3g}mm {site.kernel}"
-    write_ct_series(series_folder(study_dir, layout, 2, main, study), case, person=person,
-                    site=site, study=study, rng=rng, names=names)
+    main_folder = series_folder(study_dir, layout, 2, main, study)
+    write_ct_series(main_folder, case, person=person, site=site, study=study, rng=rng, names=names)
+    if labels_as is not None:
+        write_truth_labels(main_folder, case, study=study, labels_as=labels_as)
     if not clutter:
         return 1
     where = {"person": person, "site": site, "study": study}
@@ -105,6 +111,35 @@ def write_study(study_dir: Path, case: CTCase, *, layout: str, clutter: bool, pe
                     z_positions=z, description=uneven, names=names,
                     prefix=f"IM{UNEVEN_SERIES}", **where)
     return 4
+
+
+#: ``--labels-as``: the lung truth written into the CT series folder, as which DICOM object.
+LABELS_AS = ("rtstruct", "seg")
+#: ROI / segment names of the lung truth (the LCTSC challenge's), by label value.
+TRUTH_ROI_NAMES = {"1": "Lung_R", "2": "Lung_L"}
+#: File names of the truth objects in the series folder.
+TRUTH_FILES = {"rtstruct": "RS-lungs.dcm", "seg": "SEG-lungs.dcm"}
+
+
+def write_truth_labels(folder: Path, case: CTCase, *, study: Study, labels_as: str) -> Path:
+    """The lung truth of ``case`` as an RTSTRUCT or SEG (``labels_as``) of the CT series in
+    ``folder``, with UIDs and dates from the study (same seed, same file)."""
+    import datetime as dt
+
+    from ..dicomlabels import Algorithm, reference_for, scan_references, write_dicom_labels
+    from ..volume import AXIAL_DIRECTION, Volume
+
+    truth = Volume(case.lungs, case.spacing, case.origin, AXIAL_DIRECTION,
+                   meta={"labels": dict(TRUTH_ROI_NAMES)})
+    reference = reference_for(truth, scan_references([folder]), series_uid=study.uid("series", "ct"))
+    created = dt.datetime.combine(study.date, dt.time.fromisoformat(
+        f"{study.time[:2]}:{study.time[2:4]}:{study.time[4:6]}"))
+    path = folder / TRUTH_FILES[labels_as]
+    write_dicom_labels(truth, reference, path, fmt="dcm-seg" if labels_as == "seg" else "rtstruct",
+                       algorithm=Algorithm(name="medtool phantom", manual=True),
+                       series_uid=study.uid("series", labels_as), sop_uid=study.uid(labels_as, 1),
+                       created=created, description="LUNG TRUTH")
+    return path
 
 
 def _sharpened(hu: np.ndarray) -> np.ndarray:
