@@ -7,7 +7,7 @@ _medtool() {
         case "${COMP_WORDS[i]}" in -*) ;; *) cmd="${COMP_WORDS[i]}"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "phantom dicom2npy anonymize hu lungmask resample attach todicom view folds predict score gradcam info env train --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "phantom dicom2npy anonymize hu lungmask resample attach todicom view folds export predict score gradcam info env train --help --version" -- "$cur"))
         return
     fi
     local opts="" files=1
@@ -140,8 +140,23 @@ _medtool() {
             --test) return ;;
         esac
         ;;
+    export)
+        opts="--images --masks --mask-suffix --image-suffix --dataset --channels --folds --class-names --channel-name --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        case "$prev" in
+            --images) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --masks) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --mask-suffix) return ;;
+            --image-suffix) return ;;
+            --dataset) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --channels) return ;;
+            --folds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --class-names) return ;;
+            --channel-name) return ;;
+            --workers|-j) return ;;
+        esac
+        ;;
     predict)
-        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --ref --min-score --nms --max-boxes --suffix --folds --fold --cases --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --ref --min-score --nms --max-boxes --suffix --image-suffix --folds --fold --cases --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --batch-size) return ;;
             --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
@@ -156,6 +171,7 @@ _medtool() {
             --nms) return ;;
             --max-boxes) return ;;
             --suffix) return ;;
+            --image-suffix) return ;;
             --folds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --fold) return ;;
             --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -209,7 +225,7 @@ _medtool() {
         esac
         ;;
     train)
-        opts="--task --images --folds --fold --val-fraction --normalize --window --model --augment --aug --dim --spacing --class-names --width --dropout --masks --csv --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --out -o --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --labels --image-suffix --id-column --cases --label-column --shape --class-weights --cv --boxes --size --class-name --weights --fpn-width --anchor-sizes --anchor-ratios --nms --help -h"
+        opts="--task --images --folds --fold --val-fraction --normalize --window --model --augment --aug --dim --spacing --class-names --width --dropout --image-suffix --masks --csv --dataset --channels --mask-suffix --patch --pos-ratio --activation --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --out -o --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --labels --id-column --cases --label-column --shape --class-weights --cv --boxes --size --class-name --weights --fpn-width --anchor-sizes --anchor-ratios --nms --help -h"
         files=0
         case "$prev" in
             --task) COMPREPLY=($(compgen -W "segment classify detect" -- "$cur")); return ;;
@@ -227,8 +243,11 @@ _medtool() {
             --class-names) return ;;
             --width) return ;;
             --dropout) return ;;
+            --image-suffix) return ;;
             --masks) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --csv) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --dataset) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --channels) return ;;
             --mask-suffix) return ;;
             --patch) return ;;
             --pos-ratio) return ;;
@@ -258,7 +277,6 @@ _medtool() {
             --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
             --workers|-j) return ;;
             --labels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --image-suffix) return ;;
             --id-column) return ;;
             --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --label-column) return ;;
