@@ -340,6 +340,7 @@ class ClassifyTask(Task):
     """Classification for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
 
     name = "classify"
+    plan_keys = ("dim", "spacing", "shape", "normalize", "normalize_why", "classes")
 
     def __init__(self, options: ClassifyOptions, *, recipe: dict[str, Any] | None = None):
         super().__init__(options, recipe=recipe)
@@ -442,6 +443,23 @@ class ClassifyTask(Task):
     def metric_names(self) -> list[str]:
         return list(METRICS)
 
+    def held_out(self, checkpoint: dict[str, Any], *, device, out: Path, fold: int):
+        """Class probabilities of the held-out cases: rows ``case_id, prob_<class>..., pred,
+        truth`` and :func:`evaluate`'s metrics."""
+        from .tasks import HeldOut
+        from .train import build_model
+
+        model = build_model(checkpoint).to(device)
+        classes = self.recipe["classes"]
+        probs = self.probabilities(model, self.val_cases, device=device)
+        truth = np.array([c["label"] for c in self.val_cases])
+        rows = [{**row, "truth": classes[int(label)]}
+                for row, label in zip(prediction_rows([c["case_id"] for c in self.val_cases], probs, classes), truth)]
+        return HeldOut(rows, [*prediction_columns(classes), "truth"], evaluate(truth, probs), (truth, probs))
+
+    def pool(self, held) -> dict[str, float]:
+        return evaluate(np.concatenate([h.data[0] for h in held]), np.concatenate([h.data[1] for h in held]))
+
     def probabilities(self, model, cases: list[dict[str, Any]], *, device, amp_dtype=None,
                       batch_size: int = VALIDATION_BATCH) -> np.ndarray:
         """Class probabilities ``(len(cases), K)`` of cached cases (model in eval mode)."""
@@ -535,11 +553,12 @@ def _load_prepared(job: _Load) -> np.ndarray:
 def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out: str | Path, *,
                   batch_size: int = 4, device, amp: str = "auto", image_suffix: str = "", force: bool = False,
                   workers: int = 1, shard: tuple[int, int] | None = None, progress: bool = False,
-                  on_error=None):
+                  on_error=None, ensemble: Sequence[dict[str, Any]] = ()):
     """``medtool predict`` for a classification checkpoint: every volume under ``inputs`` to one
     row of the CSV ``out`` (``case_id,prob_<class>...,pred``; inputs named ``<case id><image_suffix>``),
     the model loaded once, volumes
-    prepared as the recipe says (in ``workers`` processes) and classified in batches.
+    prepared as the recipe says (in ``workers`` processes) and classified in batches;
+    ``ensemble``: more checkpoints of the same recipe whose probabilities are averaged.
 
     Returns a :class:`~medtool.batch.BatchResult` whose results are the rows (in input order).
     """
@@ -563,14 +582,14 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     if twice:
         raise UsageError(f"case ids found twice among the inputs: {_named(twice)}",
                          hint="the table has one row per case id (file name without suffix)")
-    model = build_model(checkpoint).to(device)
+    models = [build_model(c).to(device) for c in [checkpoint, *ensemble]]
     dtype = amp_dtype(amp, device)
     probs: dict[int, np.ndarray] = {}
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush() -> None:
-        values = predict_arrays(model, [a for _, a in pending], two_d=recipe["dim"] == 2, device=device,
-                                amp_dtype=dtype, batch_size=len(pending))
+        values = np.mean([predict_arrays(model, [a for _, a in pending], two_d=recipe["dim"] == 2, device=device,
+                                         amp_dtype=dtype, batch_size=len(pending)) for model in models], axis=0)
         probs.update({i: p for (i, _), p in zip(pending, values)})
         pending.clear()
 

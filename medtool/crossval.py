@@ -1,15 +1,20 @@
-"""K-fold cross-validation in one command (``medtool train --cv``).
+"""K-fold cross-validation in one command (``medtool train <task> --cv``), for every task.
 
 Every fold of the folds CSV is validated once: ``RUN/fold_K/`` is a normal run (checkpoints,
-log, curve) trained on the other folds. Its ``last.pt`` (the fixed-length run, so no
-checkpoint is chosen on the cases it is then judged on) predicts the held-out fold; the
-predictions of all folds make the out-of-fold table ``RUN/oof.csv`` (``case_id,
-prob_<class>..., pred, truth, fold``: ``medtool score`` reads it as it is), and ``RUN/cv.json``
-holds each fold's metrics, their mean and spread (sample standard deviation over the folds,
-NaN folds left out and counted) and the metrics of the pooled out-of-fold predictions.
+log, curve) trained on the other numbered folds (the ``test`` fold is in none). Its
+``last.pt`` (the fixed-length run, so no checkpoint is chosen on the cases it is then judged
+on) predicts the held-out fold (:meth:`medtool.tasks.Task.held_out`): the out-of-fold table
+``RUN/oof.csv`` gets a row per held-out case with its fold (classify: ``case_id,
+prob_<class>..., pred, truth``, read by ``medtool score`` as it is; segment: ``case_id,
+output, dice_<class>...`` with the label volumes under ``RUN/oof/``; detect: the RSNA
+``patientId,PredictionString`` rows). ``RUN/cv.json`` holds each fold's metrics, their mean
+and spread (sample standard deviation over the folds, NaN folds left out and counted) and the
+metrics of the pooled out-of-fold predictions.
 
-The task provides ``probabilities(model, cases, device=...)`` over its ``val_cases`` (dicts
-with ``case_id`` and ``label``) and ``recipe["classes"]``; classification does.
+The folds share the recipe planned on the first fold (``Task.plan_keys``: spacing, patch or
+input shape, normalisation, classes), so their models take the same inputs and ``medtool
+predict RUN`` can average them (:func:`fold_checkpoints`). ``--max-minutes`` is the budget of
+the whole run: each fold gets the time left over the folds left.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import copy
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +35,10 @@ from .errors import UsageError
 OOF, SUMMARY = "oof.csv", "cv.json"
 #: The checkpoint of each fold that predicts its held-out cases.
 FOLD_CHECKPOINT = "last.pt"
+#: The folder of a run's out-of-fold predictions that are files (segmentation label volumes).
+OOF_DIR = "oof"
+#: A fold whose share of ``--max-minutes`` is spent still trains (one epoch: 0 would mean no limit).
+MIN_FOLD_MINUTES = 1e-3
 
 
 def fold_dir(out: Path, fold: int) -> Path:
@@ -40,16 +50,13 @@ def cross_validate(task_name: str, options: Any, config, out: str | Path, *, dev
                    step: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train every fold of ``options.folds`` under ``out`` and write the out-of-fold
     predictions and the summary (see the module docstring); returns the summary."""
-    from .classify import evaluate, prediction_columns, prediction_rows
     from .datasets import numbered_folds, read_folds
     from .files import atomic_write_text, check_writable
     from .tables import write_csv
-    from .tasks import info, make_task
-    from .train import build_model, fit, load_checkpoint
+    from .tasks import make_task
+    from .train import fit, load_checkpoint
 
     say = log or (lambda text: None)
-    if not info(task_name).cross_validates:
-        raise UsageError(f"--cv is not available for {task_name} yet", hint="train one fold at a time: --fold K")
     if not getattr(options, "folds", None):
         raise UsageError("--cv needs --folds folds.csv", hint="make one with medtool folds")
     if options.fold is not None:
@@ -60,41 +67,63 @@ def cross_validate(task_name: str, options: Any, config, out: str | Path, *, dev
     folds = numbered_folds(read_folds(options.folds))
     if len(folds) < 2:
         raise UsageError(f"--cv needs at least two folds, {options.folds} has {len(folds)}")
+    deadline = None if not config.max_minutes else time.monotonic() + 60 * config.max_minutes
     rows: list[dict[str, Any]] = []
-    truths, probs, per_fold = [], [], []
-    classes: list[str] = []
+    held, per_fold, plan, columns = [], [], None, []
+    task = None
     for number, fold in enumerate(folds, start=1):
         say(f"fold {fold} ({number} of {len(folds)})")
-        task = make_task(task_name, dataclasses.replace(options, fold=fold))
+        task = make_task(task_name, dataclasses.replace(options, fold=fold), recipe=copy.deepcopy(plan))
         run = fold_dir(out, fold)
-        summary = fit(task, copy.deepcopy(config), run, device=device, workers=workers, force=force,
+        fold_config = copy.deepcopy(config)
+        if deadline is not None:
+            fold_config.max_minutes = max(MIN_FOLD_MINUTES, (deadline - time.monotonic()) / 60 / (len(folds) - number + 1))
+        summary = fit(task, fold_config, run, device=device, workers=workers, force=force,
                       progress=progress, log=log, step=step)
-        model = build_model(load_checkpoint(run / FOLD_CHECKPOINT)).to(device)
-        classes = task.recipe["classes"]
-        p = task.probabilities(model, task.val_cases, device=device)
-        t = np.array([c["label"] for c in task.val_cases])
-        metrics = evaluate(t, p)
+        if plan is None:
+            plan = {k: v for k, v in task.recipe.items() if k in task.plan_keys} or None
+        result = task.held_out(load_checkpoint(run / FOLD_CHECKPOINT), device=device, out=out / OOF_DIR, fold=fold)
+        held.append(result)
+        columns = [*result.columns, "fold"]
         per_fold.append({"fold": fold, "train_cases": len(task.train_cases), "val_cases": len(task.val_cases),
-                         "epochs": summary["epochs"], "minutes": summary["minutes"], **metrics})
-        for row, label in zip(prediction_rows([c["case_id"] for c in task.val_cases], p, classes), t):
-            rows.append({**row, "truth": classes[int(label)], "fold": fold})
-        truths.append(t)
-        probs.append(p)
-        say(f"fold {fold}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-    pooled = evaluate(np.concatenate(truths), np.concatenate(probs))
+                         "epochs": summary["epochs"], "minutes": summary["minutes"], **result.metrics})
+        rows.extend({**row, "fold": fold} for row in result.rows)
+        say(f"fold {fold}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items()))
+    pooled = task.pool(held)
     spread = {}
     for name in pooled:
-        values = np.array([f[name] for f in per_fold], dtype=float)
+        values = np.array([f.get(name, math.nan) for f in per_fold], dtype=float)
         finite = values[np.isfinite(values)]
         spread[name] = {"mean": float(finite.mean()) if finite.size else math.nan,
                         "std": float(finite.std(ddof=1)) if finite.size > 1 else math.nan,
                         "values": values.tolist(), "undefined_folds": int((~np.isfinite(values)).sum())}
-    rows.sort(key=lambda r: r["case_id"])
-    write_csv(out / OOF, [*prediction_columns(classes), "truth", "fold"], rows, force=force)
-    result = {"run": str(out), "folds": len(folds), "checkpoint": FOLD_CHECKPOINT, "oof": str(out / OOF),
-              "cases": len(rows), "metrics": spread, "pooled": pooled, "per_fold": per_fold}
+    key = columns[0]
+    rows.sort(key=lambda r: r[key])
+    write_csv(out / OOF, columns, rows, force=force)
+    result = {"run": str(out), "task": task_name, "folds": len(folds), "checkpoint": FOLD_CHECKPOINT,
+              "oof": str(out / OOF), "cases": len(rows), "metrics": spread, "pooled": pooled, "per_fold": per_fold}
     atomic_write_text(out / SUMMARY, json.dumps(_no_nan(result), indent=1), force=True)
     return result
+
+
+def fold_checkpoints(run: str | Path) -> list[Path]:
+    """The ``last.pt`` of every fold of a ``--cv`` run folder, in fold order (what ``medtool
+    predict RUN`` averages).
+
+    Raises
+    ------
+    InputError
+        ``run`` holds no ``fold_K/last.pt``.
+    """
+    from .errors import InputError
+
+    run = Path(run)
+    found = sorted((int(p.parent.name.split("_", 1)[1]), p) for p in run.glob(f"fold_*/{FOLD_CHECKPOINT}")
+                   if p.parent.name.split("_", 1)[1].isdigit())
+    if not found:
+        raise InputError(f"no fold_K/{FOLD_CHECKPOINT} in this folder", path=run,
+                         hint="give a checkpoint file, or the run folder of train --cv")
+    return [p for _, p in found]
 
 
 def _no_nan(value):

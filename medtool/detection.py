@@ -452,6 +452,27 @@ class DetectTask(Task):
     def metric_names(self) -> list[str]:
         return ["map_iou", "min_score"]
 
+    def held_out(self, checkpoint: dict[str, Any], *, device, out: Path, fold: int):
+        """Boxes on the held-out images as predict writes them (``out/fold_K.csv``, the fold's
+        validated score cut) and their RSNA map-iou against the box table."""
+        from .boxes import map_iou_per_image, read_predictions, read_truth
+        from .tables import read_table
+        from .tasks import HeldOut
+
+        path = Path(out) / f"fold_{fold}.csv"
+        outcome = predict_files(checkpoint, [c.image for c in self.val_sources], path, settings=PredictSettings(),
+                                device=device, force=True)
+        if outcome.failures:
+            raise outcome.failures[0][1]
+        rows = [dict(row) for row in read_table(path, required=PREDICTION_COLUMNS).rows]
+        pred = read_predictions(path)
+        per_image = map_iou_per_image(read_truth(self.options.boxes).take(pred.ids), pred)
+        return HeldOut(rows, list(PREDICTION_COLUMNS), {"map_iou": _nanmean(per_image)}, per_image)
+
+    def pool(self, held) -> dict[str, float]:
+        """The RSNA map-iou over every held-out image (the mean of each image's score)."""
+        return {"map_iou": _nanmean(np.concatenate([h.data for h in held]))}
+
     def validate(self, model, *, device, amp_dtype=None, batch_size: int = VALIDATION_BATCH) -> dict[str, float]:
         """RSNA map-iou on the validation images at the best score cut of :data:`SCORE_CUTS`."""
         from .boxes import ImageBoxes, map_iou
@@ -471,6 +492,10 @@ class DetectTask(Task):
         best = int(np.argmax(scores))
         self.recipe["min_score"] = float(SCORE_CUTS[best])     # the checkpoint's recipe follows
         return {"map_iou": float(scores[best]), "min_score": float(SCORE_CUTS[best]), "score": float(scores[best])}
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
 def _xywh(corners: np.ndarray) -> np.ndarray:

@@ -258,11 +258,25 @@ def validation_scores(classes: Sequence[str], truth: np.ndarray, pred: np.ndarra
     return result
 
 
+def _mean_dice(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, float]:
+    """Mean Dice per class over the cases where it is defined (truth or prediction holds the
+    class: nnU-Net's rule) and ``score``, their mean."""
+    result = {}
+    for name in names:
+        values = np.array([row[f"dice_{name}"] for row in rows], dtype=float)
+        result[f"dice_{name}"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    defined = [v for v in result.values() if np.isfinite(v)]
+    result["score"] = float(np.mean(defined)) if defined else float("nan")
+    return result
+
+
 # -- the task -----------------------------------------------------------------------------------------
 class SegmentTask(Task):
     """Segmentation for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
 
     name = "segment"
+    plan_keys = ("dim", "spacing", "normalize", "normalize_why", "image_suffix", "dataset", "patch", "classes",
+                 "activation")
 
     # -- data ------------------------------------------------------------------------------------
     @functools.cached_property
@@ -392,6 +406,41 @@ class SegmentTask(Task):
             raise UsageError(f"--activation sigmoid needs one foreground class, the masks hold {len(names)}")
         self.recipe["classes"] = ["background", *names]
         self.recipe["activation"] = activation
+
+    # -- cross-validation ---------------------------------------------------------------------------
+    def held_out(self, checkpoint: dict[str, Any], *, device, out: Path, fold: int):
+        """Label volumes of the held-out cases on their own grids (``out/<case>.nii.gz``, as
+        predict writes them) and their Dice per class against the merged masks."""
+        from .datasets import merge_masks
+        from .formats import load_volume, save_volume
+        from .metrics import dice
+        from .tasks import HeldOut
+        from .train import build_model
+
+        model = build_model(checkpoint).to(device)
+        names = self.recipe["classes"][1:]
+        rows = []
+        for case in self.val_sources:
+            image = load_volume(case.image, mmap=True)
+            labels, _ = predict_volume(model, image, self.recipe, PredictSettings(), device=device)
+            labels.meta["classes"] = self.recipe["classes"]
+            path = Path(out) / f"{case.case_id}.nii.gz"
+            save_volume(labels, path, force=True)
+            masks = [load_volume(m, mmap=True) for m in case.masks]
+            if not masks[0].same_grid(image):
+                raise InputError("the mask is not on its image's grid", path=case.masks[0],
+                                 hint=grid_hint(masks[0], image))
+            truth, _ = merge_masks([m.array for m in masks])
+            row: dict[str, Any] = {"case_id": case.case_id, "output": str(path)}
+            for value, name in enumerate(names, start=1):
+                t, p = truth == value, labels.array == value
+                row[f"dice_{name}"] = dice(t, p) if t.any() or p.any() else float("nan")
+            rows.append(row)
+        columns = ["case_id", "output", *[f"dice_{n}" for n in names]]
+        return HeldOut(rows, columns, _mean_dice(rows, names), rows)
+
+    def pool(self, held) -> dict[str, float]:
+        return _mean_dice([row for h in held for row in h.data], self.recipe["classes"][1:])
 
     # -- model, loss, data ---------------------------------------------------------------------------
     @property
@@ -523,30 +572,40 @@ class PredictSettings:
 def predict_volume(model, volume: Volume, recipe: dict[str, Any], settings: PredictSettings, *,
                    device, amp_dtype=None) -> tuple[Volume, list[Volume]]:
     """Labels (uint8, on ``volume``'s own grid) and, if asked, one probability map per
-    foreground class; see the module docstring."""
+    foreground class; see the module docstring.
+
+    ``model`` may be a list of models of the same recipe (the folds of ``train --cv``): their
+    class probabilities are averaged (nnU-Net's ensemble) and the labels taken from the mean.
+    """
     import torch
 
-    from .inference import keep_largest, labels_from_logits, probabilities_from_logits, sliding_window
+    from .inference import (keep_largest, labels_from_logits, labels_from_probabilities,
+                            probabilities_from_logits, sliding_window)
 
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
     source = as_3d(volume)
     prepared = prepare_image(source, recipe, device="cpu")
     classes = recipe["classes"]
     out_channels = 1 if recipe["activation"] == "sigmoid" else len(classes)
     labels = np.zeros(prepared.shape, dtype=np.uint8)
     linear = settings.interpolation == "linear" and not prepared.same_grid(source)
-    keep = settings.probabilities or linear
+    keep = settings.probabilities or linear or len(models) > 1
     probs = np.zeros((out_channels, *prepared.shape), dtype=np.float32) if keep else None
 
     def take(z0: int, logits: torch.Tensor) -> None:
         z1 = z0 + logits.shape[1]
-        labels[z0:z1] = labels_from_logits(logits, threshold=settings.threshold).cpu().numpy()
+        if len(models) == 1:
+            labels[z0:z1] = labels_from_logits(logits, threshold=settings.threshold).cpu().numpy()
         if probs is not None:
-            probs[:, z0:z1] = probabilities_from_logits(logits).cpu().numpy()
+            probs[:, z0:z1] += probabilities_from_logits(logits).cpu().numpy() / np.float32(len(models))
 
     patch = recipe["patch"][1:] if recipe["dim"] == 2 else recipe["patch"]
-    sliding_window(model, prepared.array[None], patch=patch, out_channels=out_channels,
-                   overlap=settings.overlap, blend=settings.blend, batch_size=settings.batch_size,
-                   tta=settings.tta, device=device, amp_dtype=amp_dtype, on_slab=take)
+    for member in models:
+        sliding_window(member, prepared.array[None], patch=patch, out_channels=out_channels,
+                       overlap=settings.overlap, blend=settings.blend, batch_size=settings.batch_size,
+                       tta=settings.tta, device=device, amp_dtype=amp_dtype, on_slab=take)
+    if len(models) > 1:
+        labels = labels_from_probabilities(torch.from_numpy(probs), threshold=settings.threshold).numpy()
     maps = []
     if settings.probabilities:
         for channel in [0] if out_channels == 1 else range(1, out_channels):
@@ -628,11 +687,15 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
                   settings: PredictSettings, device, fmt: str | None = None, suffix: str = "",
                   image_suffix: str = "", force: bool = False,
                   shard: tuple[int, int] | None = None, step: dict[str, Any] | None = None,
-                  amp: str = "auto", progress: bool = False, on_error=None, writer=None):
+                  amp: str = "auto", progress: bool = False, on_error=None, writer=None,
+                  ensemble: Sequence[dict[str, Any]] = ()):
     """``medtool predict`` for a segmentation checkpoint: every volume under ``inputs`` to a
     label volume under ``out`` (mirroring the input names, ``suffix`` added after the case id;
     with ``image_suffix``, only inputs named ``<case><image_suffix>``, written as
     ``<case><suffix>``), the model loaded once.
+
+    ``ensemble``: more checkpoints of the same recipe whose probabilities are averaged with
+    ``checkpoint``'s (:func:`predict_volume`).
 
     ``writer`` (a :class:`~medtool.dicomlabels.DicomLabelWriter`) writes each label volume as
     a DICOM SEG or RTSTRUCT of its source series instead, named ``<case><suffix>_seg.dcm``.
@@ -648,7 +711,8 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     output_suffix = (format_suffix(fmt, name=suffix, default=".nii.gz") if writer is None
                      else lambda source: suffix + writer.suffix)
     recipe = checkpoint["recipe"]
-    model = build_model(checkpoint).to(device)
+    models = [build_model(c).to(device) for c in [checkpoint, *ensemble]]
+    model = models if ensemble else models[0]
     dtype = amp_dtype(amp, device)
     jobs = [_PredictJob(source, path)
             for source, path in plan_outputs(inputs, out, shard=shard, suffix=output_suffix,

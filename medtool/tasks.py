@@ -15,8 +15,11 @@ and provides the rest of the interface :func:`medtool.train.fit` uses:
     (``score`` is the one best.pt is chosen by).
 ``example_batch(batch_size)`` (optional)
     a batch to time the memory layouts on, for tasks whose model can run channels-last.
-``probabilities(model, cases, device=)`` (optional)
-    per-case class probabilities, which ``--cv`` pools into out-of-fold predictions.
+``held_out(checkpoint, device=, out=, fold=)`` and ``pool(held)``
+    what ``train --cv`` needs (:mod:`medtool.crossval`): one fold's model on its held-out
+    cases (out-of-fold rows and the fold's metrics, as a :class:`HeldOut`) and the metrics of
+    all folds' held-out predictions together. ``plan_keys`` are the recipe entries the folds
+    share (planned on the first fold), so that the folds' models can be ensembled.
 
 :data:`REGISTRY` names each task's class, options, predictor and loop defaults, so a fourth
 task touches its own module and this registry.
@@ -53,10 +56,6 @@ class TaskInfo:
     steps: int
     batch_size: int
 
-    @property
-    def cross_validates(self) -> bool:
-        """Whether ``train --cv`` pools its folds' out-of-fold probabilities."""
-        return hasattr(load(self.task), "probabilities")
 
 
 #: Every task: name -> :class:`TaskInfo`, in the order ``medtool train --help`` lists them.
@@ -101,6 +100,17 @@ def make_task(name: str, options: Any, recipe: dict[str, Any] | None = None) -> 
 
 
 # -- what the tasks share ---------------------------------------------------------------------
+@dataclass
+class HeldOut:
+    """One fold's model on its held-out cases: the out-of-fold table's ``rows`` (``columns``),
+    the fold's ``metrics`` and what :meth:`Task.pool` needs to score all folds together."""
+
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    metrics: dict[str, float]
+    data: Any = None
+
+
 class Task:
     """The shared part of every task (see the module docstring for the interface)."""
 
@@ -109,6 +119,8 @@ class Task:
     model_takes_targets = False
     #: The plural :meth:`split` names in its message ("cases", "images").
     items = "cases"
+    #: Recipe entries the folds of ``train --cv`` share (planned on the first fold).
+    plan_keys: tuple[str, ...] = ()
 
     def __init__(self, options: Any, *, recipe: dict[str, Any] | None = None):
         options.check()
@@ -116,6 +128,8 @@ class Task:
         self.recipe: dict[str, Any] = recipe or {}
         self.train_cases: list[dict[str, Any]] = []
         self.val_cases: list[dict[str, Any]] = []
+        #: The validation cases as found (their source files), set by :meth:`split`.
+        self.val_sources: list[Any] = []
 
     def describe(self) -> dict[str, Any]:
         """What the checkpoint stores to rebuild the task (``make_task(name, options)``)."""
@@ -145,7 +159,17 @@ class Task:
         train, val = split_cases(cases, folds=folds, fold=o.fold, val_fraction=o.val_fraction, seed=seed)
         if not train:
             raise UsageError(f"no training {self.items} left after taking out the validation fold")
+        self.val_sources = list(val)
         return train, val
+
+    def held_out(self, checkpoint: dict[str, Any], *, device, out: Path, fold: int) -> HeldOut:
+        """The fold's model (``checkpoint``) on its held-out cases; predictions may be written
+        under ``out``."""
+        raise UsageError(f"--cv is not available for {self.name}")
+
+    def pool(self, held: Sequence[HeldOut]) -> dict[str, float]:
+        """The metrics of every fold's held-out predictions together."""
+        raise UsageError(f"--cv is not available for {self.name}")
 
 
 def cached(cache: Path, key: dict[str, Any], ids: Sequence[str],

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
     @common.command(app, "predict", shared=("device", "workers", "shard", "force"), help=_HELP,
                     short_help="Run a trained model (masks on the input grid, a class CSV, or an RSNA box CSV).")
     def predict(
-        checkpoint: Annotated[Path, typer.Argument(help="best.pt or last.pt of a run.", show_default=False)],
+        checkpoint: Annotated[Path, typer.Argument(help="best.pt or last.pt of a run, or the run folder of train --cv (its folds' probabilities averaged).", show_default=False)],
         paths: Annotated[list[Path], typer.Argument(metavar="INPUT... OUT",
                                                     help="Volumes or folders, then the output (folder or file; a .csv for classify).",
                                                     show_default=False)],
@@ -71,8 +71,6 @@ def register(app: typer.Typer) -> None:
         from ..datasets import read_selection, select_files
         from ..errors import UsageError
         from ..files import VOLUME_SUFFIXES
-        from ..train import load_checkpoint
-
         values = dict(locals())
         if len(paths) < 2:
             raise UsageError("give at least one INPUT and the OUT folder")
@@ -80,7 +78,8 @@ def register(app: typer.Typer) -> None:
         selection = read_selection(folds=folds, fold=fold, cases=cases)
         device = opts.torch_device()
         torch.set_num_threads(max(1, opts.workers))
-        state = load_checkpoint(checkpoint)
+        state, ensemble = _checkpoints(checkpoint, opts)
+        values["ensemble"] = ensemble
         task = state["task"]
         if task not in _PREDICTORS:
             raise UsageError(f"predict for a {task} checkpoint is not available",
@@ -96,6 +95,39 @@ def register(app: typer.Typer) -> None:
             if selection is not None and not opts.quiet:
                 common.stderr.print(f"predicting {selection.describe(len(inputs))}", highlight=False)
         return _PREDICTORS[task](state, inputs, out, values, device, opts)
+
+
+def _checkpoints(path: Path, opts: common.Options) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The checkpoint, and for a ``--cv`` run folder the other folds' (averaged with it).
+
+    Raises
+    ------
+    UsageError
+        The folds are of a task without ensembles or were planned differently.
+    """
+    from ..crossval import fold_checkpoints
+    from ..errors import UsageError
+    from ..tasks import info, load
+    from ..train import load_checkpoint
+
+    if not path.is_dir():
+        return load_checkpoint(path), []
+    paths = fold_checkpoints(path)
+    states = [load_checkpoint(p) for p in paths]
+    task = states[0]["task"]
+    if len(states) > 1 and task == "detect":
+        raise UsageError("averaging detection folds is not available (boxes would need fusing)",
+                         hint=f"predict with one fold: {paths[0]}")
+    keys = load(info(task).task).plan_keys
+    for other, p in zip(states[1:], paths[1:]):
+        differ = sorted(k for k in keys if other["recipe"].get(k) != states[0]["recipe"].get(k))
+        if other["task"] != task or differ:
+            raise UsageError(f"{p} and {paths[0]} take different inputs ({', '.join(differ) or 'task'})",
+                             hint="an ensemble needs the folds of one train --cv run")
+    if not opts.quiet:
+        common.stderr.print(f"ensemble of {len(states)} folds ({', '.join(p.parent.name for p in paths)}): "
+                            "their probabilities averaged", highlight=False)
+    return states[0], states[1:]
 
 
 def _image_suffix(state: dict[str, Any], given: str | None, opts: common.Options) -> str:
@@ -122,7 +154,8 @@ def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: di
                                probabilities=v["probabilities"], interpolation=v["interpolation"])
     outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=fmt, suffix=v["suffix"],
                             image_suffix=v["image_suffix"], force=opts.force, shard=opts.shard, step=opts.step(),
-                            amp=v["amp"], progress=opts.show_progress, on_error=opts.report, writer=writer)
+                            amp=v["amp"], progress=opts.show_progress, on_error=opts.report, writer=writer,
+                            ensemble=v["ensemble"])
     rows = [r for r in outcome.results if r is not None]
     if v["json"]:
         common.print_json(rows)
@@ -163,7 +196,8 @@ def _predict_classify(state: dict[str, Any], inputs: list[Path], out: Path, v: d
     from ..classify import predict_files
 
     outcome = predict_files(state, inputs, out, batch_size=v["batch_size"], device=device, amp=v["amp"],
-                            image_suffix=v["image_suffix"], force=opts.force, workers=opts.workers, shard=opts.shard, progress=opts.show_progress,
+                            image_suffix=v["image_suffix"], ensemble=v["ensemble"], force=opts.force,
+                            workers=opts.workers, shard=opts.shard, progress=opts.show_progress,
                             on_error=opts.report)
     rows = [r for r in outcome.results if r is not None]
     if v["json"]:

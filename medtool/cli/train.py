@@ -133,7 +133,8 @@ _DETECT = {
     "nms": _opt(float | None, "--nms", panel=_MODEL, help="NMS IoU threshold of validation and predict."),
 }
 _CV = {"cv": Annotated[bool, _O("--cv", rich_help_panel=_LOOP,
-                                help="Train every numbered fold of --folds; write RUN/oof.csv and RUN/cv.json.")]}
+                                help="Train every numbered fold of --folds into RUN/fold_K; write the out-of-fold "
+                                     "RUN/oof.csv and RUN/cv.json (--max-minutes: the whole run).")]}
 _RUN = {
     "out": Annotated[Path, _O("--out", "-o", help="Run folder (checkpoints, log, curve, cache).", show_default=False)],
     "epochs": _opt(int | None, "--epochs", min=1, panel=_LOOP, help="Epochs."),
@@ -158,9 +159,9 @@ _RUN = {
 }
 #: The groups of each task's sub-command.
 _GROUPS = {
-    "segment": (_COMMON, _VOLUMES, _SEGMENT, _RUN),
+    "segment": (_COMMON, _VOLUMES, _SEGMENT, _CV, _RUN),
     "classify": (_COMMON, _VOLUMES, _CLASSIFY, _CV, _RUN),
-    "detect": (_COMMON, {"class_names": _VOLUMES["class_names"]}, _DETECT, _RUN),
+    "detect": (_COMMON, {"class_names": _VOLUMES["class_names"]}, _DETECT, _CV, _RUN),
 }
 #: Command-line names that differ from the options dataclass's field names.
 _FIELDS = {"mask_suffix": "mask_suffixes"}

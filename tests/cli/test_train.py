@@ -77,9 +77,9 @@ def test_one_line_errors(cli, balls, tmp_path):
 
 # -- one sub-command per task ----------------------------------------------------------------------
 @pytest.mark.parametrize("task, own, foreign", [
-    ("segment", ["--masks", "--patch", "--deep-supervision"], ["--labels", "--boxes", "--cv", "--anchor-sizes"]),
-    ("classify", ["--labels", "--shape", "--cv"], ["--masks", "--patch", "--boxes"]),
-    ("detect", ["--boxes", "--anchor-sizes", "--fpn-width"], ["--masks", "--labels", "--dim", "--cv"]),
+    ("segment", ["--masks", "--patch", "--deep-supervision", "--dataset", "--cv"], ["--labels", "--boxes", "--anchor-sizes"]),
+    ("classify", ["--labels", "--shape", "--cv", "--image-suffix"], ["--masks", "--patch", "--boxes", "--dataset"]),
+    ("detect", ["--boxes", "--anchor-sizes", "--fpn-width", "--cv"], ["--masks", "--labels", "--dim", "--image-suffix"]),
 ])
 def test_each_task_has_its_own_options_and_help(cli, task, own, foreign):
     result = cli("train", task, "--help")
