@@ -115,3 +115,15 @@ def test_splits_leave_the_test_fold_out_and_need_every_case():
         {"train": ["b"], "val": ["a", "c"]}, {"train": ["a", "c"], "val": ["b"]}]
     with pytest.raises(InputError, match="not in the folds table"):
         nnunet_splits({"a": 0}, ["a", "z"])
+
+
+def test_nnunet_accepts_the_export(tmp_path, monkeypatch):
+    """nnU-Net v2's own dataset check (verify_dataset_integrity: dataset.json keys, file names,
+    label values, image/label geometry). nnunetv2 is not a dependency: install it to run this."""
+    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity")
+    layout = read_layout(write_decathlon(tmp_path))
+    out = tmp_path / "raw" / "Dataset501_Liver"
+    export_nnunet(layout.cases, out, classes=layout.classes, channel="CT")
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    verify.verify_dataset_integrity(str(out), num_processes=1)      # raises on any violation

@@ -17,6 +17,8 @@ _HELP = """Run a checkpoint from medtool train on volumes: segmentation masks on
 
 The model is loaded once and each input is prepared exactly as the checkpoint's recipe says (resampled to its spacing and shape, normalised).
 
+CHECKPOINT may be the run folder of [bold]train --cv[/bold]: the folds' probabilities are averaged (segment, classify). Inputs named <case><[bold]--image-suffix[/bold]> (by default the checkpoint's: _0000, _flair) are the cases; other files are left out.
+
 [bold]--folds F --fold K|test[/bold] (from medtool folds) or [bold]--cases FILE.csv[/bold] predicts only those cases of the inputs (case id = file name without its suffix).
 
 [bold]segment[/bold] checkpoints: volumes are segmented by sliding windows (Gaussian importance weighting, [bold]--overlap[/bold], windows in batches, optional flip [bold]--tta[/bold]), turned into labels (arg-max, or [bold]--threshold[/bold] on the foreground probability), cleaned ([bold]--keep-largest N[/bold] components per label) and resampled back onto the input's grid with nearest neighbour, so the mask overlays the input in any viewer ([bold]--interpolation linear[/bold]: the class probabilities are interpolated onto it instead, a slab at a time, and the labels taken there). [bold]--probabilities[/bold] also writes one float map per class (<name>_prob_<class>). Memory stays bounded: the volume is processed in slabs along z. OUT is a folder (or a file for one input).
