@@ -144,5 +144,19 @@ def test_detect_cv_on_the_rsna_layout(cli, tmp_path):
         assert scored.exit_code == 0, scored.stderr
         board = json.loads(scored.stdout)["leaderboard"][0]
         assert board["cases"] == 3 and board["scores"]["map-iou"] == pytest.approx(fold["map_iou"], nan_ok=True)
+    # one fold's model on its fold, and a folder of submissions scored on that fold only
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "oof_fold_0.csv").write_bytes((tmp_path / "run" / "oof" / "fold_0.csv").read_bytes())
+    result = cli("predict", tmp_path / "run" / "fold_0" / "last.pt", images, subs / "fold_0_again.csv",
+                 "--folds", tmp_path / "folds.csv", "--fold", "0")
+    assert result.exit_code == 0, result.stderr
+    assert len(_rows(subs / "fold_0_again.csv")) == 3
+    scored = cli("score", "--truth", table, subs, "--metric", "map-iou", "--folds", tmp_path / "folds.csv",
+                 "--fold", "0", "--json")
+    assert scored.exit_code == 0, scored.stderr
+    board = json.loads(scored.stdout)["leaderboard"]
+    assert len(board) == 2 and all(row["cases"] == 3 and row["missing"] == [] for row in board)
+    assert board[0]["scores"]["map-iou"] == pytest.approx(board[1]["scores"]["map-iou"], nan_ok=True)
     result = cli("predict", tmp_path / "run", images, tmp_path / "sub.csv")
     assert result.exit_code == 2 and "averaging detection folds is not available" in result.stderr
