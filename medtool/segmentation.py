@@ -258,6 +258,20 @@ def validation_scores(classes: Sequence[str], truth: np.ndarray, pred: np.ndarra
     return result
 
 
+def _label_names(path, count: int) -> list[str] | None:
+    """The names of labels 1..``count`` of a mask read from an RTSTRUCT or SEG (its labels
+    table, ``meta["labels"]`` with ``meta["label_colours"]``: the ROI or segment names), else
+    ``None``."""
+    from .formats import load_volume
+
+    meta = load_volume(path, mmap=True).meta
+    labels = meta.get("labels")
+    if "label_colours" not in meta or not isinstance(labels, dict) or not count:
+        return None
+    names = [labels.get(str(value)) for value in range(1, count + 1)]
+    return [str(n) for n in names] if all(names) else None
+
+
 def _mean_dice(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, float]:
     """Mean Dice per class over the cases where it is defined (truth or prediction holds the
     class: nnU-Net's rule) and ``score``, their mean."""
@@ -323,7 +337,7 @@ class SegmentTask(Task):
         self.train_cases = [by_id[c.case_id] for c in train]
         self.val_cases = [by_id[c.case_id] for c in val]
         if "classes" not in self.recipe:
-            self._plan_classes(entries)
+            self._plan_classes(entries, train)
 
     def _plan(self, train) -> dict[str, Any]:
         """Spacing (median of the training images), normalisation and patch size."""
@@ -377,7 +391,7 @@ class SegmentTask(Task):
         return build_cache(cache, key, jobs, preprocess_case, workers=workers, progress=progress,
                            on_error=on_error, name=lambda job: job.image)
 
-    def _plan_classes(self, entries) -> None:
+    def _plan_classes(self, entries, train) -> None:
         o = self.options
         counts = np.max(np.array([e["label_counts"] for e in entries]), axis=0).tolist()
         declared = self.layout.classes if self.layout is not None else None
@@ -393,9 +407,10 @@ class SegmentTask(Task):
                                  f"{len(names)}", path=self.layout.root, hint="fix the labels of dataset.json")
         else:
             names = []
-            for suffix, count in zip(o.mask_suffixes, counts):
+            for k, (suffix, count) in enumerate(zip(o.mask_suffixes, counts)):
+                named = _label_names(train[0].masks[k], count) if train else None
                 stem = suffix.strip("_-. ") or "label"
-                names += [stem] if count == 1 and suffix else [f"{stem}_{i}" for i in range(1, count + 1)]
+                names += named or ([stem] if count == 1 and suffix else [f"{stem}_{i}" for i in range(1, count + 1)])
         if not names:
             raise InputError("the masks hold no foreground label", path=o.masks or o.csv,
                              hint="check the mask folder and --mask-suffix")

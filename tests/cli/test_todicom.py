@@ -266,6 +266,10 @@ def test_rtstruct_phantom_trains_from_its_dicom_folders_and_scores_as_the_nifti_
                  "--mask-suffix", "_rtstruct", "--dim", "2d", "--epochs", "1", "--steps", "2",
                  "--out", tmp_path / "run", "-q")
     assert result.exit_code == 0, result.stderr
+    from medtool.train import load_checkpoint
+
+    # the class names are the structure set's ROI names, not rtstruct_1, rtstruct_2
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["recipe"]["classes"] == ["background", "Lung_R", "Lung_L"]
     assert cli("predict", tmp_path / "run" / "best.pt", tmp_path / "hu", tmp_path / "pred", "-q").exit_code == 0
     scores = []
     for truth, suffix in ((tmp_path / "rt", "_rtstruct"), (data / "truth", "_lungs")):
