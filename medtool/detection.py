@@ -371,12 +371,8 @@ class DetectTask(Task):
     def _normalization(self, images: list[tuple[Any, str]]):
         """The planned normalisation of X-rays (path, units pairs): HU only if they are HU,
         else each image z-scored."""
-        from .volume import Volume
-
         o = self.options
-        return plan_normalization(o.normalize, o.window,
-                                  [(path, Volume(np.zeros((1, 1), np.float32), meta={"units": units}))
-                                   for path, units in images], projection=True)
+        return plan_normalization(o.normalize, o.window, images, projection=True)
 
     def _plan(self, train: list[dict[str, Any]]) -> dict[str, Any]:
         from .models.retinanet import LEVEL_STRIDES

@@ -328,9 +328,12 @@ class Explainer:
 
         if method not in METHODS:
             raise UsageError(f"--method {method}: choose one of {', '.join(METHODS)}")
+        from .tasks import REGISTRY
+
         self.task = checkpoint.get("task")
-        if self.task not in ("classify", "segment"):
-            raise UsageError(f"gradcam explains classify and segment checkpoints, not {self.task}")
+        explained = [name for name, entry in REGISTRY.items() if entry.explainable]
+        if self.task not in explained:
+            raise UsageError(f"gradcam explains {' and '.join(explained)} checkpoints, not {self.task}")
         self.recipe = checkpoint["recipe"]
         self.classes = list(self.recipe["classes"])
         self.sigmoid = self.task == "segment" and self.recipe.get("activation") == "sigmoid"

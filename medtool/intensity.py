@@ -65,12 +65,16 @@ def _spec(mode: str, window: Sequence[float]) -> dict[str, Any]:
     return {"mode": mode, "window": [float(w) for w in window]} if mode == "ct" else {"mode": mode}
 
 
-def _kind(volume: "Volume") -> tuple[str | None, str]:
-    """``ct``, ``zscore``, ``none`` or ``None`` (cannot tell) for one image, and why."""
-    from .volume import UNITS_HU
+def _kind(image: "Volume | str | None") -> tuple[str | None, str]:
+    """``ct``, ``zscore``, ``none`` or ``None`` (cannot tell) for one image (a volume, or the
+    units read with a picture), and why."""
+    from .volume import UNITS_HU, Volume
 
-    units, why = guess_units(volume)
-    modality = str(volume.meta.get("modality") or "")
+    if isinstance(image, Volume):
+        units, why = guess_units(image)
+        modality = str(image.meta.get("modality") or "")
+    else:
+        units, why, modality = image, f"units {image}" if image else "no units", ""
     if units == UNITS_HU:
         return "ct", f"CT in HU: {why}"
     if units == UNITS_NORMALIZED:
@@ -84,9 +88,11 @@ def _kind(volume: "Volume") -> tuple[str | None, str]:
     return None, why
 
 
-def plan_normalization(mode: str, window: Sequence[float], images: Sequence[tuple[str | "Path", "Volume"]],
+def plan_normalization(mode: str, window: Sequence[float],
+                       images: Sequence[tuple[str | "Path", "Volume | str | None"]],
                        *, projection: bool = False, channel: tuple[str, str] | None = None) -> Normalization:
-    """The normalisation for ``--normalize MODE`` of training ``images`` (name, volume pairs).
+    """The normalisation for ``--normalize MODE`` of training ``images``: (name, volume) pairs,
+    or (name, units) where the units came with the image (X-ray pictures).
 
     ``auto`` looks at the first :data:`AUTO_SAMPLE` images: CT in HU (medtool's metadata, or a
     file of another tool whose values reach air) gets ``ct`` with ``window``; normalised
@@ -112,8 +118,8 @@ def plan_normalization(mode: str, window: Sequence[float], images: Sequence[tupl
         kind = "ct" if name.strip().lower() == "ct" else "zscore"
         return Normalization(_spec(kind, window), f"channel {name} in {where}")
     first: tuple[str, str, str] | None = None
-    for name, volume in list(images)[:AUTO_SAMPLE]:
-        kind, why = _kind(volume)
+    for name, image in list(images)[:AUTO_SAMPLE]:
+        kind, why = _kind(image)
         if kind is None and projection:
             kind, why = "zscore", "a projection image, not HU"
         if kind is None:

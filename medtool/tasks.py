@@ -55,6 +55,14 @@ class TaskInfo:
     summary: str
     steps: int
     batch_size: int
+    #: What predict reads: volume files, or 2D pictures of any file name (DICOM, PNG).
+    reads: str = "volumes"
+    #: predict writes a file per case (``--suffix`` names them), else one table.
+    per_case_outputs: bool = False
+    #: predict can average the folds of a ``--cv`` run (class probabilities).
+    ensembles: bool = True
+    #: gradcam explains its models.
+    explainable: bool = True
 
 
 
@@ -62,13 +70,13 @@ class TaskInfo:
 REGISTRY: dict[str, TaskInfo] = {
     "segment": TaskInfo("segment", "medtool.segmentation:SegmentTask", "medtool.segmentation:SegmentOptions",
                         "medtool.segmentation:predict_files", "U-Net 2D/3D from volumes and masks",
-                        steps=50, batch_size=2),
+                        steps=50, batch_size=2, per_case_outputs=True),
     "classify": TaskInfo("classify", "medtool.classify:ClassifyTask", "medtool.classify:ClassifyOptions",
                          "medtool.classify:predict_files", "2D/3D CNN from volumes and a label table",
                          steps=0, batch_size=8),
     "detect": TaskInfo("detect", "medtool.detection:DetectTask", "medtool.detection:DetectOptions",
                        "medtool.detection:predict_files", "RetinaNet from X-rays and a box table",
-                       steps=0, batch_size=8),
+                       steps=0, batch_size=8, reads="pictures", ensembles=False, explainable=False),
 }
 
 

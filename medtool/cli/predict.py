@@ -73,6 +73,7 @@ def register(app: typer.Typer) -> None:
         from ..datasets import read_selection, select_files
         from ..errors import UsageError
         from ..files import VOLUME_SUFFIXES
+        from ..tasks import info
         values = dict(locals())
         if len(paths) < 2:
             raise UsageError("give at least one INPUT and the OUT folder")
@@ -86,13 +87,13 @@ def register(app: typer.Typer) -> None:
         if task not in _PREDICTORS:
             raise UsageError(f"predict for a {task} checkpoint is not available",
                              hint=f"this medtool predicts {', '.join(_PREDICTORS)}")
-        if suffix and task != "segment":
+        entry = info(task)
+        if suffix and not entry.per_case_outputs:
             raise UsageError(f"--suffix names per-case outputs; {task} writes one CSV",
                              hint="for inputs named <case>_masked use --image-suffix _masked")
         values["image_suffix"] = _image_suffix(state, image_suffix, opts)
         if selection is not None or values["image_suffix"]:
-            # detection reads DICOM of any file name; the volume tasks, volume files
-            inputs = select_files(inputs, selection, suffixes=None if task == "detect" else VOLUME_SUFFIXES,
+            inputs = select_files(inputs, selection, suffixes=VOLUME_SUFFIXES if entry.reads == "volumes" else None,
                                   strip=values["image_suffix"])
             if selection is not None and not opts.quiet:
                 common.stderr.print(f"predicting {selection.describe(len(inputs))}", highlight=False)
@@ -117,8 +118,8 @@ def _checkpoints(path: Path, opts: common.Options) -> tuple[dict[str, Any], list
     paths = fold_checkpoints(path)
     states = [load_checkpoint(p) for p in paths]
     task = states[0]["task"]
-    if len(states) > 1 and task == "detect":
-        raise UsageError("averaging detection folds is not available (boxes would need fusing)",
+    if len(states) > 1 and not info(task).ensembles:
+        raise UsageError(f"averaging {task} folds is not available (boxes would need fusing)",
                          hint=f"predict with one fold: {paths[0]}")
     keys = load(info(task).task).plan_keys
     for other, p in zip(states[1:], paths[1:]):

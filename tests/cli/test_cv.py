@@ -159,4 +159,4 @@ def test_detect_cv_on_the_rsna_layout(cli, tmp_path):
     assert len(board) == 2 and all(row["cases"] == 3 and row["missing"] == [] for row in board)
     assert board[0]["scores"]["map-iou"] == pytest.approx(board[1]["scores"]["map-iou"], nan_ok=True)
     result = cli("predict", tmp_path / "run", images, tmp_path / "sub.csv")
-    assert result.exit_code == 2 and "averaging detection folds is not available" in result.stderr
+    assert result.exit_code == 2 and "averaging detect folds is not available" in result.stderr
