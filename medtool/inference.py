@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -113,13 +113,7 @@ def sliding_window(
     channels, *size = image.shape
     if len(size) != 3:
         raise ValueError(f"image must be (C, Z, Y, X), got shape {tuple(image.shape)}")
-    padded = [max(s, p) for s, p in zip(size, patch)]
-    # pad Y and X (and Z when shorter than the patch) at the end; windows read from the source
-    source = image
-    if padded != list(size):
-        source = np.full((channels, *padded), pad_value, dtype=np.float32)
-        source[:, : size[0], : size[1], : size[2]] = np.asarray(image, dtype=np.float32) \
-            if not isinstance(image, torch.Tensor) else image.cpu().numpy()
+    source, padded = _padded(image, patch, pad_value)
     starts = [window_starts(s, p, overlap) for s, p in zip(padded, patch)]
     plane = [(y, x) for y in starts[1] for x in starts[2]]
     weights = importance_map(patch, blend, device=device)
@@ -155,23 +149,46 @@ def sliding_window(
         buffer, buffer_start = fresh, first
         windows = [(z, y, x) for z in zs for y, x in plane]
         for b in range(0, len(windows), batch_size):
-            chunk = windows[b: b + batch_size]
-            batch = np.stack([np.asarray(source[:, z: z + pz, y: y + patch[1], x: x + patch[2]],
-                                         dtype=np.float32) for z, y, x in chunk])
-            inputs = torch.from_numpy(batch).to(device)
-            if two_d:
-                inputs = inputs[:, :, 0]
-            logits = _run(model, inputs, flips, device, amp_dtype)
-            if two_d:
-                logits = logits[:, :, None]
-            logits = logits * weights
-            for (z, y, x), window in zip(chunk, logits):
-                buffer[:out_channels, z - first: z - first + pz, y: y + patch[1], x: x + patch[2]] += window
-                buffer[out_channels:, z - first: z - first + pz, y: y + patch[1], x: x + patch[2]] += weights
+            _add_windows(model, source, windows[b: b + batch_size], buffer, first, patch=patch, two_d=two_d,
+                         weights=weights, flips=flips, device=device, amp_dtype=amp_dtype)
     emit(buffer_start, buffer)
     if on_slab is None:
         return torch.cat(pieces, dim=1)
     return None
+
+
+def _padded(image, patch: Sequence[int], pad_value: float) -> tuple[Any, list[int]]:
+    """``image`` ``(C, Z, Y, X)`` padded at the end of each axis shorter than ``patch`` (the
+    windows are read from it); itself when none is."""
+    channels, *size = image.shape
+    padded = [max(s, p) for s, p in zip(size, patch)]
+    if padded == list(size):
+        return image, padded
+    source = np.full((channels, *padded), pad_value, dtype=np.float32)
+    source[:, : size[0], : size[1], : size[2]] = (image.cpu().numpy() if isinstance(image, torch.Tensor)
+                                                  else np.asarray(image, dtype=np.float32))
+    return source, padded
+
+
+def _add_windows(model, source, chunk: Sequence[tuple[int, int, int]], buffer: torch.Tensor, first: int, *,
+                 patch: Sequence[int], two_d: bool, weights: torch.Tensor, flips, device: torch.device,
+                 amp_dtype) -> None:
+    """Run ``model`` on one batch of windows (their ``(z, y, x)`` starts) and add the weighted
+    logits and the weights into ``buffer`` (``(out_channels + 1, rows, Y, X)`` from row ``first``)."""
+    pz = patch[0]
+    out_channels = buffer.shape[0] - 1
+    batch = np.stack([np.asarray(source[:, z: z + pz, y: y + patch[1], x: x + patch[2]], dtype=np.float32)
+                      for z, y, x in chunk])
+    inputs = torch.from_numpy(batch).to(device)
+    if two_d:
+        inputs = inputs[:, :, 0]
+    logits = _run(model, inputs, flips, device, amp_dtype)
+    if two_d:
+        logits = logits[:, :, None]
+    logits = logits * weights
+    for (z, y, x), window in zip(chunk, logits):
+        buffer[:out_channels, z - first: z - first + pz, y: y + patch[1], x: x + patch[2]] += window
+        buffer[out_channels:, z - first: z - first + pz, y: y + patch[1], x: x + patch[2]] += weights
 
 
 def _company(model, inputs: torch.Tensor) -> bool:
