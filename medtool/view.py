@@ -180,7 +180,6 @@ def render(image: Volume, out: str | os.PathLike, *, overlays: Sequence[Overlay]
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     from .files import atomic_output
 
@@ -192,16 +191,7 @@ def render(image: Volume, out: str | os.PathLike, *, overlays: Sequence[Overlay]
     if slices < 1:
         raise UsageError("--slices needs at least 1")
     low_high = window_of(image, window)
-    if plane == "ortho":
-        centre = point
-        if centre is None:
-            masks = [o for o in overlays if np.asarray(o.volume.array).any()]
-            centre = (np.argwhere(np.asarray(masks[0].volume.array) > 0).mean(axis=0).round()
-                      if masks else (np.asarray(image.shape) - 1) / 2).astype(int)
-        centre = [int(np.clip(c, 0, n - 1)) for c, n in zip(centre, image.shape)]
-        views = [(name, centre[PLANE_AXIS[name]]) for name in ("axial", "coronal", "sagittal")]
-    else:
-        views = [(plane, k) for k in pick_slices(image, plane, slices, overlays)]
+    views = _views(image, plane, slices, point, overlays)
     columns = columns or min(len(views), 4)
     rows = -(-len(views) // columns)
     heat_map = any(o.kind == "map" for o in overlays)
@@ -226,13 +216,7 @@ def render(image: Volume, out: str | os.PathLike, *, overlays: Sequence[Overlay]
         ax.set_axis_off()
     for ax in axes.ravel()[len(views):]:
         ax.set_axis_off()
-    labels = sorted({(int(v), o.names.get(int(v), f"label {int(v)}")) for o in overlays
-                     if o.kind == "mask" for v in np.unique(np.asarray(o.volume.array)) if v > 0})
-    if labels:
-        handles = [Patch(color=LABEL_COLOURS[(v - 1) % len(LABEL_COLOURS)] / 255, label=name)
-                   for v, name in labels]
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
-                   labelcolor="white", fontsize=9)
+    _legend(fig, overlays)
     if heat_image is not None:
         bar = fig.colorbar(heat_image, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
         bar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
@@ -245,6 +229,33 @@ def render(image: Volume, out: str | os.PathLike, *, overlays: Sequence[Overlay]
     finally:
         plt.close(fig)
     return out
+
+
+def _views(image: Volume, plane: str, slices: int, point, overlays) -> list[tuple[str, int]]:
+    """The panels ``(plane, slice index)``: ``slices`` picked slices, or for ``ortho`` the three
+    planes through ``point`` (default: the centre of the first non-empty mask, or the volume's)."""
+    if plane != "ortho":
+        return [(plane, k) for k in pick_slices(image, plane, slices, overlays)]
+    centre = point
+    if centre is None:
+        masks = [o for o in overlays if np.asarray(o.volume.array).any()]
+        centre = (np.argwhere(np.asarray(masks[0].volume.array) > 0).mean(axis=0).round()
+                  if masks else (np.asarray(image.shape) - 1) / 2).astype(int)
+    centre = [int(np.clip(c, 0, n - 1)) for c, n in zip(centre, image.shape)]
+    return [(name, centre[PLANE_AXIS[name]]) for name in ("axial", "coronal", "sagittal")]
+
+
+def _legend(fig, overlays) -> None:
+    """A legend of the mask labels drawn (their colour and name), under the panels."""
+    from matplotlib.patches import Patch
+
+    labels = sorted({(int(v), o.names.get(int(v), f"label {int(v)}")) for o in overlays
+                     if o.kind == "mask" for v in np.unique(np.asarray(o.volume.array)) if v > 0})
+    if labels:
+        handles = [Patch(color=LABEL_COLOURS[(v - 1) % len(LABEL_COLOURS)] / 255, label=name)
+                   for v, name in labels]
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
+                   labelcolor="white", fontsize=9)
 
 
 @dataclass
