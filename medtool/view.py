@@ -209,16 +209,15 @@ def render(image: Volume, out: str | os.PathLike, *, overlays: Sequence[Overlay]
         extent = (0, rgb.shape[1] * col_mm, rgb.shape[0] * row_mm, 0)
         ax.imshow(rgb, extent=extent, interpolation="nearest", aspect="equal")
         if heat is not None:
-            heat_image = ax.imshow(heat, extent=extent, cmap=HEAT_COLORMAP, alpha=HEAT_ALPHA,
-                                   vmin=HEAT_FLOOR * top, vmax=top, interpolation="nearest",
-                                   aspect="equal")
+            heat_image = ax.imshow(heat_rgba(heat, top), extent=extent, interpolation="nearest", aspect="equal")
         ax.set_title(f"{name} {index}", color="white", fontsize=9)
         ax.set_axis_off()
     for ax in axes.ravel()[len(views):]:
         ax.set_axis_off()
     _legend(fig, overlays)
     if heat_image is not None:
-        bar = fig.colorbar(heat_image, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
+        scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(HEAT_FLOOR * top, top), HEAT_COLORMAP)
+        bar = fig.colorbar(scale, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
         bar.ax.yaxis.set_tick_params(color="white", labelcolor="white")
     caption = f"{title or ''}  window {low_high[0]:g}..{low_high[1]:g}".strip()
     fig.suptitle(caption, color="white", fontsize=10)
@@ -229,6 +228,20 @@ def render(image: Volume, out: str | os.PathLike, *, overlays: Sequence[Overlay]
     finally:
         plt.close(fig)
     return out
+
+
+def heat_rgba(heat: np.ndarray, top: float) -> np.ndarray:
+    """A heat map (NaN where not drawn) as RGBA over the picture: coloured by
+    :data:`HEAT_COLORMAP` from ``HEAT_FLOOR * top`` to ``top``, its opacity rising with the value
+    from 0 to :data:`HEAT_ALPHA`, so weak attention stays see-through instead of a dark colour
+    that reads like anatomy."""
+    import matplotlib
+
+    floor = HEAT_FLOOR * top
+    scaled = np.clip((np.nan_to_num(heat, nan=floor) - floor) / max(top - floor, 1e-12), 0.0, 1.0)
+    rgba = matplotlib.colormaps[HEAT_COLORMAP](scaled)
+    rgba[..., 3] = np.where(np.isnan(heat), 0.0, HEAT_ALPHA * scaled)
+    return rgba
 
 
 def _views(image: Volume, plane: str, slices: int, point, overlays) -> list[tuple[str, int]]:

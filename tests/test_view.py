@@ -74,3 +74,12 @@ def test_png_aspect_follows_spacing(tmp_path):
     width = int((grey.sum(axis=0) > 50).sum())
     assert height > 100
     assert abs(height / width - 1.0) < 0.05
+
+
+def test_weak_heat_is_see_through_and_strong_heat_opaque():
+    from medtool.view import HEAT_ALPHA, heat_rgba
+
+    heat = np.array([[np.nan, 0.2, 0.6, 1.0]])
+    rgba = heat_rgba(heat, top=1.0)
+    np.testing.assert_allclose(rgba[0, :, 3], [0.0, 0.0, HEAT_ALPHA * 0.5, HEAT_ALPHA])
+    assert rgba[0, 3, :3].sum() > rgba[0, 2, :3].sum()          # brighter colour for more attention
