@@ -181,7 +181,6 @@ def lung_mask(volume: Volume, *, threshold: float = DEFAULT_THRESHOLD, fill: boo
     factors = _factors(volume.spacing)
     coarse = _block_mean(array, factors)
     cspacing = np.asarray(volume.spacing) * factors
-    pixel_mm2 = cspacing[1] * cspacing[2]
 
     body = _body(coarse, cspacing)
     if not body.any():
@@ -297,7 +296,6 @@ def _body(coarse: np.ndarray, cspacing) -> np.ndarray:
 
 def _inside(body: np.ndarray, coarse: np.ndarray) -> np.ndarray:
     """Body with its holes filled per slice; convex hull where the field of view cuts it."""
-    from scipy import ndimage
 
     inside = _fill_slices(body)
     padding = coarse == PADDING_HU
@@ -601,7 +599,6 @@ def _assign(labels: np.ndarray, keep: list[int], volume: Volume, factors,
 
 def _split(joined: np.ndarray, volume: Volume, factors, centre_x: float) -> list[np.ndarray]:
     """Two lungs joined in one component: erode until two cores, grow them back."""
-    from scipy import ndimage
 
     box = _box(joined, margin=1)
     parts = _split_cores(joined[box], volume, factors)
@@ -650,7 +647,6 @@ def _fill(lungs: np.ndarray, cspacing, *, coarse: np.ndarray, inside: np.ndarray
     pockets of tissue the lung wraps around (:func:`_pockets`: large and juxtapleural tumours).
 
     Returns the filled lungs and the pockets (coarse voxels that are lung as a whole)."""
-    from scipy import ndimage
 
     radius = max(1, int(round(CLOSING_MM / cspacing[1])))
     out = np.zeros_like(lungs)
@@ -808,7 +804,6 @@ def _refine(lungs: np.ndarray, array: np.ndarray, factors, *, spacing, threshold
     """Full-resolution labels: coarse interiors kept, boundary shell decided by the threshold;
     coarse voxels of ``whole`` (tissue pockets that are lung) kept whole, nothing in a coarse
     voxel of ``exclude`` (the air that is not lung, and its rim)."""
-    from scipy import ndimage
 
     out = np.zeros(array.shape, dtype=np.uint8)
     pixel_mm2 = spacing[1] * spacing[2]

@@ -8,7 +8,6 @@ output paths are grepped for it, and ``--check`` is shown to catch it planted by
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pydicom

@@ -8,7 +8,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 
 from medtool.classify import ClassifyOptions, class_weights, evaluate, match_labels, read_labels
 from medtool.errors import InputError, UsageError
-from medtool.formats import load_volume, save_volume
+from medtool.formats import save_volume
 from medtool.train import LAST, TrainConfig, build_model, fit, load_checkpoint, make_task
 from medtool.volume import Volume
 
