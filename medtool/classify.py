@@ -27,16 +27,16 @@ Prediction (:func:`predict_files`) writes ``case_id,prob_<class>...,pred``, the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import InputError, UsageError
-from .intensity import CT_WINDOW, NORMALIZATIONS, normalize, plan_normalization
+from .intensity import normalize, plan_normalization
 from .segmentation import as_3d, to_model_space
-from .tasks import EpochOrder, Task, autocast, build_cache, cached, evaluating, read_cache
+from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, evaluating, read_cache
 
 #: Class weight modes (or one weight per class).
 CLASS_WEIGHTS = ("balanced", "none")
@@ -51,34 +51,25 @@ NAMED_CASES = 5
 
 
 @dataclass
-class ClassifyOptions:
+class ClassifyOptions(TaskOptions):
     """What ``medtool train --task classify`` was asked for (stored in the checkpoint)."""
 
-    images: str | None = None
     labels: str | None = None
     image_suffix: str = ""
     id_column: str = "case_id"
     cases: str | None = None            # dicom2npy's cases.csv, joined by id_column
     label_column: str = "label"
     class_names: list[str] | None = None
-    folds: str | None = None
-    fold: int | None = None
-    val_fraction: float = 0.2
     dim: int = 3
     shape: list[int] | None = None
     spacing: list[float] | None = None
-    normalize: str = "auto"
-    window: list[float] = field(default_factory=lambda: list(CT_WINDOW))
     model: str = "simple3d"
     width: int | None = None
     dropout: float = 0.3
     class_weights: str = "balanced"
-    augment: str = "light"
-    aug: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Raise :class:`UsageError` for impossible combinations (before any work)."""
-        from .augment import make_config
         from .models.cnn import LEVELS
 
         if self.images is None or self.labels is None:
@@ -87,19 +78,14 @@ class ClassifyOptions:
             raise UsageError(f"--dim must be 2d or 3d, got {self.dim}")
         if self.model not in LEVELS:
             raise UsageError(f"--model {self.model}: a classifier is one of {', '.join(LEVELS)}")
-        if self.normalize not in NORMALIZATIONS:
-            raise UsageError(f"--normalize {self.normalize}: choose one of {', '.join(NORMALIZATIONS)}")
+        self.check_shared()
         if self.shape is not None and (len(self.shape) != self.dim or min(self.shape) < 1):
             raise UsageError(f"--shape needs {self.dim} positive sizes for --dim {self.dim}d, got {self.shape}")
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise UsageError(f"--spacing needs three positive values (z y x mm), got {self.spacing}")
-        if self.window[0] >= self.window[1]:
-            raise UsageError("--window LOW HIGH needs LOW < HIGH")
         if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
             raise UsageError(f"--class-names repeats a name: {','.join(self.class_names)}")
         parse_class_weights(self.class_weights, None)
-        if make_config(self.augment, self.aug).paste > 0:
-            raise UsageError("--aug paste (lesion copy-paste) is for --task segment")
 
 
 def parse_class_weights(text: str, classes: int | None) -> list[float] | str:

@@ -37,9 +37,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
-from .intensity import AUTO_SAMPLE, CT_WINDOW, NORMALIZATIONS, normalize, plan_normalization
+from .intensity import AUTO_SAMPLE, normalize, plan_normalization
 from .pictures import find_images, image_id, read_image
-from .tasks import EpochOrder, Task, autocast, build_cache, cached, evaluating, read_cache
+from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, evaluating, read_cache
 
 #: The model size must be a multiple of this (the stride of FPN level P5).
 SIZE_MULTIPLE = 32
@@ -62,17 +62,11 @@ PREDICTION_COLUMNS = ("patientId", "PredictionString")
 
 
 @dataclass
-class DetectOptions:
+class DetectOptions(TaskOptions):
     """What ``medtool train --task detect`` was asked for (stored in the checkpoint)."""
 
-    images: str | None = None
     boxes: str | None = None
-    folds: str | None = None
-    fold: int | None = None
-    val_fraction: float = 0.2
     size: int = 256
-    normalize: str = "auto"
-    window: list[float] = field(default_factory=lambda: list(CT_WINDOW))
     model: str = "resnet50-fpn"
     weights: str | None = None
     fpn_width: int = 256
@@ -81,11 +75,9 @@ class DetectOptions:
     nms: float = 0.5
     class_name: str = "opacity"
     augment: str = "detect"
-    aug: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Raise :class:`UsageError` for impossible combinations (before any work)."""
-        from .augment import make_config
         from .models.retinanet import LEVEL_STRIDES
 
         if self.images is None or self.boxes is None:
@@ -95,8 +87,7 @@ class DetectOptions:
         if self.size < SIZE_MULTIPLE * 2 or self.size % SIZE_MULTIPLE:
             raise UsageError(f"--size {self.size}: give a multiple of {SIZE_MULTIPLE} "
                              f"(at least {2 * SIZE_MULTIPLE}), e.g. 256 or 512")
-        if self.normalize not in NORMALIZATIONS:
-            raise UsageError(f"--normalize {self.normalize}: choose one of {', '.join(NORMALIZATIONS)}")
+        self.check_shared()
         if self.anchor_sizes is not None and (len(self.anchor_sizes) != len(LEVEL_STRIDES)
                                               or min(self.anchor_sizes) <= 0):
             raise UsageError(f"--anchor-sizes needs {len(LEVEL_STRIDES)} positive sizes (one per FPN level "
@@ -109,8 +100,6 @@ class DetectOptions:
             raise UsageError("--fpn-width must be at least 8")
         if self.weights is not None and not Path(self.weights).is_file():
             raise UsageError(f"--weights {self.weights}: no such file", hint="give a local state dict (.pt/.pth)")
-        if make_config(self.augment, self.aug).paste > 0:
-            raise UsageError("--aug paste (lesion copy-paste) is for --task segment")
 
 
 def letterbox(array: np.ndarray, size: int, spec: dict[str, Any]) -> tuple[np.ndarray, tuple[float, float]]:

@@ -30,8 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
-from .intensity import CT_WINDOW, NORMALIZATIONS, normalize, plan_normalization
-from .tasks import Task, build_cache, cached, evaluating, read_cache
+from .intensity import normalize, plan_normalization
+from .tasks import Task, TaskOptions, build_cache, cached, evaluating, read_cache
 from .volume import Volume
 
 #: Largest default patch: 3D ``(z, y, x)`` and 2D ``(y, x)``.
@@ -44,10 +44,9 @@ ACTIVATIONS = ("auto", "sigmoid", "softmax")
 
 
 @dataclass
-class SegmentOptions:
+class SegmentOptions(TaskOptions):
     """What ``medtool train --task segment`` was asked for (stored in the checkpoint)."""
 
-    images: str | None = None
     masks: str | None = None
     csv: str | None = None
     dataset: str | None = None
@@ -55,14 +54,9 @@ class SegmentOptions:
     image_suffix: str = ""
     mask_suffixes: list[str] = field(default_factory=lambda: [""])
     class_names: list[str] | None = None
-    folds: str | None = None
-    fold: int | None = None
-    val_fraction: float = 0.2
     dim: int = 3
     patch: list[int] | None = None
     spacing: list[float] | None = None
-    normalize: str = "auto"
-    window: list[float] = field(default_factory=lambda: list(CT_WINDOW))
     pos_ratio: float = 0.33
     activation: str = "auto"
     model: str = "unet"
@@ -79,13 +73,10 @@ class SegmentOptions:
     dice_weight: float = 1.0
     batch_dice: bool = True
     topk: float = 100.0
-    augment: str = "light"
-    aug: list[str] = field(default_factory=list)
     val_overlap: float = VALIDATION_OVERLAP
 
     def check(self) -> None:
         """Raise :class:`UsageError` for impossible combinations (before any work)."""
-        from .augment import make_config
         from .losses import check_loss
 
         given = [name for name, value in (("--dataset", self.dataset), ("--csv", self.csv),
@@ -98,8 +89,7 @@ class SegmentOptions:
             raise UsageError("--channels picks a channel of a --dataset", hint="give --dataset DIR")
         if self.dim not in (2, 3):
             raise UsageError(f"--dim must be 2d or 3d, got {self.dim}")
-        if self.normalize not in NORMALIZATIONS:
-            raise UsageError(f"--normalize {self.normalize}: choose one of {', '.join(NORMALIZATIONS)}")
+        self.check_shared(paste=True)
         if self.activation not in ACTIVATIONS:
             raise UsageError(f"--activation {self.activation}: choose one of {', '.join(ACTIVATIONS)}")
         check_loss(self.loss, ce_weight=self.ce_weight, dice_weight=self.dice_weight, topk=self.topk)
@@ -109,9 +99,6 @@ class SegmentOptions:
             raise UsageError(f"--patch needs {self.dim} sizes for --dim {self.dim}d, got {self.patch}")
         if self.spacing is not None and len(self.spacing) != 3:
             raise UsageError(f"--spacing needs three values (z y x mm), got {self.spacing}")
-        if self.window[0] >= self.window[1]:
-            raise UsageError("--window LOW HIGH needs LOW < HIGH")
-        make_config(self.augment, self.aug)
 
 
 # -- preprocessing shared by training and prediction ----------------------------------------------

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -38,6 +38,7 @@ import numpy as np
 
 from .datasets import EpochSet, SharedEpoch
 from .errors import UsageError
+from .intensity import CT_WINDOW
 
 #: The cache index of a run's preprocessed cases (``RUN/cache/index.json``).
 CACHE_INDEX = "index.json"
@@ -108,6 +109,34 @@ def make_task(name: str, options: Any, recipe: dict[str, Any] | None = None) -> 
 
 
 # -- what the tasks share ---------------------------------------------------------------------
+@dataclass
+class TaskOptions:
+    """The options every task has (each task's options dataclass adds its own): the training
+    images, the split, the intensity normalisation and the augmentation."""
+
+    images: str | None = None
+    folds: str | None = None
+    fold: int | None = None
+    val_fraction: float = 0.2
+    normalize: str = "auto"
+    window: list[float] = field(default_factory=lambda: list(CT_WINDOW))
+    augment: str = "light"
+    aug: list[str] = field(default_factory=list)
+
+    def check_shared(self, *, paste: bool = False) -> None:
+        """Raise :class:`UsageError` for an unknown normalisation, an empty window or a bad
+        augmentation setting (lesion copy-paste only where ``paste``)."""
+        from .augment import make_config
+        from .intensity import NORMALIZATIONS
+
+        if self.normalize not in NORMALIZATIONS:
+            raise UsageError(f"--normalize {self.normalize}: choose one of {', '.join(NORMALIZATIONS)}")
+        if self.window[0] >= self.window[1]:
+            raise UsageError("--window LOW HIGH needs LOW < HIGH")
+        if make_config(self.augment, self.aug).paste > 0 and not paste:
+            raise UsageError("--aug paste (lesion copy-paste) is for train segment")
+
+
 @dataclass
 class HeldOut:
     """One fold's model on its held-out cases: the out-of-fold table's ``rows`` (``columns``),
