@@ -205,7 +205,7 @@ class _TrainCommand(HelpCommand):
         defaults = library_defaults(ctx.info_name)
         for param in self.params:
             value = defaults.get(param.name)
-            if value is not None and param.help and "[default:" not in param.help:
+            if value not in (None, "", []) and param.help and "[default:" not in param.help:
                 shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
                 param.help += f" \\[default: {shown}]"
         return super().format_help(ctx, formatter)
