@@ -243,8 +243,43 @@ def prepare_image(volume, recipe: dict[str, Any], *, path: str | Path = "", devi
     """A volume as the model sees it: checked, 3D, at the recipe's spacing and shape,
     normalised float32."""
     check_dimensionality(volume, recipe["dim"], path)
+    check_input_grid(as_3d(volume), recipe, path)
     volume = to_model_space(as_3d(volume), recipe, device=device)
     return volume.with_array(normalize(volume.array, recipe["normalize"]))
+
+
+#: How far (a fraction) an input's spacing may be from the training volumes' when the model
+#: took them as they were (same-shape crops): further is another grid.
+GRID_TOLERANCE = 0.1
+
+
+def check_input_grid(volume, recipe: dict[str, Any], path: str | Path = "") -> None:
+    """Refuse a volume on another grid than the training volumes of a model that took them as
+    they were (``recipe["input_grid"]``: their shape and spacing range), which would otherwise
+    be cropped to the trained shape in its own voxels and show the model another anatomy.
+
+    Raises
+    ------
+    InputError
+        Another shape, or a spacing outside the training range (by :data:`GRID_TOLERANCE`).
+    """
+    grid = recipe.get("input_grid")
+    if not grid:
+        return
+    low, high = (np.array(v, dtype=np.float64) for v in grid["spacing"])
+    spacing = np.array(volume.spacing, dtype=np.float64)
+    axes = slice(1, 3) if recipe["dim"] == 2 else slice(0, 3)
+    shape_ok = list(volume.shape)[axes] == list(grid["shape"])[axes]
+    spacing_ok = bool(np.all(spacing[axes] >= low[axes] * (1 - GRID_TOLERANCE))
+                      and np.all(spacing[axes] <= high[axes] * (1 + GRID_TOLERANCE)))
+    if not (shape_ok and spacing_ok):
+        def mm(values) -> str:
+            return " x ".join(f"{v:g}" for v in values)
+        raise InputError(f"the model was trained on {' x '.join(map(str, grid['shape']))} volumes at "
+                         f"{mm(low)}..{mm(high)} mm taken as they were; this one is "
+                         f"{' x '.join(map(str, volume.shape))} at {mm(spacing)} mm", path=path,
+                         hint="bring it onto the training volumes' grid first, as they were made "
+                              "(medtool resample --shape/--spacing, the same crop)")
 
 
 @dataclass
@@ -392,8 +427,12 @@ class ClassifyTask(Task):
         if o.dim == 2:
             shape = [1, *shape[-2:]]
         norm = plan_normalization(o.normalize, o.window, images)
-        return {"dim": o.dim, "spacing": spacing, "shape": shape, "normalize": norm.spec,
-                "normalize_why": norm.why}
+        recipe = {"dim": o.dim, "spacing": spacing, "shape": shape, "normalize": norm.spec, "normalize_why": norm.why}
+        if all(s is None for s in spacing[-2:]):      # taken as they are: say what they were
+            recipe["input_grid"] = {"shape": [int(v) for v in shapes[0]],
+                                    "spacing": [[float(v) for v in spacings.min(axis=0)],
+                                                [float(v) for v in spacings.max(axis=0)]]}
+        return recipe
 
     def _build_cache(self, cases, cache: Path, key, *, workers, progress, on_error):
         found = cached(cache, key, [c.case_id for c in cases], lambda entry: Path(entry["image"]).exists())

@@ -155,3 +155,35 @@ def test_two_d_images_train_a_two_d_model(cli, tmp_path):
     predicted = cli("predict", tmp_path / "run" / "last.pt", tmp_path / "img", tmp_path / "p.csv")
     assert predicted.exit_code == 0, predicted.output
     assert list(_rows(tmp_path / "p.csv")[0]) == ["case_id", "prob_no", "prob_yes", "pred"]
+
+
+def test_a_model_of_same_shape_crops_refuses_another_grid(cli, tmp_path):
+    """Crops taken as they were (one shape, no resampling) keep their grid in the recipe: a
+    volume of another shape or spacing is refused in one line instead of being cropped in its
+    own voxels (another anatomy than trained on)."""
+    from medtool.formats import load_volume, save_volume
+    from medtool.train import load_checkpoint
+    from tests.test_checkpoints import classify_inputs
+
+    crops = classify_inputs(tmp_path / "crops")
+    result = cli("train", "classify", "--images", crops, "--labels", crops / "labels.csv", "--model", "simple3d",
+                 "--width", "4", "--epochs", "1", "--normalize", "zscore", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    recipe = load_checkpoint(tmp_path / "run" / "last.pt")["recipe"]
+    assert recipe["input_grid"] == {"shape": [4, 8, 8], "spacing": [[2.0, 1.0, 1.0], [2.0, 1.0, 1.0]]}
+    assert cli("predict", tmp_path / "run" / "last.pt", crops, tmp_path / "same.csv").exit_code == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    volume = load_volume(crops / "c0.npy")
+    from medtool.volume import Volume
+
+    save_volume(Volume(np.tile(volume.array, (2, 1, 1)), volume.spacing, meta=volume.meta), other / "long.npy")
+    finer = load_volume(crops / "c1.npy")
+    finer.spacing = (1.0, 0.5, 0.5)
+    save_volume(finer, other / "finer.npy")
+    result = cli("predict", tmp_path / "run" / "last.pt", other, tmp_path / "other.csv")
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    text = " ".join(result.stderr.split())
+    assert len(lines) == 2 and text.count("trained on 4 x 8 x 8 volumes at 2 x 1 x 1..2 x 1 x 1 mm") == 2
+    assert "this one is 8 x 8 x 8 at 2 x 1 x 1 mm" in text and "this one is 4 x 8 x 8 at 1 x 0.5 x 0.5 mm" in text
