@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
-from .intensity import normalize, plan_normalization
+from .intensity import Normalization, normalize, plan_normalization
 from .tasks import Task, TaskOptions, build_cache, cached, evaluating, read_cache
 from .volume import Volume
 
@@ -200,9 +200,12 @@ def preprocess_case(job: _CacheJob) -> dict[str, Any]:
     with atomic_output(fg_path, force=True) as temp:
         with open(temp, "wb") as handle:
             np.savez(handle, **{f"class_{k}": v for k, v in where.items()})
+    from .plan import foreground_statistics
+
     return {"case_id": job.case_id, "image": str(image_path), "mask": str(mask_path),
             "locations": str(fg_path), "shape": list(model_mask.shape), "label_counts": counts,
-            "present": sorted(where), "objects": objects(model_mask.array, classes)}
+            "present": sorted(where), "objects": objects(model_mask.array, classes),
+            "foreground": foreground_statistics(model_image.array, model_mask.array > 0)}
 
 
 def _read_header(path: str) -> Volume:
@@ -325,6 +328,8 @@ class SegmentTask(Task):
         self.val_cases = [by_id[c.case_id] for c in val]
         if "classes" not in self.recipe:
             self._plan_classes(entries, train)
+        if "plan" not in self.recipe:
+            self._plan_report(train, [by_id[c.case_id] for c in train])
 
     def _plan(self, train) -> dict[str, Any]:
         """Spacing (median of the training images), normalisation and patch size."""
@@ -350,6 +355,41 @@ class SegmentTask(Task):
             recipe["dataset"] = {"kind": layout.kind, "channel": layout.channel, "channels": layout.channels}
         recipe["patch"] = self._plan_patch(sizes)
         return recipe
+
+    def _plan_report(self, train, entries) -> None:
+        """The fingerprint of the training cases, the inference's keep-largest and a plan line per
+        value (:mod:`medtool.plan`), into the recipe."""
+        from .plan import GIVEN, PLANNED, PlanLine, fingerprint, keep_largest
+
+        o, recipe = self.options, self.recipe
+        headers = [_read_header(str(c.image)) for c in train]
+        spacing3 = [s if s is not None else float(np.median([h.spacing[0] for h in headers])) for s in recipe["spacing"]]
+        fp = fingerprint(entries, spacings=np.array([h.spacing for h in headers]),
+                         shapes=np.array([h.shape for h in headers]), voxel_mm3=float(np.prod(spacing3)),
+                         classes=recipe["classes"][1:])
+        keep, keep_why = keep_largest(fp)
+        norm = Normalization(recipe["normalize"], recipe.get("normalize_why", ""))
+        patch = recipe["patch"][1:] if o.dim == 2 else recipe["patch"]
+        biggest = MAX_PATCH_3D if o.dim == 3 else MAX_PATCH_2D
+        lines = [
+            PlanLine("dim", f"{o.dim}d", o.source("dim"), "given" if o.source("dim") == GIVEN else "medtool's default"),
+            PlanLine("spacing", [s if s is None else round(s, 4) for s in recipe["spacing"]],
+                     GIVEN if o.spacing is not None else PLANNED,
+                     "given" if o.spacing is not None else f"median of the {len(train)} training images"
+                     + ("; slices kept as they are (2d)" if o.dim == 2 else "")),
+            PlanLine("patch", patch, GIVEN if o.patch is not None else PLANNED,
+                     "given" if o.patch is not None else f"median image size at that spacing, at most "
+                     f"{' x '.join(map(str, biggest))}, divisible by the U-Net's strides"),
+            PlanLine("normalize", norm.describe().split(" (")[0], GIVEN if o.normalize != "auto" else PLANNED,
+                     norm.why),
+            *[PlanLine(name, getattr(o, name), o.source(name),
+                       "given" if o.source(name) == GIVEN else "medtool's default")
+              for name in ("width", "depth", "loss", "pos_ratio", "augment")],
+            PlanLine("keep-largest", keep, PLANNED, f"{keep_why}; predict uses it unless --keep-largest is given"),
+        ]
+        recipe["fingerprint"] = fp
+        recipe["inference"] = {"keep_largest": keep, "why": keep_why}
+        recipe["plan"] = [line.as_dict() for line in lines]
 
     def _plan_patch(self, sizes: np.ndarray) -> list[int]:
         from .models.unet import plan_strides

@@ -122,6 +122,14 @@ class TaskOptions:
     window: list[float] = field(default_factory=lambda: list(CT_WINDOW))
     augment: str = "light"
     aug: list[str] = field(default_factory=list)
+    #: The options given on the command line (field names); ``None``: not known (Python callers).
+    given: list[str] | None = None
+
+    def source(self, name: str) -> str:
+        """``given`` or ``default`` for option ``name`` (a plan line's source)."""
+        if self.given is None:
+            return "option"
+        return "given" if name in self.given else "default"
 
     def check_shared(self, *, paste: bool = False) -> None:
         """Raise :class:`UsageError` for an unknown normalisation, an empty window or a bad

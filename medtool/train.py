@@ -23,6 +23,7 @@ Checkpoint layout (a dict, ``torch.save``)::
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -37,6 +38,8 @@ from .tasks import autocast, make_task  # noqa: F401  (make_task: the task API's
 #: Identifies a medtool checkpoint and its layout version.
 CHECKPOINT_FORMAT = "medtool-checkpoint"
 CHECKPOINT_VERSION = 1
+#: The plan of a run (:mod:`medtool.plan`), beside its checkpoints.
+PLAN_FILE = "plan.json"
 #: Files of a run folder.
 LAST, BEST, LOG, CURVE, CACHE = "last.pt", "best.pt", "log.csv", "curve.png", "cache"
 OPTIMIZERS = ("adamw", "sgd")
@@ -368,6 +371,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     if task.data_line():
         say(task.data_line())
     say(_start_line(task, device, dist_info))
+    _say_plan(task, out, say, write=dist_info.main)
     if layout_note:
         say(layout_note)
     payload_base = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
@@ -389,6 +393,37 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return _summary(run, out, started=started, rank=dist_info.rank)
+
+
+def plan_only(task, config: TrainConfig, out: str | os.PathLike, *, workers: int = 1, progress: bool = True,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``train ... --plan-only``: find and preprocess the cases, print the plan and write
+    ``RUN/plan.json``, train nothing; returns the plan (:mod:`medtool.plan`)."""
+    config.check()
+    out = Path(out)
+    say = log or (lambda text: None)
+    _prepare(task, config, out, workers=workers, progress=progress, dist_info=Distributed())
+    if task.data_line():
+        say(task.data_line())
+    _say_plan(task, out, say, write=True)
+    return {"run": str(out), "plan": task.recipe.get("plan", []), "fingerprint": task.recipe.get("fingerprint")}
+
+
+def _say_plan(task, out: Path, say: Callable[[str], None], *, write: bool) -> None:
+    """Print the task's plan, a line per value, and write it as ``RUN/plan.json``."""
+    from .files import atomic_write_text
+
+    lines = task.recipe.get("plan")
+    if not lines:
+        return
+    from .plan import PlanLine
+
+    say("plan:")
+    for line in lines:
+        say(PlanLine(**line).describe())
+    if write:
+        atomic_write_text(out / PLAN_FILE, json.dumps({"plan": lines, "fingerprint": task.recipe.get("fingerprint")},
+                                                      indent=1), force=True)
 
 
 def _prepare(task, config: TrainConfig, out: Path, *, workers: int, progress: bool, dist_info) -> None:

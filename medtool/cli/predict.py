@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         overlap: Annotated[float, typer.Option("--overlap", help="Overlap of neighbouring windows (fraction).", rich_help_panel=_SEG)] = 0.5,
         blend: Annotated[str, typer.Option("--blend", help="gaussian or constant window weighting.", rich_help_panel=_SEG)] = "gaussian",
         tta: Annotated[bool, typer.Option("--tta", help="Average over all axis flips.", rich_help_panel=_SEG)] = False,
-        keep_largest: Annotated[int, typer.Option("--keep-largest", min=0, help="Keep the N largest components of each label (0: all).", rich_help_panel=_SEG)] = 0,
+        keep_largest: Annotated[int | None, typer.Option("--keep-largest", min=0, help="Keep the N largest components of each label (0: all) [default: the checkpoint's plan: 1 when every training case held one component of each class].", rich_help_panel=_SEG)] = None,
         threshold: Annotated[float | None, typer.Option("--threshold", help="Foreground probability cut [default: arg-max / 0.5].", rich_help_panel=_SEG)] = None,
         probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write float probability maps.", rich_help_panel=_SEG)] = False,
         interpolation: Annotated[str, typer.Option("--interpolation", help="How labels return to the input's grid: nearest (arg-max at the model's spacing, then nearest neighbour) or linear (probabilities interpolated in slabs, then arg-max, as nnU-Net: smoother edges).", rich_help_panel=_SEG)] = "nearest",
@@ -152,8 +152,15 @@ def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: di
     writer, fmt = _dicom_writer(v), v["fmt"]
     if writer is not None:
         fmt = None
+    keep = v["keep_largest"]
+    if keep is None:
+        planned = state["recipe"].get("inference", {})
+        keep = int(planned.get("keep_largest", 0))
+        if planned and not opts.quiet:
+            common.stderr.print(f"keep-largest {keep} (planned in training: {planned.get('why', '')}; "
+                                "change with --keep-largest)", highlight=False)
     settings = PredictSettings(overlap=v["overlap"], blend=v["blend"], batch_size=v["batch_size"], tta=v["tta"],
-                               threshold=v["threshold"], keep_largest=v["keep_largest"],
+                               threshold=v["threshold"], keep_largest=keep,
                                probabilities=v["probabilities"], interpolation=v["interpolation"])
     outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=fmt, suffix=v["suffix"],
                             image_suffix=v["image_suffix"], force=opts.force, shard=opts.shard, step=opts.step(),

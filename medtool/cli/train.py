@@ -132,6 +132,9 @@ _DETECT = {
     "anchor_ratios": _opt(str | None, "--anchor-ratios", panel=_MODEL, help="Anchor height/width ratios."),
     "nms": _opt(float | None, "--nms", panel=_MODEL, help="NMS IoU threshold of validation and predict."),
 }
+_PLAN = {"plan_only": Annotated[bool, _O("--plan-only", rich_help_panel=_LOOP,
+                                          help="Preprocess, print the plan (a line per value: planned, given or default, and why) "
+                                               "and write RUN/plan.json; train nothing.")]}
 _CV = {"cv": Annotated[bool, _O("--cv", rich_help_panel=_LOOP,
                                 help="Train every numbered fold of --folds into RUN/fold_K; write the out-of-fold "
                                      "RUN/oof.csv and RUN/cv.json (--max-minutes: the whole run).")]}
@@ -159,7 +162,7 @@ _RUN = {
 }
 #: The groups of each task's sub-command.
 _GROUPS = {
-    "segment": (_COMMON, _VOLUMES, _SEGMENT, _CV, _RUN),
+    "segment": (_COMMON, _VOLUMES, _SEGMENT, _CV, _PLAN, _RUN),
     "classify": (_COMMON, _VOLUMES, _CLASSIFY, _CV, _RUN),
     "detect": (_COMMON, {"class_names": _VOLUMES["class_names"]}, _DETECT, _CV, _RUN),
 }
@@ -245,7 +248,7 @@ def _register_task(group: typer.Typer, task: str, groups) -> None:
     annotations = {name: kind for g in groups for name, kind in g.items()}
     parameters = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
                                     default=inspect.Parameter.empty if name == "out" else
-                                    (False if name in ("cv", "resume", "json") else None))
+                                    (False if name in ("cv", "resume", "json", "plan_only") else None))
                   for name, kind in annotations.items()]
     parameters.append(inspect.Parameter("opts", inspect.Parameter.KEYWORD_ONLY, annotation=common.Options))
 
@@ -265,6 +268,7 @@ def _train(task: str, values: dict[str, Any]) -> int:
 
     opts: common.Options = values.pop("opts")
     out, resume, cv, json = values.pop("out"), values.pop("resume"), values.pop("cv", False), values.pop("json")
+    plan_only = values.pop("plan_only", False)
     device = opts.torch_device()
     log = None if opts.quiet else (lambda text: common.stderr.print(text, highlight=False))
     checkpoint = None
@@ -290,6 +294,13 @@ def _train(task: str, values: dict[str, Any]) -> int:
             common.print_json(summary) if json else common.stdout.print(_cv_line(summary), highlight=False)
             return 0
         task_obj = make_task(task, options)
+        if plan_only:
+            from ..train import plan_only as plan_run
+
+            result = plan_run(task_obj, config, out, workers=opts.workers, progress=opts.show_progress, log=log)
+            if json:
+                common.print_json(result)
+            return 0
     summary = fit(task_obj, config, out, device=device, workers=opts.workers, resume=resume, force=opts.force,
                   progress=opts.show_progress, log=log, step=opts.step(), checkpoint=checkpoint)
     if summary["rank"] == 0:
@@ -305,7 +316,7 @@ def task_options(task: str, values: dict[str, Any]):
              if v is not None and k not in _LOOP_FIELDS}
     if task == "detect" and "class_names" in given:         # detect has one class
         given["class_name"] = given.pop("class_names")[0]
-    return load(info(task).options)(**given)
+    return load(info(task).options)(**given, given=sorted(given))
 
 
 def loop_config(task: str, values: dict[str, Any]):

@@ -1,0 +1,103 @@
+"""The fingerprint and the plan of a segmentation run (medtool.plan): hand-computed values, the
+keep-largest rule, determinism, given options winning, and the plan in the checkpoint used by
+predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medtool.plan import PlanLine, fingerprint, foreground_statistics, keep_largest
+from medtool.train import load_checkpoint
+from tests.layout_fixtures import write_nnunet
+
+TINY = ("--dim", "2d", "--width", "4", "--depth", "2", "--epochs", "1", "--steps", "1", "--batch-size", "2")
+
+
+def test_foreground_statistics_by_hand():
+    image = np.arange(10, dtype=np.float32).reshape(2, 5)
+    mask = image >= 6                                        # 6, 7, 8, 9
+    stats = foreground_statistics(image, mask)
+    assert stats["mean"] == 7.5 and stats["std"] == pytest.approx(np.sqrt(1.25)) and stats["voxels"] == 4
+    assert stats["p00_5"] == pytest.approx(6 + 0.005 * 3) and stats["p99_5"] == pytest.approx(9 - 0.005 * 3)
+    assert foreground_statistics(image, np.zeros_like(mask)) is None
+
+
+def test_fingerprint_of_hand_built_entries():
+    # two cases of 100 voxels at 2 mm^3: class 1 once in each (10 and 30 voxels), class 2 twice in one
+    entries = [
+        {"shape": [1, 10, 10], "objects": [[1, 10, 0, 0, 0, 1, 2, 5], [2, 4, 0, 5, 5, 1, 7, 7], [2, 6, 0, 8, 0, 1, 10, 3]],
+         "foreground": {"mean": 1.0, "std": 0.0, "p00_5": 1.0, "p99_5": 1.0, "min": 1.0, "max": 1.0, "voxels": 20}},
+        {"shape": [1, 10, 10], "objects": [[1, 30, 0, 0, 0, 1, 6, 5]],
+         "foreground": {"mean": 3.0, "std": 1.0, "p00_5": 2.0, "p99_5": 4.0, "min": 0.0, "max": 5.0, "voxels": 30}},
+    ]
+    fp = fingerprint(entries, spacings=np.array([[2.0, 1.0, 1.0], [4.0, 1.0, 1.0]]),
+                     shapes=np.array([[1, 10, 10], [1, 10, 10]]), voxel_mm3=2.0, classes=["organ", "lesion"])
+    assert fp["cases"] == 2 and fp["spacing_median"] == [3.0, 1.0, 1.0]
+    organ, lesion = fp["classes"]["organ"], fp["classes"]["lesion"]
+    assert organ == {"voxel_share": 0.2, "cases": 2, "components_per_case_max": 1, "components_per_case_median": 1.0,
+                     "object_mm3_median": 40.0, "object_mm3_min": 20.0}
+    assert lesion["voxel_share"] == 0.05 and lesion["cases"] == 1 and lesion["components_per_case_max"] == 2
+    assert lesion["object_mm3_median"] == 10.0
+    intensity = fp["foreground_intensity"]
+    assert intensity["mean"] == pytest.approx((20 * 1 + 30 * 3) / 50)
+    # pooled variance: within-case variance plus the spread of the case means
+    pooled = (20 * (0 + (1 - 2.2) ** 2) + 30 * (1 + (3 - 2.2) ** 2)) / 50
+    assert intensity["std"] == pytest.approx(np.sqrt(pooled)) and intensity["max"] == 5.0
+    assert keep_largest(fp)[0] == 0 and "lesion up to 2" in keep_largest(fp)[1]
+    entries[0]["objects"] = entries[0]["objects"][:2]
+    single = fingerprint(entries, spacings=np.ones((2, 3)), shapes=np.ones((2, 3)), voxel_mm3=1.0,
+                         classes=["organ", "lesion"])
+    assert keep_largest(single) == (1, "every training case holds one component of each class")
+
+
+def test_plan_line_says_where_a_value_came_from():
+    assert PlanLine("width", 8, "given", "given").describe() == "  width          8  (given)"
+    assert "(planned: median of 3)" in PlanLine("spacing", [1, 2, 3], "planned", "median of 3").describe()
+
+
+def test_plan_only_is_deterministic_and_given_options_win(cli, tmp_path):
+    dataset = write_nnunet(tmp_path, cases=3)
+    plans = []
+    for run in ("a", "b"):
+        result = cli("train", "segment", "--dataset", dataset, "--dim", "2d", "--plan-only", "--out", tmp_path / run)
+        assert result.exit_code == 0, result.stderr
+        assert not (tmp_path / run / "last.pt").exists()            # nothing trained
+        plans.append(json.loads((tmp_path / run / "plan.json").read_text()))
+    assert plans[0] == plans[1]
+    lines = {line["name"]: line for line in plans[0]["plan"]}
+    assert lines["patch"]["source"] == "planned" and lines["width"]["source"] == "default"
+    assert lines["dim"] == {"name": "dim", "value": "2d", "source": "given", "why": "given"}
+    assert lines["keep-largest"]["value"] == 1
+    result = cli("train", "segment", "--dataset", dataset, "--dim", "2d", "--patch", "1", "8", "8", "--width", "6",
+                 "--plan-only", "--out", tmp_path / "c")
+    assert result.exit_code == 0, result.stderr
+    given = {line["name"]: line for line in json.loads((tmp_path / "c" / "plan.json").read_text())["plan"]}
+    assert given["patch"]["value"] == [8, 8] and given["patch"]["source"] == "given"
+    assert given["width"]["value"] == 6 and given["width"]["source"] == "given"
+    assert "width          6  (given)" in result.stderr
+
+
+def test_the_plan_in_the_checkpoint_is_what_predict_uses(cli, tmp_path):
+    from scipy import ndimage
+
+    from medtool.formats import load_volume
+
+    dataset = write_nnunet(tmp_path, cases=3)
+    result = cli("train", "segment", "--dataset", dataset, *TINY, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    recipe = load_checkpoint(tmp_path / "run" / "last.pt")["recipe"]
+    assert recipe["inference"]["keep_largest"] == 1
+    assert [line["name"] for line in recipe["plan"]][:3] == ["dim", "spacing", "patch"]
+    assert json.loads((tmp_path / "run" / "plan.json").read_text())["plan"] == recipe["plan"]
+    image = load_volume(dataset / "imagesTs" / "box_007_0000.nii.gz")
+    result = cli("predict", tmp_path / "run" / "last.pt", dataset / "imagesTs", tmp_path / "pred")
+    assert result.exit_code == 0, result.stderr
+    assert "keep-largest 1 (planned in training: every training case holds one component" in " ".join(result.stderr.split())
+    labels = load_volume(tmp_path / "pred" / "box_007.nii.gz").array
+    assert labels.shape == image.shape
+    assert all(ndimage.label(labels == value)[1] <= 1 for value in (1, 2))
+    again = cli("predict", tmp_path / "run" / "last.pt", dataset / "imagesTs", tmp_path / "all", "--keep-largest", "0")
+    assert again.exit_code == 0 and "planned in training" not in again.stderr
