@@ -71,7 +71,7 @@ def test_segment_cv_folds_share_one_plan_and_split_the_time(segment_cv):
 def test_predict_on_the_cv_run_averages_the_fold_probabilities(cli, segment_cv, tmp_path):
     dataset, _, run, _ = segment_cv
     test = dataset / "imagesTr" / "box_004_0000.nii.gz"
-    result = cli("predict", run, test, tmp_path / "ensemble", "--probabilities")
+    result = cli("predict", run, test, tmp_path / "ensemble", "--probabilities", "--keep-largest", "0")
     assert result.exit_code == 0, result.stderr
     assert "ensemble of 2 folds (fold_0, fold_1)" in " ".join(result.stderr.split())
     singles = []
