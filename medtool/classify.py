@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import InputError, UsageError
 from .intensity import normalize, plan_normalization
-from .segmentation import as_3d, to_model_space
+from .segmentation import as_3d, in_orientation, to_model_space, training_orientation
 from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, evaluating, read_cache
 
 #: Class weight modes (or one weight per class).
@@ -243,7 +243,7 @@ def prepare_image(volume, recipe: dict[str, Any], *, path: str | Path = "", devi
     """A volume as the model sees it: checked, 3D, at the recipe's spacing and shape,
     normalised float32."""
     check_dimensionality(volume, recipe["dim"], path)
-    check_input_grid(as_3d(volume), recipe, path)
+    check_input_grid(in_orientation(as_3d(volume), recipe), recipe, path)
     volume = to_model_space(as_3d(volume), recipe, device=device)
     return volume.with_array(normalize(volume.array, recipe["normalize"]))
 
@@ -361,7 +361,7 @@ class ClassifyTask(Task):
     """Classification for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
 
     name = "classify"
-    plan_keys = ("dim", "spacing", "shape", "normalize", "normalize_why", "classes")
+    plan_keys = ("dim", "spacing", "shape", "normalize", "normalize_why", "orientation", "classes")
 
     def __init__(self, options: ClassifyOptions, *, recipe: dict[str, Any] | None = None):
         super().__init__(options, recipe=recipe)
@@ -427,7 +427,8 @@ class ClassifyTask(Task):
         if o.dim == 2:
             shape = [1, *shape[-2:]]
         norm = plan_normalization(o.normalize, o.window, images)
-        recipe = {"dim": o.dim, "spacing": spacing, "shape": shape, "normalize": norm.spec, "normalize_why": norm.why}
+        recipe = {"dim": o.dim, "spacing": spacing, "shape": shape, "normalize": norm.spec, "normalize_why": norm.why,
+                  "orientation": training_orientation(volumes)}
         if all(s is None for s in spacing[-2:]):      # taken as they are: say what they were
             recipe["input_grid"] = {"shape": [int(v) for v in shapes[0]],
                                     "spacing": [[float(v) for v in spacings.min(axis=0)],

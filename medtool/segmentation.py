@@ -117,6 +117,25 @@ def model_spacing(volume: Volume, spacing: Sequence[float | None] | None) -> tup
     return tuple(float(v if s is None else s) for s, v in zip(spacing, volume.spacing))
 
 
+def training_orientation(volumes: Sequence[Volume]) -> str | None:
+    """The orientation most of the training volumes have (the first of the most common), which
+    every input is reordered to before the model sees it; ``None`` for 2D images."""
+    from collections import Counter
+
+    codes = [v.orientation for v in volumes if v.ndim == 3]
+    return Counter(codes).most_common(1)[0][0] if codes else None
+
+
+def in_orientation(volume: Volume, recipe: dict[str, Any]) -> Volume:
+    """``volume`` reordered (axes permuted and flipped, exactly) to the recipe's training
+    orientation, so that a flipped or transposed input shows the model what training did;
+    itself when it has it already (or the recipe has none: checkpoints before it)."""
+    wanted = recipe.get("orientation")
+    if not wanted or volume.ndim != 3 or volume.orientation == wanted:
+        return volume
+    return volume.reoriented(wanted)
+
+
 def to_model_space(volume: Volume, recipe: dict[str, Any], *, mask: bool = False,
                    device: Any = "cpu") -> Volume:
     """``volume`` (3D) resampled to the recipe's spacing (linear; nearest for masks).
@@ -126,6 +145,7 @@ def to_model_space(volume: Volume, recipe: dict[str, Any], *, mask: bool = False
     """
     from .resample import centre_crop, resample, resample_to, target_grid
 
+    volume = in_orientation(volume, recipe)
     spacing = model_spacing(volume, recipe.get("spacing"))
     shape = recipe.get("shape")
     same_spacing = np.allclose(spacing, volume.spacing, rtol=0, atol=1e-6)
@@ -279,8 +299,8 @@ class SegmentTask(Task):
     """Segmentation for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
 
     name = "segment"
-    plan_keys = ("dim", "spacing", "normalize", "normalize_why", "image_suffix", "dataset", "patch", "classes",
-                 "activation")
+    plan_keys = ("dim", "spacing", "normalize", "normalize_why", "orientation", "image_suffix", "dataset", "patch",
+                 "classes", "activation")
 
     # -- data ------------------------------------------------------------------------------------
     @functools.cached_property
@@ -349,7 +369,7 @@ class SegmentTask(Task):
                                   channel=(layout.channel, f"the {layout.kind} dataset.json")
                                   if layout is not None and layout.kind != "BraTS" else None)
         recipe: dict[str, Any] = {"dim": o.dim, "spacing": spacing, "normalize": norm.spec,
-                                  "normalize_why": norm.why,
+                                  "normalize_why": norm.why, "orientation": training_orientation(headers),
                                   "image_suffix": layout.image_suffix if layout is not None else o.image_suffix}
         if layout is not None:
             recipe["dataset"] = {"kind": layout.kind, "channel": layout.channel, "channels": layout.channels}
@@ -385,6 +405,8 @@ class SegmentTask(Task):
             *[PlanLine(name, getattr(o, name), o.source(name),
                        "given" if o.source(name) == GIVEN else "medtool's default")
               for name in ("width", "depth", "loss", "pos_ratio", "augment")],
+            PlanLine("orientation", recipe.get("orientation"), PLANNED,
+                     "the training images' (the most common); other inputs are reordered to it exactly"),
             PlanLine("keep-largest", keep, PLANNED, f"{keep_why}; predict uses it unless --keep-largest is given"),
         ]
         recipe["fingerprint"] = fp

@@ -149,6 +149,34 @@ class Volume:
         columns = self.direction[:, ::-1][:, : self.ndim]  # x, y[, z]
         return orientation_code(columns)
 
+    def reoriented(self, code: str) -> "Volume":
+        """The same voxels with the array axes permuted and flipped so that the volume's
+        orientation is ``code`` (``x, y, z`` letters, e.g. ``"LPS"``): an exact reordering, no
+        interpolation; every voxel keeps its world position. 3D only.
+
+        Raises
+        ------
+        ValueError
+            ``code`` is not a valid orientation, or the volume is 2D.
+        """
+        if self.ndim != 3:
+            raise ValueError("only 3D volumes are reoriented")
+        wanted = _axis_directions(code[::-1])                     # (world axis, sign) per z, y, x
+        have = _axis_directions(self.orientation[::-1])
+        perm = [next(a for a, (w, _) in enumerate(have) if w == world) for world, _ in wanted]
+        flips = [have[a][1] != sign for a, (_, sign) in zip(perm, wanted)]
+        array = np.transpose(self.array, perm)
+        flipped = tuple(axis for axis, flip in enumerate(flips) if flip)
+        if flipped:
+            array = np.flip(array, axis=flipped)
+        direction = self.direction[:, perm] * np.where(flips, -1.0, 1.0)
+        spacing = tuple(self.spacing[a] for a in perm)
+        first = [self.shape[a] - 1 if flip else 0 for a, flip in zip(perm, flips)]
+        index = np.zeros(3)
+        index[perm] = first
+        origin = tuple(float(v) for v in self.world(index))
+        return Volume(array, spacing, origin, direction, dict(self.meta), list(self.history))
+
     def same_grid(self, other: "Volume", *, atol: float = 1e-4) -> bool:
         """True when ``other`` has the same shape and voxel centres (within ``atol`` mm)."""
         return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
@@ -220,6 +248,21 @@ def orientation_code(columns: np.ndarray) -> str:
         remaining[world_axis, :] = -1.0
         remaining[:, array_axis] = -1.0
     return "".join(letters)
+
+
+def _axis_directions(letters: str) -> list[tuple[int, bool]]:
+    """``(world axis, points to the positive LPS direction)`` of each orientation letter."""
+    found = []
+    for letter in letters.upper():
+        for world, pair in enumerate(_AXIS_LETTERS):
+            if letter in pair:
+                found.append((world, letter == pair[1]))
+                break
+        else:
+            raise ValueError(f"{letters!r} is not an orientation (letters L/R, P/A, S/I)")
+    if sorted(w for w, _ in found) != list(range(len(letters))):
+        raise ValueError(f"{letters!r} names a world axis twice")
+    return found
 
 
 def to_nifti(volume: Volume) -> tuple[np.ndarray, np.ndarray]:

@@ -101,3 +101,33 @@ def test_the_plan_in_the_checkpoint_is_what_predict_uses(cli, tmp_path):
     assert all(ndimage.label(labels == value)[1] <= 1 for value in (1, 2))
     again = cli("predict", tmp_path / "run" / "last.pt", dataset / "imagesTs", tmp_path / "all", "--keep-largest", "0")
     assert again.exit_code == 0 and "planned in training" not in again.stderr
+
+
+@pytest.mark.parametrize("code", ["RPS", "PLS", "LPI"])
+def test_a_flipped_or_transposed_input_is_predicted_in_the_training_orientation(cli, tmp_path, code):
+    """The same voxels stored flipped (RPS, LPI) or with y and x swapped (PLS) are reordered to
+    the training orientation for the model, and the result returned onto the input's grid."""
+    from medtool.formats import load_volume, save_volume
+
+    dataset = write_nnunet(tmp_path, cases=3)
+    result = cli("train", "segment", "--dataset", dataset, *TINY, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["recipe"]["orientation"] == "LPS"
+    image = load_volume(dataset / "imagesTs" / "box_007_0000.nii.gz")
+    turned = image.reoriented(code)
+    assert turned.orientation == code
+    (tmp_path / "in").mkdir()
+    save_volume(image, tmp_path / "in" / "a_0000.nii.gz")       # named as the nnU-Net training images
+    save_volume(turned, tmp_path / "in" / "b_0000.nii.gz")
+    result = cli("predict", tmp_path / "run" / "last.pt", tmp_path / "in", tmp_path / "pred", "--probabilities")
+    assert result.exit_code == 0, result.stderr
+    a = load_volume(tmp_path / "pred" / "a_prob_organ.nii.gz")
+    b = load_volume(tmp_path / "pred" / "b_prob_organ.nii.gz")
+    assert b.same_grid(turned)                                   # on the input's own grid
+    np.testing.assert_allclose(b.reoriented("LPS").array, a.array, atol=1e-5)
+    assert a.array.std() > 1e-4                                  # a map that could differ
+    labels_a = load_volume(tmp_path / "pred" / "a.nii.gz").array
+    labels_b = load_volume(tmp_path / "pred" / "b.nii.gz").reoriented("LPS").array
+    np.testing.assert_array_equal(labels_a, labels_b)
+    wrong = cli("predict", tmp_path / "run" / "last.pt", dataset / "labelsTr", tmp_path / "none")
+    assert wrong.exit_code == 1 and "no input is named <case>_0000" in wrong.stderr

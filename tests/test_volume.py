@@ -98,3 +98,26 @@ def test_with_array_keeps_geometry_and_copies_meta(oblique_volume):
     assert mask.units == "label" and oblique_volume.units == "HU"
     mask.history.append({"command": "x"})
     assert len(oblique_volume.history) == 1
+
+
+@pytest.mark.parametrize("code", ["LPS", "RAS", "PLI", "SRA"])
+def test_reoriented_keeps_every_voxel_where_it_was(oblique_volume, code):
+    volume = Volume(np.random.default_rng(0).normal(size=(3, 4, 5)), (2.0, 0.7, 0.9), (5.0, -3.0, 8.0),
+                    oblique_volume.direction)
+    turned = volume.reoriented(code)
+    assert turned.orientation == code
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in turned.shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    back = np.rint(volume.continuous_index(turned.world(index))).astype(int)
+    np.testing.assert_allclose(volume.continuous_index(turned.world(index)), back, atol=1e-9)
+    np.testing.assert_array_equal(volume.array[tuple(back.T)], turned.array[tuple(index.T)])
+    assert sorted(turned.spacing) == sorted(volume.spacing)
+    np.testing.assert_array_equal(turned.reoriented(volume.orientation).array, volume.array)
+
+
+def test_reoriented_refuses_2d_and_bad_codes():
+    with pytest.raises(ValueError, match="3D"):
+        Volume(np.zeros((2, 2))).reoriented("LP")
+    with pytest.raises(ValueError, match="not an orientation"):
+        Volume(np.zeros((2, 2, 2))).reoriented("LPX")
+    with pytest.raises(ValueError, match="twice"):
+        Volume(np.zeros((2, 2, 2))).reoriented("LRS")

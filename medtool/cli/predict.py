@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from ..datasets import read_selection, select_files
-        from ..errors import UsageError
+        from ..errors import InputError, UsageError
         from ..files import VOLUME_SUFFIXES
         from ..tasks import info
         values = dict(locals())
@@ -93,8 +93,12 @@ def register(app: typer.Typer) -> None:
                              hint="for inputs named <case>_masked use --image-suffix _masked")
         values["image_suffix"] = _image_suffix(state, image_suffix, opts)
         if selection is not None or values["image_suffix"]:
+            named = inputs
             inputs = select_files(inputs, selection, suffixes=VOLUME_SUFFIXES if entry.reads == "volumes" else None,
                                   strip=values["image_suffix"])
+            if not inputs:
+                raise InputError(f"no input is named <case>{values['image_suffix']}", path=str(named[0]),
+                                 hint="name the inputs so, or give --image-suffix '' (or the suffix they have)")
             if selection is not None and not opts.quiet:
                 common.stderr.print(f"predicting {selection.describe(len(inputs))}", highlight=False)
         return _PREDICTORS[task](state, inputs, out, values, device, opts)
