@@ -41,6 +41,10 @@ MAX_PATCH_2D = (256, 256)
 VALIDATION_OVERLAP = 0.25
 #: Activations of the output layer.
 ACTIVATIONS = ("auto", "sigmoid", "softmax")
+#: What a CPU run plans for the options not given (the lung recipe of docs/recipes.md).
+CPU_PLAN = {"dim": 2, "width": 16, "pos_ratio": 0.5}
+#: ... and for the loop settings not given.
+CPU_LOOP_PLAN = {"batch_size": 8, "lr": 2e-3}
 
 
 @dataclass
@@ -311,6 +315,28 @@ class SegmentTask(Task):
         return None if self.options.dataset is None else read_layout(self.options.dataset,
                                                                       channels=self.options.channels)
 
+    def plan_device(self, config, device) -> None:
+        """On a CPU, the settings of the lung recipe measured in docs/recipes.md (a 2D U-Net of
+        width 16, batches of 8, a foreground share of 0.5, lr 2e-3) for each of them not given:
+        a 3D U-Net of nnU-Net's size trains about ten times fewer samples a second there. On
+        CUDA the defaults stand (nnU-Net's 3D configuration). Only options whose ``given`` is
+        known are changed (the command line's; Python callers keep what they set)."""
+        o = self.options
+        self.device_choices: dict[str, str] = {}
+        if device.type != "cpu" or o.given is None or config.given is None:
+            return
+        self.loop = config
+        why = "a CPU: the CPU lung recipe of docs/recipes.md (3D trains about 10x slower here)"
+        for name, value in CPU_PLAN.items():
+            if name in o.given or (name == "dim" and o.patch is not None):   # a given patch fixes the dim
+                continue
+            setattr(o, name, value)
+            self.device_choices[name] = why
+        for name, value in CPU_LOOP_PLAN.items():
+            if name not in config.given:
+                setattr(config, name, value)
+                self.device_choices[name] = why
+
     def data_line(self) -> str | None:
         return None if self.layout is None else self.layout.describe()
 
@@ -391,8 +417,17 @@ class SegmentTask(Task):
         norm = Normalization(recipe["normalize"], recipe.get("normalize_why", ""))
         patch = recipe["patch"][1:] if o.dim == 2 else recipe["patch"]
         biggest = MAX_PATCH_3D if o.dim == 3 else MAX_PATCH_2D
+        chosen = getattr(self, "device_choices", {})
+
+        def line(name: str, value) -> PlanLine:
+            if name in chosen:
+                return PlanLine(name, value, PLANNED, chosen[name])
+            source = o.source(name)
+            return PlanLine(name, value, source, "given" if source == GIVEN else "medtool's default")
+
+        loop = getattr(self, "loop", None)
         lines = [
-            PlanLine("dim", f"{o.dim}d", o.source("dim"), "given" if o.source("dim") == GIVEN else "medtool's default"),
+            line("dim", f"{o.dim}d"),
             PlanLine("spacing", [s if s is None else round(s, 4) for s in recipe["spacing"]],
                      GIVEN if o.spacing is not None else PLANNED,
                      "given" if o.spacing is not None else f"median of the {len(train)} training images"
@@ -402,9 +437,12 @@ class SegmentTask(Task):
                      f"{' x '.join(map(str, biggest))}, divisible by the U-Net's strides"),
             PlanLine("normalize", norm.describe().split(" (")[0], GIVEN if o.normalize != "auto" else PLANNED,
                      norm.why),
-            *[PlanLine(name, getattr(o, name), o.source(name),
-                       "given" if o.source(name) == GIVEN else "medtool's default")
-              for name in ("width", "depth", "loss", "pos_ratio", "augment")],
+            *[line(name, getattr(o, name)) for name in ("width", "depth", "loss", "pos_ratio", "augment")],
+            *([] if loop is None else [
+                PlanLine(name, getattr(loop, name), PLANNED, chosen[name]) if name in chosen else
+                PlanLine(name, getattr(loop, name), GIVEN if name in (loop.given or []) else "default",
+                         "given" if name in (loop.given or []) else "medtool's default")
+                for name in ("batch_size", "lr")]),
             PlanLine("orientation", recipe.get("orientation"), PLANNED,
                      "the training images' (the most common); other inputs are reordered to it exactly"),
             PlanLine("keep-largest", keep, PLANNED, f"{keep_why}; predict uses it unless --keep-largest is given"),

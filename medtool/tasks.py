@@ -180,6 +180,10 @@ class Task:
         """What the checkpoint stores to rebuild the task (``make_task(name, options)``)."""
         return {"options": asdict(self.options)}
 
+    def plan_device(self, config, device) -> None:
+        """Adapt the options and loop settings not given to the device before anything is
+        planned from the data (``config.given``, ``options.given``); nothing by default."""
+
     def data_line(self) -> str | None:
         """Where the cases came from, printed before the first line of training (a dataset read
         in its own layout says which); ``None``: nothing to add."""

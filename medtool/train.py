@@ -77,6 +77,8 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None
     ema: float = 0.0
+    #: The loop settings given on the command line (field names); ``None``: not known.
+    given: list[str] | None = None
 
     def check(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -358,6 +360,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
         raise UsageError(f"{out} holds a run already", hint="pass --resume to continue it or --force to start over")
     torch.set_num_threads(threads_for(workers, dist_info.world))
     seed_everything(config.seed + dist_info.rank)
+    if not resume:
+        task.plan_device(config, device)
     _prepare(task, config, out, workers=workers, progress=progress, dist_info=dist_info)
     spec = task.model_spec()
     run, layout_note = _build(task, config, spec, device=device, resume=resume, checkpoint=checkpoint,
@@ -395,13 +399,14 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     return _summary(run, out, started=started, rank=dist_info.rank)
 
 
-def plan_only(task, config: TrainConfig, out: str | os.PathLike, *, workers: int = 1, progress: bool = True,
+def plan_only(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: int = 1, progress: bool = True,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """``train ... --plan-only``: find and preprocess the cases, print the plan and write
     ``RUN/plan.json``, train nothing; returns the plan (:mod:`medtool.plan`)."""
     config.check()
     out = Path(out)
     say = log or (lambda text: None)
+    task.plan_device(config, device)
     _prepare(task, config, out, workers=workers, progress=progress, dist_info=Distributed())
     if task.data_line():
         say(task.data_line())

@@ -297,7 +297,8 @@ def _train(task: str, values: dict[str, Any]) -> int:
         if plan_only:
             from ..train import plan_only as plan_run
 
-            result = plan_run(task_obj, config, out, workers=opts.workers, progress=opts.show_progress, log=log)
+            result = plan_run(task_obj, config, out, device=device, workers=opts.workers, progress=opts.show_progress,
+                              log=log)
             if json:
                 common.print_json(result)
             return 0
@@ -325,10 +326,11 @@ def loop_config(task: str, values: dict[str, Any]):
     from ..train import TrainConfig
 
     entry = info(task)
-    config = TrainConfig(steps_per_epoch=entry.steps, batch_size=entry.batch_size)
+    config = TrainConfig(steps_per_epoch=entry.steps, batch_size=entry.batch_size, given=[])
     for cli, name in _LOOP_FIELDS.items():
         if values.get(cli) is not None:
             setattr(config, name, values[cli])
+            config.given.append(name)
     return config
 
 
