@@ -248,38 +248,30 @@ def prepare_image(volume, recipe: dict[str, Any], *, path: str | Path = "", devi
     return volume.with_array(normalize(volume.array, recipe["normalize"]))
 
 
-#: How far (a fraction) an input's spacing may be from the training volumes' when the model
-#: took them as they were (same-shape crops): further is another grid.
-GRID_TOLERANCE = 0.1
-
-
 def check_input_grid(volume, recipe: dict[str, Any], path: str | Path = "") -> None:
-    """Refuse a volume on another grid than the training volumes of a model that took them as
-    they were (``recipe["input_grid"]``: their shape and spacing range), which would otherwise
-    be cropped to the trained shape in its own voxels and show the model another anatomy.
+    """Refuse a volume of another shape than the training volumes of a model that took them as
+    they were (``recipe["input_grid"]``: same-shape crops), which would otherwise be cropped to
+    the trained shape in its own voxels and show the model another extent of anatomy (a whole
+    CT instead of the crops around a tumour).
 
     Raises
     ------
     InputError
-        Another shape, or a spacing outside the training range (by :data:`GRID_TOLERANCE`).
+        Another shape (in-plane only for a 2D model).
     """
     grid = recipe.get("input_grid")
     if not grid:
         return
-    low, high = (np.array(v, dtype=np.float64) for v in grid["spacing"])
-    spacing = np.array(volume.spacing, dtype=np.float64)
     axes = slice(1, 3) if recipe["dim"] == 2 else slice(0, 3)
-    shape_ok = list(volume.shape)[axes] == list(grid["shape"])[axes]
-    spacing_ok = bool(np.all(spacing[axes] >= low[axes] * (1 - GRID_TOLERANCE))
-                      and np.all(spacing[axes] <= high[axes] * (1 + GRID_TOLERANCE)))
-    if not (shape_ok and spacing_ok):
+    if list(volume.shape)[axes] != list(grid["shape"])[axes]:
+        low, high = grid["spacing"]
+
         def mm(values) -> str:
             return " x ".join(f"{v:g}" for v in values)
-        raise InputError(f"the model was trained on {' x '.join(map(str, grid['shape']))} volumes at "
-                         f"{mm(low)}..{mm(high)} mm taken as they were; this one is "
-                         f"{' x '.join(map(str, volume.shape))} at {mm(spacing)} mm", path=path,
-                         hint="bring it onto the training volumes' grid first, as they were made "
-                              "(medtool resample --shape/--spacing, the same crop)")
+        raise InputError(f"the model was trained on {' x '.join(map(str, grid['shape']))} volumes "
+                         f"({mm(low)} to {mm(high)} mm) taken as they were; this one is "
+                         f"{' x '.join(map(str, volume.shape))}", path=path,
+                         hint="make it as the training volumes were made (the same crop, medtool resample --shape)")
 
 
 @dataclass

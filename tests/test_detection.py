@@ -112,7 +112,7 @@ def test_options_are_checked():
         DetectOptions(images="a", boxes="b", size=100).check()
     with pytest.raises(UsageError, match="resnet18-fpn"):
         DetectOptions(images="a", boxes="b", model="unet").check()
-    with pytest.raises(UsageError, match="paste .* is for --task segment"):
+    with pytest.raises(UsageError, match="paste .* is for train segment"):
         DetectOptions(images="a", boxes="b", aug=["paste=0.5"]).check()
 
 

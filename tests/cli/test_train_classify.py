@@ -127,7 +127,7 @@ def test_bad_inputs_give_one_line_and_train_nothing(cli, data, tmp_path):
     assert wrong_model.exit_code == 2 and "a classifier is one of simple3d" in wrong_model.stderr
     paste = cli("train", "--task", "classify", "--images", crops, "--labels", labels, "--aug", "paste=0.5",
                 "--out", tmp_path / "g")
-    assert paste.exit_code == 2 and "--aug paste (lesion copy-paste) is for --task segment" in paste.stderr
+    assert paste.exit_code == 2 and "--aug paste (lesion copy-paste) is for train segment" in paste.stderr
     for folder in "abcdefg":
         assert not (tmp_path / folder / "last.pt").exists()
 
@@ -179,11 +179,11 @@ def test_a_model_of_same_shape_crops_refuses_another_grid(cli, tmp_path):
 
     save_volume(Volume(np.tile(volume.array, (2, 1, 1)), volume.spacing, meta=volume.meta), other / "long.npy")
     finer = load_volume(crops / "c1.npy")
-    finer.spacing = (1.0, 0.5, 0.5)
+    finer.spacing = (1.0, 0.5, 0.5)                 # the same shape at another spacing: crops vary so
     save_volume(finer, other / "finer.npy")
     result = cli("predict", tmp_path / "run" / "last.pt", other, tmp_path / "other.csv")
     assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
     text = " ".join(result.stderr.split())
-    assert len(lines) == 2 and text.count("trained on 4 x 8 x 8 volumes at 2 x 1 x 1..2 x 1 x 1 mm") == 2
-    assert "this one is 8 x 8 x 8 at 2 x 1 x 1 mm" in text and "this one is 4 x 8 x 8 at 1 x 0.5 x 0.5 mm" in text
+    assert len(lines) == 1 and "long.npy: the model was trained on 4 x 8 x 8 volumes (2 x 1 x 1 to 2 x 1 x 1 mm)" in text
+    assert "this one is 8 x 8 x 8" in text and "finer.npy" not in text
