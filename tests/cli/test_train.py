@@ -111,9 +111,11 @@ def test_task_options_from_the_command_line_equal_the_library_defaults():
     from medtool.segmentation import SegmentOptions
     from medtool.train import TrainConfig
 
+    # the same values; the command line also records which were given (for the plan)
     assert task_options("segment", {"images": None, "dim": "2d", "patch": (1, 16, 16)}) == \
-        SegmentOptions(dim=2, patch=[16, 16])
-    assert loop_config("classify", {"epochs": 3}) == TrainConfig(epochs=3, steps_per_epoch=0, batch_size=8)
+        SegmentOptions(dim=2, patch=[16, 16], given=["dim", "patch"])
+    assert loop_config("classify", {"epochs": 3}) == TrainConfig(epochs=3, steps_per_epoch=0, batch_size=8,
+                                                                 given=["epochs"])
 
 
 def test_the_old_task_option_still_works(cli, tmp_path):
