@@ -15,6 +15,21 @@ Empty masks, where every library differs, follow one explicit convention
   diagonal of the grid in mm (:func:`worst_distance`); flag ``prediction empty`` or
   ``truth empty``. The relative errors are 1 for an empty prediction and undefined (NaN) for an
   empty truth.
+
+Voxel counts (BraTS's definitions, as its evaluation computes them): ``sensitivity`` =
+TP / (TP + FN), 1 when truth and prediction are both empty and 0 when only the truth is;
+``specificity`` = TN / (TN + FP), 1 when the truth covers the whole grid (there is nothing to
+mark wrongly). ``slice-dice`` is the Dice per slice along the first array axis (axial slices of
+a ``(z, y, x)`` volume), averaged over the slices where the truth or the prediction has the
+class (LCTSC's per-slice Dice); 1 when no slice has it, and a 2D image is one slice.
+
+The lesion-wise metrics (``lesion-dice``, ``lesion-sensitivity``, ``lesion-precision``,
+``lesion-f1``, ``lesion-fp``) match connected components as BraTS 2023 does; their rule and
+conventions are in :mod:`medtool.lesions`.
+
+A label map is scored per label (:func:`score_labels`; the counts of every label come from one
+``bincount`` over label pairs, :func:`confusion`) or as nested regions such as BraTS's whole
+tumour, tumour core and enhancing tumour (:func:`score_regions`, :mod:`medtool.regions`).
 """
 
 from __future__ import annotations
@@ -24,10 +39,17 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .lesions import LESION_METRICS, LesionRule, lesion_scores, match_lesions
+from .regions import region_mask
+
+#: Voxel-count metrics (the same for any spacing).
+COUNT_METRICS = ("dice", "jaccard", "sensitivity", "specificity")
 #: Segmentation metrics by name, in the order they are reported.
-SEGMENTATION_METRICS = ("dice", "jaccard", "hd95", "assd", "volume-error", "recist")
+SEGMENTATION_METRICS = ("dice", "jaccard", "hd95", "assd", "volume-error", "recist", "sensitivity",
+                        "specificity", "slice-dice", *LESION_METRICS)
 #: Metrics where a larger value is better (the others: smaller is better).
-HIGHER_IS_BETTER = frozenset({"dice", "jaccard"})
+HIGHER_IS_BETTER = frozenset({"dice", "jaccard", "sensitivity", "specificity", "slice-dice",
+                              *(set(LESION_METRICS) - {"lesion-fp"})})
 #: Percentile of the pooled surface distances that ``hd95`` reports.
 HD_PERCENTILE = 95.0
 #: Flags of the empty-mask cases.
@@ -174,7 +196,9 @@ class MaskScore:
 
 
 def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
-                metrics: Iterable[str] = SEGMENTATION_METRICS) -> MaskScore:
+                metrics: Iterable[str] = SEGMENTATION_METRICS, *,
+                lesions: LesionRule = LesionRule(),
+                counts: tuple[int, int, int] | None = None) -> MaskScore:
     """Compute ``metrics`` for one binary mask pair under the empty-mask convention.
 
     Parameters
@@ -185,39 +209,83 @@ def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
         Voxel size in mm, array order.
     metrics
         Names from :data:`SEGMENTATION_METRICS`.
+    lesions
+        How the lesion-wise metrics match lesions (:class:`~medtool.lesions.LesionRule`).
+    counts
+        ``(|T and P|, |T|, |P|)`` when the caller has them already (:func:`confusion`).
     """
     metrics = list(metrics)
     unknown = set(metrics) - set(SEGMENTATION_METRICS)
     if unknown:
         raise ValueError(f"unknown segmentation metrics {sorted(unknown)}")
     truth, pred = np.asarray(truth, bool), np.asarray(pred, bool)
-    inter, n_truth, n_pred = _counts(truth, pred)
-    flag = (FLAG_BOTH_EMPTY if n_truth == n_pred == 0 else FLAG_TRUTH_EMPTY if n_truth == 0
-            else FLAG_PRED_EMPTY if n_pred == 0 else "")
-    values: dict[str, float] = {}
-    if "dice" in metrics:
-        values["dice"] = 1.0 if flag == FLAG_BOTH_EMPTY else 2.0 * inter / (n_truth + n_pred)
-    if "jaccard" in metrics:
-        values["jaccard"] = 1.0 if flag == FLAG_BOTH_EMPTY else inter / (n_truth + n_pred - inter)
+    inter, n_truth, n_pred = _counts(truth, pred) if counts is None else counts
+    flag = _flag(n_truth, n_pred)
+    values = _count_metrics(inter, n_truth, n_pred, truth.size, flag)
     if {"hd95", "assd"} & set(metrics):
-        if flag == FLAG_BOTH_EMPTY:
-            hd, mean = 0.0, 0.0
-        elif flag:
-            hd = mean = worst_distance(truth.shape, spacing)
-        else:
-            to_truth, to_pred = surface_distances(pred, truth, spacing)
-            pooled = np.concatenate([to_truth, to_pred])
-            hd, mean = float(np.percentile(pooled, HD_PERCENTILE)), float(pooled.mean())
-        if "hd95" in metrics:
-            values["hd95"] = hd
-        if "assd" in metrics:
-            values["assd"] = mean
+        values.update(_distances(truth, pred, spacing, flag))
     if "volume-error" in metrics:
         values["volume-error"] = _relative_error(n_truth, n_pred)
     if "recist" in metrics:
         values["recist"] = _relative_error(longest_axial_diameter(truth, spacing),
                                            longest_axial_diameter(pred, spacing))
+    if "slice-dice" in metrics:
+        values["slice-dice"] = slice_dice(truth, pred)
+    if set(LESION_METRICS) & set(metrics):
+        values.update(lesion_scores(match_lesions(truth, pred, spacing, rule=lesions)))
     return MaskScore({m: values[m] for m in metrics}, flag)
+
+
+def score_counts(inter: int, n_truth: int, n_pred: int, size: int, metrics: Iterable[str]) -> MaskScore:
+    """The metrics that need only voxel counts (:data:`COUNT_METRICS`, ``volume-error``) from
+    ``|T and P|``, ``|T|``, ``|P|`` and the grid's ``size``."""
+    metrics = list(metrics)
+    flag = _flag(n_truth, n_pred)
+    values = {**_count_metrics(inter, n_truth, n_pred, size, flag),
+              "volume-error": _relative_error(n_truth, n_pred)}
+    return MaskScore({m: values[m] for m in metrics}, flag)
+
+
+def _flag(n_truth: int, n_pred: int) -> str:
+    return (FLAG_BOTH_EMPTY if n_truth == n_pred == 0 else FLAG_TRUTH_EMPTY if n_truth == 0
+            else FLAG_PRED_EMPTY if n_pred == 0 else "")
+
+
+def _count_metrics(inter: int, n_truth: int, n_pred: int, size: int, flag: str) -> dict[str, float]:
+    """Dice, Jaccard, sensitivity and specificity from the voxel counts."""
+    both_empty = flag == FLAG_BOTH_EMPTY
+    negatives = size - n_truth
+    return {
+        "dice": 1.0 if both_empty else 2.0 * inter / (n_truth + n_pred),
+        "jaccard": 1.0 if both_empty else inter / (n_truth + n_pred - inter),
+        "sensitivity": (1.0 if both_empty else 0.0) if n_truth == 0 else inter / n_truth,
+        "specificity": 1.0 if negatives == 0 else (negatives - (n_pred - inter)) / negatives,
+    }
+
+
+def _distances(truth: np.ndarray, pred: np.ndarray, spacing, flag: str) -> dict[str, float]:
+    """hd95 and assd under the empty-mask convention."""
+    if flag == FLAG_BOTH_EMPTY:
+        return {"hd95": 0.0, "assd": 0.0}
+    if flag:
+        worst = worst_distance(truth.shape, spacing)
+        return {"hd95": worst, "assd": worst}
+    to_truth, to_pred = surface_distances(pred, truth, spacing)
+    pooled = np.concatenate([to_truth, to_pred])
+    return {"hd95": float(np.percentile(pooled, HD_PERCENTILE)), "assd": float(pooled.mean())}
+
+
+def slice_dice(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Mean Dice over the slices (first axis) where the truth or the prediction has voxels;
+    1 when none has. A 2D mask is one slice."""
+    truth, pred = np.asarray(truth, bool), np.asarray(pred, bool)
+    if truth.ndim < 3:
+        truth, pred = truth[None], pred[None]
+    flat_truth, flat_pred = truth.reshape(len(truth), -1), pred.reshape(len(pred), -1)
+    inter = np.count_nonzero(flat_truth & flat_pred, axis=1)
+    total = np.count_nonzero(flat_truth, axis=1) + np.count_nonzero(flat_pred, axis=1)
+    counted = total > 0
+    return 1.0 if not counted.any() else float(np.mean(2.0 * inter[counted] / total[counted]))
 
 
 def _relative_error(truth: float, pred: float) -> float:
@@ -229,17 +297,58 @@ def _relative_error(truth: float, pred: float) -> float:
 
 def score_labels(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                  metrics: Iterable[str] = SEGMENTATION_METRICS,
-                 labels: Iterable[int] | None = None) -> dict[int, MaskScore]:
+                 labels: Iterable[int] | None = None, *,
+                 lesions: LesionRule = LesionRule()) -> dict[int, MaskScore]:
     """Score each label of two integer label volumes (``truth == label`` vs ``pred == label``).
 
-    ``labels`` defaults to every non-zero value present in either volume.
+    ``labels`` defaults to every non-zero value present in either volume. The voxel counts of
+    every label come from one :func:`confusion`; the masks are built only for the metrics
+    that need more than counts.
     """
     metrics = list(metrics)
     truth, pred = np.asarray(truth), np.asarray(pred)
     if labels is None:
         labels = sorted((present_labels(truth) | present_labels(pred)) - {0})
-    return {int(label): score_masks(truth == label, pred == label, spacing, metrics)
-            for label in labels}
+    labels = [int(label) for label in labels]
+    matrix, index = confusion(truth, pred)
+    counts_only = set(metrics) <= set(COUNT_METRICS) | {"volume-error"}
+    scores = {}
+    for label in labels:
+        k = index.get(label)
+        counts = (0, 0, 0) if k is None else (int(matrix[k, k]), int(matrix[k].sum()), int(matrix[:, k].sum()))
+        if counts_only:
+            scores[label] = score_counts(*counts, truth.size, metrics)
+        else:
+            scores[label] = score_masks(truth == label, pred == label, spacing, metrics,
+                                        lesions=lesions, counts=counts)
+    return scores
+
+
+def score_regions(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
+                  metrics: Iterable[str], regions: dict[str, tuple[int, ...]], *,
+                  lesions: LesionRule = LesionRule()) -> dict[str, MaskScore]:
+    """Score two label volumes as nested regions (region name -> its labels, as
+    :func:`medtool.regions.parse_regions` gives): one binary mask pair per region."""
+    metrics = list(metrics)
+    return {name: score_masks(region_mask(truth, members), region_mask(pred, members), spacing,
+                              metrics, lesions=lesions)
+            for name, members in regions.items()}
+
+
+def confusion(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """The confusion matrix of two integer label volumes (rows truth, columns prediction) over
+    the labels present in either, and each label's row: one ``bincount`` over label pairs."""
+    truth, pred = np.asarray(truth).ravel(), np.asarray(pred).ravel()
+    values = sorted(present_labels(truth) | present_labels(pred))
+    index = {v: k for k, v in enumerate(values)}
+    if values == list(range(len(values))):
+        t, p = truth.astype(np.intp), pred.astype(np.intp)
+    else:
+        lookup = np.asarray(values)
+        t, p = np.searchsorted(lookup, truth), np.searchsorted(lookup, pred)
+    n = len(values)
+    matrix = np.bincount(t * n + p, minlength=n * n).reshape(n, n)
+    return matrix, index
 
 
 def present_labels(array: np.ndarray) -> set[int]:
