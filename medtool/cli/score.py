@@ -12,17 +12,23 @@ from . import common
 
 _HELP = """Score predictions against the truth; several prediction sets give a ranked leaderboard.
 
-[bold]Segmentation[/bold] (dice, jaccard, hd95, assd, volume-error, recist): TRUTH and each PRED are folders of label volumes (any format) matched by case id (the file name without its format suffix, and without [bold]--suffix S[/bold]: with --suffix _lungs, truth/case_001_lungs.nii.gz is case_001, other masks of the folder are skipped, and predictions may be named either way); spacing comes from the truth's geometry; every label is scored on its own (or [bold]--labels 1,2[/bold]) and the mean over labels is ranked. Surfaces and distances are medpy's (6-connected surface voxels, hd95 = 95th percentile of both directions pooled, assd = their mean). volume-error and recist are |pred - truth| / truth of the volume and of the longest axial diameter (mm). Empty masks: both empty -> dice = jaccard = 1, hd95 = assd = 0, relative errors 0; one empty -> dice = jaccard = 0, hd95 = assd = the grid diagonal in mm (worst case), relative errors 1 (empty prediction) or NaN (empty truth); all flagged in --per-case. A missing prediction counts as empty and is reported.
+[bold]Segmentation[/bold] (dice, jaccard, hd95, assd, volume-error, recist, sensitivity, specificity, slice-dice, lesion-dice, lesion-sensitivity, lesion-precision, lesion-f1, lesion-fp): TRUTH and each PRED are folders of label volumes (any format) matched by case id (the file name without its format suffix, and without [bold]--suffix S[/bold]: with --suffix _lungs, truth/case_001_lungs.nii.gz is case_001, other masks of the folder are skipped, and predictions may be named either way); spacing comes from the truth's geometry; every label is scored on its own (or [bold]--labels 1,2[/bold]) and the mean over labels is ranked. Surfaces and distances are medpy's (6-connected surface voxels, hd95 = 95th percentile of both directions pooled, assd = their mean). volume-error and recist are |pred - truth| / truth of the volume and of the longest axial diameter (mm). Empty masks: both empty -> dice = jaccard = 1, hd95 = assd = 0, relative errors 0; one empty -> dice = jaccard = 0, hd95 = assd = the grid diagonal in mm (worst case), relative errors 1 (empty prediction) or NaN (empty truth); all flagged in --per-case. A missing prediction counts as empty and is reported.
+
+sensitivity = TP / (TP + FN) and specificity = TN / (TN + FP) over voxels (BraTS's; sensitivity 1 when both are empty, 0 when only the truth is). slice-dice is the Dice of each axial slice (first array axis) averaged over the slices where the truth or the prediction has the class (LCTSC). The lesion-wise metrics take connected components (26 neighbours) as lesions and match them as BraTS 2023 does: a predicted component that overlaps a truth lesion (dilated by [bold]--lesion-dilation N[/bold] voxels; close truth lesions merge) detects it; one that overlaps none is a false-positive lesion; lesion-dice = sum of each truth lesion's Dice with its matched components / (truth lesions + false positives), lesion-sensitivity = detected / truth lesions, lesion-precision = matched / predicted components, lesion-f1 their harmonic mean, lesion-fp the false positives per case; truth lesions of [bold]--min-lesion MM3[/bold] or less are left out. BraTS 2023 gliomas: --lesion-dilation 3 --min-lesion 50; metastases: 1 and 2.
+
+[bold]--regions brats[/bold] scores nested regions instead of labels: wt (whole tumour) = 1+2+3+4, tc (tumour core) = 1+3+4, et (enhancing tumour) = 4, for BRATS 2015 labels (1-4) and BraTS 2017-2021 (1, 2, 4); brats2023: wt = 1+2+3, tc = 1+3, et = 3; or your own, e.g. --regions wt=1+2+4,tc=1+4.
 
 [bold]Detection[/bold] (map-iou, coco-map): TRUTH is the RSNA table patientId,x,y,width,height,Target; each PRED is patientId,PredictionString ("conf x y w h" groups). map-iou is the RSNA Pneumonia metric (IoU thresholds 0.40-0.75, TP/(TP+FP+FN) per image, confidence order; an image with no truth and any prediction scores 0, one with neither is left out); coco-map is COCO AP@[.50:.95] (and AP50), as pycocotools computes it.
 
-[bold]Classification[/bold] (accuracy, balanced-accuracy, auc, sensitivity, specificity, f1, cindex): TRUTH is a CSV with the case id first and the class in [bold]--truth-column[/bold] (default label); each PRED is case_id,prob_<class>...,pred (pred defaults to the most probable class). With two classes the second prob_ column is the positive class; with more, macro averages. cindex needs [bold]--time[/bold] and [bold]--event[/bold] columns of the truth and uses the risk column (or prob of the positive class).
+[bold]Classification[/bold] (accuracy, balanced-accuracy, auc, sensitivity, specificity, f1, cindex): TRUTH is a CSV (sensitivity and specificity alone are classification for a .csv truth, segmentation otherwise) with the case id first and the class in [bold]--truth-column[/bold] (default label); each PRED is case_id,prob_<class>...,pred (pred defaults to the most probable class). With two classes the second prob_ column is the positive class; with more, macro averages. cindex needs [bold]--time[/bold] and [bold]--event[/bold] columns of the truth and uses the risk column (or prob of the positive class).
 
 [bold]--folds F --fold K|test[/bold] or [bold]--cases FILE.csv[/bold] scores only those cases of the truth (predicted cases outside them are neither scored nor counted; a selected case without truth is an error). For detection and classification a PRED may be a folder of submission CSVs, one leaderboard row each.
 
 [bold]--bootstrap N[/bold] adds 95% confidence intervals (cases resampled, seeded). [bold]--per-case OUT.csv[/bold] writes every case's values. NaN values are counted and named.
 
 Example: [bold]medtool score --metric dice,hd95 --truth truth/ unet/ nnunet/ --per-case cases.csv --bootstrap 1000[/bold]
+
+Example: [bold]medtool score -m dice,sensitivity,specificity,lesion-dice --regions brats --suffix _seg -t brats/ pred/[/bold]
 """
 
 
@@ -43,6 +49,16 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resamples.")] = 0,
         labels: Annotated[str | None, typer.Option("--labels", metavar="1,2",
                                                    help="Segmentation labels to score [default: all present].")] = None,
+        regions: Annotated[str | None, typer.Option(
+            "--regions", metavar="brats|brats2023|NAME=L+L,...",
+            help="Segmentation: score nested regions of labels instead of each label.",
+            show_default=False)] = None,
+        lesion_dilation: Annotated[int, typer.Option(
+            "--lesion-dilation", metavar="N", min=0,
+            help="Lesion-wise metrics: dilate the truth lesions by N voxels to match predictions (BraTS 2023).")] = 0,
+        min_lesion: Annotated[float, typer.Option(
+            "--min-lesion", metavar="MM3", min=0.0,
+            help="Lesion-wise metrics: leave out truth lesions of this volume (mm^3) or less.")] = 0.0,
         truth_column: Annotated[str, typer.Option("--truth-column", help="Class column of the truth table.")] = "label",
         time: Annotated[str | None, typer.Option("--time", metavar="COL", help="Follow-up time column (cindex).")] = None,
         event: Annotated[str | None, typer.Option("--event", metavar="COL", help="Event column, 1/0 (cindex).")] = None,
@@ -63,17 +79,25 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise UsageError(f"--labels {labels!r} is not a list of integers", hint="e.g. --labels 1,2") from None
         from ..datasets import read_selection
+        from ..lesions import LesionRule
+        from ..regions import parse_regions
 
         settings = Settings(parse_metrics(metric), bootstrap=bootstrap, seed=seed, labels=label_list,
                             truth_column=truth_column, time_column=time, event_column=event,
                             workers=opts.workers, progress=opts.show_progress, suffix=suffix,
-                            selection=read_selection(folds=folds, fold=fold, cases=cases))
+                            selection=read_selection(folds=folds, fold=fold, cases=cases),
+                            regions=None if regions is None else parse_regions(regions),
+                            lesions=LesionRule(lesion_dilation, min_lesion))
         if per_case is not None:
             check_writable(per_case, force=opts.force)
         runs = score_runs(truth, predictions, settings, on_error=opts.report)
         if settings.selection is not None and not opts.quiet and runs:
             common.stderr.print(f"scored only {settings.selection.describe(runs[0].cases)}; cases "
                                 "outside it are neither scored nor counted", highlight=False)
+        if settings.regions and not opts.quiet:
+            from ..regions import describe
+
+            common.stderr.print(f"regions: {describe(settings.regions)}", highlight=False)
         if not opts.quiet:
             _report_warnings(runs)
         if per_case is not None:

@@ -62,7 +62,7 @@ CONTRAST = np.array([
     [0.80, 0.65, 0.65, 0.85],   # grey matter
     [0.60, 1.00, 1.00, 0.55],   # white matter
     [1.35, 0.25, 0.25, 1.60],   # necrosis: fluid-like on T1 and T2, not suppressed on FLAIR
-    [1.35, 0.65, 0.65, 1.50],   # edema
+    [1.35, 0.65, 0.65, 1.55],   # edema
     [1.35, 0.45, 0.45, 1.05],   # non-enhancing core
     [1.35, 0.45, 1.50, 1.05],   # enhancing tumour: like the core but on T1c
 ], dtype=np.float32)
@@ -111,8 +111,10 @@ BIAS_WAVELENGTH_MM = (250.0, 500.0)
 WAVES = 16
 #: Half-width of the interhemispheric fissure (mm).
 FISSURE_HALF_WIDTH_MM = 1.0
-#: Tumour core radius (mm), edema radius as a multiple of it, necrotic share of the radius,
-#: rim thickness (mm), lobulation depth, share of the rim that does not enhance.
+#: Tumour core radius (mm), edema radius as a multiple of it, share of the radius inside the
+#: enhancing rim (necrosis, or non-enhancing tumour in a case without necrosis), rim
+#: thickness (mm), lobulation depth, and the level of the gap field above which the rim
+#: enhances (-0.6: about 70 % of it, 0: half).
 CORE_RADIUS_MM = (10.0, 22.0)
 EDEMA_SCALE = (1.4, 2.1)
 NECROSIS_SHARE = (0.25, 0.6)
@@ -120,6 +122,9 @@ NO_NECROSIS_PROBABILITY = 0.2
 RIM_MM = (2.5, 5.0)
 LOBULATION = 0.15
 NON_ENHANCING_RIM = (-0.6, 0.0)
+#: Random points tried for a lesion's centre, which keeps this far (mm) off the midline.
+CENTRE_TRIES = 256
+HEMISPHERE_MARGIN_MM = 12.0
 #: Chance of a small satellite lesion, and its radius (mm).
 SATELLITE_PROBABILITY = 0.3
 SATELLITE_RADIUS_MM = (4.0, 8.0)
@@ -250,6 +255,7 @@ def _anatomy(rng: np.random.Generator, axes) -> tuple[np.ndarray, np.ndarray, np
     brain_semi = semi - scalp - skull - csf
     radius = _ellipsoid_radius(axes, centre, brain_semi) * (1.0 + 0.02 * shape_field)
     depth = (1.0 - radius) * float(brain_semi.mean())                    # mm below the brain surface
+    depth[~intracranial] = -1.0                                           # the brain stays inside the skull
     tissues[depth > 0] = GREY
     tissues[depth > cortex + FOLD_MM * (0.5 + 0.5 * np.tanh(fold))] = WHITE
     z, y, x = axes
@@ -278,31 +284,43 @@ def _tumour(rng: np.random.Generator, axes, tissues: np.ndarray, depth: np.ndarr
     side = rng.choice([-1.0, 1.0])
     radius = rng.uniform(*CORE_RADIUS_MM)
     centre = _inside_brain(rng, axes, depth, side=side, clearance=radius + 6.0)
-    necrosis = 0.0 if rng.uniform() < NO_NECROSIS_PROBABILITY else rng.uniform(*NECROSIS_SHARE)
-    _lesion(rng, axes, tissues, depth, centre=centre, radius=radius, necrosis=necrosis,
+    inner = rng.uniform(*NECROSIS_SHARE)
+    necrotic = rng.uniform() >= NO_NECROSIS_PROBABILITY
+    _lesion(rng, axes, tissues, depth, centre=centre, radius=radius, inner=inner, necrotic=necrotic,
             rim_mm=rng.uniform(*RIM_MM), edema_scale=rng.uniform(*EDEMA_SCALE))
     if rng.uniform() < SATELLITE_PROBABILITY:
         small = rng.uniform(*SATELLITE_RADIUS_MM)
         far = _inside_brain(rng, axes, depth, side=-side, clearance=small + 4.0)
-        _lesion(rng, axes, tissues, depth, centre=far, radius=small, necrosis=0.0,
+        _lesion(rng, axes, tissues, depth, centre=far, radius=small, inner=0.0, necrotic=False,
                 rim_mm=small, edema_scale=rng.uniform(*EDEMA_SCALE))
 
 
 def _inside_brain(rng: np.random.Generator, axes, depth: np.ndarray, *, side: float,
                   clearance: float) -> tuple[float, float, float]:
-    """A random point (x, y, z mm) of one hemisphere at least ``clearance`` mm deep (or the
-    deepest such point the brain has)."""
+    """A random point (x, y, z mm) of one hemisphere's upper two thirds at least ``clearance``
+    mm deep (or the deepest of the points tried).
+
+    The points are drawn in mm, independent of the grid, and only looked up on it, so the same
+    seed puts the lesion at the same place at any ``shape``."""
     z, y, x = axes
-    hemisphere = (side * x > 12.0)[None, None, :] & (z > z[0] + 0.3 * (z[-1] - z[0]))[:, None, None]
-    candidates = np.argwhere(hemisphere & (depth > min(clearance, float(depth.max()) - 1.0)))
-    k, j, i = candidates[rng.integers(len(candidates))]
-    return float(x[i]), float(y[j]), float(z[k])
+    points = np.column_stack([side * rng.uniform(HEMISPHERE_MARGIN_MM, x[-1], size=CENTRE_TRIES),
+                              rng.uniform(y[0], y[-1], size=CENTRE_TRIES),
+                              rng.uniform(z[0] + (z[-1] - z[0]) / 3.0, z[-1], size=CENTRE_TRIES)])
+    low = np.array([x[0], y[0], z[0]])
+    step = float(x[1] - x[0])
+    i, j, k = (np.clip(np.rint((points - low) / step), 0, len(x) - 1).astype(int).T)
+    deep = depth[k, j, i]
+    ok = np.flatnonzero(deep > clearance)
+    best = ok[0] if len(ok) else int(np.argmax(deep))
+    return tuple(float(v) for v in points[best])
 
 
 def _lesion(rng: np.random.Generator, axes, tissues: np.ndarray, depth: np.ndarray, *, centre,
-            radius: float, necrosis: float, rim_mm: float, edema_scale: float) -> None:
-    """One lesion: lobulated core (necrosis, enhancing rim with non-enhancing gaps, a
-    non-enhancing shell) and edema in the surrounding white matter."""
+            radius: float, inner: float, necrotic: bool, rim_mm: float, edema_scale: float) -> None:
+    """One lesion: a lobulated core and edema in the surrounding white matter. The core holds,
+    from the centre out (in shares of its radius): necrosis (or, when not ``necrotic``,
+    non-enhancing tumour) up to ``inner``, the enhancing rim ``rim_mm`` thick with
+    non-enhancing gaps, and a non-enhancing shell up to the core's border."""
     stretch = rng.uniform(0.8, 1.2, size=3)
     lobes = smooth_field(rng, axes, wavelength_mm=LOBE_WAVELENGTH_MM)
     gaps = smooth_field(rng, axes, wavelength_mm=LOBE_WAVELENGTH_MM)
@@ -311,12 +329,13 @@ def _lesion(rng: np.random.Generator, axes, tissues: np.ndarray, depth: np.ndarr
     r_edema = _ellipsoid_radius(axes, centre, radius * edema_scale * stretch) * (1.0 + 2 * LOBULATION * edema_lobes)
     parenchyma = (depth > 0) & (tissues != CSF) | (tissues >= NECROSIS)
     gap_level = rng.uniform(*NON_ENHANCING_RIM)
-    rim_outer = necrosis + rim_mm / radius
+    rim_outer = inner + rim_mm / radius
     tissues[(r_edema < 1) & (tissues == WHITE)] = EDEMA
     core = (r < 1) & parenchyma
     tissues[core] = NON_ENHANCING
-    tissues[core & (r < rim_outer) & (gaps > gap_level)] = ENHANCING
-    tissues[core & (r < necrosis)] = NECROSIS
+    tissues[core & (r >= inner) & (r < rim_outer) & (gaps > gap_level)] = ENHANCING
+    if necrotic:
+        tissues[core & (r < inner)] = NECROSIS
 
 
 def _images(rng: np.random.Generator, axes, tissues: np.ndarray, spacing: float) -> dict[str, np.ndarray]:
