@@ -160,3 +160,53 @@ def test_usage_errors(cli, tmp_path):
     assert result.exit_code == 2 and "different tasks" in result.stderr
     result = cli("score", "-m", "cindex", "-t", tmp_path / "t.csv", tmp_path / "p.csv")
     assert result.exit_code != 0 and len(_error_lines(result)) == 1
+
+
+def test_brats_regions_on_the_brain_phantom(cli, tmp_path):
+    """score --regions brats on phantom cases (truth in the BraTS layout, --suffix _seg): the
+    voxel counts equal scikit-learn's on the flattened region masks."""
+    from medtool.phantom.brats import write_brain_dataset
+
+    data = tmp_path / "brats"
+    write_brain_dataset(data, cases=2, seed=2, shape=40)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    expected = {"sensitivity": [], "specificity": []}
+    for path in sorted(data.glob("*/*_seg.nii.gz")):
+        seg = load_volume(path)
+        guess = np.roll(seg.array, 1, axis=2)
+        save_volume(seg.with_array(guess), pred / path.name.replace("_seg", ""))
+        t, p = np.isin(seg.array, (1, 3, 4)).ravel(), np.isin(guess, (1, 3, 4)).ravel()
+        expected["sensitivity"].append(sk.recall_score(t, p))
+        expected["specificity"].append(sk.recall_score(~t, ~p))
+    result = cli("score", "-m", "dice,sensitivity,specificity,slice-dice,lesion-dice,lesion-f1",
+                 "--regions", "brats", "--suffix", "_seg", "--lesion-dilation", "3", "--min-lesion", "50",
+                 "-t", data, pred, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "regions: wt (whole tumour) = 1+2+3+4, tc (tumour core) = 1+3+4, et (enhancing tumour) = 4" in result.stderr
+    scores = json.loads(result.stdout)["leaderboard"][0]["scores"]
+    assert {k for k in scores if "[" in k} == {f"{m}[{r}]" for r in ("wt", "tc", "et") for m in
+                                              ("dice", "sensitivity", "specificity", "slice-dice", "lesion-dice", "lesion-f1")}
+    assert scores["sensitivity[tc]"] == pytest.approx(np.mean(expected["sensitivity"]))
+    assert scores["specificity[tc]"] == pytest.approx(np.mean(expected["specificity"]))
+    assert 0 < scores["dice[et]"] < scores["dice[tc]"] < scores["dice[wt]"] < 1      # thin rim suffers most
+
+
+def test_sensitivity_alone_scores_volumes_as_segmentation(cli, lung_runs):
+    truth, good, _, _ = lung_runs
+    result = cli("score", "-m", "sensitivity,specificity", "-t", truth, good, "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["task"] == "segmentation" and "sensitivity[1]" in out["leaderboard"][0]["scores"]
+
+
+def test_region_usage_errors(cli, lung_runs):
+    truth, good, _, _ = lung_runs
+    for args, words in ((("--regions", "brats", "--labels", "1"), "--labels and --regions"),
+                        (("--regions", "wt=1+x"), "not a list of labels"),
+                        (("--regions", "brats", "-m", "auc"), "different tasks")):
+        result = cli("score", "-m", "dice", "-t", truth, good, *args)
+        assert result.exit_code == 2, args
+        assert len(_error_lines(result)) == 1 and words in result.stderr, result.stderr
+    result = cli("score", "-m", "auc", "--regions", "brats", "-t", "truth.csv", "pred.csv")
+    assert result.exit_code == 2 and "--regions is for segmentation" in result.stderr
