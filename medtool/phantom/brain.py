@@ -195,7 +195,7 @@ def smooth_field(rng: np.random.Generator, axes: tuple[np.ndarray, ...], *,
     left = np.concatenate([product.real, -product.imag]).T
     right = np.concatenate([factors[-1].real, factors[-1].imag])
     field = left @ right
-    return field.reshape([len(a) for a in axes]).astype(np.float32)
+    return field.reshape([len(a) for a in axes]).astype(np.float32, copy=False)
 
 
 def _ellipsoid_radius(axes: tuple[np.ndarray, ...], centre, semi_axes) -> np.ndarray:
@@ -230,7 +230,7 @@ def make_brain(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE, skull_st
     axes = (coordinates, coordinates, coordinates)                        # (z, y, x)
     tissues, brain_depth, intracranial = _anatomy(anatomy_rng, axes)
     _tumour(tumour_rng, axes, tissues, brain_depth)
-    images = _images(image_rng, axes, tissues, spacing)
+    images = _images(image_rng, axes, tissues)
     if skull_strip:
         for image in images.values():
             image[~intracranial] = 0
@@ -338,7 +338,7 @@ def _lesion(rng: np.random.Generator, axes, tissues: np.ndarray, depth: np.ndarr
         tissues[core & (r < inner)] = NECROSIS
 
 
-def _images(rng: np.random.Generator, axes, tissues: np.ndarray, spacing: float) -> dict[str, np.ndarray]:
+def _images(rng: np.random.Generator, axes, tissues: np.ndarray) -> dict[str, np.ndarray]:
     """The four modalities: tissue contrast x texture x bias, blurred, with Rician noise."""
     from scipy.ndimage import gaussian_filter
 
@@ -350,8 +350,13 @@ def _images(rng: np.random.Generator, axes, tissues: np.ndarray, spacing: float)
                                                                    waves=4))
         signal = CONTRAST[tissues, m] * texture * bias
         signal = gaussian_filter(signal, BLUR_VOXELS, truncate=BLUR_TRUNCATE)
-        real = signal + rng.standard_normal(signal.shape, dtype=np.float32) * sigma
-        imaginary = rng.standard_normal(signal.shape, dtype=np.float32) * sigma
-        magnitude = np.sqrt(real * real + imaginary * imaginary) * UNIT
-        images[name] = np.clip(np.rint(magnitude), 0, np.iinfo(np.int16).max).astype(np.int16)
+        real = rng.standard_normal(signal.shape, dtype=np.float32)
+        real *= sigma
+        real += signal
+        imaginary = rng.standard_normal(signal.shape, dtype=np.float32)
+        imaginary *= sigma
+        magnitude = np.hypot(real, imaginary, out=real)                  # Rician
+        magnitude *= UNIT
+        np.rint(magnitude, out=magnitude)
+        images[name] = np.minimum(magnitude, np.iinfo(np.int16).max, out=magnitude).astype(np.int16)
     return images
