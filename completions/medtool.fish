@@ -224,7 +224,7 @@ complete -c medtool -n '__fish_seen_subcommand_from predict' -l debug -d 'Show t
 complete -c medtool -n '__fish_seen_subcommand_from predict' -l help -s h -d 'Show the help'
 complete -c medtool -n '__fish_seen_subcommand_from predict' -F
 complete -c medtool -n '__fish_seen_subcommand_from score' -l truth -s t -r -F -d 'Truth folder or table'
-complete -c medtool -n '__fish_seen_subcommand_from score' -l metric -s m -x -a 'dice jaccard hd95 assd volume-error recist sensitivity specificity slice-dice lesion-dice lesion-sensitivity lesion-precision lesion-f1 lesion-fp map-iou coco-map accuracy balanced-accuracy auc f1 cindex' -d 'Metric(s) - repeat or comma-separate'
+complete -c medtool -n '__fish_seen_subcommand_from score' -l metric -s m -x -a 'dice jaccard hd95 assd nsd volume-error recist sensitivity specificity slice-dice lesion-dice lesion-sensitivity lesion-precision lesion-f1 lesion-fp map-iou coco-map accuracy balanced-accuracy auc f1 cindex' -d 'Metric(s) - repeat or comma-separate'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l per-case -r -F -d 'Write every case’s values here'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l bootstrap -x -d 'Resamples for 95% confidence intervals'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l seed -x -d 'Seed of the bootstrap resamples'
@@ -232,6 +232,7 @@ complete -c medtool -n '__fish_seen_subcommand_from score' -l labels -x -d 'Segm
 complete -c medtool -n '__fish_seen_subcommand_from score' -l regions -x -a 'brats brats2023' -d 'Segmentation - score nested regions of labels instead of each label'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l lesion-dilation -x -d 'Lesion-wise metrics - dilate the truth lesions by N voxels to match...'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l min-lesion -x -d 'Lesion-wise metrics - leave out truth lesions of this volume (mm^3)...'
+complete -c medtool -n '__fish_seen_subcommand_from score' -l nsd-tolerance -x -d 'Tolerance of nsd (mm)'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l truth-column -x -d 'Class column of the truth table'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l time -x -d 'Follow-up time column (cindex)'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l event -x -d 'Event column, 1/0 (cindex)'

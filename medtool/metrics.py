@@ -16,6 +16,12 @@ Empty masks, where every library differs, follow one explicit convention
   ``truth empty``. The relative errors are 1 for an empty prediction and undefined (NaN) for an
   empty truth.
 
+``nsd`` is the normalised surface Dice (Nikolov et al. 2021) at a tolerance of ``tolerance_mm``:
+the share of both masks' surface voxels that lie within the tolerance of the other mask's
+surface, ``(|{p in S_P: d(p, S_T) <= tau}| + |{t in S_T: d(t, S_P) <= tau}|) / (|S_P| + |S_T|)``,
+on the same surfaces and distances as ``hd95`` (voxels, not surfels); 1 when both masks are
+empty and 0 when one is.
+
 Voxel counts (BraTS's definitions, as its evaluation computes them): ``sensitivity`` =
 TP / (TP + FN), 1 when truth and prediction are both empty and 0 when only the truth is;
 ``specificity`` = TN / (TN + FP), 1 when the truth covers the whole grid (there is nothing to
@@ -45,21 +51,23 @@ from .regions import region_mask
 #: Voxel-count metrics (the same for any spacing).
 COUNT_METRICS = ("dice", "jaccard", "sensitivity", "specificity")
 #: Segmentation metrics by name, in the order they are reported.
-SEGMENTATION_METRICS = ("dice", "jaccard", "hd95", "assd", "volume-error", "recist", "sensitivity",
-                        "specificity", "slice-dice", *LESION_METRICS)
+SEGMENTATION_METRICS = ("dice", "jaccard", "hd95", "assd", "nsd", "volume-error", "recist",
+                        "sensitivity", "specificity", "slice-dice", *LESION_METRICS)
 #: Metrics where a larger value is better (the others: smaller is better).
-HIGHER_IS_BETTER = frozenset({"dice", "jaccard", "sensitivity", "specificity", "slice-dice",
+HIGHER_IS_BETTER = frozenset({"dice", "jaccard", "nsd", "sensitivity", "specificity", "slice-dice",
                               *(set(LESION_METRICS) - {"lesion-fp"})})
 #: Percentile of the pooled surface distances that ``hd95`` reports.
 HD_PERCENTILE = 95.0
+#: Default tolerance (mm) of the normalised surface Dice ``nsd``.
+NSD_TOLERANCE_MM = 1.0
 #: Flags of the empty-mask cases.
 FLAG_BOTH_EMPTY = "both empty"
 FLAG_PRED_EMPTY = "prediction empty"
 FLAG_TRUTH_EMPTY = "truth empty"
 #: The convention in one sentence, for --help and reports.
 EMPTY_CONVENTION = (
-    "both empty: dice = jaccard = 1, hd95 = assd = 0, volume-error = recist = 0; one empty: "
-    "dice = jaccard = 0, hd95 = assd = the grid diagonal in mm (worst case), volume-error = "
+    "both empty: dice = jaccard = nsd = 1, hd95 = assd = 0, volume-error = recist = 0; one empty: "
+    "dice = jaccard = nsd = 0, hd95 = assd = the grid diagonal in mm (worst case), volume-error = "
     "recist = 1 for an empty prediction and NaN for an empty truth; each such case is flagged"
 )
 
@@ -166,6 +174,13 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
+def nsd(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float], *,
+        tolerance_mm: float = NSD_TOLERANCE_MM) -> float:
+    """Normalised surface Dice at ``tolerance_mm``: the share of both surfaces within the
+    tolerance of the other."""
+    return score_masks(truth, pred, spacing, ("nsd",), tolerance_mm=tolerance_mm).values["nsd"]
+
+
 def hd95(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -> float:
     """95th percentile of the surface distances pooled over both directions (mm)."""
     return score_masks(truth, pred, spacing, ("hd95",)).values["hd95"]
@@ -197,7 +212,7 @@ class MaskScore:
 
 def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                 metrics: Iterable[str] = SEGMENTATION_METRICS, *,
-                lesions: LesionRule = LesionRule(),
+                lesions: LesionRule = LesionRule(), tolerance_mm: float = NSD_TOLERANCE_MM,
                 counts: tuple[int, int, int] | None = None) -> MaskScore:
     """Compute ``metrics`` for one binary mask pair under the empty-mask convention.
 
@@ -211,6 +226,8 @@ def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
         Names from :data:`SEGMENTATION_METRICS`.
     lesions
         How the lesion-wise metrics match lesions (:class:`~medtool.lesions.LesionRule`).
+    tolerance_mm
+        The tolerance of ``nsd`` (mm).
     counts
         ``(|T and P|, |T|, |P|)`` when the caller has them already (:func:`confusion`).
     """
@@ -222,8 +239,8 @@ def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
     inter, n_truth, n_pred = _counts(truth, pred) if counts is None else counts
     flag = _flag(n_truth, n_pred)
     values = _count_metrics(inter, n_truth, n_pred, truth.size, flag)
-    if {"hd95", "assd"} & set(metrics):
-        values.update(_distances(truth, pred, spacing, flag))
+    if {"hd95", "assd", "nsd"} & set(metrics):
+        values.update(_distances(truth, pred, spacing, flag, tolerance_mm))
     if "volume-error" in metrics:
         values["volume-error"] = _relative_error(n_truth, n_pred)
     if "recist" in metrics:
@@ -263,16 +280,17 @@ def _count_metrics(inter: int, n_truth: int, n_pred: int, size: int, flag: str) 
     }
 
 
-def _distances(truth: np.ndarray, pred: np.ndarray, spacing, flag: str) -> dict[str, float]:
-    """hd95 and assd under the empty-mask convention."""
+def _distances(truth: np.ndarray, pred: np.ndarray, spacing, flag: str, tolerance_mm: float) -> dict[str, float]:
+    """hd95, assd and nsd under the empty-mask convention."""
     if flag == FLAG_BOTH_EMPTY:
-        return {"hd95": 0.0, "assd": 0.0}
+        return {"hd95": 0.0, "assd": 0.0, "nsd": 1.0}
     if flag:
         worst = worst_distance(truth.shape, spacing)
-        return {"hd95": worst, "assd": worst}
+        return {"hd95": worst, "assd": worst, "nsd": 0.0}
     to_truth, to_pred = surface_distances(pred, truth, spacing)
     pooled = np.concatenate([to_truth, to_pred])
-    return {"hd95": float(np.percentile(pooled, HD_PERCENTILE)), "assd": float(pooled.mean())}
+    return {"hd95": float(np.percentile(pooled, HD_PERCENTILE)), "assd": float(pooled.mean()),
+            "nsd": float(np.count_nonzero(pooled <= tolerance_mm) / len(pooled))}
 
 
 def slice_dice(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -298,7 +316,8 @@ def _relative_error(truth: float, pred: float) -> float:
 def score_labels(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                  metrics: Iterable[str] = SEGMENTATION_METRICS,
                  labels: Iterable[int] | None = None, *,
-                 lesions: LesionRule = LesionRule()) -> dict[int, MaskScore]:
+                 lesions: LesionRule = LesionRule(),
+                 tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[int, MaskScore]:
     """Score each label of two integer label volumes (``truth == label`` vs ``pred == label``).
 
     ``labels`` defaults to every non-zero value present in either volume. The voxel counts of
@@ -320,18 +339,19 @@ def score_labels(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
             scores[label] = score_counts(*counts, truth.size, metrics)
         else:
             scores[label] = score_masks(truth == label, pred == label, spacing, metrics,
-                                        lesions=lesions, counts=counts)
+                                        lesions=lesions, tolerance_mm=tolerance_mm, counts=counts)
     return scores
 
 
 def score_regions(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                   metrics: Iterable[str], regions: dict[str, tuple[int, ...]], *,
-                  lesions: LesionRule = LesionRule()) -> dict[str, MaskScore]:
+                  lesions: LesionRule = LesionRule(),
+                  tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[str, MaskScore]:
     """Score two label volumes as nested regions (region name -> its labels, as
     :func:`medtool.regions.parse_regions` gives): one binary mask pair per region."""
     metrics = list(metrics)
     return {name: score_masks(region_mask(truth, members), region_mask(pred, members), spacing,
-                              metrics, lesions=lesions)
+                              metrics, lesions=lesions, tolerance_mm=tolerance_mm)
             for name, members in regions.items()}
 
 

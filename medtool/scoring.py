@@ -118,6 +118,7 @@ class Settings:
     selection: Any = None                # datasets.Selection: score only these cases
     regions: dict[str, tuple[int, ...]] | None = None   # segmentation: score these label sets
     lesions: LesionRule = LesionRule()   # how the lesion-wise metrics match lesions
+    tolerance_mm: float = metrics.NSD_TOLERANCE_MM   # of nsd
     task_name: str = ""                  # set by score() from the metrics and the truth
 
     @property
@@ -290,6 +291,7 @@ class _SegJob:
     labels: list[int] | None
     regions: dict[str, tuple[int, ...]] | None = None
     lesions: LesionRule = LesionRule()
+    tolerance_mm: float = metrics.NSD_TOLERANCE_MM
 
 
 def _score_volume_pair(job: _SegJob) -> dict[int | str, metrics.MaskScore]:
@@ -313,9 +315,10 @@ def _score_volume_pair(job: _SegJob) -> dict[int | str, metrics.MaskScore]:
 
 
 def _score_arrays(job: _SegJob, truth: np.ndarray, pred: np.ndarray, spacing) -> dict[int | str, metrics.MaskScore]:
+    options = dict(lesions=job.lesions, tolerance_mm=job.tolerance_mm)
     if job.regions:
-        return metrics.score_regions(truth, pred, spacing, job.metrics, job.regions, lesions=job.lesions)
-    return metrics.score_labels(truth, pred, spacing, job.metrics, job.labels, lesions=job.lesions)
+        return metrics.score_regions(truth, pred, spacing, job.metrics, job.regions, **options)
+    return metrics.score_labels(truth, pred, spacing, job.metrics, job.labels, **options)
 
 
 def _shape(shape) -> str:
@@ -352,7 +355,7 @@ def _score_segmentation(truth: Path, predictions: list[Path], settings: Settings
         run.cases = len(ids)
         for case in ids:
             jobs.append(_SegJob(case, truth_cases[case], pred_cases.get(case), settings.metrics,
-                                settings.labels, settings.regions, settings.lesions))
+                                settings.labels, settings.regions, settings.lesions, settings.tolerance_mm))
             owner.append(run)
     outcome = run_batch(_score_volume_pair, jobs, workers=settings.workers, description="scoring",
                         progress=settings.progress, on_error=on_error,

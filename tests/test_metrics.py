@@ -107,7 +107,7 @@ def test_empty_mask_conventions():
 
     both = metrics.score_masks(empty, empty, spacing)
     assert both.flag == metrics.FLAG_BOTH_EMPTY
-    assert both.values == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "assd": 0.0,
+    assert both.values == {"dice": 1.0, "jaccard": 1.0, "hd95": 0.0, "assd": 0.0, "nsd": 1.0,
                            "volume-error": 0.0, "recist": 0.0, "sensitivity": 1.0, "specificity": 1.0,
                            "slice-dice": 1.0, "lesion-dice": 1.0, "lesion-sensitivity": 1.0,
                            "lesion-precision": 1.0, "lesion-f1": 1.0, "lesion-fp": 0.0}
@@ -231,3 +231,46 @@ def test_score_regions_nests_labels():
     assert scores["et"].values["sensitivity"] == pytest.approx(8 / 12)
     per_label = metrics.score_labels(truth, pred, (1, 1, 1), ("dice",))
     assert per_label[1].values["dice"] == 0.0 and per_label[3].flag == metrics.FLAG_TRUTH_EMPTY
+
+
+# -- normalised surface Dice -------------------------------------------------------------------
+def _nsd_written_out(truth, pred, spacing, tau):
+    """Nikolov et al.'s surface Dice on voxel surfaces, from the published formula: surfaces by
+    erosion (medpy's), distances to the other surface by a Euclidean distance transform of the
+    whole grid (not medtool's k-d tree on a box)."""
+    from scipy import ndimage
+
+    cross = ndimage.generate_binary_structure(truth.ndim, 1)
+    s_t = truth ^ ndimage.binary_erosion(truth, structure=cross, border_value=0)
+    s_p = pred ^ ndimage.binary_erosion(pred, structure=cross, border_value=0)
+    d_to_t = ndimage.distance_transform_edt(~s_t, sampling=spacing)
+    d_to_p = ndimage.distance_transform_edt(~s_p, sampling=spacing)
+    return ((d_to_t[s_p] <= tau).sum() + (d_to_p[s_t] <= tau).sum()) / (s_p.sum() + s_t.sum())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nsd_equals_the_formula_written_out(seed):
+    rng = np.random.default_rng(seed)
+    spacing = (2.5, 0.8, 1.1)
+    truth = np.zeros((10, 24, 24), bool)
+    truth[2:8, 4:18, 5:20] = True
+    pred = np.roll(truth, (rng.integers(-1, 2), rng.integers(-3, 4), rng.integers(-3, 4)), axis=(0, 1, 2))
+    pred ^= rng.random(truth.shape) < 0.03
+    for tau in (0.5, 1.0, 2.0, 3.0):
+        expected = _nsd_written_out(truth, pred, spacing, tau)
+        assert metrics.nsd(truth, pred, spacing, tolerance_mm=tau) == pytest.approx(expected, abs=1e-12)
+        assert 0 < expected < 1
+
+
+def test_nsd_by_hand_and_its_empty_conventions():
+    truth = np.zeros((8, 12), bool)
+    truth[2:6, 2:6] = True                       # a 4 x 4 square: 12 surface voxels
+    pred = np.roll(truth, 2, axis=1)             # moved 2 columns (2 mm at 1 mm spacing)
+    # of each surface's 12 voxels, 4 lie on the other surface (rows 2 and 5 where the squares
+    # overlap), 4 more within 1 mm of it, and the last 4 (the far side) 2 mm away
+    assert metrics.nsd(truth, pred, (1, 1), tolerance_mm=0.5) == pytest.approx(4 / 12)
+    assert metrics.nsd(truth, pred, (1, 1), tolerance_mm=1.0) == pytest.approx(8 / 12)
+    assert metrics.nsd(truth, pred, (1, 1), tolerance_mm=2.0) == 1.0
+    assert metrics.nsd(truth, pred, (1, 1), tolerance_mm=1.0) == pytest.approx(_nsd_written_out(truth, pred, (1, 1), 1.0))
+    empty = np.zeros_like(truth)
+    assert metrics.nsd(empty, empty, (1, 1)) == 1.0 and metrics.nsd(truth, empty, (1, 1)) == 0.0

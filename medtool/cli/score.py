@@ -12,7 +12,9 @@ from . import common
 
 _HELP = """Score predictions against the truth; several prediction sets give a ranked leaderboard.
 
-[bold]Segmentation[/bold] (dice, jaccard, hd95, assd, volume-error, recist, sensitivity, specificity, slice-dice, lesion-dice, lesion-sensitivity, lesion-precision, lesion-f1, lesion-fp): TRUTH and each PRED are folders of label volumes (any format) matched by case id (the file name without its format suffix, and without [bold]--suffix S[/bold]: with --suffix _lungs, truth/case_001_lungs.nii.gz is case_001, other masks of the folder are skipped, and predictions may be named either way); spacing comes from the truth's geometry; every label is scored on its own (or [bold]--labels 1,2[/bold]) and the mean over labels is ranked. Surfaces and distances are medpy's (6-connected surface voxels, hd95 = 95th percentile of both directions pooled, assd = their mean). volume-error and recist are |pred - truth| / truth of the volume and of the longest axial diameter (mm). Empty masks: both empty -> dice = jaccard = 1, hd95 = assd = 0, relative errors 0; one empty -> dice = jaccard = 0, hd95 = assd = the grid diagonal in mm (worst case), relative errors 1 (empty prediction) or NaN (empty truth); all flagged in --per-case. A missing prediction counts as empty and is reported.
+[bold]Segmentation[/bold] (dice, jaccard, hd95, assd, nsd, volume-error, recist, sensitivity, specificity, slice-dice, lesion-dice, lesion-sensitivity, lesion-precision, lesion-f1, lesion-fp): TRUTH and each PRED are folders of label volumes (any format) matched by case id (the file name without its format suffix, and without [bold]--suffix S[/bold]: with --suffix _lungs, truth/case_001_lungs.nii.gz is case_001, other masks of the folder are skipped, and predictions may be named either way); spacing comes from the truth's geometry; every label is scored on its own (or [bold]--labels 1,2[/bold]) and the mean over labels is ranked. Surfaces and distances are medpy's (6-connected surface voxels, hd95 = 95th percentile of both directions pooled, assd = their mean). volume-error and recist are |pred - truth| / truth of the volume and of the longest axial diameter (mm). Empty masks: both empty -> dice = jaccard = 1, hd95 = assd = 0, relative errors 0; one empty -> dice = jaccard = 0, hd95 = assd = the grid diagonal in mm (worst case), relative errors 1 (empty prediction) or NaN (empty truth); all flagged in --per-case. A missing prediction counts as empty and is reported.
+
+nsd is the normalised surface Dice: the share of both surfaces' voxels within [bold]--nsd-tolerance MM[/bold] (default 1) of the other surface (1 when both are empty, 0 when one is).
 
 sensitivity = TP / (TP + FN) and specificity = TN / (TN + FP) over voxels (BraTS's; sensitivity 1 when both are empty, 0 when only the truth is). slice-dice is the Dice of each axial slice (first array axis) averaged over the slices where the truth or the prediction has the class (LCTSC). The lesion-wise metrics take connected components (26 neighbours) as lesions and match them as BraTS 2023 does: a predicted component that overlaps a truth lesion (dilated by [bold]--lesion-dilation N[/bold] voxels; close truth lesions merge) detects it; one that overlaps none is a false-positive lesion; lesion-dice = sum of each truth lesion's Dice with its matched components / (truth lesions + false positives), lesion-sensitivity = detected / truth lesions, lesion-precision = matched / predicted components, lesion-f1 their harmonic mean, lesion-fp the false positives per case; truth lesions of [bold]--min-lesion MM3[/bold] or less are left out. BraTS 2023 gliomas: --lesion-dilation 3 --min-lesion 50; metastases: 1 and 2.
 
@@ -59,6 +61,8 @@ def register(app: typer.Typer) -> None:
         min_lesion: Annotated[float, typer.Option(
             "--min-lesion", metavar="MM3", min=0.0,
             help="Lesion-wise metrics: leave out truth lesions of this volume (mm^3) or less.")] = 0.0,
+        nsd_tolerance: Annotated[float, typer.Option(
+            "--nsd-tolerance", metavar="MM", min=0.0, help="Tolerance of nsd (mm).")] = 1.0,
         truth_column: Annotated[str, typer.Option("--truth-column", help="Class column of the truth table.")] = "label",
         time: Annotated[str | None, typer.Option("--time", metavar="COL", help="Follow-up time column (cindex).")] = None,
         event: Annotated[str | None, typer.Option("--event", metavar="COL", help="Event column, 1/0 (cindex).")] = None,
@@ -87,7 +91,7 @@ def register(app: typer.Typer) -> None:
                             workers=opts.workers, progress=opts.show_progress, suffix=suffix,
                             selection=read_selection(folds=folds, fold=fold, cases=cases),
                             regions=None if regions is None else parse_regions(regions),
-                            lesions=LesionRule(lesion_dilation, min_lesion))
+                            lesions=LesionRule(lesion_dilation, min_lesion), tolerance_mm=nsd_tolerance)
         if per_case is not None:
             check_writable(per_case, force=opts.force)
         runs = score_runs(truth, predictions, settings, on_error=opts.report)

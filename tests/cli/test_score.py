@@ -179,14 +179,15 @@ def test_brats_regions_on_the_brain_phantom(cli, tmp_path):
         t, p = np.isin(seg.array, (1, 3, 4)).ravel(), np.isin(guess, (1, 3, 4)).ravel()
         expected["sensitivity"].append(sk.recall_score(t, p))
         expected["specificity"].append(sk.recall_score(~t, ~p))
-    result = cli("score", "-m", "dice,sensitivity,specificity,slice-dice,lesion-dice,lesion-f1",
-                 "--regions", "brats", "--suffix", "_seg", "--lesion-dilation", "3", "--min-lesion", "50",
+    result = cli("score", "-m", "dice,sensitivity,specificity,nsd,slice-dice,lesion-dice,lesion-f1",
+                 "--regions", "brats", "--nsd-tolerance", "2", "--suffix", "_seg", "--lesion-dilation", "3", "--min-lesion", "50",
                  "-t", data, pred, "--json")
     assert result.exit_code == 0, result.stderr
     assert "regions: wt (whole tumour) = 1+2+3+4, tc (tumour core) = 1+3+4, et (enhancing tumour) = 4" in result.stderr
     scores = json.loads(result.stdout)["leaderboard"][0]["scores"]
     assert {k for k in scores if "[" in k} == {f"{m}[{r}]" for r in ("wt", "tc", "et") for m in
-                                              ("dice", "sensitivity", "specificity", "slice-dice", "lesion-dice", "lesion-f1")}
+                                              ("dice", "sensitivity", "specificity", "nsd", "slice-dice", "lesion-dice",
+                                               "lesion-f1")}
     assert scores["sensitivity[tc]"] == pytest.approx(np.mean(expected["sensitivity"]))
     assert scores["specificity[tc]"] == pytest.approx(np.mean(expected["specificity"]))
     assert 0 < scores["dice[et]"] < scores["dice[tc]"] < scores["dice[wt]"] < 1      # thin rim suffers most
@@ -210,3 +211,13 @@ def test_region_usage_errors(cli, lung_runs):
         assert len(_error_lines(result)) == 1 and words in result.stderr, result.stderr
     result = cli("score", "-m", "auc", "--regions", "brats", "-t", "truth.csv", "pred.csv")
     assert result.exit_code == 2 and "--regions is for segmentation" in result.stderr
+
+
+def test_nsd_tolerance_default_is_the_library_default():
+    import typer
+
+    from medtool.cli import app
+    from medtool.metrics import NSD_TOLERANCE_MM
+
+    command = typer.main.get_command(app).commands["score"]
+    assert next(p for p in command.params if p.name == "nsd_tolerance").default == NSD_TOLERANCE_MM
