@@ -149,38 +149,55 @@ def _value(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
 
 
+#: A leaderboard with more value columns than this prints one row per label (or region).
+WIDE_COLUMNS = 8
+
+
 def _print_leaderboard(runs, settings) -> None:
     from rich.table import Table
 
     columns = list(dict.fromkeys(c for run in runs if run.ok for c in run.summary))
+    parts = [""]                                    # the row of each run; per label when long
+    if len(columns) > WIDE_COLUMNS and any("[" in c for c in columns):
+        parts += list(dict.fromkeys(c[c.index("[") + 1:-1] for c in columns if "[" in c))
+        columns = [c for c in columns if "[" not in c]
     ci = any(run.ci for run in runs)
     table = Table(header_style="bold", box=None, pad_edge=False, padding=(0, 1, int(ci), 0),
                   caption=f"{settings.task}; below each value its {_level()} bootstrap interval" if ci else None,
                   caption_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("prediction", overflow="fold")
+    if len(parts) > 1:
+        table.add_column("regions" if settings.regions else "labels")
     for column in columns:
         table.add_column(column, justify="right")
     table.add_column("cases", justify="right")
     table.add_column("missing", justify="right")
     table.add_column("nan", justify="right")
     for run in runs:
-        cells = [str(run.rank) if run.rank else "-", run.name]
-        for column in columns:
-            if not run.ok:
-                cells.append("failed")
-                continue
-            text = _value(run.summary.get(column))
-            if column in run.ci:
-                low, high = run.ci[column]
-                text += f"\n[dim]{_value(low)}-{_value(high)}[/dim]"
-            cells.append(text)
-        cells += [str(run.cases), str(len(run.missing)), str(sum(len(v) for v in run.nan.values()))]
-        table.add_row(*cells)
+        for part in parts:
+            cells = [str(run.rank) if run.rank else "-", run.name] if not part else ["", ""]
+            if len(parts) > 1:
+                cells.append(part or "mean")
+            for column in columns:
+                cells.append(_cell(run, f"{column}[{part}]" if part else column))
+            cells += ([str(run.cases), str(len(run.missing)), str(sum(len(v) for v in run.nan.values()))]
+                      if not part else ["", "", ""])
+            table.add_row(*cells)
     common.stdout.print(table)
     for run in runs:
         if run.confusion and run.ok:
             _print_confusion(run)
+
+
+def _cell(run, column: str) -> str:
+    if not run.ok:
+        return "failed"
+    text = _value(run.summary.get(column))
+    if column in run.ci:
+        low, high = run.ci[column]
+        text += f"\n[dim]{_value(low)}-{_value(high)}[/dim]"
+    return text
 
 
 def _level() -> str:

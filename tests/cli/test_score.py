@@ -191,6 +191,15 @@ def test_brats_regions_on_the_brain_phantom(cli, tmp_path):
     assert scores["sensitivity[tc]"] == pytest.approx(np.mean(expected["sensitivity"]))
     assert scores["specificity[tc]"] == pytest.approx(np.mean(expected["specificity"]))
     assert 0 < scores["dice[et]"] < scores["dice[tc]"] < scores["dice[wt]"] < 1      # thin rim suffers most
+    # the table: too many columns for one row per run, so one row per region under the mean
+    table = cli("score", "-m", "dice,sensitivity,specificity,nsd,lesion-dice", "--regions", "brats",
+                "--suffix", "_seg", "-t", data, pred)
+    assert table.exit_code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert "regions" in lines[0] and "dice[wt]" not in table.stdout
+    first = {line.split()[0]: i for i, line in reversed(list(enumerate(lines))) if line.split()}
+    assert first["wt"] < first["tc"] < first["et"]
+    assert f"{scores['dice[et]']:.4f}" in lines[first["et"]]
 
 
 def test_sensitivity_alone_scores_volumes_as_segmentation(cli, lung_runs):
