@@ -139,6 +139,13 @@ def test_tumour_lies_inside_the_brain(cases):
         # every tumour voxel has brain tissue within 2 voxels in-plane: not in scalp, skull or air
         outside = np.isin(case.tissues, (brain.BACKGROUND, brain.SCALP, brain.SKULL))
         assert not (tumour & outside).any()
+        # the core (1, 3, 4) is a lesion 10-22 mm in radius, give or take its stretch and lobes;
+        # edema surrounds it: the whole tumour is larger
+        core = np.isin(seg, (1, 3, 4)).sum() * np.prod(case.spacing)
+        radius = (3 * core / (4 * np.pi)) ** (1 / 3)
+        low, high = brain.CORE_RADIUS_MM
+        assert 0.7 * low < radius < 1.3 * high
+        assert tumour.sum() > 1.5 * np.isin(seg, (1, 3, 4)).sum()
 
 
 def test_same_seed_same_case_and_skull_strip_changes_only_the_images():
