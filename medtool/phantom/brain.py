@@ -109,6 +109,10 @@ TEXTURE_WAVELENGTH_MM = (4.0, 12.0)
 BIAS_WAVELENGTH_MM = (250.0, 500.0)
 #: Plane waves per smooth field.
 WAVES = 16
+#: The brain's outline departs from an ellipsoid by this share of its radius (1 sd), at these
+#: wavelengths (mm).
+BRAIN_SHAPE_AMPLITUDE = 0.02
+BRAIN_SHAPE_WAVELENGTH_MM = (60.0, 120.0)
 #: Half-width of the interhemispheric fissure (mm).
 FISSURE_HALF_WIDTH_MM = 1.0
 #: Tumour core radius (mm), edema radius as a multiple of it, share of the radius inside the
@@ -125,6 +129,13 @@ NON_ENHANCING_RIM = (-0.6, 0.0)
 #: Random points tried for a lesion's centre, which keeps this far (mm) off the midline.
 CENTRE_TRIES = 256
 HEMISPHERE_MARGIN_MM = 12.0
+#: A lesion's centre lies this much deeper than its radius (mm; a satellite's the second); its semi-axes are the radius
+#: times a stretch in this range; its edema is lobulated this much at these wavelengths (mm).
+LESION_CLEARANCE_MM = 6.0
+SATELLITE_CLEARANCE_MM = 4.0
+LESION_STRETCH = (0.8, 1.2)
+EDEMA_LOBULATION = 0.3
+EDEMA_WAVELENGTH_MM = (20.0, 45.0)
 #: Chance of a small satellite lesion, and its radius (mm).
 SATELLITE_PROBABILITY = 0.3
 SATELLITE_RADIUS_MM = (4.0, 8.0)
@@ -242,18 +253,18 @@ def _anatomy(rng: np.random.Generator, axes) -> tuple[np.ndarray, np.ndarray, np
     """Paint the head; return the tissue map, the depth below the brain surface (mm) and the
     intracranial mask."""
     semi = np.array([rng.uniform(*r) for r in HEAD_SEMI_AXES_MM])
-    centre = (0.0, rng.uniform(-3.0, 3.0), rng.uniform(*HEAD_LIFT_MM))
+    centre = (0.0, rng.uniform(-3.0, 3.0), rng.uniform(*HEAD_LIFT_MM))  # on the midline
     scalp, skull, csf = rng.uniform(*SCALP_MM), rng.uniform(*SKULL_MM), rng.uniform(*CSF_LAYER_MM)
     cortex = rng.uniform(*CORTEX_MM)
     fold = smooth_field(rng, axes, wavelength_mm=FOLD_WAVELENGTH_MM)
-    shape_field = smooth_field(rng, axes, wavelength_mm=(60.0, 120.0))
+    shape_field = smooth_field(rng, axes, wavelength_mm=BRAIN_SHAPE_WAVELENGTH_MM)
     tissues = np.zeros([len(a) for a in axes], np.uint8)
     tissues[_ellipsoid_radius(axes, centre, semi) < 1] = SCALP
     tissues[_ellipsoid_radius(axes, centre, semi - scalp) < 1] = SKULL
     intracranial = _ellipsoid_radius(axes, centre, semi - scalp - skull) < 1
     tissues[intracranial] = CSF
     brain_semi = semi - scalp - skull - csf
-    radius = _ellipsoid_radius(axes, centre, brain_semi) * (1.0 + 0.02 * shape_field)
+    radius = _ellipsoid_radius(axes, centre, brain_semi) * (1.0 + BRAIN_SHAPE_AMPLITUDE * shape_field)
     depth = (1.0 - radius) * float(brain_semi.mean())                    # mm below the brain surface
     depth[~intracranial] = -1.0                                           # the brain stays inside the skull
     tissues[depth > 0] = GREY
@@ -265,6 +276,7 @@ def _anatomy(rng: np.random.Generator, axes) -> tuple[np.ndarray, np.ndarray, np
                                  (rng.uniform(8.0, 11.0), rng.uniform(12.0, 16.0), rng.uniform(8.0, 10.0)))
         tissues[deep < 1] = GREY
     tissues[(depth > 0) & (depth < SULCUS_DEPTH_MM) & (np.abs(fold) < SULCUS_WIDTH)] = CSF
+    # the interhemispheric fissure, from the vertex down to about the corpus callosum
     fissure = (np.abs(x - centre[0])[None, None, :] < FISSURE_HALF_WIDTH_MM) & \
         (z > centre[2] - 5.0)[:, None, None] & (depth > 0) & (depth < 0.5 * float(brain_semi[0]))
     tissues[fissure] = CSF
@@ -275,7 +287,7 @@ def _anatomy(rng: np.random.Generator, axes) -> tuple[np.ndarray, np.ndarray, np
             (rng.uniform(4.0, 7.0), rng.uniform(22.0, 30.0), rng.uniform(6.0, 9.0)))
         tissues[ventricle < 1] = CSF
     third = _ellipsoid_radius(axes, (centre[0], centre[1], centre[2] - 8.0), (1.5, 10.0, 7.0))
-    tissues[third < 1] = CSF
+    tissues[third < 1] = CSF                                              # third ventricle
     return tissues, depth, intracranial
 
 
@@ -283,14 +295,14 @@ def _tumour(rng: np.random.Generator, axes, tissues: np.ndarray, depth: np.ndarr
     """Paint the glioma (and, in some cases, a satellite lesion) into ``tissues``."""
     side = rng.choice([-1.0, 1.0])
     radius = rng.uniform(*CORE_RADIUS_MM)
-    centre = _inside_brain(rng, axes, depth, side=side, clearance=radius + 6.0)
+    centre = _inside_brain(rng, axes, depth, side=side, clearance=radius + LESION_CLEARANCE_MM)
     inner = rng.uniform(*NECROSIS_SHARE)
     necrotic = rng.uniform() >= NO_NECROSIS_PROBABILITY
     _lesion(rng, axes, tissues, depth, centre=centre, radius=radius, inner=inner, necrotic=necrotic,
             rim_mm=rng.uniform(*RIM_MM), edema_scale=rng.uniform(*EDEMA_SCALE))
     if rng.uniform() < SATELLITE_PROBABILITY:
         small = rng.uniform(*SATELLITE_RADIUS_MM)
-        far = _inside_brain(rng, axes, depth, side=-side, clearance=small + 4.0)
+        far = _inside_brain(rng, axes, depth, side=-side, clearance=small + SATELLITE_CLEARANCE_MM)
         _lesion(rng, axes, tissues, depth, centre=far, radius=small, inner=0.0, necrotic=False,
                 rim_mm=small, edema_scale=rng.uniform(*EDEMA_SCALE))
 
@@ -321,12 +333,13 @@ def _lesion(rng: np.random.Generator, axes, tissues: np.ndarray, depth: np.ndarr
     from the centre out (in shares of its radius): necrosis (or, when not ``necrotic``,
     non-enhancing tumour) up to ``inner``, the enhancing rim ``rim_mm`` thick with
     non-enhancing gaps, and a non-enhancing shell up to the core's border."""
-    stretch = rng.uniform(0.8, 1.2, size=3)
+    stretch = rng.uniform(*LESION_STRETCH, size=3)
     lobes = smooth_field(rng, axes, wavelength_mm=LOBE_WAVELENGTH_MM)
     gaps = smooth_field(rng, axes, wavelength_mm=LOBE_WAVELENGTH_MM)
-    edema_lobes = smooth_field(rng, axes, wavelength_mm=(20.0, 45.0))
+    edema_lobes = smooth_field(rng, axes, wavelength_mm=EDEMA_WAVELENGTH_MM)
     r = _ellipsoid_radius(axes, centre, radius * stretch) * (1.0 + LOBULATION * lobes)
-    r_edema = _ellipsoid_radius(axes, centre, radius * edema_scale * stretch) * (1.0 + 2 * LOBULATION * edema_lobes)
+    r_edema = _ellipsoid_radius(axes, centre, radius * edema_scale * stretch)
+    r_edema *= 1.0 + EDEMA_LOBULATION * edema_lobes
     parenchyma = (depth > 0) & (tissues != CSF) | (tissues >= NECROSIS)
     gap_level = rng.uniform(*NON_ENHANCING_RIM)
     rim_outer = inner + rim_mm / radius
