@@ -109,7 +109,8 @@ def register(app: typer.Typer) -> None:
                       force=opts.force)
         if json:
             common.print_json({"task": settings.task, "metrics": settings.metrics,
-                               "bootstrap": bootstrap, "leaderboard": [run.as_dict() for run in runs]})
+                               "bootstrap": bootstrap, **_rules(settings),
+                               "leaderboard": [run.as_dict() for run in runs]})
         else:
             _print_leaderboard(runs, settings)
         failed = [(run.name, error) for run in runs for _, error in run.failures]
@@ -118,6 +119,20 @@ def register(app: typer.Typer) -> None:
                                 "failed and are not ranked[/bold red]", highlight=False)
             return 1
         return 0
+
+
+def _rules(settings) -> dict:
+    """The scoring rules the leaderboard depends on, for --json: regions, lesion matching, nsd."""
+    from ..lesions import LESION_METRICS
+
+    rules = {}
+    if settings.regions:
+        rules["regions"] = {name: list(labels) for name, labels in settings.regions.items()}
+    if set(LESION_METRICS) & set(settings.metrics):
+        rules["lesions"] = {"dilation": settings.lesions.dilation, "min_volume_mm3": settings.lesions.min_volume_mm3}
+    if "nsd" in settings.metrics:
+        rules["nsd_tolerance_mm"] = settings.tolerance_mm
+    return rules
 
 
 def _names(cases: list[str], limit: int = 5) -> str:

@@ -184,7 +184,10 @@ def test_brats_regions_on_the_brain_phantom(cli, tmp_path):
                  "-t", data, pred, "--json")
     assert result.exit_code == 0, result.stderr
     assert "regions: wt (whole tumour) = 1+2+3+4, tc (tumour core) = 1+3+4, et (enhancing tumour) = 4" in result.stderr
-    scores = json.loads(result.stdout)["leaderboard"][0]["scores"]
+    out = json.loads(result.stdout)
+    assert out["regions"] == {"wt": [1, 2, 3, 4], "tc": [1, 3, 4], "et": [4]}
+    assert out["lesions"] == {"dilation": 3, "min_volume_mm3": 50.0} and out["nsd_tolerance_mm"] == 2.0
+    scores = out["leaderboard"][0]["scores"]
     assert {k for k in scores if "[" in k} == {f"{m}[{r}]" for r in ("wt", "tc", "et") for m in
                                               ("dice", "sensitivity", "specificity", "nsd", "slice-dice", "lesion-dice",
                                                "lesion-f1")}
