@@ -121,11 +121,11 @@ FISSURE_HALF_WIDTH_MM = 1.0
 #: enhances (-0.6: about 70 % of it, 0: half).
 CORE_RADIUS_MM = (10.0, 22.0)
 EDEMA_SCALE = (1.4, 2.1)
-NECROSIS_SHARE = (0.25, 0.6)
+NECROSIS_SHARE = (0.4, 0.7)
 NO_NECROSIS_PROBABILITY = 0.2
-RIM_MM = (2.5, 5.0)
+RIM_MM = (3.0, 6.0)
 LOBULATION = 0.15
-NON_ENHANCING_RIM = (-0.6, 0.0)
+NON_ENHANCING_RIM = (-0.8, -0.2)
 #: Random points tried for a lesion's centre, which keeps this far (mm) off the midline.
 CENTRE_TRIES = 256
 HEMISPHERE_MARGIN_MM = 12.0
@@ -134,7 +134,7 @@ HEMISPHERE_MARGIN_MM = 12.0
 LESION_CLEARANCE_MM = 6.0
 SATELLITE_CLEARANCE_MM = 4.0
 LESION_STRETCH = (0.8, 1.2)
-EDEMA_LOBULATION = 0.3
+EDEMA_LOBULATION = 0.25
 EDEMA_WAVELENGTH_MM = (20.0, 45.0)
 #: Chance of a small satellite lesion, and its radius (mm).
 SATELLITE_PROBABILITY = 0.3
@@ -337,18 +337,31 @@ def _lesion(rng: np.random.Generator, axes, tissues: np.ndarray, depth: np.ndarr
     lobes = smooth_field(rng, axes, wavelength_mm=LOBE_WAVELENGTH_MM)
     gaps = smooth_field(rng, axes, wavelength_mm=LOBE_WAVELENGTH_MM)
     edema_lobes = smooth_field(rng, axes, wavelength_mm=EDEMA_WAVELENGTH_MM)
-    r = _ellipsoid_radius(axes, centre, radius * stretch) * (1.0 + LOBULATION * lobes)
+    # lobes bounded by tanh: the outline swings by at most the lobulation, no islands far out
+    r = _ellipsoid_radius(axes, centre, radius * stretch) * (1.0 + LOBULATION * np.tanh(lobes))
     r_edema = _ellipsoid_radius(axes, centre, radius * edema_scale * stretch)
-    r_edema *= 1.0 + EDEMA_LOBULATION * edema_lobes
+    r_edema *= 1.0 + EDEMA_LOBULATION * np.tanh(edema_lobes)
     parenchyma = (depth > 0) & (tissues != CSF) | (tissues >= NECROSIS)
     gap_level = rng.uniform(*NON_ENHANCING_RIM)
     rim_outer = inner + rim_mm / radius
-    tissues[(r_edema < 1) & (tissues == WHITE)] = EDEMA
     core = (r < 1) & parenchyma
+    tissues[_touching(core, (r_edema < 1) & (tissues == WHITE))] = EDEMA
     tissues[core] = NON_ENHANCING
     tissues[core & (r >= inner) & (r < rim_outer) & (gaps > gap_level)] = ENHANCING
     if necrotic:
         tissues[core & (r < inner)] = NECROSIS
+
+
+def _touching(core: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The parts of ``region`` connected (26 neighbours, through the core) to the core: edema
+    spreads from the tumour; white matter cut off from it by cortex or CSF stays normal."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(region | core, structure=np.ones((3, 3, 3), bool))
+    keep = np.zeros(int(labels.max()) + 1, bool)
+    keep[np.unique(labels[core])] = True
+    keep[0] = False
+    return keep[labels] & region
 
 
 def _images(rng: np.random.Generator, axes, tissues: np.ndarray) -> dict[str, np.ndarray]:
