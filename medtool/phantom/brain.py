@@ -11,8 +11,8 @@ with a folded cortex (grey matter over white matter, CSF-filled sulci along the 
 random field), deep grey matter, the interhemispheric fissure, the lateral and third ventricles,
 and a glioma in one hemisphere: a lobulated core with central necrosis, an enhancing rim that is
 incomplete in places (non-enhancing core), an outer non-enhancing shell, and vasogenic edema
-that spreads through the white matter around it and spares the cortex; some cases have a small
-satellite lesion (a second lesion for lesion-wise scores).
+that spreads from it through the connected white matter and spares the cortex; some cases have
+a small satellite lesion (a second lesion for lesion-wise scores).
 
 Contrasts (:data:`CONTRAST`, arbitrary positive units, white matter on T1 = 1000) follow real
 MRI: CSF dark on FLAIR and T1, bright on T2; grey matter darker than white matter on T1 and
