@@ -36,8 +36,8 @@ import numpy as np
 from . import boxes as box_metrics
 from . import classification, metrics
 from .errors import InputError, MedtoolError, UsageError
-from .lesions import LesionRule
 from .files import VOLUME_SUFFIXES, find_files, strip_suffix
+from .lesions import LesionRule
 from .tables import CASE_ID, read_table
 
 SEGMENTATION = "segmentation"
