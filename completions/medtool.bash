@@ -167,11 +167,12 @@ _medtool() {
         esac
         ;;
     score)
-        opts="--truth -t --metric -m --per-case --bootstrap --seed --labels --regions --lesion-dilation --min-lesion --nsd-tolerance --truth-column --time --event --suffix --folds --fold --cases --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--truth -t --metric -m --per-case --per-slice --bootstrap --seed --labels --regions --lesion-dilation --min-lesion --nsd-tolerance --truth-column --time --event --suffix --folds --fold --cases --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --truth|-t) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --metric|-m) COMPREPLY=($(compgen -W "dice jaccard hd95 assd nsd volume-error recist sensitivity specificity slice-dice lesion-dice lesion-sensitivity lesion-precision lesion-f1 lesion-fp map-iou coco-map accuracy balanced-accuracy auc f1 cindex" -- "$cur")); return ;;
             --per-case) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --per-slice) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --bootstrap) return ;;
             --seed) return ;;
             --labels) return ;;

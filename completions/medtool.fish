@@ -226,6 +226,7 @@ complete -c medtool -n '__fish_seen_subcommand_from predict' -F
 complete -c medtool -n '__fish_seen_subcommand_from score' -l truth -s t -r -F -d 'Truth folder or table'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l metric -s m -x -a 'dice jaccard hd95 assd nsd volume-error recist sensitivity specificity slice-dice lesion-dice lesion-sensitivity lesion-precision lesion-f1 lesion-fp map-iou coco-map accuracy balanced-accuracy auc f1 cindex' -d 'Metric(s) - repeat or comma-separate'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l per-case -r -F -d 'Write every case’s values here'
+complete -c medtool -n '__fish_seen_subcommand_from score' -l per-slice -r -F -d 'With slice-dice - write the Dice of every slice that has the label...'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l bootstrap -x -d 'Resamples for 95% confidence intervals'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l seed -x -d 'Seed of the bootstrap resamples'
 complete -c medtool -n '__fish_seen_subcommand_from score' -l labels -x -d 'Segmentation labels to score (default - all present)'

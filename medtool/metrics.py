@@ -204,10 +204,12 @@ def worst_distance(shape: Sequence[int], spacing: Sequence[float]) -> float:
 # -- one mask pair, every metric -------------------------------------------------------------
 @dataclass
 class MaskScore:
-    """The metrics of one truth/prediction mask pair and the empty-mask flag, if any."""
+    """The metrics of one truth/prediction mask pair and the empty-mask flag, if any; with
+    ``slice-dice``, ``slices`` holds the counted slices (:func:`slice_counts`)."""
 
     values: dict[str, float] = field(default_factory=dict)
     flag: str = ""
+    slices: dict[str, np.ndarray] | None = None
 
 
 def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
@@ -246,11 +248,13 @@ def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
     if "recist" in metrics:
         values["recist"] = _relative_error(longest_axial_diameter(truth, spacing),
                                            longest_axial_diameter(pred, spacing))
+    slices = None
     if "slice-dice" in metrics:
-        values["slice-dice"] = slice_dice(truth, pred)
+        slices = slice_counts(truth, pred)
+        values["slice-dice"] = _mean_slice_dice(slices)
     if set(LESION_METRICS) & set(metrics):
         values.update(lesion_scores(match_lesions(truth, pred, spacing, rule=lesions)))
-    return MaskScore({m: values[m] for m in metrics}, flag)
+    return MaskScore({m: values[m] for m in metrics}, flag, slices)
 
 
 def score_counts(inter: int, n_truth: int, n_pred: int, size: int, metrics: Iterable[str]) -> MaskScore:
@@ -296,14 +300,26 @@ def _distances(truth: np.ndarray, pred: np.ndarray, spacing, flag: str, toleranc
 def slice_dice(truth: np.ndarray, pred: np.ndarray) -> float:
     """Mean Dice over the slices (first axis) where the truth or the prediction has voxels;
     1 when none has. A 2D mask is one slice."""
+    return _mean_slice_dice(slice_counts(truth, pred))
+
+
+def slice_counts(truth: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+    """The slices (first axis) where the truth or the prediction has voxels: ``slice`` (index),
+    ``dice``, ``truth`` and ``predicted`` (voxel counts). A 2D mask is slice 0."""
     truth, pred = np.asarray(truth, bool), np.asarray(pred, bool)
     if truth.ndim < 3:
         truth, pred = truth[None], pred[None]
     flat_truth, flat_pred = truth.reshape(len(truth), -1), pred.reshape(len(pred), -1)
     inter = np.count_nonzero(flat_truth & flat_pred, axis=1)
-    total = np.count_nonzero(flat_truth, axis=1) + np.count_nonzero(flat_pred, axis=1)
-    counted = total > 0
-    return 1.0 if not counted.any() else float(np.mean(2.0 * inter[counted] / total[counted]))
+    n_truth, n_pred = np.count_nonzero(flat_truth, axis=1), np.count_nonzero(flat_pred, axis=1)
+    counted = np.flatnonzero(n_truth + n_pred > 0)
+    total = n_truth[counted] + n_pred[counted]
+    return {"slice": counted, "dice": 2.0 * inter[counted] / np.maximum(total, 1),
+            "truth": n_truth[counted], "predicted": n_pred[counted]}
+
+
+def _mean_slice_dice(slices: dict[str, np.ndarray]) -> float:
+    return 1.0 if not len(slices["slice"]) else float(slices["dice"].mean())
 
 
 def _relative_error(truth: float, pred: float) -> float:

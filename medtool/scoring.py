@@ -79,6 +79,7 @@ class Run:
     summary: dict[str, float] = field(default_factory=dict)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     per_case: list[dict[str, Any]] = field(default_factory=list)
+    per_slice: list[dict[str, Any]] = field(default_factory=list)
     cases: int = 0
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
@@ -119,6 +120,7 @@ class Settings:
     regions: dict[str, tuple[int, ...]] | None = None   # segmentation: score these label sets
     lesions: LesionRule = LesionRule()   # how the lesion-wise metrics match lesions
     tolerance_mm: float = metrics.NSD_TOLERANCE_MM   # of nsd
+    per_slice: bool = False              # keep each slice's Dice (slice-dice) in Run.per_slice
     task_name: str = ""                  # set by score() from the metrics and the truth
 
     @property
@@ -167,6 +169,9 @@ def score(truth: str | os.PathLike, predictions: Sequence[str | os.PathLike], se
     settings.task_name = settings.task_name or task_of(settings.metrics, truth)
     if settings.regions and settings.labels:
         raise UsageError("--labels and --regions both given", hint="score labels or regions, not both")
+    if settings.per_slice and "slice-dice" not in settings.metrics:
+        raise UsageError("--per-slice writes the Dice of each slice, and needs the metric slice-dice",
+                         hint="add -m slice-dice")
     if settings.regions and settings.task != SEGMENTATION:
         raise UsageError(f"--regions is for segmentation, not {settings.task}",
                          hint="give segmentation metrics (dice, sensitivity, ...) with --regions")
@@ -391,6 +396,8 @@ def _summarise_segmentation(run: Run, results, labels: list[int], settings: Sett
             values[i, j] = [score_.values[m] for m in settings.metrics]
             run.per_case.append({"prediction": run.name, CASE_ID: job.case, "label": label,
                                  **score_.values, "flag": flag})
+            if settings.per_slice and score_.slices is not None:
+                run.per_slice += _slice_rows(run.name, job.case, label, score_.slices)
     cases = [job.case for job, _ in results]
     for k, metric in enumerate(settings.metrics):
         per_label = values[:, :, k]
@@ -410,6 +417,17 @@ def _summarise_segmentation(run: Run, results, labels: list[int], settings: Sett
             if len(labels) > 1:
                 for j, label in enumerate(labels):
                     run.ci[f"{metric}[{label}]"] = interval(sampled[:, j])
+
+
+#: Columns of the per-slice table (``score --per-slice``).
+PER_SLICE_COLUMNS = ("prediction", CASE_ID, "label", "slice", "dice", "truth_voxels", "predicted_voxels")
+
+
+def _slice_rows(run: str, case: str, label, slices: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One row per slice where the truth or the prediction has the label."""
+    return [{"prediction": run, CASE_ID: case, "label": label, "slice": int(k), "dice": float(d),
+             "truth_voxels": int(t), "predicted_voxels": int(p)}
+            for k, d, t, p in zip(slices["slice"], slices["dice"], slices["truth"], slices["predicted"])]
 
 
 def _column(metric: str, label, labels) -> str:

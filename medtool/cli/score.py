@@ -16,7 +16,7 @@ _HELP = """Score predictions against the truth; several prediction sets give a r
 
 nsd is the normalised surface Dice: the share of both surfaces' voxels within [bold]--nsd-tolerance MM[/bold] (default 1) of the other surface (1 when both are empty, 0 when one is).
 
-sensitivity = TP / (TP + FN) and specificity = TN / (TN + FP) over voxels (BraTS's; sensitivity 1 when both are empty, 0 when only the truth is). slice-dice is the Dice of each axial slice (first array axis) averaged over the slices where the truth or the prediction has the class (LCTSC). The lesion-wise metrics take connected components (26 neighbours) as lesions and match them as BraTS 2023 does: a predicted component that overlaps a truth lesion (dilated by [bold]--lesion-dilation N[/bold] voxels; close truth lesions merge) detects it; one that overlaps none is a false-positive lesion; lesion-dice = sum of each truth lesion's Dice with its matched components / (truth lesions + false positives), lesion-sensitivity = detected / truth lesions, lesion-precision = matched / predicted components, lesion-f1 their harmonic mean, lesion-fp the false positives per case; truth lesions of [bold]--min-lesion MM3[/bold] or less are left out. BraTS 2023 gliomas: --lesion-dilation 3 --min-lesion 50; metastases: 1 and 2.
+sensitivity = TP / (TP + FN) and specificity = TN / (TN + FP) over voxels (BraTS's; sensitivity 1 when both are empty, 0 when only the truth is). slice-dice is the Dice of each axial slice (first array axis) averaged over the slices where the truth or the prediction has the class (LCTSC); [bold]--per-slice OUT.csv[/bold] writes each of those slices' Dice. The lesion-wise metrics take connected components (26 neighbours) as lesions and match them as BraTS 2023 does: a predicted component that overlaps a truth lesion (dilated by [bold]--lesion-dilation N[/bold] voxels; close truth lesions merge) detects it; one that overlaps none is a false-positive lesion; lesion-dice = sum of each truth lesion's Dice with its matched components / (truth lesions + false positives), lesion-sensitivity = detected / truth lesions, lesion-precision = matched / predicted components, lesion-f1 their harmonic mean, lesion-fp the false positives per case; truth lesions of [bold]--min-lesion MM3[/bold] or less are left out. BraTS 2023 gliomas: --lesion-dilation 3 --min-lesion 50; metastases: 1 and 2.
 
 [bold]--regions brats[/bold] scores nested regions instead of labels: wt (whole tumour) = 1+2+3+4, tc (tumour core) = 1+3+4, et (enhancing tumour) = 4, for BRATS 2015 labels (1-4) and BraTS 2017-2021 (1, 2, 4); brats2023: wt = 1+2+3, tc = 1+3, et = 3; or your own, e.g. --regions wt=1+2+4,tc=1+4.
 
@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
                                                   show_default=False)],
         per_case: Annotated[Path | None, typer.Option("--per-case", metavar="OUT.csv",
                                                       help="Write every case's values here.")] = None,
+        per_slice: Annotated[Path | None, typer.Option(
+            "--per-slice", metavar="OUT.csv",
+            help="With slice-dice: write the Dice of every slice that has the label (LCTSC's histograms).")] = None,
         bootstrap: Annotated[int, typer.Option("--bootstrap", metavar="N", min=0,
                                                help="Resamples for 95% confidence intervals.")] = 0,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resamples.")] = 0,
@@ -91,9 +94,11 @@ def register(app: typer.Typer) -> None:
                             workers=opts.workers, progress=opts.show_progress, suffix=suffix,
                             selection=read_selection(folds=folds, fold=fold, cases=cases),
                             regions=None if regions is None else parse_regions(regions),
-                            lesions=LesionRule(lesion_dilation, min_lesion), tolerance_mm=nsd_tolerance)
-        if per_case is not None:
-            check_writable(per_case, force=opts.force)
+                            lesions=LesionRule(lesion_dilation, min_lesion), tolerance_mm=nsd_tolerance,
+                            per_slice=per_slice is not None)
+        for table in (per_case, per_slice):
+            if table is not None:
+                check_writable(table, force=opts.force)
         runs = score_runs(truth, predictions, settings, on_error=opts.report)
         if settings.selection is not None and not opts.quiet and runs:
             common.stderr.print(f"scored only {settings.selection.describe(runs[0].cases)}; cases "
@@ -106,6 +111,11 @@ def register(app: typer.Typer) -> None:
             _report_warnings(runs)
         if per_case is not None:
             write_csv(per_case, per_case_columns(runs), (row for run in runs for row in run.per_case),
+                      force=opts.force)
+        if per_slice is not None:
+            from ..scoring import PER_SLICE_COLUMNS
+
+            write_csv(per_slice, PER_SLICE_COLUMNS, (row for run in runs for row in run.per_slice),
                       force=opts.force)
         if json:
             common.print_json({"task": settings.task, "metrics": settings.metrics,

@@ -6,6 +6,7 @@ import pytest
 from sklearn import metrics as sk
 
 from medtool.formats import load_volume, save_volume
+from medtool.volume import Volume
 
 
 def _error_lines(result):
@@ -233,3 +234,40 @@ def test_nsd_tolerance_default_is_the_library_default():
 
     command = typer.main.get_command(app).commands["score"]
     assert next(p for p in command.params if p.name == "nsd_tolerance").default == NSD_TOLERANCE_MM
+
+
+def test_per_slice_dice_table(cli, tmp_path):
+    """--per-slice: one row per slice holding truth or prediction, each slice's Dice computed
+    here slice by slice; their mean per case is the case's slice-dice."""
+    rng = np.random.default_rng(4)
+    truth_dir, pred_dir = tmp_path / "truth", tmp_path / "pred"
+    truth_dir.mkdir()
+    pred_dir.mkdir()
+    arrays = {}
+    for case in ("a", "b"):
+        truth = np.zeros((7, 16, 16), np.uint8)
+        truth[1:5, 3:11, 4:12] = 1
+        pred = np.where(rng.random(truth.shape) < 0.15, 0, truth).astype(np.uint8)
+        pred[6, 2:4, 2:4] = 1                                  # a slice with prediction only
+        arrays[case] = (truth, pred)
+        save_volume(Volume(truth, (2.0, 1.0, 1.0)), truth_dir / f"{case}.nii.gz")
+        save_volume(Volume(pred, (2.0, 1.0, 1.0)), pred_dir / f"{case}.nii.gz")
+    out, cases = tmp_path / "slices.csv", tmp_path / "cases.csv"
+    result = cli("score", "-m", "dice,slice-dice", "-t", truth_dir, pred_dir, "--per-slice", out, "--per-case", cases)
+    assert result.exit_code == 0, result.stderr
+    with open(out) as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["prediction", "case_id", "label", "slice", "dice", "truth_voxels", "predicted_voxels"]
+    with open(cases) as handle:
+        per_case = {r["case_id"]: float(r["slice-dice"]) for r in csv.DictReader(handle)}
+    for case, (truth, pred) in arrays.items():
+        mine = [r for r in rows if r["case_id"] == case]
+        expected = {k: 2 * np.sum((truth[k] == 1) & (pred[k] == 1)) / (np.sum(truth[k] == 1) + np.sum(pred[k] == 1))
+                    for k in range(len(truth)) if (truth[k] == 1).any() or (pred[k] == 1).any()}
+        assert [int(r["slice"]) for r in mine] == sorted(expected) == [1, 2, 3, 4, 6]
+        for row in mine:
+            assert float(row["dice"]) == pytest.approx(expected[int(row["slice"])])
+            assert int(row["truth_voxels"]) == np.sum(truth[int(row["slice"])] == 1)
+        assert per_case[case] == pytest.approx(np.mean(list(expected.values())))
+    refused = cli("score", "-m", "dice", "-t", truth_dir, pred_dir, "--per-slice", tmp_path / "x.csv")
+    assert refused.exit_code == 2 and "needs the metric slice-dice" in refused.stderr
