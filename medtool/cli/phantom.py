@@ -123,10 +123,10 @@ def register(app: typer.Typer) -> None:
         if brats_labels != DEFAULT_BRATS_LABELS or skull_strip:
             raise _usage(f"--{'skull-strip' if skull_strip else 'brats-labels'} is an option of "
                          f"--kind {BRAIN_MRI}")
-        shape = DEFAULT_CT_SHAPE if shape is None else shape
         from ..phantom import write_dataset
-        from ..phantom.ct import Anatomy
+        from ..phantom.ct import DEFAULT_SHAPE, Anatomy
 
+        shape = DEFAULT_SHAPE if shape is None else shape
         anatomy = Anatomy(scan_range=scan_range, bowel=bowel, effusion=effusion, emphysema=emphysema,
                           one_lung=one_lung, juxtapleural=juxtapleural)
 
@@ -149,8 +149,7 @@ def register(app: typer.Typer) -> None:
 
 
 CT, BRAIN_MRI = "ct", "brain-mri"
-DEFAULT_CT_SHAPE = 512
-DEFAULT_BRATS_LABELS = "2015"
+DEFAULT_BRATS_LABELS = "2015"            # medtool.phantom.brain.DEFAULT_CONVENTION (tested)
 #: The CT options and their defaults: given with --kind brain-mri, they are refused.
 _CT_DEFAULTS = {"layout": "flat", "clutter": False, "labels_as": None,
                 "scan_range": "chest", "bowel": None, "effusion": False, "emphysema": False,

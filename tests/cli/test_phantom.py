@@ -52,9 +52,14 @@ def test_tumour_fraction_default_is_the_library_default():
     from medtool.cli import app
     from medtool.phantom.ct import TUMOUR_FRACTION
 
+    from medtool.cli.phantom import DEFAULT_BRATS_LABELS
+    from medtool.phantom.brain import DEFAULT_CONVENTION
+
     command = typer.main.get_command(app).commands["phantom"]
     option = next(p for p in command.params if p.name == "tumour_fraction")
     assert option.default == TUMOUR_FRACTION
+    assert next(p for p in command.params if p.name == "brats_labels").default == DEFAULT_CONVENTION
+    assert DEFAULT_BRATS_LABELS == DEFAULT_CONVENTION
 
 
 def test_brain_mri_kind(cli, tmp_path):
