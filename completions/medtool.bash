@@ -13,8 +13,9 @@ _medtool() {
     local opts="" files=1
     case "$cmd" in
     phantom)
-        opts="--cases -n --seed -s --shape --cxr --tumour-fraction --layout --clutter --labels-as --range --bowel --no-bowel --effusion --emphysema --one-lung --juxtapleural --follow-up --cxr-size --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--kind --cases -n --seed -s --shape --cxr --tumour-fraction --layout --clutter --labels-as --range --bowel --no-bowel --effusion --emphysema --one-lung --juxtapleural --follow-up --cxr-size --brats-labels --skull-strip --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
+            --kind) COMPREPLY=($(compgen -W "ct brain-mri" -- "$cur")); return ;;
             --cases|-n) return ;;
             --seed|-s) return ;;
             --shape) return ;;
@@ -26,6 +27,7 @@ _medtool() {
             --one-lung) return ;;
             --follow-up) return ;;
             --cxr-size) return ;;
+            --brats-labels) COMPREPLY=($(compgen -W "2015 2017 2023" -- "$cur")); return ;;
             --workers|-j) return ;;
         esac
         ;;
@@ -181,14 +183,19 @@ _medtool() {
         esac
         ;;
     score)
-        opts="--truth -t --metric -m --per-case --bootstrap --seed --labels --truth-column --time --event --suffix --folds --fold --cases --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--truth -t --metric -m --per-case --per-slice --bootstrap --seed --labels --regions --lesion-dilation --min-lesion --nsd-tolerance --truth-column --time --event --suffix --folds --fold --cases --json --workers -j --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --truth|-t) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --metric|-m) COMPREPLY=($(compgen -W "dice jaccard hd95 assd volume-error recist map-iou coco-map accuracy balanced-accuracy auc sensitivity specificity f1 cindex" -- "$cur")); return ;;
+            --metric|-m) COMPREPLY=($(compgen -W "dice jaccard hd95 assd nsd volume-error recist sensitivity specificity slice-dice lesion-dice lesion-sensitivity lesion-precision lesion-f1 lesion-fp map-iou coco-map accuracy balanced-accuracy auc f1 cindex" -- "$cur")); return ;;
             --per-case) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --per-slice) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --bootstrap) return ;;
             --seed) return ;;
             --labels) return ;;
+            --regions) COMPREPLY=($(compgen -W "brats brats2023" -- "$cur")); return ;;
+            --lesion-dilation) return ;;
+            --min-lesion) return ;;
+            --nsd-tolerance) return ;;
             --truth-column) return ;;
             --time) return ;;
             --event) return ;;

@@ -52,7 +52,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
     return {
         "--device": ("auto", "cpu", "cuda"),
-        "--metric": tuple(scoring.TASK_OF),
+        "--metric": tuple(scoring.TASKS_OF),
         "--format": tuple(s.lstrip(".") for s in VOLUME_SUFFIXES),
         "--plane": view.PLANES,
         "--task": tuple(REGISTRY),
@@ -66,9 +66,13 @@ def _command_choices() -> dict[tuple[str, str], tuple[str, ...]]:
     """Values of an option that differ for one command: ``(command, option) -> values``."""
     from .dicomlabels import DICOM_FORMATS, SEG_TYPES
     from .files import VOLUME_SUFFIXES
+    from .phantom.brain import LABEL_CONVENTIONS
+    from .regions import REGION_SETS
 
     volumes = tuple(s.lstrip(".") for s in VOLUME_SUFFIXES)
-    return {("todicom", "--format"): DICOM_FORMATS, ("todicom", "--seg-type"): SEG_TYPES, ("predict", "--format"): volumes + DICOM_FORMATS}
+    return {("todicom", "--format"): DICOM_FORMATS, ("todicom", "--seg-type"): SEG_TYPES,
+            ("predict", "--format"): volumes + DICOM_FORMATS, ("phantom", "--kind"): ("ct", "brain-mri"),
+            ("phantom", "--brats-labels"): tuple(LABEL_CONVENTIONS), ("score", "--regions"): tuple(REGION_SETS)}
 
 
 def _is_path(annotation: Any) -> bool:

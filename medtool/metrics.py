@@ -15,6 +15,27 @@ Empty masks, where every library differs, follow one explicit convention
   diagonal of the grid in mm (:func:`worst_distance`); flag ``prediction empty`` or
   ``truth empty``. The relative errors are 1 for an empty prediction and undefined (NaN) for an
   empty truth.
+
+``nsd`` is the normalised surface Dice (Nikolov et al. 2021) at a tolerance of ``tolerance_mm``:
+the share of both masks' surface voxels that lie within the tolerance of the other mask's
+surface, ``(|{p in S_P: d(p, S_T) <= tau}| + |{t in S_T: d(t, S_P) <= tau}|) / (|S_P| + |S_T|)``,
+on the same surfaces and distances as ``hd95`` (voxels, not surfels); 1 when both masks are
+empty and 0 when one is.
+
+Voxel counts (BraTS's definitions, as its evaluation computes them): ``sensitivity`` =
+TP / (TP + FN), 1 when truth and prediction are both empty and 0 when only the truth is;
+``specificity`` = TN / (TN + FP), 1 when the truth covers the whole grid (there is nothing to
+mark wrongly). ``slice-dice`` is the Dice per slice along the first array axis (axial slices of
+a ``(z, y, x)`` volume), averaged over the slices where the truth or the prediction has the
+class (LCTSC's per-slice Dice); 1 when no slice has it, and a 2D image is one slice.
+
+The lesion-wise metrics (``lesion-dice``, ``lesion-sensitivity``, ``lesion-precision``,
+``lesion-f1``, ``lesion-fp``) match connected components as BraTS 2023 does; their rule and
+conventions are in :mod:`medtool.lesions`.
+
+A label map is scored per label (:func:`score_labels`; the counts of every label come from one
+``bincount`` over label pairs, :func:`confusion`) or as nested regions such as BraTS's whole
+tumour, tumour core and enhancing tumour (:func:`score_regions`, :mod:`medtool.regions`).
 """
 
 from __future__ import annotations
@@ -24,20 +45,29 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .lesions import LESION_METRICS, LesionRule, lesion_scores, match_lesions
+from .regions import region_mask
+
+#: Voxel-count metrics (the same for any spacing).
+COUNT_METRICS = ("dice", "jaccard", "sensitivity", "specificity")
 #: Segmentation metrics by name, in the order they are reported.
-SEGMENTATION_METRICS = ("dice", "jaccard", "hd95", "assd", "volume-error", "recist")
+SEGMENTATION_METRICS = ("dice", "jaccard", "hd95", "assd", "nsd", "volume-error", "recist",
+                        "sensitivity", "specificity", "slice-dice", *LESION_METRICS)
 #: Metrics where a larger value is better (the others: smaller is better).
-HIGHER_IS_BETTER = frozenset({"dice", "jaccard"})
+HIGHER_IS_BETTER = frozenset({"dice", "jaccard", "nsd", "sensitivity", "specificity", "slice-dice",
+                              *(set(LESION_METRICS) - {"lesion-fp"})})
 #: Percentile of the pooled surface distances that ``hd95`` reports.
 HD_PERCENTILE = 95.0
+#: Default tolerance (mm) of the normalised surface Dice ``nsd``.
+NSD_TOLERANCE_MM = 1.0
 #: Flags of the empty-mask cases.
 FLAG_BOTH_EMPTY = "both empty"
 FLAG_PRED_EMPTY = "prediction empty"
 FLAG_TRUTH_EMPTY = "truth empty"
 #: The convention in one sentence, for --help and reports.
 EMPTY_CONVENTION = (
-    "both empty: dice = jaccard = 1, hd95 = assd = 0, volume-error = recist = 0; one empty: "
-    "dice = jaccard = 0, hd95 = assd = the grid diagonal in mm (worst case), volume-error = "
+    "both empty: dice = jaccard = nsd = 1, hd95 = assd = 0, volume-error = recist = 0; one empty: "
+    "dice = jaccard = nsd = 0, hd95 = assd = the grid diagonal in mm (worst case), volume-error = "
     "recist = 1 for an empty prediction and NaN for an empty truth; each such case is flagged"
 )
 
@@ -144,6 +174,13 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
+def nsd(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float], *,
+        tolerance_mm: float = NSD_TOLERANCE_MM) -> float:
+    """Normalised surface Dice at ``tolerance_mm``: the share of both surfaces within the
+    tolerance of the other."""
+    return score_masks(truth, pred, spacing, ("nsd",), tolerance_mm=tolerance_mm).values["nsd"]
+
+
 def hd95(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -> float:
     """95th percentile of the surface distances pooled over both directions (mm)."""
     return score_masks(truth, pred, spacing, ("hd95",)).values["hd95"]
@@ -167,14 +204,18 @@ def worst_distance(shape: Sequence[int], spacing: Sequence[float]) -> float:
 # -- one mask pair, every metric -------------------------------------------------------------
 @dataclass
 class MaskScore:
-    """The metrics of one truth/prediction mask pair and the empty-mask flag, if any."""
+    """The metrics of one truth/prediction mask pair and the empty-mask flag, if any; with
+    ``slice-dice``, ``slices`` holds the counted slices (:func:`slice_counts`)."""
 
     values: dict[str, float] = field(default_factory=dict)
     flag: str = ""
+    slices: dict[str, np.ndarray] | None = None
 
 
 def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
-                metrics: Iterable[str] = SEGMENTATION_METRICS) -> MaskScore:
+                metrics: Iterable[str] = SEGMENTATION_METRICS, *,
+                lesions: LesionRule = LesionRule(), tolerance_mm: float = NSD_TOLERANCE_MM,
+                counts: tuple[int, int, int] | None = None) -> MaskScore:
     """Compute ``metrics`` for one binary mask pair under the empty-mask convention.
 
     Parameters
@@ -185,39 +226,100 @@ def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
         Voxel size in mm, array order.
     metrics
         Names from :data:`SEGMENTATION_METRICS`.
+    lesions
+        How the lesion-wise metrics match lesions (:class:`~medtool.lesions.LesionRule`).
+    tolerance_mm
+        The tolerance of ``nsd`` (mm).
+    counts
+        ``(|T and P|, |T|, |P|)`` when the caller has them already (:func:`confusion`).
     """
     metrics = list(metrics)
     unknown = set(metrics) - set(SEGMENTATION_METRICS)
     if unknown:
         raise ValueError(f"unknown segmentation metrics {sorted(unknown)}")
     truth, pred = np.asarray(truth, bool), np.asarray(pred, bool)
-    inter, n_truth, n_pred = _counts(truth, pred)
-    flag = (FLAG_BOTH_EMPTY if n_truth == n_pred == 0 else FLAG_TRUTH_EMPTY if n_truth == 0
-            else FLAG_PRED_EMPTY if n_pred == 0 else "")
-    values: dict[str, float] = {}
-    if "dice" in metrics:
-        values["dice"] = 1.0 if flag == FLAG_BOTH_EMPTY else 2.0 * inter / (n_truth + n_pred)
-    if "jaccard" in metrics:
-        values["jaccard"] = 1.0 if flag == FLAG_BOTH_EMPTY else inter / (n_truth + n_pred - inter)
-    if {"hd95", "assd"} & set(metrics):
-        if flag == FLAG_BOTH_EMPTY:
-            hd, mean = 0.0, 0.0
-        elif flag:
-            hd = mean = worst_distance(truth.shape, spacing)
-        else:
-            to_truth, to_pred = surface_distances(pred, truth, spacing)
-            pooled = np.concatenate([to_truth, to_pred])
-            hd, mean = float(np.percentile(pooled, HD_PERCENTILE)), float(pooled.mean())
-        if "hd95" in metrics:
-            values["hd95"] = hd
-        if "assd" in metrics:
-            values["assd"] = mean
+    inter, n_truth, n_pred = _counts(truth, pred) if counts is None else counts
+    flag = _flag(n_truth, n_pred)
+    values = _count_metrics(inter, n_truth, n_pred, truth.size, flag)
+    if {"hd95", "assd", "nsd"} & set(metrics):
+        values.update(_distances(truth, pred, spacing, flag, tolerance_mm))
     if "volume-error" in metrics:
         values["volume-error"] = _relative_error(n_truth, n_pred)
     if "recist" in metrics:
         values["recist"] = _relative_error(longest_axial_diameter(truth, spacing),
                                            longest_axial_diameter(pred, spacing))
+    slices = None
+    if "slice-dice" in metrics:
+        slices = slice_counts(truth, pred)
+        values["slice-dice"] = _mean_slice_dice(slices)
+    if set(LESION_METRICS) & set(metrics):
+        values.update(lesion_scores(match_lesions(truth, pred, spacing, rule=lesions)))
+    return MaskScore({m: values[m] for m in metrics}, flag, slices)
+
+
+def score_counts(inter: int, n_truth: int, n_pred: int, size: int, metrics: Iterable[str]) -> MaskScore:
+    """The metrics that need only voxel counts (:data:`COUNT_METRICS`, ``volume-error``) from
+    ``|T and P|``, ``|T|``, ``|P|`` and the grid's ``size``."""
+    metrics = list(metrics)
+    flag = _flag(n_truth, n_pred)
+    values = {**_count_metrics(inter, n_truth, n_pred, size, flag),
+              "volume-error": _relative_error(n_truth, n_pred)}
     return MaskScore({m: values[m] for m in metrics}, flag)
+
+
+def _flag(n_truth: int, n_pred: int) -> str:
+    return (FLAG_BOTH_EMPTY if n_truth == n_pred == 0 else FLAG_TRUTH_EMPTY if n_truth == 0
+            else FLAG_PRED_EMPTY if n_pred == 0 else "")
+
+
+def _count_metrics(inter: int, n_truth: int, n_pred: int, size: int, flag: str) -> dict[str, float]:
+    """Dice, Jaccard, sensitivity and specificity from the voxel counts."""
+    both_empty = flag == FLAG_BOTH_EMPTY
+    negatives = size - n_truth
+    return {
+        "dice": 1.0 if both_empty else 2.0 * inter / (n_truth + n_pred),
+        "jaccard": 1.0 if both_empty else inter / (n_truth + n_pred - inter),
+        "sensitivity": (1.0 if both_empty else 0.0) if n_truth == 0 else inter / n_truth,
+        "specificity": 1.0 if negatives == 0 else (negatives - (n_pred - inter)) / negatives,
+    }
+
+
+def _distances(truth: np.ndarray, pred: np.ndarray, spacing, flag: str, tolerance_mm: float) -> dict[str, float]:
+    """hd95, assd and nsd under the empty-mask convention."""
+    if flag == FLAG_BOTH_EMPTY:
+        return {"hd95": 0.0, "assd": 0.0, "nsd": 1.0}
+    if flag:
+        worst = worst_distance(truth.shape, spacing)
+        return {"hd95": worst, "assd": worst, "nsd": 0.0}
+    to_truth, to_pred = surface_distances(pred, truth, spacing)
+    pooled = np.concatenate([to_truth, to_pred])
+    return {"hd95": float(np.percentile(pooled, HD_PERCENTILE)), "assd": float(pooled.mean()),
+            "nsd": float(np.count_nonzero(pooled <= tolerance_mm) / len(pooled))}
+
+
+def slice_dice(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Mean Dice over the slices (first axis) where the truth or the prediction has voxels;
+    1 when none has. A 2D mask is one slice."""
+    return _mean_slice_dice(slice_counts(truth, pred))
+
+
+def slice_counts(truth: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+    """The slices (first axis) where the truth or the prediction has voxels: ``slice`` (index),
+    ``dice``, ``truth`` and ``predicted`` (voxel counts). A 2D mask is slice 0."""
+    truth, pred = np.asarray(truth, bool), np.asarray(pred, bool)
+    if truth.ndim < 3:
+        truth, pred = truth[None], pred[None]
+    flat_truth, flat_pred = truth.reshape(len(truth), -1), pred.reshape(len(pred), -1)
+    inter = np.count_nonzero(flat_truth & flat_pred, axis=1)
+    n_truth, n_pred = np.count_nonzero(flat_truth, axis=1), np.count_nonzero(flat_pred, axis=1)
+    counted = np.flatnonzero(n_truth + n_pred > 0)
+    total = n_truth[counted] + n_pred[counted]
+    return {"slice": counted, "dice": 2.0 * inter[counted] / np.maximum(total, 1),
+            "truth": n_truth[counted], "predicted": n_pred[counted]}
+
+
+def _mean_slice_dice(slices: dict[str, np.ndarray]) -> float:
+    return 1.0 if not len(slices["slice"]) else float(slices["dice"].mean())
 
 
 def _relative_error(truth: float, pred: float) -> float:
@@ -229,17 +331,60 @@ def _relative_error(truth: float, pred: float) -> float:
 
 def score_labels(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                  metrics: Iterable[str] = SEGMENTATION_METRICS,
-                 labels: Iterable[int] | None = None) -> dict[int, MaskScore]:
+                 labels: Iterable[int] | None = None, *,
+                 lesions: LesionRule = LesionRule(),
+                 tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[int, MaskScore]:
     """Score each label of two integer label volumes (``truth == label`` vs ``pred == label``).
 
-    ``labels`` defaults to every non-zero value present in either volume.
+    ``labels`` defaults to every non-zero value present in either volume. The voxel counts of
+    every label come from one :func:`confusion`; the masks are built only for the metrics
+    that need more than counts.
     """
     metrics = list(metrics)
     truth, pred = np.asarray(truth), np.asarray(pred)
     if labels is None:
         labels = sorted((present_labels(truth) | present_labels(pred)) - {0})
-    return {int(label): score_masks(truth == label, pred == label, spacing, metrics)
-            for label in labels}
+    labels = [int(label) for label in labels]
+    matrix, index = confusion(truth, pred)
+    counts_only = set(metrics) <= set(COUNT_METRICS) | {"volume-error"}
+    scores = {}
+    for label in labels:
+        k = index.get(label)
+        counts = (0, 0, 0) if k is None else (int(matrix[k, k]), int(matrix[k].sum()), int(matrix[:, k].sum()))
+        if counts_only:
+            scores[label] = score_counts(*counts, truth.size, metrics)
+        else:
+            scores[label] = score_masks(truth == label, pred == label, spacing, metrics,
+                                        lesions=lesions, tolerance_mm=tolerance_mm, counts=counts)
+    return scores
+
+
+def score_regions(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
+                  metrics: Iterable[str], regions: dict[str, tuple[int, ...]], *,
+                  lesions: LesionRule = LesionRule(),
+                  tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[str, MaskScore]:
+    """Score two label volumes as nested regions (region name -> its labels, as
+    :func:`medtool.regions.parse_regions` gives): one binary mask pair per region."""
+    metrics = list(metrics)
+    return {name: score_masks(region_mask(truth, members), region_mask(pred, members), spacing,
+                              metrics, lesions=lesions, tolerance_mm=tolerance_mm)
+            for name, members in regions.items()}
+
+
+def confusion(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """The confusion matrix of two integer label volumes (rows truth, columns prediction) over
+    the labels present in either, and each label's row: one ``bincount`` over label pairs."""
+    truth, pred = np.asarray(truth).ravel(), np.asarray(pred).ravel()
+    values = sorted(present_labels(truth) | present_labels(pred))
+    index = {v: k for k, v in enumerate(values)}
+    if values == list(range(len(values))):
+        t, p = truth.astype(np.intp), pred.astype(np.intp)
+    else:
+        lookup = np.asarray(values)
+        t, p = np.searchsorted(lookup, truth), np.searchsorted(lookup, pred)
+    n = len(values)
+    matrix = np.bincount(t * n + p, minlength=n * n).reshape(n, n)
+    return matrix, index
 
 
 def present_labels(array: np.ndarray) -> set[int]:

@@ -7,6 +7,14 @@ case. Predictions for cases not in the truth are reported and left out. A case t
 scored (shape or geometry mismatch, unreadable file) fails its run: the run gets no score rather
 than a partial one.
 
+Segmentation scores each label on its own, or with ``regions`` (:mod:`medtool.regions`,
+``--regions brats``) each named region: the binary mask of a set of labels, such as BraTS's
+whole tumour, tumour core and enhancing tumour.
+
+Two metric names belong to two tasks: ``sensitivity`` and ``specificity`` are voxel counts for
+segmentation and class counts for classification. Given with metrics of one task they are that
+task's; given alone, the truth decides (a ``.csv`` table: classification, else segmentation).
+
 Summaries are means over cases (segmentation: per label, and the mean over labels; detection:
 map-iou over the images it counts) or the metric on all cases (classification, coco-map).
 ``--bootstrap N`` resamples cases with replacement (seeded) and reports the 2.5 and 97.5
@@ -29,6 +37,7 @@ from . import boxes as box_metrics
 from . import classification, metrics
 from .errors import InputError, MedtoolError, UsageError
 from .files import VOLUME_SUFFIXES, find_files, strip_suffix
+from .lesions import LesionRule
 from .tables import CASE_ID, read_table
 
 SEGMENTATION = "segmentation"
@@ -37,10 +46,17 @@ CLASSIFICATION = "classification"
 #: Detection metrics; coco-map reports AP@[.50:.95] and AP50.
 DETECTION_METRICS = ("map-iou", "coco-map")
 COCO_AP50 = "coco-ap50"
-#: Every metric and its task, in the order ``--help`` lists them.
-TASK_OF = {**{m: SEGMENTATION for m in metrics.SEGMENTATION_METRICS},
-           **{m: DETECTION for m in DETECTION_METRICS},
-           **{m: CLASSIFICATION for m in classification.CLASSIFICATION_METRICS}}
+#: The metrics of each task.
+TASK_METRICS = {SEGMENTATION: metrics.SEGMENTATION_METRICS, DETECTION: DETECTION_METRICS,
+                CLASSIFICATION: classification.CLASSIFICATION_METRICS}
+#: Every metric and the tasks it belongs to (sensitivity and specificity: two), in the order
+#: ``--help`` lists them.
+TASKS_OF: dict[str, tuple[str, ...]] = {}
+for _task, _names in TASK_METRICS.items():
+    for _name in _names:
+        TASKS_OF[_name] = (*TASKS_OF.get(_name, ()), _task)
+#: Suffix of a truth file that is a table (classification) rather than a volume folder.
+TABLE_SUFFIX = ".csv"
 HIGHER_IS_BETTER = metrics.HIGHER_IS_BETTER | set(DETECTION_METRICS) | {COCO_AP50} | (
     set(classification.CLASSIFICATION_METRICS))
 #: Two-sided confidence level of --bootstrap intervals.
@@ -63,6 +79,7 @@ class Run:
     summary: dict[str, float] = field(default_factory=dict)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     per_case: list[dict[str, Any]] = field(default_factory=list)
+    per_slice: list[dict[str, Any]] = field(default_factory=list)
     cases: int = 0
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
@@ -100,30 +117,64 @@ class Settings:
     progress: bool = False
     suffix: str = ""
     selection: Any = None                # datasets.Selection: score only these cases
+    regions: dict[str, tuple[int, ...]] | None = None   # segmentation: score these label sets
+    lesions: LesionRule = LesionRule()   # how the lesion-wise metrics match lesions
+    tolerance_mm: float = metrics.NSD_TOLERANCE_MM   # of nsd
+    per_slice: bool = False              # keep each slice's Dice (slice-dice) in Run.per_slice
+    task_name: str = ""                  # set by score() from the metrics and the truth
 
     @property
     def task(self) -> str:
-        return TASK_OF[self.metrics[0]]
+        return self.task_name or task_of(self.metrics)
 
 
 def parse_metrics(values: Sequence[str]) -> list[str]:
     """``--metric dice --metric hd95,assd`` -> names; all of one task; a usage error otherwise."""
     names = [m.strip().lower() for value in values for m in value.split(",") if m.strip()]
     if not names:
-        raise UsageError("no --metric given", hint=f"choose from {', '.join(TASK_OF)}")
-    unknown = [m for m in names if m not in TASK_OF]
+        raise UsageError("no --metric given", hint=f"choose from {', '.join(TASKS_OF)}")
+    unknown = [m for m in names if m not in TASKS_OF]
     if unknown:
-        raise UsageError(f"unknown metric {unknown[0]!r}", hint=f"choose from {', '.join(TASK_OF)}")
-    tasks = {TASK_OF[m] for m in names}
-    if len(tasks) > 1:
-        raise UsageError(f"metrics of different tasks ({', '.join(sorted(tasks))}) in one run",
-                         hint="score segmentation, detection and classification separately")
+        raise UsageError(f"unknown metric {unknown[0]!r}", hint=f"choose from {', '.join(TASKS_OF)}")
+    task_of(names)
     return list(dict.fromkeys(names))
+
+
+def task_of(names: Sequence[str], truth: str | os.PathLike | None = None) -> str:
+    """The task of metrics ``names``: the one task they all belong to; for names of two tasks
+    only (sensitivity, specificity), classification when the truth is a table (or not given)
+    and segmentation otherwise.
+
+    Raises
+    ------
+    UsageError
+        The metrics belong to different tasks.
+    """
+    common = set(TASK_METRICS)
+    for name in names:
+        common &= set(TASKS_OF[name])
+    if not common:
+        tasks = sorted({TASKS_OF[m][0] for m in names if len(TASKS_OF[m]) == 1})
+        raise UsageError(f"metrics of different tasks ({', '.join(tasks)}) in one run",
+                         hint="score segmentation, detection and classification separately")
+    if len(common) == 1:
+        return common.pop()
+    tabular = truth is None or Path(truth).suffix.lower() == TABLE_SUFFIX
+    return CLASSIFICATION if tabular else SEGMENTATION
 
 
 def score(truth: str | os.PathLike, predictions: Sequence[str | os.PathLike], settings: Settings,
           *, on_error: Callable[[MedtoolError], None] | None = None) -> list[Run]:
     """Score every prediction set against ``truth``; return the runs ranked."""
+    settings.task_name = settings.task_name or task_of(settings.metrics, truth)
+    if settings.regions and settings.labels:
+        raise UsageError("--labels and --regions both given", hint="score labels or regions, not both")
+    if settings.per_slice and "slice-dice" not in settings.metrics:
+        raise UsageError("--per-slice writes the Dice of each slice, and needs the metric slice-dice",
+                         hint="add -m slice-dice")
+    if settings.regions and settings.task != SEGMENTATION:
+        raise UsageError(f"--regions is for segmentation, not {settings.task}",
+                         hint="give segmentation metrics (dice, sensitivity, ...) with --regions")
     scorer = {SEGMENTATION: _score_segmentation, DETECTION: _score_detection,
               CLASSIFICATION: _score_classification}[settings.task]
     paths = [Path(p) for p in predictions]
@@ -243,16 +294,18 @@ class _SegJob:
     pred: Path | None
     metrics: list[str]
     labels: list[int] | None
+    regions: dict[str, tuple[int, ...]] | None = None
+    lesions: LesionRule = LesionRule()
+    tolerance_mm: float = metrics.NSD_TOLERANCE_MM
 
 
-def _score_volume_pair(job: _SegJob) -> dict[int, metrics.MaskScore]:
+def _score_volume_pair(job: _SegJob) -> dict[int | str, metrics.MaskScore]:
     from .formats import load_volume
 
     truth = load_volume(job.truth)
     _check_labels(truth.array, job.truth)
     if job.pred is None:
-        return metrics.score_labels(truth.array, np.zeros(truth.shape, np.uint8), truth.spacing,
-                                    job.metrics, job.labels)
+        return _score_arrays(job, truth.array, np.zeros(truth.shape, np.uint8), truth.spacing)
     pred = load_volume(job.pred)
     if pred.shape != truth.shape:
         raise InputError(f"shape {_shape(pred.shape)} differs from the truth's {_shape(truth.shape)} "
@@ -263,7 +316,14 @@ def _score_volume_pair(job: _SegJob) -> dict[int, metrics.MaskScore]:
                          f"({job.truth.name})", path=job.pred,
                          hint="predict on the truth's grid, or resample onto it")
     _check_labels(pred.array, job.pred)
-    return metrics.score_labels(truth.array, pred.array, truth.spacing, job.metrics, job.labels)
+    return _score_arrays(job, truth.array, pred.array, truth.spacing)
+
+
+def _score_arrays(job: _SegJob, truth: np.ndarray, pred: np.ndarray, spacing) -> dict[int | str, metrics.MaskScore]:
+    options = dict(lesions=job.lesions, tolerance_mm=job.tolerance_mm)
+    if job.regions:
+        return metrics.score_regions(truth, pred, spacing, job.metrics, job.regions, **options)
+    return metrics.score_labels(truth, pred, spacing, job.metrics, job.labels, **options)
 
 
 def _shape(shape) -> str:
@@ -299,7 +359,8 @@ def _score_segmentation(truth: Path, predictions: list[Path], settings: Settings
         run.missing, run.extra = match_cases(ids, _in_selection(pred_cases, settings))
         run.cases = len(ids)
         for case in ids:
-            jobs.append(_SegJob(case, truth_cases[case], pred_cases.get(case), settings.metrics, settings.labels))
+            jobs.append(_SegJob(case, truth_cases[case], pred_cases.get(case), settings.metrics,
+                                settings.labels, settings.regions, settings.lesions, settings.tolerance_mm))
             owner.append(run)
     outcome = run_batch(_score_volume_pair, jobs, workers=settings.workers, description="scoring",
                         progress=settings.progress, on_error=on_error,
@@ -311,9 +372,9 @@ def _score_segmentation(truth: Path, predictions: list[Path], settings: Settings
             run.failures.append((name, errors.get(name) or InputError("could not be scored", path=name)))
     draws = resamples(len(ids), settings.bootstrap, settings.seed) if settings.bootstrap else None
     # the labels are the truth's (the same for every run); labels only predicted are named
-    labels = settings.labels or sorted({label for result in outcome.results if result
-                                        for label, score_ in result.items()
-                                        if score_.flag != metrics.FLAG_TRUTH_EMPTY})
+    labels = list(settings.regions or settings.labels or sorted(
+        {label for result in outcome.results if result for label, score_ in result.items()
+         if score_.flag != metrics.FLAG_TRUTH_EMPTY}))
     for run in runs:
         if run.failures:
             continue
@@ -326,7 +387,7 @@ def _score_segmentation(truth: Path, predictions: list[Path], settings: Settings
 
 def _summarise_segmentation(run: Run, results, labels: list[int], settings: Settings, draws) -> None:
     both_empty = metrics.score_masks(np.zeros((1, 1), bool), np.zeros((1, 1), bool), (1.0, 1.0),
-                                     settings.metrics)
+                                     settings.metrics, lesions=settings.lesions)
     values = np.full((len(results), len(labels), len(settings.metrics)), np.nan)
     for i, (job, scores) in enumerate(results):
         for j, label in enumerate(labels):
@@ -335,6 +396,8 @@ def _summarise_segmentation(run: Run, results, labels: list[int], settings: Sett
             values[i, j] = [score_.values[m] for m in settings.metrics]
             run.per_case.append({"prediction": run.name, CASE_ID: job.case, "label": label,
                                  **score_.values, "flag": flag})
+            if settings.per_slice and score_.slices is not None:
+                run.per_slice += _slice_rows(run.name, job.case, label, score_.slices)
     cases = [job.case for job, _ in results]
     for k, metric in enumerate(settings.metrics):
         per_label = values[:, :, k]
@@ -354,6 +417,17 @@ def _summarise_segmentation(run: Run, results, labels: list[int], settings: Sett
             if len(labels) > 1:
                 for j, label in enumerate(labels):
                     run.ci[f"{metric}[{label}]"] = interval(sampled[:, j])
+
+
+#: Columns of the per-slice table (``score --per-slice``).
+PER_SLICE_COLUMNS = ("prediction", CASE_ID, "label", "slice", "dice", "truth_voxels", "predicted_voxels")
+
+
+def _slice_rows(run: str, case: str, label, slices: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One row per slice where the truth or the prediction has the label."""
+    return [{"prediction": run, CASE_ID: case, "label": label, "slice": int(k), "dice": float(d),
+             "truth_voxels": int(t), "predicted_voxels": int(p)}
+            for k, d, t, p in zip(slices["slice"], slices["dice"], slices["truth"], slices["predicted"])]
 
 
 def _column(metric: str, label, labels) -> str:

@@ -15,6 +15,18 @@ def test_parse_metrics():
         scoring.parse_metrics(["dise"])
     with pytest.raises(UsageError, match="different tasks"):
         scoring.parse_metrics(["dice", "auc"])
+    with pytest.raises(UsageError, match="different tasks"):
+        scoring.parse_metrics(["lesion-dice", "sensitivity", "auc"])
+
+
+def test_sensitivity_and_specificity_take_the_task_of_their_company_or_of_the_truth():
+    assert scoring.TASKS_OF["sensitivity"] == (scoring.SEGMENTATION, scoring.CLASSIFICATION)
+    assert scoring.task_of(["dice", "sensitivity"]) == scoring.SEGMENTATION
+    assert scoring.task_of(["sensitivity", "auc"]) == scoring.CLASSIFICATION
+    assert scoring.task_of(["lesion-fp"]) == scoring.SEGMENTATION
+    assert scoring.task_of(["sensitivity", "specificity"], "truth/") == scoring.SEGMENTATION
+    assert scoring.task_of(["sensitivity"], "labels.CSV") == scoring.CLASSIFICATION
+    assert scoring.task_of(["specificity"]) == scoring.CLASSIFICATION         # no truth: as before
 
 
 def test_match_cases():
@@ -87,6 +99,47 @@ def test_segmentation_runs_per_label_means_missing_and_nan(tmp_path):
     assert not math.isnan(run.summary["volume-error[2]"])
     low, high = run.ci["dice"]
     assert low <= run.summary["dice"] <= high and low < high
+
+
+def test_regions_lesions_and_voxel_counts_through_the_runs(tmp_path):
+    """Two cases scored as BraTS regions: every value equals its computation by hand."""
+    from scipy import ndimage
+    from sklearn.metrics import recall_score
+
+    from medtool.lesions import LesionRule
+
+    truth, pred = {}, {}
+    for case in ("a", "b"):
+        t = np.zeros((6, 20, 20), np.uint8)
+        t[1:5, 2:12, 2:12] = 2                            # edema
+        t[2:4, 4:10, 4:10] = 4                            # enhancing
+        t[2:4, 6:8, 6:8] = 1                              # necrosis
+        truth[case] = t
+        p = t.copy()
+        p[p == 1] = 3                                     # core still core
+        pred[case] = p
+    pred["b"][1:3, 15:18, 15:18] = 2                      # a false-positive lesion in b
+    _write_cases(tmp_path / "truth", truth)
+    _write_cases(tmp_path / "pred", pred)
+    settings = scoring.Settings(["dice", "sensitivity", "specificity", "lesion-fp", "lesion-precision"],
+                                regions={"wt": (1, 2, 3, 4), "tc": (1, 3, 4), "et": (4,)},
+                                lesions=LesionRule(dilation=1))
+    [run] = scoring.score(tmp_path / "truth", [tmp_path / "pred"], settings)
+    assert run.ok and settings.task == scoring.SEGMENTATION
+    assert {r["label"] for r in run.per_case} == {"wt", "tc", "et"}
+    wt_t = {c: np.isin(truth[c], (1, 2, 3, 4)).ravel() for c in truth}
+    wt_p = {c: np.isin(pred[c], (1, 2, 3, 4)).ravel() for c in pred}
+    assert run.summary["sensitivity[wt]"] == pytest.approx(np.mean([recall_score(wt_t[c], wt_p[c]) for c in truth]))
+    assert run.summary["specificity[wt]"] == pytest.approx(np.mean([recall_score(~wt_t[c], ~wt_p[c]) for c in truth]))
+    assert run.summary["dice[tc]"] == 1.0 and run.summary["dice[et]"] == 1.0
+    fp_b = ndimage.label(pred["b"] == 2)[1] - 1             # the edema shell, and the one far away
+    assert fp_b == 1
+    assert run.summary["lesion-fp[wt]"] == pytest.approx((0 + 1) / 2)
+    assert run.summary["lesion-precision[wt]"] == pytest.approx((1 + 0.5) / 2)
+    assert run.summary["lesion-fp[et]"] == 0.0
+    with pytest.raises(UsageError, match="--labels and --regions"):
+        scoring.score(tmp_path / "truth", [tmp_path / "pred"],
+                      scoring.Settings(["dice"], labels=[1], regions={"wt": (1,)}))
 
 
 def test_segmentation_shape_and_geometry_mismatch_fail_the_run(tmp_path):

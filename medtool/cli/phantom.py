@@ -1,4 +1,4 @@
-"""``medtool phantom``: synthetic chest CT and X-ray data with exact ground truth."""
+"""``medtool phantom``: synthetic chest CT and X-rays, or brain MRI, with exact ground truth."""
 
 from __future__ import annotations
 
@@ -12,14 +12,20 @@ from . import common
 
 def register(app: typer.Typer) -> None:
     @common.command(app, "phantom", shared=("workers", "force"),
-                    short_help="Write synthetic chest CT (DICOM) and X-rays with exact truth.")
+                    short_help="Write synthetic chest CT (DICOM) and X-rays, or brain MRI, with exact truth.")
     def phantom(
         out: Annotated[Path, typer.Argument(help="Output folder.")],
         *,
-        cases: Annotated[int, typer.Option("--cases", "-n", min=1, help="Number of CT cases.")] = 5,
+        kind: Annotated[str, typer.Option(
+            "--kind", metavar="ct|brain-mri", help="ct: chest CT (DICOM) and chest X-rays; "
+            "brain-mri: brain MRI cases in the BraTS layout, OUT/<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz "
+            "(docs/mri.md).")] = "ct",
+        cases: Annotated[int, typer.Option("--cases", "-n", min=1, help="Number of CT or brain MRI cases.")] = 5,
         seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed; same seed, same files.")] = 42,
-        shape: Annotated[int, typer.Option("--shape", min=32, max=1024,
-                                           help="In-plane size of the CT (64 or 128 for fast tests).")] = 512,
+        shape: Annotated[int | None, typer.Option(
+            "--shape", min=32, max=1024, help="In-plane size of the CT [default: 512; 64 or 128 for "
+            "fast tests]; voxels along each axis of the brain MRI's 192 mm cube [default: 192, "
+            "1 mm voxels; 96 or 128 for fast runs].", show_default=False)] = None,
         cxr: Annotated[int | None, typer.Option("--cxr", min=0,
                                                 help="Number of chest X-rays [default: same as --cases].")] = None,
         tumour_fraction: Annotated[float, typer.Option(
@@ -63,6 +69,15 @@ def register(app: typer.Typer) -> None:
         cxr_size: Annotated[int | None, typer.Option(
             "--cxr-size", min=32, max=4096, help="Size of the chest X-rays in pixels "
             "[default: 2 x --shape, 128 to 1024].", show_default=False)] = None,
+        # -- the brain MRI cases (medtool.phantom.brain) ---------------------------------------
+        brats_labels: Annotated[str, typer.Option(
+            "--brats-labels", metavar="2015|2017|2023", help="Label convention of the brain MRI "
+            "segmentation: 2015 (necrosis 1, edema 2, non-enhancing 3, enhancing 4; BRATS 2015), "
+            "2017 (necrotic and non-enhancing core 1, edema 2, enhancing 4; BraTS 2017-2021), "
+            "2023 (core 1, edema 2, enhancing 3).")] = "2015",
+        skull_strip: Annotated[bool, typer.Option(
+            "--skull-strip", help="Brain MRI: zero the images outside the intracranial space, as "
+            "BraTS ships them.")] = False,
         # ---------------------------------------------------------------------------------
         json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
         opts: common.Options,
@@ -85,12 +100,33 @@ def register(app: typer.Typer) -> None:
         and tumours are. Same seed, same patient: switching an option on leaves the rest as it
         was (another --range changes the grid). The chest X-rays are --cxr-size pixels square.
 
+        --kind brain-mri writes brain MRI cases instead, in the BraTS layout:
+        OUT/<case>/<case>_flair, _t1, _t1ce, _t2 (int16, arbitrary positive units) and _seg
+        (--brats-labels), all .nii.gz on one grid: FLAIR, T1, T1c and T2 of a head with a
+        glioma (necrosis, edema, non-enhancing core, enhancing rim), each modality with its
+        own bias field and Rician noise; the contrasts are in docs/mri.md.
+
         Example: [bold]medtool phantom data --cases 5 --seed 1 --shape 128[/bold]
         Example: [bold]medtool phantom abd --cases 10 --range bases --shape 512[/bold]
+        Example: [bold]medtool phantom brats --kind brain-mri --cases 20 --shape 128[/bold]
         """
+        if kind == BRAIN_MRI:
+            _refuse_ct_options(tumour_fraction=tumour_fraction, layout=layout, clutter=clutter,
+                               labels_as=labels_as, scan_range=scan_range, bowel=bowel,
+                               effusion=effusion, emphysema=emphysema, one_lung=one_lung,
+                               juxtapleural=juxtapleural, follow_up=follow_up, cxr=cxr,
+                               cxr_size=cxr_size)
+            return _brain(out, cases=cases, seed=seed, shape=shape, brats_labels=brats_labels,
+                          skull_strip=skull_strip, json=json, opts=opts)
+        if kind != CT:
+            raise _usage(f"--kind {kind}: choose ct or {BRAIN_MRI}")
+        if brats_labels != DEFAULT_BRATS_LABELS or skull_strip:
+            raise _usage(f"--{'skull-strip' if skull_strip else 'brats-labels'} is an option of "
+                         f"--kind {BRAIN_MRI}")
         from ..phantom import write_dataset
-        from ..phantom.ct import Anatomy
+        from ..phantom.ct import DEFAULT_SHAPE, Anatomy
 
+        shape = DEFAULT_SHAPE if shape is None else shape
         anatomy = Anatomy(scan_range=scan_range, bowel=bowel, effusion=effusion, emphysema=emphysema,
                           one_lung=one_lung, juxtapleural=juxtapleural)
 
@@ -110,6 +146,52 @@ def register(app: typer.Typer) -> None:
                 f"{_count(summary['cxr'], 'chest X-ray')} to {out}"
                 + (f" (anatomy {summary['anatomy']})" if "anatomy" in summary else ""))
         return 0
+
+
+CT, BRAIN_MRI = "ct", "brain-mri"
+DEFAULT_BRATS_LABELS = "2015"            # medtool.phantom.brain.DEFAULT_CONVENTION (tested)
+#: The CT options and their defaults: given with --kind brain-mri, they are refused.
+_CT_DEFAULTS = {"layout": "flat", "clutter": False, "labels_as": None,
+                "scan_range": "chest", "bowel": None, "effusion": False, "emphysema": False,
+                "one_lung": None, "juxtapleural": False, "follow_up": "independent", "cxr": None,
+                "cxr_size": None}
+
+
+def _usage(text: str):
+    from ..errors import UsageError
+
+    return UsageError(text, hint="see medtool phantom --help")
+
+
+def _refuse_ct_options(**given) -> None:
+    from ..phantom.ct import TUMOUR_FRACTION
+
+    defaults = {**_CT_DEFAULTS, "tumour_fraction": TUMOUR_FRACTION}
+    changed = [name for name, value in given.items() if value != defaults[name]]
+    if changed:
+        option = {"scan_range": "range", "tumour_fraction": "tumour-fraction"}.get(changed[0], changed[0])
+        raise _usage(f"--{option.replace('_', '-')} is an option of the CT phantom, not of "
+                     f"--kind {BRAIN_MRI}")
+
+
+def _brain(out: Path, *, cases: int, seed: int, shape: int | None, brats_labels: str,
+           skull_strip: bool, json: bool, opts) -> int:
+    from ..phantom.brain import DEFAULT_SHAPE
+    from ..phantom.brats import write_brain_dataset
+
+    summary = write_brain_dataset(out, cases=cases, seed=seed,
+                                  shape=DEFAULT_SHAPE if shape is None else shape,
+                                  convention=brats_labels, skull_strip=skull_strip,
+                                  workers=opts.workers, force=opts.force, step=opts.step(),
+                                  progress=opts.show_progress)
+    if json:
+        common.print_json({"out": str(out), **summary})
+    elif not opts.quiet:
+        common.stderr.print(
+            f"wrote {_count(summary['cases'], 'brain MRI case')} (FLAIR, T1, T1c, T2, seg; "
+            f"{summary['shape'][0]}^3 at {summary['spacing_mm'][0]:.3g} mm, labels "
+            f"{summary['convention']}) to {out}", highlight=False)
+    return 0
 
 
 def _count(number: int, noun: str) -> str:

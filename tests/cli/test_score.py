@@ -6,6 +6,7 @@ import pytest
 from sklearn import metrics as sk
 
 from medtool.formats import load_volume, save_volume
+from medtool.volume import Volume
 
 
 def _error_lines(result):
@@ -160,3 +161,113 @@ def test_usage_errors(cli, tmp_path):
     assert result.exit_code == 2 and "different tasks" in result.stderr
     result = cli("score", "-m", "cindex", "-t", tmp_path / "t.csv", tmp_path / "p.csv")
     assert result.exit_code != 0 and len(_error_lines(result)) == 1
+
+
+def test_brats_regions_on_the_brain_phantom(cli, tmp_path):
+    """score --regions brats on phantom cases (truth in the BraTS layout, --suffix _seg): the
+    voxel counts equal scikit-learn's on the flattened region masks."""
+    from medtool.phantom.brats import write_brain_dataset
+
+    data = tmp_path / "brats"
+    write_brain_dataset(data, cases=2, seed=2, shape=40)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    expected = {"sensitivity": [], "specificity": []}
+    for path in sorted(data.glob("*/*_seg.nii.gz")):
+        seg = load_volume(path)
+        guess = np.roll(seg.array, 1, axis=2)
+        save_volume(seg.with_array(guess), pred / path.name.replace("_seg", ""))
+        t, p = np.isin(seg.array, (1, 3, 4)).ravel(), np.isin(guess, (1, 3, 4)).ravel()
+        expected["sensitivity"].append(sk.recall_score(t, p))
+        expected["specificity"].append(sk.recall_score(~t, ~p))
+    result = cli("score", "-m", "dice,sensitivity,specificity,nsd,slice-dice,lesion-dice,lesion-f1",
+                 "--regions", "brats", "--nsd-tolerance", "2", "--suffix", "_seg", "--lesion-dilation", "3", "--min-lesion", "50",
+                 "-t", data, pred, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "regions: wt (whole tumour) = 1+2+3+4, tc (tumour core) = 1+3+4, et (enhancing tumour) = 4" in result.stderr
+    out = json.loads(result.stdout)
+    assert out["regions"] == {"wt": [1, 2, 3, 4], "tc": [1, 3, 4], "et": [4]}
+    assert out["lesions"] == {"dilation": 3, "min_volume_mm3": 50.0} and out["nsd_tolerance_mm"] == 2.0
+    scores = out["leaderboard"][0]["scores"]
+    assert {k for k in scores if "[" in k} == {f"{m}[{r}]" for r in ("wt", "tc", "et") for m in
+                                              ("dice", "sensitivity", "specificity", "nsd", "slice-dice", "lesion-dice",
+                                               "lesion-f1")}
+    assert scores["sensitivity[tc]"] == pytest.approx(np.mean(expected["sensitivity"]))
+    assert scores["specificity[tc]"] == pytest.approx(np.mean(expected["specificity"]))
+    assert 0 < scores["dice[et]"] < scores["dice[tc]"] < scores["dice[wt]"] < 1      # thin rim suffers most
+    # the table: too many columns for one row per run, so one row per region under the mean
+    table = cli("score", "-m", "dice,sensitivity,specificity,nsd,lesion-dice", "--regions", "brats",
+                "--suffix", "_seg", "-t", data, pred)
+    assert table.exit_code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert "regions" in lines[0] and "dice[wt]" not in table.stdout
+    first = {line.split()[0]: i for i, line in reversed(list(enumerate(lines))) if line.split()}
+    assert first["wt"] < first["tc"] < first["et"]
+    assert f"{scores['dice[et]']:.4f}" in lines[first["et"]]
+
+
+def test_sensitivity_alone_scores_volumes_as_segmentation(cli, lung_runs):
+    truth, good, _, _ = lung_runs
+    result = cli("score", "-m", "sensitivity,specificity", "-t", truth, good, "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["task"] == "segmentation" and "sensitivity[1]" in out["leaderboard"][0]["scores"]
+
+
+def test_region_usage_errors(cli, lung_runs):
+    truth, good, _, _ = lung_runs
+    for args, words in ((("--regions", "brats", "--labels", "1"), "--labels and --regions"),
+                        (("--regions", "wt=1+x"), "not a list of labels"),
+                        (("--regions", "brats", "-m", "auc"), "different tasks")):
+        result = cli("score", "-m", "dice", "-t", truth, good, *args)
+        assert result.exit_code == 2, args
+        assert len(_error_lines(result)) == 1 and words in result.stderr, result.stderr
+    result = cli("score", "-m", "auc", "--regions", "brats", "-t", "truth.csv", "pred.csv")
+    assert result.exit_code == 2 and "--regions is for segmentation" in result.stderr
+
+
+def test_nsd_tolerance_default_is_the_library_default():
+    import typer
+
+    from medtool.cli import app
+    from medtool.metrics import NSD_TOLERANCE_MM
+
+    command = typer.main.get_command(app).commands["score"]
+    assert next(p for p in command.params if p.name == "nsd_tolerance").default == NSD_TOLERANCE_MM
+
+
+def test_per_slice_dice_table(cli, tmp_path):
+    """--per-slice: one row per slice holding truth or prediction, each slice's Dice computed
+    here slice by slice; their mean per case is the case's slice-dice."""
+    rng = np.random.default_rng(4)
+    truth_dir, pred_dir = tmp_path / "truth", tmp_path / "pred"
+    truth_dir.mkdir()
+    pred_dir.mkdir()
+    arrays = {}
+    for case in ("a", "b"):
+        truth = np.zeros((7, 16, 16), np.uint8)
+        truth[1:5, 3:11, 4:12] = 1
+        pred = np.where(rng.random(truth.shape) < 0.15, 0, truth).astype(np.uint8)
+        pred[6, 2:4, 2:4] = 1                                  # a slice with prediction only
+        arrays[case] = (truth, pred)
+        save_volume(Volume(truth, (2.0, 1.0, 1.0)), truth_dir / f"{case}.nii.gz")
+        save_volume(Volume(pred, (2.0, 1.0, 1.0)), pred_dir / f"{case}.nii.gz")
+    out, cases = tmp_path / "slices.csv", tmp_path / "cases.csv"
+    result = cli("score", "-m", "dice,slice-dice", "-t", truth_dir, pred_dir, "--per-slice", out, "--per-case", cases)
+    assert result.exit_code == 0, result.stderr
+    with open(out) as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["prediction", "case_id", "label", "slice", "dice", "truth_voxels", "predicted_voxels"]
+    with open(cases) as handle:
+        per_case = {r["case_id"]: float(r["slice-dice"]) for r in csv.DictReader(handle)}
+    for case, (truth, pred) in arrays.items():
+        mine = [r for r in rows if r["case_id"] == case]
+        expected = {k: 2 * np.sum((truth[k] == 1) & (pred[k] == 1)) / (np.sum(truth[k] == 1) + np.sum(pred[k] == 1))
+                    for k in range(len(truth)) if (truth[k] == 1).any() or (pred[k] == 1).any()}
+        assert [int(r["slice"]) for r in mine] == sorted(expected) == [1, 2, 3, 4, 6]
+        for row in mine:
+            assert float(row["dice"]) == pytest.approx(expected[int(row["slice"])])
+            assert int(row["truth_voxels"]) == np.sum(truth[int(row["slice"])] == 1)
+        assert per_case[case] == pytest.approx(np.mean(list(expected.values())))
+    refused = cli("score", "-m", "dice", "-t", truth_dir, pred_dir, "--per-slice", tmp_path / "x.csv")
+    assert refused.exit_code == 2 and "needs the metric slice-dice" in refused.stderr
