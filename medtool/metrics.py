@@ -71,6 +71,9 @@ EMPTY_CONVENTION = (
     "recist = 1 for an empty prediction and NaN for an empty truth; each such case is flagged"
 )
 
+#: The lesion rule of score unless given (no dilation, no minimum size).
+NO_LESION_RULE = LesionRule()
+
 
 def longest_axial_diameter(mask: np.ndarray, spacing: Sequence[float]) -> float:
     """Longest in-plane diameter (mm) over all axial slices of a 3D ``(z, y, x)`` mask.
@@ -214,7 +217,7 @@ class MaskScore:
 
 def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                 metrics: Iterable[str] = SEGMENTATION_METRICS, *,
-                lesions: LesionRule = LesionRule(), tolerance_mm: float = NSD_TOLERANCE_MM,
+                lesions: LesionRule = NO_LESION_RULE, tolerance_mm: float = NSD_TOLERANCE_MM,
                 counts: tuple[int, int, int] | None = None) -> MaskScore:
     """Compute ``metrics`` for one binary mask pair under the empty-mask convention.
 
@@ -332,7 +335,7 @@ def _relative_error(truth: float, pred: float) -> float:
 def score_labels(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                  metrics: Iterable[str] = SEGMENTATION_METRICS,
                  labels: Iterable[int] | None = None, *,
-                 lesions: LesionRule = LesionRule(),
+                 lesions: LesionRule = NO_LESION_RULE,
                  tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[int, MaskScore]:
     """Score each label of two integer label volumes (``truth == label`` vs ``pred == label``).
 
@@ -361,7 +364,7 @@ def score_labels(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
 
 def score_regions(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                   metrics: Iterable[str], regions: dict[str, tuple[int, ...]], *,
-                  lesions: LesionRule = LesionRule(),
+                  lesions: LesionRule = NO_LESION_RULE,
                   tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[str, MaskScore]:
     """Score two label volumes as nested regions (region name -> its labels, as
     :func:`medtool.regions.parse_regions` gives): one binary mask pair per region."""
