@@ -186,6 +186,16 @@ def case_of_file(stem: str, *, image_suffix: str | None = None) -> str:
     return stem
 
 
+def _case_of_path(path: Path, root: Path, *, image_suffix: str | None = None) -> str:
+    """The case of a volume file under ``root``: in a case folder (BraTS: ``<case>/<case>_flair``,
+    ``<case>_seg``, ...) the folder, whose name its files start with; else :func:`case_of_file`."""
+    stem = strip_suffix(path)
+    parent = path.parent
+    if parent != root and stem.startswith(parent.name + "_"):
+        return parent.name
+    return case_of_file(stem, image_suffix=image_suffix)
+
+
 def _folder_cases(folder: Path, *, image_suffix: str | None = None) -> tuple[list[str], int]:
     volumes = find_files([folder], suffixes=VOLUME_SUFFIXES)
     if volumes:
@@ -194,7 +204,7 @@ def _folder_cases(folder: Path, *, image_suffix: str | None = None) -> tuple[lis
         if repeated:
             raise InputError(f"case ids {', '.join(repeated[:5])} name several files", path=folder,
                              hint="keep one volume per case in the folder, or give a CSV")
-        ids = list(dict.fromkeys(case_of_file(stem, image_suffix=image_suffix) for stem in stems))
+        ids = list(dict.fromkeys(_case_of_path(path, folder, image_suffix=image_suffix) for path in volumes))
         return ids, len(stems) - len(ids)
     subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subfolders:

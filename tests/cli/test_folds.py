@@ -88,3 +88,15 @@ def test_folds_on_the_rsna_box_table_one_row_per_patient(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     zero = sum(1 for r in folds if r["fold"] == "0")
     assert f"{len(folds) - zero} training / {zero} validation cases" in " ".join(result.stderr.split())
+
+
+def test_brats_case_folders_are_one_case_each(cli, tmp_path):
+    """<case>/<case>_flair.nii.gz ... <case>_seg.nii.gz: every file of a case folder is that case,
+    so a patient's modalities and labels never land in different folds."""
+    from tests.layout_fixtures import write_brats
+
+    brats = write_brats(tmp_path, cases=4, unlabelled=0)
+    result = cli("folds", brats, tmp_path / "folds.csv", "--k", "2")
+    assert result.exit_code == 0, result.stderr
+    rows = (tmp_path / "folds.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[0] for r in rows) == [f"BraTS20_Training_{i:03d}" for i in range(4)]
