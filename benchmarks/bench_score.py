@@ -1,7 +1,7 @@
 """Scoring speed: the RSNA map-iou on 30,000 images, and dice + hd95 on 512 x 512 x 300 masks.
 
 * map-iou: 30,000 images with 0-4 truth boxes and 0-8 predictions each (jittered truths and
-  random boxes). medtool's vectorised :func:`medtool.boxes.map_iou` (from the flat arrays its
+  random boxes). medtool's vectorised :func:`medtool.metrics.boxes.map_iou` (from the flat arrays its
   table reader produces; padding, sorting and IoU included in the time) against the Python-loop implementation that
   the seeds and most Kaggle kernels of the RSNA Pneumonia Detection Challenge used
   (:func:`kernel_map_iou` below, copied in its usual form: per image, per threshold, per truth
@@ -93,7 +93,7 @@ def _images(seed: int = 0):
 
 
 def _bench_map_iou(repeat, timeit) -> list[dict]:
-    from medtool.boxes import ImageBoxes, map_iou, map_iou_per_image
+    from medtool.metrics.boxes import ImageBoxes, map_iou, map_iou_per_image
 
     ids, truth, pred, scores = _images()
     # medtool's table reader hands over flat arrays: the image row of each box, boxes, scores

@@ -23,7 +23,7 @@ from scipy.ndimage import uniform_filter
 
 from medtool.metrics import dice
 from medtool.phantom import brain
-from medtool.regions import REGION_SETS, region_mask
+from medtool.metrics.regions import REGION_SETS, region_mask
 
 COMBINATIONS = (("flair",), ("t1",), ("t1ce",), ("t2",), ("flair", "t1ce"), ("flair", "t1ce", "t2"),
                 ("flair", "t1", "t1ce", "t2"))

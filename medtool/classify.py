@@ -17,7 +17,7 @@ median and the shape their median size at that spacing.
 Training draws the training cases once per epoch in a seeded random order, cross-entropy
 weighted per class (``balanced``: ``n / (K n_k)`` over the training cases, as scikit-learn's
 ``class_weight="balanced"``), with the torch augmentation on the image only. Validation
-reports accuracy, balanced accuracy and AUC (:mod:`medtool.classification`); the score that
+reports accuracy, balanced accuracy and AUC (:mod:`medtool.metrics.classification`); the score that
 picks ``best.pt`` is the AUC, or the balanced accuracy when the fold holds one class only.
 
 Prediction (:func:`predict_files`) writes ``case_id,prob_<class>...,pred``, the table
@@ -501,8 +501,8 @@ class ClassifyTask(Task):
 
 def evaluate(truth: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """:data:`METRICS` of class indices ``truth`` against probabilities ``probs`` (arg-max
-    predictions), by :mod:`medtool.classification`."""
-    from . import classification
+    predictions), by :mod:`medtool.metrics.classification`."""
+    from .metrics import classification
 
     pred = probs.argmax(axis=1)
     classes = probs.shape[1]

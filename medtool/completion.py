@@ -67,7 +67,7 @@ def _command_choices() -> dict[tuple[str, str], tuple[str, ...]]:
     from .dicomlabels import DICOM_FORMATS, SEG_TYPES
     from .files import VOLUME_SUFFIXES
     from .phantom.brain import LABEL_CONVENTIONS
-    from .regions import REGION_SETS
+    from .metrics.regions import REGION_SETS
 
     volumes = tuple(s.lstrip(".") for s in VOLUME_SUFFIXES)
     return {("todicom", "--format"): DICOM_FORMATS, ("todicom", "--seg-type"): SEG_TYPES,

@@ -19,7 +19,7 @@ gave the best validation map-iou, used by ``predict`` unless ``--min-score`` is 
 Training samples every training image once per epoch (seeded order), with the box-aware
 augmentation of :mod:`medtool.augment` (``detect`` preset: the seeds' recipe) and RetinaNet's
 focal + box-regression loss. Validation runs the model on the validation images and reports the
-RSNA map-iou (:func:`medtool.boxes.map_iou`) at the best of a grid of score cuts (``map_iou``,
+RSNA map-iou (:func:`medtool.metrics.boxes.map_iou`) at the best of a grid of score cuts (``map_iou``,
 ``min_score``), which also picks ``best.pt``.
 
 Prediction (:func:`predict_files`) writes the RSNA submission table ``patientId,PredictionString``
@@ -123,8 +123,8 @@ def letterbox(array: np.ndarray, size: int, spec: dict[str, Any]) -> tuple[np.nd
 
 # -- boxes ---------------------------------------------------------------------------------------------
 def read_box_table(path: str | Path):
-    """The RSNA box table as :class:`~medtool.boxes.ImageBoxes` (``x y w h`` per image)."""
-    from .boxes import read_truth
+    """The RSNA box table as :class:`~medtool.metrics.boxes.ImageBoxes` (``x y w h`` per image)."""
+    from .metrics.boxes import read_truth
 
     if not Path(path).is_file():
         raise InputError("no such file", path=path, hint="give the RSNA box CSV (patientId,x,y,width,height,Target)")
@@ -332,7 +332,7 @@ class DetectTask(Task):
     def held_out(self, checkpoint: dict[str, Any], *, device, out: Path, fold: int):
         """Boxes on the held-out images as predict writes them (``out/fold_K.csv``, the fold's
         validated score cut) and their RSNA map-iou against the box table."""
-        from .boxes import map_iou_per_image, read_predictions, read_truth
+        from .metrics.boxes import map_iou_per_image, read_predictions, read_truth
         from .tables import read_table
         from .tasks import HeldOut
 
@@ -352,7 +352,7 @@ class DetectTask(Task):
 
     def validate(self, model, *, device, amp_dtype=None, batch_size: int = VALIDATION_BATCH) -> dict[str, float]:
         """RSNA map-iou on the validation images at the best score cut of :data:`SCORE_CUTS`."""
-        from .boxes import ImageBoxes, map_iou
+        from .metrics.boxes import ImageBoxes, map_iou
 
         if not self.val_cases:
             return {}

@@ -7,7 +7,7 @@ case. Predictions for cases not in the truth are reported and left out. A case t
 scored (shape or geometry mismatch, unreadable file) fails its run: the run gets no score rather
 than a partial one.
 
-Segmentation scores each label on its own, or with ``regions`` (:mod:`medtool.regions`,
+Segmentation scores each label on its own, or with ``regions`` (:mod:`medtool.metrics.regions`,
 ``--regions brats``) each named region: the binary mask of a set of labels, such as BraTS's
 whole tumour, tumour core and enhancing tumour.
 
@@ -33,11 +33,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import boxes as box_metrics
-from . import classification, metrics
+from .metrics import boxes as box_metrics
+from . import metrics
+from .metrics import classification
 from .errors import InputError, MedtoolError, UsageError
 from .files import VOLUME_SUFFIXES, find_files, strip_suffix
-from .lesions import LesionRule
+from .metrics.lesions import LesionRule
 from .tables import CASE_ID, read_table
 
 SEGMENTATION = "segmentation"

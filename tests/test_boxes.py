@@ -4,8 +4,8 @@ import io
 import numpy as np
 import pytest
 
-from medtool import boxes
-from medtool.boxes import ImageBoxes
+from medtool.metrics import boxes
+from medtool.metrics.boxes import ImageBoxes
 from medtool.errors import InputError
 
 

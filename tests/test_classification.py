@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from medtool import classification as cls
+from medtool.metrics import classification as cls
 
 
 def _random(seed, n=200, classes=2):

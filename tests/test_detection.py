@@ -168,7 +168,7 @@ def test_learns_on_phantom_xrays(trained):
 
 
 def test_predictions_parse_back_in_score(trained, xrays, tmp_path, cli):
-    from medtool.boxes import read_predictions
+    from medtool.metrics.boxes import read_predictions
     from medtool.detection import PredictSettings, predict_files
     from medtool.train import build_model, load_checkpoint
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medtool.lesions import LESION_METRICS, LesionRule, components, lesion_scores, match_lesions
+from medtool.metrics.lesions import LESION_METRICS, LesionRule, components, lesion_scores, match_lesions
 
 
 def _cube(shape, corner, size, value=True, out=None):

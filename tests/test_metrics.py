@@ -214,7 +214,7 @@ def test_slice_dice_is_the_mean_of_per_slice_dice(seed=3):
 
 
 def test_score_regions_nests_labels():
-    from medtool.regions import REGION_SETS
+    from medtool.metrics.regions import REGION_SETS
 
     truth = np.zeros((3, 8, 8), np.uint8)
     truth[1, 1:7, 1:7] = 2                    # edema

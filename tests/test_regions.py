@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from medtool.errors import UsageError
-from medtool.regions import REGION_SETS, describe, parse_regions, region_mask
+from medtool.metrics.regions import REGION_SETS, describe, parse_regions, region_mask
 
 
 def test_named_sets_and_specs():

@@ -106,7 +106,7 @@ def test_regions_lesions_and_voxel_counts_through_the_runs(tmp_path):
     from scipy import ndimage
     from sklearn.metrics import recall_score
 
-    from medtool.lesions import LesionRule
+    from medtool.metrics.lesions import LesionRule
 
     truth, pred = {}, {}
     for case in ("a", "b"):

@@ -86,8 +86,8 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise UsageError(f"--labels {labels!r} is not a list of integers", hint="e.g. --labels 1,2") from None
         from ..datasets import read_selection
-        from ..lesions import LesionRule
-        from ..regions import parse_regions
+        from ..metrics.lesions import LesionRule
+        from ..metrics.regions import parse_regions
 
         settings = Settings(parse_metrics(metric), bootstrap=bootstrap, seed=seed, labels=label_list,
                             truth_column=truth_column, time_column=time, event_column=event,
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
             common.stderr.print(f"scored only {settings.selection.describe(runs[0].cases)}; cases "
                                 "outside it are neither scored nor counted", highlight=False)
         if settings.regions and not opts.quiet:
-            from ..regions import describe
+            from ..metrics.regions import describe
 
             common.stderr.print(f"regions: {describe(settings.regions)}", highlight=False)
         if not opts.quiet:
@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
 
 def _rules(settings) -> dict:
     """The scoring rules the leaderboard depends on, for --json: regions, lesion matching, nsd."""
-    from ..lesions import LESION_METRICS
+    from ..metrics.lesions import LESION_METRICS
 
     rules = {}
     if settings.regions:

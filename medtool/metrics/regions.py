@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 #: Region sets by name: region name -> its labels.
 REGION_SETS: dict[str, dict[str, tuple[int, ...]]] = {

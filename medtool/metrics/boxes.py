@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .tables import read_table
+from ..errors import InputError
+from ..tables import read_table
 
 #: RSNA thresholds: 0.40 to 0.75 in steps of 0.05.
 RSNA_THRESHOLDS = np.round(np.arange(0.40, 0.7501, 0.05), 2)

@@ -31,11 +31,11 @@ class (LCTSC's per-slice Dice); 1 when no slice has it, and a 2D image is one sl
 
 The lesion-wise metrics (``lesion-dice``, ``lesion-sensitivity``, ``lesion-precision``,
 ``lesion-f1``, ``lesion-fp``) match connected components as BraTS 2023 does; their rule and
-conventions are in :mod:`medtool.lesions`.
+conventions are in :mod:`medtool.metrics.lesions`.
 
 A label map is scored per label (:func:`score_labels`; the counts of every label come from one
 ``bincount`` over label pairs, :func:`confusion`) or as nested regions such as BraTS's whole
-tumour, tumour core and enhancing tumour (:func:`score_regions`, :mod:`medtool.regions`).
+tumour, tumour core and enhancing tumour (:func:`score_regions`, :mod:`medtool.metrics.regions`).
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def score_masks(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
     metrics
         Names from :data:`SEGMENTATION_METRICS`.
     lesions
-        How the lesion-wise metrics match lesions (:class:`~medtool.lesions.LesionRule`).
+        How the lesion-wise metrics match lesions (:class:`~medtool.metrics.lesions.LesionRule`).
     tolerance_mm
         The tolerance of ``nsd`` (mm).
     counts
@@ -367,7 +367,7 @@ def score_regions(truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                   lesions: LesionRule = NO_LESION_RULE,
                   tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[str, MaskScore]:
     """Score two label volumes as nested regions (region name -> its labels, as
-    :func:`medtool.regions.parse_regions` gives): one binary mask pair per region."""
+    :func:`medtool.metrics.regions.parse_regions` gives): one binary mask pair per region."""
     metrics = list(metrics)
     return {name: score_masks(region_mask(truth, members), region_mask(pred, members), spacing,
                               metrics, lesions=lesions, tolerance_mm=tolerance_mm)
