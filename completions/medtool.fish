@@ -276,6 +276,7 @@ complete -c medtool -n '__fish_seen_subcommand_from gradcam' -l png -d 'Also wri
 complete -c medtool -n '__fish_seen_subcommand_from gradcam' -l list-layers -d 'Print the model’s layers and exit'
 complete -c medtool -n '__fish_seen_subcommand_from gradcam' -l format -x -a 'seg.nrrd nii.gz nii nrrd mha mhd npy npz' -d 'Output format (default - the input’s)'
 complete -c medtool -n '__fish_seen_subcommand_from gradcam' -l suffix -x -d 'Added to each output name after the case id (e.g. _cam)'
+complete -c medtool -n '__fish_seen_subcommand_from gradcam' -l image-suffix -x -d 'The inputs are named <case><suffix> (_masked); other files are left...'
 complete -c medtool -n '__fish_seen_subcommand_from gradcam' -l json -d 'Print the results as JSON'
 complete -c medtool -n '__fish_seen_subcommand_from gradcam' -l device -x -a 'auto cpu cuda' -d 'Compute device - auto (CUDA when present, else CPU), cpu, cuda or c...'
 complete -c medtool -n '__fish_seen_subcommand_from gradcam' -l shard -x -d 'Process only share I of N of the files (deterministic; for job arrays)'

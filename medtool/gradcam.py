@@ -485,10 +485,11 @@ def png_path(path: Path) -> Path:
 def explain_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out: str | Path, *,
                   method: str = "gradcam", layer: str = AUTO_LAYER, target: str | int = PREDICTED,
                   raw: bool = False, png: bool = False, device: Any = "cpu", fmt: str | None = None,
-                  suffix: str = "", force: bool = False, shard: tuple[int, int] | None = None,
+                  suffix: str = "", image_suffix: str = "", force: bool = False, shard: tuple[int, int] | None = None,
                   step: dict[str, Any] | None = None, progress: bool = False, on_error=None):
     """``medtool gradcam``: a map for every volume under ``inputs``, written under ``out``
-    (mirroring the input names, ``suffix`` after the case id; a file name for one input), the
+    (mirroring the input names, ``suffix`` after the case id, which is the name without
+    ``image_suffix``; a file name for one input), the
     model loaded once. ``png`` also writes a ``view`` montage of the input with the map.
 
     Returns a :class:`~medtool.batch.BatchResult` whose results are the rows printed.
@@ -501,7 +502,7 @@ def explain_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     output_suffix = format_suffix(fmt, name=suffix, default=".nii.gz")
     explainer = Explainer(checkpoint, method=method, layer=layer, target=target, device=device)
     jobs = [_Job(source, path, png_path(path) if png else None)
-            for source, path in plan_outputs(inputs, out, shard=shard, suffix=output_suffix)]
+            for source, path in plan_outputs(inputs, out, shard=shard, suffix=output_suffix, image_suffix=image_suffix)]
 
     def run(job: _Job) -> dict[str, Any]:
         from .segmentation import as_3d

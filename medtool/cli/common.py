@@ -404,3 +404,15 @@ def report_written(report, *, json: bool, opts: Options) -> int:
         raise InputError("no volume files found", path=" ".join(report.inputs),
                          hint="give .npy, .npz, .nii or .nii.gz files or folders holding them")
     return report_failures(report.failures, report.files)
+
+
+def image_suffix(state: dict[str, Any], given: str | None, opts: "Options") -> str:
+    """``--image-suffix``, else the one the checkpoint was trained with (said when not empty)."""
+    if given is not None:
+        return given
+    options = state.get("training", {}).get("options", {})
+    trained = state.get("recipe", {}).get("image_suffix") or options.get("image_suffix") or ""
+    if trained and not opts.quiet:
+        stderr.print(f"inputs named <case>{trained} (as in training; change with --image-suffix)",
+                     highlight=False)
+    return trained

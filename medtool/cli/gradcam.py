@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         list_layers: Annotated[bool, typer.Option("--list-layers", help="Print the model's layers and exit.")] = False,
         fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")] = None,
         suffix: Annotated[str, typer.Option("--suffix", help="Added to each output name after the case id (e.g. _cam).")] = "",
+        image_suffix: Annotated[str | None, typer.Option("--image-suffix", help="The inputs are named <case><suffix> (_masked); other files are left out [default: the checkpoint's, from training].")] = None,
         json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
         opts: common.Options,
     ) -> int:
@@ -58,10 +59,20 @@ def register(app: typer.Typer) -> None:
             raise UsageError("give at least one INPUT and the OUT folder (or --list-layers)")
         *inputs, out = paths
         torch.set_num_threads(common.threads_per_worker(1))
+        from ..datasets import select_files
+        from ..errors import InputError
+        from ..files import VOLUME_SUFFIXES
         from ..gradcam import explain_files
 
+        strip = common.image_suffix(state, image_suffix, opts)
+        if strip:
+            named, inputs = inputs, select_files(inputs, None, suffixes=VOLUME_SUFFIXES, strip=strip)
+            if not inputs:
+                raise InputError(f"no input is named <case>{strip}", path=str(named[0]),
+                                 hint="name the inputs so, or give --image-suffix ''")
+
         outcome = explain_files(state, inputs, out, method=method, layer=layer, target=target, raw=raw,
-                                png=png, device=device, fmt=fmt, suffix=suffix, force=opts.force,
+                                png=png, device=device, fmt=fmt, suffix=suffix, image_suffix=strip, force=opts.force,
                                 shard=opts.shard, step=opts.step(), progress=opts.show_progress,
                                 on_error=opts.report)
         rows = [r for r in outcome.results if r is not None]

@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
         if suffix and not entry.per_case_outputs:
             raise UsageError(f"--suffix names per-case outputs; {task} writes one CSV",
                              hint="for inputs named <case>_masked use --image-suffix _masked")
-        values["image_suffix"] = _image_suffix(state, image_suffix, opts)
+        values["image_suffix"] = common.image_suffix(state, image_suffix, opts)
         if selection is not None or values["image_suffix"]:
             named = inputs
             inputs = select_files(inputs, selection, suffixes=VOLUME_SUFFIXES if entry.reads == "volumes" else None,
@@ -135,18 +135,6 @@ def _checkpoints(path: Path, opts: common.Options) -> tuple[dict[str, Any], list
         common.stderr.print(f"ensemble of {len(states)} folds ({', '.join(p.parent.name for p in paths)}): "
                             "their probabilities averaged", highlight=False)
     return states[0], states[1:]
-
-
-def _image_suffix(state: dict[str, Any], given: str | None, opts: common.Options) -> str:
-    """``--image-suffix``, else the one the checkpoint was trained with (said when not empty)."""
-    if given is not None:
-        return given
-    options = state.get("training", {}).get("options", {})
-    trained = state.get("recipe", {}).get("image_suffix") or options.get("image_suffix") or ""
-    if trained and not opts.quiet:
-        common.stderr.print(f"inputs named <case>{trained} (as in training; change with --image-suffix)",
-                            highlight=False)
-    return trained
 
 
 def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: dict[str, Any], device,

@@ -77,3 +77,27 @@ def test_bad_file_in_a_batch_and_bad_options(cli, checkpoint, inputs, tmp_path):
         assert bad.exit_code == 2 and text in bad.stderr and "Traceback" not in bad.output
     missing = cli("gradcam", tmp_path / "none.pt", inputs, tmp_path / "cam2")
     assert missing.exit_code == 1 and "no such checkpoint" in missing.stderr
+
+
+def test_gradcam_takes_the_inputs_named_as_in_training(cli, tmp_path):
+    """A classifier trained on <case>_masked crops explains only those (not the other files of
+    the folder) and names its maps <case><suffix>, as predict does."""
+    import numpy as np
+
+    from medtool.formats import load_volume, save_volume
+    from tests.test_checkpoints import classify_inputs
+
+    crops = classify_inputs(tmp_path / "crops")
+    masked = tmp_path / "masked"
+    masked.mkdir()
+    for path in sorted(crops.glob("c*.npy")):
+        volume = load_volume(path)
+        save_volume(volume, masked / f"{path.stem}_masked.npy")
+        save_volume(volume.with_array(np.zeros_like(volume.array)), masked / f"{path.stem}_lungs.npy")
+    result = cli("train", "classify", "--images", masked, "--image-suffix", "_masked", "--labels", crops / "labels.csv",
+                 "--model", "simple3d", "--width", "4", "--epochs", "1", "--normalize", "zscore", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    result = cli("gradcam", tmp_path / "run" / "last.pt", masked, tmp_path / "cam", "--suffix", "_cam")
+    assert result.exit_code == 0, result.stderr
+    assert "inputs named <case>_masked (as in training" in " ".join(result.stderr.split())
+    assert sorted(p.name for p in (tmp_path / "cam").glob("*.npy")) == [f"c{i}_cam.npy" for i in range(6)]
