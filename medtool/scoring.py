@@ -577,29 +577,9 @@ def _score_classifier_run(run: Run, path: Path, truth: _ClassTruth, settings: Se
     if needs_prob and prob is None:
         raise InputError(f"{', '.join(sorted(needs_prob))} needs probabilities, the table has no "
                          f"{PROB_PREFIX}<class> columns", path=path, hint="write one prob_<class> column per class")
-    index = {name: k for k, name in enumerate(classes)}
     needs_labels = set(settings.metrics) - classification.NEEDS_SURVIVAL
-    truth_index = np.zeros(len(rows), np.intp)
-    pred_index = np.zeros(len(rows), np.intp)
-    if needs_labels:
-        for n, label in enumerate(truth.labels):
-            if label not in index:
-                raise InputError(f"true class {label!r} of case {truth.ids[n]} is not one of the predicted "
-                                 f"classes {', '.join(classes)}", path=path,
-                                 hint=f"add a {PROB_PREFIX}{label} column, or check --truth-column")
-            truth_index[n] = index[label]
-        if PRED_COLUMN in table.columns:
-            for n, i in enumerate(rows):
-                value = table.rows[i][PRED_COLUMN]
-                if value not in index:
-                    raise table.error(i, f"pred {value!r} is not one of the classes {', '.join(classes)}",
-                                      "predict one of the classes")
-                pred_index[n] = index[value]
-        elif prob is not None:
-            pred_index = prob.argmax(axis=1)
-        else:
-            raise InputError(f"no {PRED_COLUMN!r} column and no probabilities", path=path,
-                             hint=f"write case_id,{PROB_PREFIX}<class>...,{PRED_COLUMN}")
+    truth_index, pred_index = (_class_indices(table, path, rows, truth, classes, prob) if needs_labels
+                               else (np.zeros(len(rows), np.intp), np.zeros(len(rows), np.intp)))
     risk = None
     if classification.NEEDS_SURVIVAL & set(settings.metrics):
         if RISK_COLUMN in table.columns:
@@ -637,6 +617,40 @@ def _score_classifier_run(run: Run, path: Path, truth: _ClassTruth, settings: Se
         if risk is not None:
             row.update(time=truth.time[n], event=int(truth.event[n]), risk=risk[n])
         run.per_case.append(row)
+
+
+def _class_indices(table, path: Path, rows: list[int], truth: "_ClassTruth", classes: list[str],
+                   prob: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The true and the predicted class of each case as indices into ``classes`` (the table's
+    ``pred`` column, else the arg-max of its probabilities).
+
+    Raises
+    ------
+    InputError
+        A true or predicted class that is not one of ``classes``, or neither predictions nor
+        probabilities.
+    """
+    index = {name: k for k, name in enumerate(classes)}
+    truth_index = np.zeros(len(rows), np.intp)
+    for n, label in enumerate(truth.labels):
+        if label not in index:
+            raise InputError(f"true class {label!r} of case {truth.ids[n]} is not one of the predicted "
+                             f"classes {', '.join(classes)}", path=path,
+                             hint=f"add a {PROB_PREFIX}{label} column, or check --truth-column")
+        truth_index[n] = index[label]
+    if PRED_COLUMN in table.columns:
+        pred_index = np.zeros(len(rows), np.intp)
+        for n, i in enumerate(rows):
+            value = table.rows[i][PRED_COLUMN]
+            if value not in index:
+                raise table.error(i, f"pred {value!r} is not one of the classes {', '.join(classes)}",
+                                  "predict one of the classes")
+            pred_index[n] = index[value]
+        return truth_index, pred_index
+    if prob is not None:
+        return truth_index, prob.argmax(axis=1)
+    raise InputError(f"no {PRED_COLUMN!r} column and no probabilities", path=path,
+                     hint=f"write case_id,{PROB_PREFIX}<class>...,{PRED_COLUMN}")
 
 
 def _number(table, index: int, column: str) -> float:
