@@ -62,21 +62,26 @@ def test_plan_only_is_deterministic_and_given_options_win(cli, tmp_path):
     dataset = write_nnunet(tmp_path, cases=3)
     plans = []
     for run in ("a", "b"):
-        result = cli("train", "segment", "--dataset", dataset, "--dim", "2d", "--plan-only", "--out", tmp_path / run)
+        result = cli("train", "segment", "--dataset", dataset, "--dim", "2d", "--plan-only", "--device", "cpu",
+                     "--out", tmp_path / run)
         assert result.exit_code == 0, result.stderr
         assert not (tmp_path / run / "last.pt").exists()            # nothing trained
         plans.append(json.loads((tmp_path / run / "plan.json").read_text()))
     assert plans[0] == plans[1]
     lines = {line["name"]: line for line in plans[0]["plan"]}
-    assert lines["patch"]["source"] == "planned" and lines["width"]["source"] == "default"
+    assert lines["patch"]["source"] == "planned" and lines["depth"]["source"] == "default"
+    # on a CPU, what is not given follows the CPU recipe
+    assert lines["width"]["value"] == 16 and lines["width"]["source"] == "planned" and "a CPU" in lines["width"]["why"]
+    assert lines["batch_size"]["value"] == 8 and lines["batch_size"]["source"] == "planned"
     assert lines["dim"] == {"name": "dim", "value": "2d", "source": "given", "why": "given"}
     assert lines["keep-largest"]["value"] == 1
     result = cli("train", "segment", "--dataset", dataset, "--dim", "2d", "--patch", "1", "8", "8", "--width", "6",
-                 "--plan-only", "--out", tmp_path / "c")
+                 "--batch-size", "3", "--plan-only", "--device", "cpu", "--out", tmp_path / "c")
     assert result.exit_code == 0, result.stderr
     given = {line["name"]: line for line in json.loads((tmp_path / "c" / "plan.json").read_text())["plan"]}
     assert given["patch"]["value"] == [8, 8] and given["patch"]["source"] == "given"
     assert given["width"]["value"] == 6 and given["width"]["source"] == "given"
+    assert given["batch_size"]["value"] == 3 and given["batch_size"]["source"] == "given"
     assert "width          6  (given)" in result.stderr
 
 
