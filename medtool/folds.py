@@ -197,6 +197,10 @@ def _case_of_path(path: Path, root: Path, *, image_suffix: str | None = None) ->
 
 
 def _folder_cases(folder: Path, *, image_suffix: str | None = None) -> tuple[list[str], int]:
+    from .layouts import DATASET_JSON, read_layout
+
+    if (folder / DATASET_JSON).is_file():           # a Decathlon or nnU-Net dataset: its training cases
+        return [case.case_id for case in read_layout(folder).cases], 0
     volumes = find_files([folder], suffixes=VOLUME_SUFFIXES)
     if volumes:
         stems = [strip_suffix(p) for p in volumes]

@@ -100,3 +100,15 @@ def test_brats_case_folders_are_one_case_each(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     rows = (tmp_path / "folds.csv").read_text().splitlines()[1:]
     assert sorted(r.split(",")[0] for r in rows) == [f"BraTS20_Training_{i:03d}" for i in range(4)]
+
+
+def test_a_dataset_folder_gives_its_training_cases(cli, tmp_path):
+    """An nnU-Net dataset (imagesTr/<case>_0000, labelsTr/<case>) gives the case ids train
+    --dataset uses, so its folds flow into train --folds."""
+    from tests.layout_fixtures import write_nnunet
+
+    dataset = write_nnunet(tmp_path, cases=4)
+    result = cli("folds", dataset, tmp_path / "folds.csv", "--k", "2")
+    assert result.exit_code == 0, result.stderr
+    rows = (tmp_path / "folds.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[0] for r in rows) == [f"box_{i:03d}" for i in range(4)]
