@@ -706,7 +706,12 @@ def assemble(stack: Stack, *, workers: int = 1, progress: bool = False) -> Volum
             raise outcome.failures[0][1]
     else:
         for task in tasks:
-            array[[i for i, _ in task]] = _read_task(task)
+            indices = [i for i, _ in task]
+            if indices == list(range(indices[0], indices[0] + len(indices))):
+                read_pixels([frame for _, frame in task],             # straight into place
+                            out=array[indices[0]:indices[0] + len(indices)])
+            else:
+                array[indices] = _read_task(task)
 
     meta = stack.meta
     rescale = meta.get("rescale", {})
