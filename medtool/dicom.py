@@ -24,12 +24,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InputError, reason
+from .errors import InputError, MedtoolError, reason
 
 #: Bytes at which a DICOM Part 10 file carries its ``DICM`` magic (after the preamble).
 _MAGIC_OFFSET = 128
 #: First bytes of a DICOM data set written without the Part 10 preamble (group 0002 or 0008).
 _BARE_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+#: Uncompressed transfer syntaxes: Implicit VR Little, Explicit VR Little and Big Endian.
+NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 #: Values at least this large are not read in the header pass (pixel data is read later).
 _DEFER_BYTES = 2048
 #: Modalities of objects that are never images (PS3.3 C.7.3.1.1.1), named as such when skipped.
@@ -200,11 +202,15 @@ def is_dicom(path: str | os.PathLike) -> bool:
     return len(head) >= 8 and head[:2] in _BARE_STARTS
 
 
-def read_frames(path: str | os.PathLike, *, keywords: Sequence[str] = ()) -> list[Frame]:
+def read_frames(path: str | os.PathLike, *, keywords: Sequence[str] = (),
+                fast: bool = True) -> list[Frame]:
     """Header records of every image in the DICOM file at ``path`` (one per frame).
 
     ``keywords`` are DICOM keywords (of a ``--name`` template) whose values each record keeps
-    in ``naming``, beside :data:`CASE_KEYWORDS`.
+    in ``naming``, beside :data:`CASE_KEYWORDS`. With ``fast`` (the default), a plain
+    uncompressed little-endian image file is read by :mod:`medtool.dicomfast` without
+    pydicom; every other file, and every file that fails there, by pydicom. Both give the same
+    records.
 
     Raises
     ------
@@ -217,12 +223,40 @@ def read_frames(path: str | os.PathLike, *, keywords: Sequence[str] = ()) -> lis
         A damaged image: unreadable or truncated, a header that cannot be right, a compressed
         transfer syntax no installed decoder reads.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path=path, hint="check the path")
+    if fast:
+        frames = _read_frames_fast(path, keywords)
+        if frames is not None:
+            return frames
+    return _read_frames_pydicom(path, keywords)
+
+
+def _read_frames_fast(path: Path, keywords: Sequence[str]) -> list[Frame] | None:
+    """The records read by :mod:`medtool.dicomfast`, or ``None`` where pydicom must read the
+    file (it is not the common case, or something is wrong with it: pydicom says what)."""
+    from .dicomfast import Fallback, read_header
+
+    try:
+        header = read_header(path)
+        sop_class = str(header.get("SOPClassUID")
+                        or header.file_meta.get("MediaStorageSOPClassUID", ""))
+        if (sop_class == _DICOMDIR_CLASS or sop_class in LABEL_CLASSES
+                or header.get("Modality") == "SEG"):
+            return None
+        frames = _frames(header, path, header.transfer_syntax)
+        _name(frames, header, keywords)
+    except (Fallback, MedtoolError, OSError, ValueError):
+        return None
+    return frames
+
+
+def _read_frames_pydicom(path: Path, keywords: Sequence[str]) -> list[Frame]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.uid import UID, ImplicitVRLittleEndian
+
     if not is_dicom(path):
         raise NotDicomError("not a DICOM file", path=path)
     try:
@@ -243,17 +277,23 @@ def read_frames(path: str | os.PathLike, *, keywords: Sequence[str] = ()) -> lis
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            frames = _frames(ds, path)
-            naming = {keyword: _naming_value(ds.get(keyword))
-                      for keyword in dict.fromkeys((*CASE_KEYWORDS, *keywords))}
-            for frame in frames:
-                frame.naming = naming
+            ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)))
+            frames = _frames(ds, path, ts)
+            _name(frames, ds, keywords)
             return frames
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"invalid DICOM header ({reason(exc)})", path=path,
                          hint="fix the file with dcmodify / dciodvfy, or leave it out") from None
+
+
+def _name(frames: list[Frame], ds, keywords: Sequence[str]) -> None:
+    """Give every record the naming values (:data:`CASE_KEYWORDS` and ``keywords``) of ``ds``."""
+    naming = {keyword: _naming_value(ds.get(keyword))
+              for keyword in dict.fromkeys((*CASE_KEYWORDS, *keywords))}
+    for frame in frames:
+        frame.naming = naming
 
 
 @contextlib.contextmanager
@@ -273,9 +313,9 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def _frames(ds, path: Path) -> list[Frame]:
-    from pydicom.uid import UID, ImplicitVRLittleEndian
-
+def _frames(ds, path: Path, ts) -> list[Frame]:
+    """One record per frame of ``ds`` (a pydicom data set or a :class:`medtool.dicomfast.Header`),
+    whose transfer syntax is ``ts``."""
     modality = str(ds.get("Modality", "") or "")
     pixel_tag = next((t for t in (0x7FE00010, 0x7FE00008, 0x7FE00009) if t in ds), None)
     if pixel_tag is None:
@@ -295,7 +335,6 @@ def _frames(ds, path: Path) -> list[Frame]:
     if missing:
         raise InputError(f"has pixel data but no {' or '.join(missing)}", path=path,
                          hint="the image header is incomplete; fix it or leave the file out")
-    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)))
     _check_decoder(ts, path)
     rows, columns = _header_int(ds, "Rows", None, path), _header_int(ds, "Columns", None, path)
     if rows < 1 or columns < 1:
@@ -534,8 +573,6 @@ def _pixel_offset(ds, pixel_tag: int, ts, nbytes: int, path: Path, *, frames: in
     than its pixel data, when the data is at least a row longer than the header describes, or
     when compressed data holds fewer fragments than frames or could not decode to ``nbytes``.
     """
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
     element = ds.get_item(pixel_tag, keep_deferred=True)
     deferred = getattr(element, "value", b"") is None and getattr(element, "value_tell", None) is not None
     if ts.is_encapsulated:
@@ -559,7 +596,7 @@ def _pixel_offset(ds, pixel_tag: int, ts, nbytes: int, path: Path, *, frames: in
                          f"bytes per pixel is {nbytes}: the header does not describe the data",
                          path=path, hint="fix Rows, Columns or NumberOfFrames, or leave the "
                                          "file out")
-    native = ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+    native = str(ts) in NATIVE_SYNTAXES
     if deferred and native and pixel_tag == 0x7FE00010 and int(ds.get("BitsAllocated", 16)) in (8, 16, 32):
         return offset
     return None
@@ -730,11 +767,13 @@ def _json_value(value) -> Any:
 
 # -- pixels --------------------------------------------------------------------------------
 
-def read_pixels(frames: Sequence[Frame]) -> np.ndarray:
+def read_pixels(frames: Sequence[Frame], *, out: np.ndarray | None = None) -> np.ndarray:
     """Stored values of ``frames`` (all from one file), stacked as ``(len(frames), rows, cols)``.
 
     Values are the stored integers (no rescale), sign-extended or masked to ``BitsStored`` as
-    the standard says; the dtype is the stored one in native byte order.
+    the standard says; the dtype is the stored one in native byte order. ``out`` (of that
+    shape and dtype) receives them, read straight from the file where they are stored
+    uncompressed, and is returned.
 
     Raises
     ------
@@ -746,20 +785,42 @@ def read_pixels(frames: Sequence[Frame]) -> np.ndarray:
     if any(f.path != path for f in frames):
         raise ValueError("read_pixels reads frames of one file")
     dtype = np.dtype(first.dtype)
+    shape = (len(frames), first.rows, first.columns)
+    native = dtype.newbyteorder("=")
+    if out is None:
+        out = np.empty(shape, native)
+    elif out.dtype != native or out.shape != shape:
+        out[...] = read_pixels(frames)
+        return out
     if all(f.pixel_offset is not None for f in frames):
-        pixels = np.empty((len(frames), first.rows, first.columns), dtype.newbyteorder("="))
-        count = first.rows * first.columns
-        try:
-            for out, frame in zip(pixels, frames):
-                values = np.fromfile(path, dtype=dtype, count=count, offset=frame.pixel_offset)
-                if values.size != count:
+        _read_native(frames, out, dtype)
+        return _fix_bits(out, first.bits_stored)
+    out[...] = _decode(frames)
+    return out
+
+
+def _read_native(frames: Sequence[Frame], out: np.ndarray, dtype: np.dtype) -> None:
+    """Uncompressed pixel data read from the file into ``out`` (one read per frame, no copy
+    unless the bytes must be swapped)."""
+    path = frames[0].path
+    swap = not dtype.isnative and dtype.itemsize > 1
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            for index, frame in enumerate(frames):
+                target = out[index]
+                handle.seek(frame.pixel_offset)
+                if swap:
+                    values = np.frombuffer(handle.read(target.nbytes), dtype=dtype)
+                    got = values.nbytes
+                    if got == target.nbytes:
+                        target[...] = values.reshape(target.shape)
+                else:
+                    got = handle.readinto(memoryview(target).cast("B"))
+                if got != target.nbytes:
                     raise InputError("truncated: pixel data ends early", path=path,
                                      hint="the file is incomplete; copy it again from the source")
-                out[...] = values.reshape(first.rows, first.columns)
-        except OSError as exc:
-            raise InputError(f"cannot read pixel data ({reason(exc)})", path=path) from None
-        return _fix_bits(pixels, first.bits_stored)
-    return _decode(frames)
+    except OSError as exc:
+        raise InputError(f"cannot read pixel data ({reason(exc)})", path=path) from None
 
 
 def _fix_bits(pixels: np.ndarray, bits_stored: int) -> np.ndarray:

@@ -347,9 +347,18 @@ def _medtool_extension(image) -> dict[str, Any] | None:
 
 
 def _save_nifti(volume: Volume, path: Path, *, force: bool) -> None:
+    data, affine = to_nifti(volume)
+    descrip = f"medtool {volume.meta.get('units', '')}".strip().encode()[:79]
+    extension = _dumps(_header(volume)).encode("utf-8")
+    if not path.name.lower().endswith(".nii.gz"):
+        from .nifti import write_nii                 # nibabel's bytes, without nibabel
+
+        with atomic_output(path, force=force) as temp:
+            write_nii(temp, volume.array, affine, descrip=descrip,
+                      extension_code=NIFTI_ECODE_COMMENT, extension=extension)
+        return
     import nibabel as nib
 
-    data, affine = to_nifti(volume)
     stand_in = _NIFTI_STAND_INS.get(data.dtype)
     if stand_in is not None:
         data = data.astype(stand_in)
@@ -359,9 +368,7 @@ def _save_nifti(volume: Volume, path: Path, *, force: bool) -> None:
     header.set_qform(affine, code=1)
     header.set_sform(affine, code=1)
     header.set_xyzt_units(xyz="mm")
-    header["descrip"] = f"medtool {volume.meta.get('units', '')}".strip().encode()[:79]
-    header.extensions.append(
-        nib.nifti1.Nifti1Extension(NIFTI_ECODE_COMMENT, _dumps(_header(volume)).encode("utf-8"))
-    )
+    header["descrip"] = descrip
+    header.extensions.append(nib.nifti1.Nifti1Extension(NIFTI_ECODE_COMMENT, extension))
     with atomic_output(path, force=force) as temp:
         nib.save(image, temp)

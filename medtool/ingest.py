@@ -194,11 +194,11 @@ def _label_jobs(found: list[tuple[str, str]], planned: list[Stack], stacks: list
     series is not among the inputs is a failure (reported by one shard only)."""
     from collections import Counter
 
+    if not found:
+        return []
     from .dicomlabels import LABEL_SUFFIXES, match_stack, read_header
     from .files import check_inside, check_writable, strip_suffix
 
-    if not found:
-        return []
     found_series = {f.series_uid for f in frames}
     planned_series = {s.frames[0].series_uid for s in planned}
     converted = {id(s) for s in stacks}

@@ -579,7 +579,7 @@ def _geometry(frames: list[Frame], name: str, case: str, where: str, notices: li
                                          f"pixel(s) so that it holds every source pixel "
                                          f"(--no-untilt refuses instead)"))
 
-    step = float(np.median(steps))
+    step = _median(steps)
     uneven = np.abs(steps - step) > GAP_TOLERANCE * step
     if uneven.any():
         bad = np.flatnonzero(uneven)
@@ -610,6 +610,15 @@ def _geometry(frames: list[Frame], name: str, case: str, where: str, notices: li
     if stack.spacing[0] <= 0:
         raise InputError("all slices lie at the same position", hint="this is not a volume")
     return stack
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1D array, without the import of ``numpy.ma`` it makes (18 ms)."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
 
 
 def _unpositioned(frames, name, case, where, notices, meta, spacing_yx) -> Stack:
@@ -706,7 +715,12 @@ def assemble(stack: Stack, *, workers: int = 1, progress: bool = False) -> Volum
             raise outcome.failures[0][1]
     else:
         for task in tasks:
-            array[[i for i, _ in task]] = _read_task(task)
+            indices = [i for i, _ in task]
+            if indices == list(range(indices[0], indices[0] + len(indices))):
+                read_pixels([frame for _, frame in task],             # straight into place
+                            out=array[indices[0]:indices[0] + len(indices)])
+            else:
+                array[indices] = _read_task(task)
 
     meta = stack.meta
     rescale = meta.get("rescale", {})
