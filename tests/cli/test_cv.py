@@ -89,18 +89,11 @@ def test_predict_on_the_cv_run_averages_the_fold_probabilities(cli, segment_cv, 
 
 
 def test_classify_ensemble_is_the_mean_of_the_folds(cli, tmp_path):
-    from medtool.formats import save_volume
-    from medtool.volume import Volume
 
-    rng = np.random.default_rng(0)
-    crops = tmp_path / "crops"
-    crops.mkdir()
-    lines = ["case_id,label"]
-    for i in range(6):
-        array = rng.normal(0, 1, (4, 8, 8)).astype(np.float32) + (i % 2)
-        save_volume(Volume(array, (2.0, 1.0, 1.0), meta={"modality": "MR", "units": "MR"}), crops / f"c{i}.npy")
-        lines.append(f"c{i},{i % 2}")
-    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    from tests.test_checkpoints import classify_inputs
+
+    crops = classify_inputs(tmp_path / "crops")           # six volumes c0..c5 and their labels.csv
+    (tmp_path / "labels.csv").write_bytes((crops / "labels.csv").read_bytes())
     (tmp_path / "folds.csv").write_text("case_id,fold\n" + "".join(f"c{i},{i // 3}\n" for i in range(6)))
     result = cli("train", "classify", "--images", crops, "--labels", tmp_path / "labels.csv", "--folds",
                  tmp_path / "folds.csv", "--cv", "--model", "simple3d", "--width", "4", "--epochs", "1",
