@@ -89,7 +89,6 @@ def test_predict_on_the_cv_run_averages_the_fold_probabilities(cli, segment_cv, 
 
 
 def test_classify_ensemble_is_the_mean_of_the_folds(cli, tmp_path):
-
     from tests.test_checkpoints import classify_inputs
 
     crops = classify_inputs(tmp_path / "crops")           # six volumes c0..c5 and their labels.csv
