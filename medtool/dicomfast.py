@@ -109,28 +109,24 @@ class _NeedMore(Exception):
     """The header runs past the bytes read so far."""
 
 
-class DS(float):
+class _AsWritten:
+    """A number that prints as written in the file (as pydicom's ``DSfloat`` and ``IS``)."""
+
+    def __new__(cls, text: str):
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class DS(_AsWritten, float):
     """A DS number that prints as written (as pydicom's ``DSfloat``)."""
 
-    def __new__(cls, text: str):
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
 
-    def __str__(self) -> str:
-        return self.text
-
-
-class IS(int):
+class IS(_AsWritten, int):
     """An IS number that prints as written (as pydicom's ``IS``)."""
-
-    def __new__(cls, text: str):
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
-
-    def __str__(self) -> str:
-        return self.text
 
 
 class NativeSyntax(str):

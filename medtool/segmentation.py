@@ -380,7 +380,7 @@ class SegmentTask(Task):
     def _plan(self, train) -> dict[str, Any]:
         """Spacing (median of the training images), normalisation and patch size."""
         o = self.options
-        headers = [_read_header(str(c.image)) for c in train]
+        headers = self._headers(train)
         spacings = np.array([h.spacing for h in headers])
         shapes = np.array([h.shape for h in headers])
         if o.spacing is not None:
@@ -402,13 +402,23 @@ class SegmentTask(Task):
         recipe["patch"] = self._plan_patch(sizes)
         return recipe
 
+    def _headers(self, cases) -> list[Volume]:
+        """The image headers of ``cases``, each read once per task (the plan and its report both
+        need them; a gzipped NIfTI is decompressed to read one)."""
+        if not hasattr(self, "_header_cache"):
+            self._header_cache: dict[str, Volume] = {}
+        for case in cases:
+            if case.case_id not in self._header_cache:
+                self._header_cache[case.case_id] = _read_header(str(case.image))
+        return [self._header_cache[c.case_id] for c in cases]
+
     def _plan_report(self, train, entries) -> None:
         """The fingerprint of the training cases, the inference's keep-largest and a plan line per
         value (:mod:`medtool.plan`), into the recipe."""
         from .plan import GIVEN, PLANNED, PlanLine, fingerprint, keep_largest
 
         o, recipe = self.options, self.recipe
-        headers = [_read_header(str(c.image)) for c in train]
+        headers = self._headers(train)
         spacing3 = [s if s is not None else float(np.median([h.spacing[0] for h in headers])) for s in recipe["spacing"]]
         fp = fingerprint(entries, spacings=np.array([h.spacing for h in headers]),
                          shapes=np.array([h.shape for h in headers]), voxel_mm3=float(np.prod(spacing3)),
