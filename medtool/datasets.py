@@ -29,12 +29,15 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .errors import InputError, UsageError
 from .files import find_files, strip_suffix
+
+if TYPE_CHECKING:
+    from .channels import InputChannels
 
 #: Foreground positions kept per class and case for foreground sampling.
 MAX_LOCATIONS = 10_000
@@ -48,15 +51,23 @@ PASTE_INSIDE = 0.5
 
 @dataclass
 class Case:
-    """One training case: its id, image file and mask file(s) (merged in order)."""
+    """One training case: its id, image file, mask file(s) (merged in order) and the files of
+    its other input channels (:mod:`medtool.channels`; ``image`` is the first channel's)."""
 
     case_id: str
     image: Path
     masks: list[Path] = field(default_factory=list)
+    extra: list[Path] = field(default_factory=list)
+
+    @property
+    def inputs(self) -> list[Path]:
+        """Every input file of the case, the first channel's first."""
+        return [self.image, *self.extra]
 
 
 def match_cases(images: str | os.PathLike, masks: str | os.PathLike,
-                mask_suffixes: Sequence[str] = ("",), *, image_suffix: str = "") -> list[Case]:
+                mask_suffixes: Sequence[str] = ("",), *, image_suffix: str = "",
+                channels: "InputChannels | None" = None) -> list[Case]:
     """Pair the volumes under ``images`` with masks under ``masks`` by case id.
 
     The case id of an image is its file name without the volume suffix (and without
@@ -64,7 +75,9 @@ def match_cases(images: str | os.PathLike, masks: str | os.PathLike,
     not named so, the other channels and the masks of the same folder, are not images). For every suffix in
     ``mask_suffixes`` the mask ``<case_id><suffix>.<any volume format>`` must exist; several
     suffixes (``_lungs``, ``_tumour``) are merged into one label map, later ones on top with
-    their labels shifted past the earlier ones.
+    their labels shifted past the earlier ones. With ``channels`` (several input channels, one
+    file each) the images are the first channel's files and every case's other channels are
+    found beside them (:meth:`~medtool.channels.InputChannels.files`).
 
     Raises
     ------
@@ -73,6 +86,8 @@ def match_cases(images: str | os.PathLike, masks: str | os.PathLike,
     """
     from .files import case_of_image
 
+    if channels is not None and channels.suffixes:
+        image_suffix = channels.suffixes[0]
     image_files = [p for p in find_files([images]) if p.exists() and case_of_image(p, image_suffix)]
     if not image_files:
         raise InputError("no volume files" + (f" named <case>{image_suffix}" if image_suffix else ""),
@@ -86,7 +101,8 @@ def match_cases(images: str | os.PathLike, masks: str | os.PathLike,
             missing = [case_id + s for s, f in zip(mask_suffixes, found) if f is None]
             raise InputError(f"no mask {', '.join(missing)} for this image", path=image,
                              hint=f"put it in {masks} (or check --mask-suffix)")
-        cases.append(Case(case_id, image, list(found)))
+        extra = channels.files(image)[1:] if channels is not None and channels.suffixes else []
+        cases.append(Case(case_id, image, list(found), extra))
     ids = [c.case_id for c in cases]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -368,6 +384,13 @@ def crop(array: np.ndarray, start: Sequence[int], size: Sequence[int], *, pad: f
     return out
 
 
+def cached_image(path: str | os.PathLike) -> np.ndarray:
+    """A cached model-space image as ``(C, z, y, x)``, memory-mapped: one channel is kept as a
+    3D volume file, several as one 4D ``.npy`` array."""
+    array = np.load(path, mmap_mode="r")
+    return array[None] if array.ndim == 3 else array
+
+
 class PatchDataset(EpochSet):
     """Random patches from cached cases (a map-style torch dataset; see the module docstring).
 
@@ -400,7 +423,7 @@ class PatchDataset(EpochSet):
             from .formats import load_volume
 
             case = self.cases[index]
-            image = load_volume(case["image"], mmap=True).array[None]   # one input channel
+            image = cached_image(case["image"])
             mask = load_volume(case["mask"], mmap=True).array
             with np.load(case["locations"]) as data:
                 where = {int(k.split("_")[1]): data[k] for k in data.files}

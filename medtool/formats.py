@@ -318,6 +318,39 @@ def _load_nifti(path: Path, *, mmap: bool) -> Volume:
     return Volume(array, spacing, origin, direction, meta, history)
 
 
+def load_channels(path: str | os.PathLike) -> list[Volume]:
+    """The channels of a 4D NIfTI (fourth axis: the Decathlon's MRI sequences), each a 3D volume
+    on the file's grid; a 2D or 3D file of any format gives itself as one channel.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, or has more than four axes.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if volume_suffix(path) not in (".nii", ".nii.gz"):
+        return [load_volume(path, mmap=True)]
+    try:
+        image = nib.load(path)
+    except (OSError, nib.filebasedimages.ImageFileError) as exc:
+        raise InputError(f"cannot read it ({reason(exc, typed=False)})", path=path,
+                         hint="the file is truncated or not NIfTI; re-create it") from exc
+    shape = image.shape
+    if len(shape) <= 3 or (len(shape) == 4 and shape[3] == 1):
+        return [load_volume(path, mmap=True)]
+    if len(shape) != 4:
+        raise InputError(f"{len(shape)}D NIfTI (shape {list(shape)}) is not a 4D stack of channels",
+                         path=path, hint="give one 3D file per channel, or a 4D file")
+    data = np.asarray(image.dataobj)
+    volumes = []
+    for channel in range(shape[3]):
+        array, spacing, origin, direction = from_nifti(np.ascontiguousarray(data[..., channel]), image.affine)
+        volumes.append(Volume(array, spacing, origin, direction, {}))
+    return volumes
+
+
 def _agrees(header: dict[str, Any], array, spacing, origin, direction) -> bool:
     """True when the exact JSON geometry matches the float32 NIfTI header it rode with."""
     try:

@@ -357,26 +357,30 @@ class Explainer:
         return int(self.recipe["dim"])
 
     # -- model space --------------------------------------------------------------------------------
-    def prepare(self, volume: Volume, path: str | Path = "") -> Volume:
-        """The volume as the model sees it (3D, the recipe's spacing / shape, normalised)."""
+    def prepare(self, volume: Volume | Sequence[Volume], path: str | Path = "") -> tuple[Volume, np.ndarray]:
+        """The case as the model sees it: the model-space grid (3D, the recipe's spacing /
+        shape) and the normalised ``(C, Z, Y, X)`` input; ``volume`` may be a case's channels."""
+        volumes = [volume] if isinstance(volume, Volume) else list(volume)
         if self.task == "classify":
             from .classify import prepare_image
 
-            return prepare_image(volume, self.recipe, path=path)
-        from .segmentation import prepare_image
+            prepared = prepare_image(volumes[0], self.recipe, path=path)
+            return prepared, np.asarray(prepared.array)[None]
+        from .segmentation import prepare_inputs
 
-        if volume.ndim not in (2, 3) or volume.array.dtype.kind not in "iufb":
-            raise InputError(f"cannot explain a {volume.ndim}D {volume.array.dtype} array", path=path,
-                             hint="give an image volume")
-        return prepare_image(volume, self.recipe)
+        for item in volumes:
+            if item.ndim not in (2, 3) or item.array.dtype.kind not in "iufb":
+                raise InputError(f"cannot explain a {item.ndim}D {item.array.dtype} array", path=path,
+                                 hint="give an image volume")
+        return prepare_inputs(volumes, self.recipe)
 
-    def inputs(self, prepared: Volume):
-        """The model's input batch for a prepared volume: ``(1, 1, Z, Y, X)`` in 3D,
-        ``(Z, 1, Y, X)`` in 2D (for a segmentation network padded at the end to its divisor)."""
+    def inputs(self, prepared: np.ndarray):
+        """The model's input batch for a prepared ``(C, Z, Y, X)`` array: ``(1, C, Z, Y, X)`` in
+        3D, ``(Z, C, Y, X)`` in 2D (for a segmentation network padded at the end to its divisor)."""
         import torch
 
-        array = torch.from_numpy(np.ascontiguousarray(prepared.array, dtype=np.float32))
-        array = array[:, None] if self.dim == 2 else array[None, None]
+        array = torch.from_numpy(np.ascontiguousarray(prepared, dtype=np.float32))
+        array = array.permute(1, 0, 2, 3) if self.dim == 2 else array[None]
         divisor = getattr(self.model, "divisor", None)
         if self.task == "segment" and divisor is not None:
             pads = [(-n) % d for n, d in zip(array.shape[2:], divisor)]
@@ -398,15 +402,20 @@ class Explainer:
         return self._auto[key]
 
     # -- explaining ---------------------------------------------------------------------------------
-    def explain(self, volume: Volume, path: str | Path = "") -> Explanation:
-        """The attention map of ``volume`` on its own grid (raw values) and its facts."""
+    def explain(self, volume: Volume | Sequence[Volume], path: str | Path = "") -> Explanation:
+        """The attention map of ``volume`` (or a case's channels: on the first one's grid) on
+        its own grid (raw values) and its facts."""
         import torch
 
         from .segmentation import as_3d, back_onto
 
-        source = as_3d(volume)
-        prepared = self.prepare(volume, path)
-        inputs = self.inputs(prepared)
+        if not isinstance(volume, Volume):
+            volume = list(volume)
+        first = volume if isinstance(volume, Volume) else volume[0]
+        source = as_3d(first)
+        prepared, array = self.prepare(volume, path)
+        inputs = self.inputs(array)
+        volume = first
         layer = self.layer_for(inputs)
         spatial = prepared.shape if self.dim == 3 else prepared.shape[1:]
         notes: list[str] = []
@@ -496,7 +505,7 @@ def explain_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     """
     from .batch import run_batch
     from .files import check_writable
-    from .formats import load_volume, save_volume
+    from .formats import save_volume
     from .ingest import format_suffix, plan_outputs
 
     output_suffix = format_suffix(fmt, name=suffix, default=".nii.gz")
@@ -505,13 +514,14 @@ def explain_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
             for source, path in plan_outputs(inputs, out, shard=shard, suffix=output_suffix, image_suffix=image_suffix)]
 
     def run(job: _Job) -> dict[str, Any]:
-        from .segmentation import as_3d
+        from .segmentation import as_3d, input_files, read_inputs
 
         for path in (job.path, job.png):
             if path is not None:
                 check_writable(path, force=force)
-        volume = load_volume(job.source, mmap=True)
-        found = explainer.explain(volume, job.source)
+        channels = read_inputs(input_files(job.source, explainer.recipe), explainer.recipe)
+        volume = channels[0]
+        found = explainer.explain(channels, job.source)
         item = found.map
         values = item.array if raw else normalise(item.array)
         item = item.with_array(values.astype(np.float32))
@@ -541,16 +551,18 @@ def list_layers(checkpoint: dict[str, Any], *, inputs: Sequence[str | Path] = ()
     import torch
 
     from .files import find_files
-    from .formats import load_volume
+    from .intensity import channel_specs
+    from .segmentation import input_files, read_inputs
 
     explainer = Explainer(checkpoint, device=device)
     sources = find_files(inputs) if inputs else []
     if sources:
-        batch = explainer.inputs(explainer.prepare(load_volume(sources[0], mmap=True), sources[0]))
+        channels = read_inputs(input_files(sources[0], explainer.recipe), explainer.recipe)
+        batch = explainer.inputs(explainer.prepare(channels, sources[0])[1])
     else:
         size = explainer.recipe.get("shape") or explainer.recipe["patch"]
         size = list(size[1:]) if explainer.dim == 2 else list(size)
-        batch = torch.zeros((1, 1, *size))
+        batch = torch.zeros((1, len(channel_specs(explainer.recipe["normalize"])), *size))
     layers = explainer.layers(batch)
     try:
         auto = auto_layer(explainer.model, layers)

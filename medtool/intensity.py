@@ -3,9 +3,23 @@ and applying it.
 
 A recipe's ``normalize`` entry is ``{"mode": "ct", "window": [low, high]}`` (HU clipped to the
 window and scaled to [0, 1]), ``{"mode": "zscore"}`` (each volume minus its mean, over its
-standard deviation) or ``{"mode": "none"}``. ``auto`` decides from what the training images
-are (:func:`plan_normalization`): CT in HU gets the CT window, other modalities z-scores;
-stored CT values and files whose values cannot tell are refused with the option that decides.
+standard deviation) or ``{"mode": "none"}``; a model of several input channels has a list of
+them, one per channel (:func:`normalize_channels`). ``auto`` decides from what the training
+images are (:func:`plan_normalization`): CT in HU gets the CT window, other modalities
+z-scores; stored CT values and files whose values cannot tell are refused with the option that
+decides.
+
+A z-score may carry two more keys, nnU-Net's rule for MRI and the like:
+
+* ``"foreground": "nonzero"``: mean and standard deviation are taken over the voxels that are
+  not 0 in any channel (the brain of a skull-stripped MRI), and the others stay 0. Planned
+  (:func:`plan_foreground`) when the box around those voxels is at most
+  :data:`NONZERO_BOX_SHARE` of the image in the median training case, as nnU-Net decides from
+  its crop to the nonzero region;
+* ``"clip": [low, high]``: percentiles (of the same voxels) the values are clipped to first
+  (``--clip-percentiles``; off unless given).
+
+Bias-field correction (N4) is not done: correct the images before training if they need it.
 """
 
 from __future__ import annotations
@@ -29,6 +43,9 @@ CT_WINDOW = (-1000.0, 400.0)
 NORMALIZATIONS = ("auto", "ct", "zscore", "none")
 #: How many training images ``auto`` looks at (their units must agree).
 AUTO_SAMPLE = 3
+#: A z-score is taken inside the nonzero voxels when their box is at most this share of the
+#: image (median over the sampled training cases): nnU-Net's 25 % crop rule.
+NONZERO_BOX_SHARE = 0.75
 #: The option that decides when ``auto`` cannot.
 _DECIDE = "pass --normalize zscore (MRI, other modalities) or --normalize ct (CT in HU)"
 
@@ -42,23 +59,90 @@ class Normalization:
 
     def describe(self) -> str:
         """``ct window [-1000, 400] (why)`` and the like."""
-        mode = self.spec["mode"]
-        what = f"ct window [{self.spec['window'][0]:g}, {self.spec['window'][1]:g}]" if mode == "ct" else mode
-        return f"{what} ({self.why})"
+        return f"{describe_spec(self.spec)} ({self.why})"
 
 
-def normalize(array: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def describe_spec(spec: dict[str, Any]) -> str:
+    """``ct window [-1000, 400]``, ``zscore inside the nonzero voxels, clipped to percentiles
+    [0.5, 99.5]`` and the like."""
+    mode = spec["mode"]
+    if mode == "ct":
+        return f"ct window [{spec['window'][0]:g}, {spec['window'][1]:g}]"
+    text = mode
+    if spec.get("foreground") == "nonzero":
+        text += " inside the nonzero voxels"
+    if spec.get("clip"):
+        text += f", clipped to percentiles [{spec['clip'][0]:g}, {spec['clip'][1]:g}]"
+    return text
+
+
+def channel_specs(entry: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A recipe's ``normalize`` entry as one spec per input channel."""
+    return [entry] if isinstance(entry, dict) else list(entry)
+
+
+def normalize(array: np.ndarray, spec: dict[str, Any], *, foreground: np.ndarray | None = None) -> np.ndarray:
     """Intensities as the recipe says: ``ct`` clips to the window and scales to [0, 1],
-    ``zscore`` subtracts the volume's mean and divides by its standard deviation."""
+    ``zscore`` subtracts the volume's mean and divides by its standard deviation (over the
+    ``foreground`` voxels when the spec says ``"foreground": "nonzero"``: default the nonzero
+    voxels of ``array``; the others become 0), after clipping to the spec's ``clip`` percentiles."""
     data = np.asarray(array, dtype=np.float32)
     mode = spec["mode"]
     if mode == "ct":
         low, high = spec["window"]
         return (np.clip(data, low, high) - low) / np.float32(high - low)
-    if mode == "zscore":
-        std = float(data.std())
-        return (data - np.float32(data.mean())) / np.float32(std if std > 0 else 1.0)
-    return data
+    if mode != "zscore":
+        return data
+    inside = None
+    if spec.get("foreground") == "nonzero":
+        inside = np.asarray(foreground, bool) if foreground is not None else data != 0
+    values = data[inside] if inside is not None else data
+    if values.size == 0:
+        return np.zeros_like(data)
+    if spec.get("clip"):
+        low, high = np.percentile(values, spec["clip"])
+        data = np.clip(data, low, high)
+        values = np.clip(values, low, high)
+    std = float(values.std())
+    out = (data - np.float32(values.mean())) / np.float32(std if std > 0 else 1.0)
+    if inside is not None:
+        out[~inside] = 0
+    return out
+
+
+def normalize_channels(arrays: Sequence[np.ndarray], entry: dict[str, Any] | Sequence[dict[str, Any]]) -> np.ndarray:
+    """The channels of one case ``(C, ...)`` normalised each by its spec (a recipe's
+    ``normalize`` entry); the nonzero foreground is the voxels nonzero in any channel."""
+    specs = channel_specs(entry)
+    if len(specs) != len(arrays):
+        raise ValueError(f"{len(arrays)} channels but {len(specs)} normalisations")
+    foreground = None
+    if any(s.get("foreground") == "nonzero" for s in specs):
+        foreground = np.zeros(np.shape(arrays[0]), bool)
+        for array in arrays:
+            foreground |= np.asarray(array) != 0
+    return np.stack([normalize(a, s, foreground=foreground) for a, s in zip(arrays, specs)])
+
+
+def plan_foreground(arrays: Sequence[Sequence[np.ndarray]]) -> tuple[bool, str]:
+    """Whether z-scores are taken inside the nonzero voxels, from the channels of a few
+    training cases (each a list of arrays on one grid), and why (see the module docstring)."""
+    shares = []
+    for channels in arrays:
+        nonzero = np.zeros(np.shape(channels[0]), bool)
+        for array in channels:
+            nonzero |= np.asarray(array) != 0
+        if not nonzero.any():
+            continue
+        box = [np.flatnonzero(np.any(nonzero, axis=tuple(a for a in range(nonzero.ndim) if a != axis)))
+               for axis in range(nonzero.ndim)]
+        shares.append(float(np.prod([(b[-1] - b[0] + 1) / n for b, n in zip(box, nonzero.shape)])))
+    if not shares:
+        return False, "no nonzero voxels to measure"
+    share = float(np.median(shares))
+    if share <= NONZERO_BOX_SHARE:
+        return True, f"the nonzero voxels fill a box of {share:.0%} of the image (skull-stripped or cropped)"
+    return False, f"the nonzero voxels fill {share:.0%} of the image"
 
 
 def _spec(mode: str, window: Sequence[float]) -> dict[str, Any]:

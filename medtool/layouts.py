@@ -18,8 +18,9 @@ BraTS (no ``dataset.json``)
     a folder per case, ``<case>/<case>_flair.nii.gz``, ``_t1``, ``_t1ce``, ``_t2`` and the label
     map ``<case>_seg.nii.gz`` (cases without one are test cases).
 
-A case keeps one image file per channel; until several input channels can be trained, one
-channel is chosen (``channels``, default the first) and the choice is said.
+A case keeps one image file per channel (or one 4D file, the Decathlon's); its input channels
+are every channel the dataset has, in its order, unless ``channels`` picks some (nnU-Net trains
+on all of them). The choice is said in :meth:`Layout.describe`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .channels import InputChannels, parse_channels
 from .datasets import Case
 from .errors import InputError, UsageError
 from .files import VOLUME_SUFFIXES, strip_suffix
@@ -51,10 +53,12 @@ CT_NAMES = frozenset({"ct"})
 class Layout:
     """A dataset read in its own layout.
 
-    ``cases`` are the training cases (image = the chosen channel's file, one label map);
-    ``test`` the images without labels; ``classes`` the foreground names by label value
-    (1, 2, ...); ``channel`` the chosen input channel of ``channels``; ``image_suffix`` what
-    follows the case id in an image's file name (``_0000``, ``_flair``: predict strips it).
+    ``cases`` are the training cases (image = the first chosen channel's file, ``extra`` the
+    other chosen channels' files, one label map); ``test`` the images without labels (their
+    first chosen channel); ``classes`` the foreground names by label value (1, 2, ...);
+    ``chosen`` the input channels taken of ``channels``, ``suffixes`` their file-name suffixes
+    after the case id (empty when ``four_d``: one 4D file holds them); ``image_suffix`` the
+    first one's (``_0000``, ``_flair``: predict strips it).
     """
 
     kind: str
@@ -63,13 +67,30 @@ class Layout:
     test: list[Path] = field(default_factory=list)
     classes: list[str] | None = None
     channels: list[str] = field(default_factory=list)
-    channel: str = ""
-    image_suffix: str = ""
+    chosen: list[str] = field(default_factory=list)
+    suffixes: list[str] = field(default_factory=list)
     mask_suffix: str = ""
+    four_d: bool = False
+    indices: list[int] = field(default_factory=list)
+
+    @property
+    def channel(self) -> str:
+        """The first input channel."""
+        return self.chosen[0] if self.chosen else ""
+
+    @property
+    def image_suffix(self) -> str:
+        return self.suffixes[0] if self.suffixes else ""
 
     @property
     def is_ct(self) -> bool:
         return self.channel.lower() in CT_NAMES
+
+    def input_channels(self) -> InputChannels | None:
+        """How a case's files hold the chosen channels, or ``None`` for one plain image."""
+        if len(self.chosen) <= 1 and not self.four_d:
+            return None
+        return InputChannels(tuple(self.chosen), tuple(self.suffixes), self.four_d, tuple(self.indices))
 
     def describe(self) -> str:
         """One line for the user: the layout, cases, channel and where each came from."""
@@ -78,11 +99,23 @@ class Layout:
             text += f", {len(self.test)} test images"
         if self.classes:
             text += f"; classes {', '.join(self.classes)}"
-        if self.channel:
-            text += f"; channel {self.channel}"
-            if len(self.channels) > 1:
+        if self.chosen:
+            text += f"; {'channels' if len(self.chosen) > 1 else 'channel'} {', '.join(self.chosen)}"
+            if len(self.channels) > len(self.chosen):
                 text += f" (of {', '.join(self.channels)}; choose with --channels)"
+            elif len(self.channels) > 1:
+                text += " (all; choose with --channels)"
         return text
+
+
+def input_channels(layout: Layout | None, names: Sequence[str] | None) -> InputChannels | None:
+    """The input channels of a training set: the chosen channels of ``layout`` (a dataset), or
+    ``names`` (``--channels``) read as files ``<case>_<name>`` beside each other; ``None`` for
+    one image per case."""
+    if layout is not None:
+        return layout.input_channels()
+    names = parse_channels(names)
+    return InputChannels(tuple(names), tuple(f"_{n}" for n in names)) if names else None
 
 
 def read_layout(root: str | os.PathLike, *, channels: Sequence[str] | None = None) -> Layout:
@@ -125,19 +158,18 @@ def _read_json(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _choose(names: list[str], wanted: Sequence[str] | None, path: Path) -> str:
-    """The one channel to train on (``wanted``, else the first of ``names``)."""
+def _choose(names: list[str], wanted: Sequence[str] | None, path: Path) -> list[str]:
+    """The channels to train on: ``wanted`` (any case, in the order given), else all of ``names``."""
     if not names:
         raise InputError("the dataset names no input channel", path=path, hint="check dataset.json")
     if not wanted:
-        return names[0]
-    if len(wanted) > 1:
-        raise UsageError(f"--channels {','.join(wanted)}: training on several input channels is "
-                         "not available yet", hint=f"choose one of {', '.join(names)}")
+        return list(names)
     lowered = {n.lower(): n for n in names}
-    if wanted[0].lower() not in lowered:
-        raise UsageError(f"--channels {wanted[0]}: the dataset has {', '.join(names)}")
-    return lowered[wanted[0].lower()]
+    unknown = [w for w in wanted if w.lower() not in lowered]
+    if unknown:
+        raise UsageError(f"--channels {','.join(wanted)}: the dataset has no {', '.join(unknown)}",
+                         hint=f"choose from {', '.join(names)}")
+    return [lowered[w.lower()] for w in wanted]
 
 
 def _classes(labels: dict[int, str], path: Path) -> list[str]:
@@ -152,8 +184,8 @@ def _classes(labels: dict[int, str], path: Path) -> list[str]:
 def _nnunet(root: Path, meta: dict[str, Any], wanted) -> Layout:
     path = root / DATASET_JSON
     channels = [str(meta["channel_names"][k]) for k in sorted(meta["channel_names"], key=int)]
-    channel = _choose(channels, wanted, path)
-    index = channels.index(channel)
+    chosen = _choose(channels, wanted, path)
+    suffixes = [f"_{channels.index(name):04d}" for name in chosen]
     labels: dict[int, str] = {}
     for name, value in (meta.get("labels") or {}).items():
         if not isinstance(value, int):
@@ -162,7 +194,7 @@ def _nnunet(root: Path, meta: dict[str, Any], wanted) -> Layout:
         labels[value] = str(name)
     ending = str(meta.get("file_ending") or ".nii.gz")
     images, labels_dir = root / "imagesTr", root / "labelsTr"
-    suffix = f"_{index:04d}"
+    suffix = suffixes[0]
     cases = []
     for image in sorted(images.glob(f"*{suffix}{ending}")):
         case_id = image.name[: -len(suffix + ending)]
@@ -172,7 +204,12 @@ def _nnunet(root: Path, meta: dict[str, Any], wanted) -> Layout:
         if not mask.exists():
             raise InputError(f"no label file {mask.name} in {labels_dir}", path=image,
                              hint="every training image needs its label map")
-        cases.append(Case(case_id, image, [mask]))
+        extra = [images / f"{case_id}{s}{ending}" for s in suffixes[1:]]
+        missing = [p.name for p in extra if not p.exists()]
+        if missing:
+            raise InputError(f"channel file {missing[0]} is missing from imagesTr", path=image,
+                             hint="every case needs a file per channel of dataset.json")
+        cases.append(Case(case_id, image, [mask], extra))
     if not cases:
         raise InputError(f"no images <case>{suffix}{ending} in imagesTr", path=root, hint="check the dataset")
     declared = meta.get("numTraining")
@@ -181,18 +218,14 @@ def _nnunet(root: Path, meta: dict[str, Any], wanted) -> Layout:
                          path=path, hint="fix numTraining or the missing files")
     test = sorted(p for p in (root / "imagesTs").glob(f"*{suffix}{ending}") if not p.name.startswith("."))
     return Layout("nnU-Net", root, cases, test, _classes(labels, path) if labels else None,
-                  channels, channel, image_suffix=suffix)
+                  channels, chosen, suffixes)
 
 
 def _decathlon(root: Path, meta: dict[str, Any], wanted) -> Layout:
     path = root / DATASET_JSON
     modality = meta.get("modality") or {"0": "image"}
     channels = [str(modality[k]) for k in sorted(modality, key=int)]
-    channel = _choose(channels, wanted, path)
-    if len(channels) > 1:
-        raise InputError(f"the images hold {len(channels)} channels in one 4D file "
-                         f"({', '.join(channels)}); 4D images are not read yet", path=path,
-                         hint="split them into one file per channel (nnU-Net's layout) first")
+    chosen = _choose(channels, wanted, path)
     labels = {int(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     cases = []
     for item in meta.get("training") or []:
@@ -205,7 +238,9 @@ def _decathlon(root: Path, meta: dict[str, Any], wanted) -> Layout:
     if not cases:
         raise InputError("dataset.json lists no training cases", path=path, hint="check the file")
     test = [root / p for p in meta.get("test") or [] if (root / p).exists()]
-    return Layout("Decathlon", root, cases, test, _classes(labels, path) if labels else None, channels, channel)
+    four_d = len(channels) > 1      # the Decathlon keeps several channels in one 4D file
+    return Layout("Decathlon", root, cases, test, _classes(labels, path) if labels else None, channels, chosen,
+                  four_d=four_d, indices=[channels.index(c) for c in chosen] if four_d else [])
 
 
 def _brats(root: Path, wanted) -> Layout | None:
@@ -225,18 +260,19 @@ def _brats(root: Path, wanted) -> Layout | None:
         return None
     channels = sorted({key for files in found.values() for key in files if key != BRATS_LABELS[1:]},
                       key=_brats_order)
-    channel = _choose(channels, wanted, root)
+    chosen = _choose(channels, wanted, root)
     cases, test = [], []
     for case_id, files in found.items():
-        if channel not in files:
-            raise InputError(f"no {case_id}_{channel} image in this case", path=root / case_id,
-                             hint="every case needs the chosen channel; choose another with --channels")
+        missing = [c for c in chosen if c not in files]
+        if missing:
+            raise InputError(f"no {case_id}_{missing[0]} image in this case", path=root / case_id,
+                             hint="every case needs each chosen channel; choose others with --channels")
         if BRATS_LABELS[1:] in files:
-            cases.append(Case(case_id, files[channel], [files[BRATS_LABELS[1:]]]))
+            cases.append(Case(case_id, files[chosen[0]], [files[BRATS_LABELS[1:]]], [files[c] for c in chosen[1:]]))
         else:
-            test.append(files[channel])
-    return Layout("BraTS", root, cases, test, None, channels, channel,
-                  image_suffix=f"_{channel}", mask_suffix=BRATS_LABELS)
+            test.append(files[chosen[0]])
+    return Layout("BraTS", root, cases, test, None, channels, chosen, [f"_{c}" for c in chosen],
+                  mask_suffix=BRATS_LABELS)
 
 
 #: BraTS modalities in the order the challenge lists them (others after, by name).
@@ -257,19 +293,21 @@ NNUNET_ENDING = ".nii.gz"
 @dataclass
 class _ExportJob:
     case: Case
-    image: Path
+    images: list[Path]
     label: Path
+    inputs: InputChannels | None = None
 
 
 def _export_case(job: _ExportJob) -> dict[str, Any]:
-    """One case into the dataset: its image as NIfTI, its masks merged into one uint8 label map
-    on the image's grid (refused when they are not on it)."""
+    """One case into the dataset: its channels as NIfTI files on the first one's grid, its masks
+    merged into one uint8 label map on that grid (refused when they are not on it)."""
     import numpy as np
 
     from .datasets import merge_masks
     from .formats import load_volume, save_volume
 
-    image = load_volume(job.case.image)
+    channels = job.inputs.read(job.case.inputs) if job.inputs is not None else [load_volume(job.case.image)]
+    image = channels[0]
     masks = [load_volume(m) for m in job.case.masks]
     for mask, path in zip(masks, job.case.masks):
         if not mask.same_grid(image):
@@ -280,16 +318,19 @@ def _export_case(job: _ExportJob) -> dict[str, Any]:
         labels, counts = merge_masks([m.array for m in masks])
     except ValueError as exc:
         raise InputError(str(exc), path=job.case.masks[0], hint="masks hold labels 0..255") from None
-    save_volume(image, job.image)
+    for volume, path in zip(channels, job.images):
+        save_volume(volume, path)
     save_volume(masks[0].with_array(labels.astype(np.uint8)), job.label)
     return {"case_id": job.case.case_id, "labels": int(labels.max()), "counts": counts}
 
 
 def export_nnunet(cases: Sequence[Case], out: str | os.PathLike, *, classes: Sequence[str] | None,
-                  channel: str, folds: dict[str, int | str] | None = None, workers: int = 1,
+                  channels: Sequence[str], inputs: InputChannels | None = None,
+                  folds: dict[str, int | str] | None = None, workers: int = 1,
                   force: bool = False, progress: bool = False, on_error=None) -> dict[str, Any]:
     """Write ``cases`` as the nnU-Net v2 raw dataset ``out`` (``DatasetNNN_Name``): images as
-    ``imagesTr/<case>_0000.nii.gz`` (channel ``channel``), label maps as ``labelsTr/<case>.nii.gz``,
+    ``imagesTr/<case>_0000.nii.gz`` (channel ``channels[0]``; ``_0001`` ... the others, read as
+    ``inputs`` say), label maps as ``labelsTr/<case>.nii.gz``,
     ``dataset.json`` (``classes`` by value 1..N; planned ``label_N`` names when ``None``) and,
     from ``folds``, ``splits_final.json`` (nnU-Net reads it from its preprocessed folder: copy it
     there). The folder appears complete or not at all; returns what was written.
@@ -311,8 +352,8 @@ def export_nnunet(cases: Sequence[Case], out: str | os.PathLike, *, classes: Seq
     with atomic_directory(out, force=force) as temp:
         (temp / "imagesTr").mkdir()
         (temp / "labelsTr").mkdir()
-        jobs = [_ExportJob(c, temp / "imagesTr" / f"{c.case_id}_0000{NNUNET_ENDING}",
-                           temp / "labelsTr" / f"{c.case_id}{NNUNET_ENDING}") for c in cases]
+        jobs = [_ExportJob(c, [temp / "imagesTr" / f"{c.case_id}_{k:04d}{NNUNET_ENDING}" for k in range(len(channels))],
+                           temp / "labelsTr" / f"{c.case_id}{NNUNET_ENDING}", inputs) for c in cases]
         outcome = run_batch(_export_case, jobs, workers=workers, description="exporting", progress=progress,
                             on_error=on_error, name=lambda job: str(job.case.image))
         if outcome.failures:
@@ -322,7 +363,7 @@ def export_nnunet(cases: Sequence[Case], out: str | os.PathLike, *, classes: Seq
             classes = [f"label_{v}" for v in range(1, top + 1)]
         if len(classes) < top:
             raise UsageError(f"{len(classes)} class names for labels 1..{top}", hint="give one name per label")
-        description = {"channel_names": {"0": channel},
+        description = {"channel_names": {str(k): name for k, name in enumerate(channels)},
                        "labels": {"background": 0, **{name: value for value, name in enumerate(classes, 1)}},
                        "numTraining": len(cases), "file_ending": NNUNET_ENDING,
                        "name": out.name.split("_", 1)[1], "description": "written by medtool export nnunet"}
@@ -330,21 +371,34 @@ def export_nnunet(cases: Sequence[Case], out: str | os.PathLike, *, classes: Seq
         split = nnunet_splits(folds, [c.case_id for c in cases]) if folds else None
         if split is not None:
             (temp / NNUNET_SPLITS).write_text(json.dumps(split, indent=2) + "\n")
-    return {"dataset": str(out), "cases": len(cases), "classes": list(classes), "channel": channel,
+    return {"dataset": str(out), "cases": len(cases), "classes": list(classes), "channels": list(channels),
             "splits": len(split) if split else 0}
+
+
+@dataclass
+class ExportCases:
+    """What ``medtool export`` writes: the cases, their class names, nnU-Net's channel names
+    with why they were chosen, and how a case's files hold the channels (``None``: one image)."""
+
+    cases: list[Case]
+    classes: list[str] | None
+    channels: list[str]
+    why: str
+    inputs: InputChannels | None = None
 
 
 def export_cases(*, images=None, masks=None, mask_suffixes: Sequence[str] = ("",), image_suffix: str = "",
                  dataset=None, channels: Sequence[str] | None = None, class_names: Sequence[str] | None = None,
-                 channel_name: str | None = None) -> tuple[list[Case], list[str] | None, str, str]:
+                 channel_name: str | None = None) -> ExportCases:
     """The cases ``medtool export`` writes, found as ``train segment`` finds them, their class
-    names and nnU-Net's channel name with why it was chosen (given; the dataset's; CT when the
-    first image is in HU, else MRI).
+    names and nnU-Net's channel names with why they were chosen (given; the dataset's or
+    ``channels``; for one image, CT when the first image is in HU, else MRI).
 
     Raises
     ------
     UsageError
-        Neither or both of ``dataset`` and ``images``/``masks``.
+        Neither or both of ``dataset`` and ``images``/``masks``, or ``channel_name`` for
+        several channels.
     """
     from .datasets import match_cases
     from .formats import load_volume
@@ -354,15 +408,25 @@ def export_cases(*, images=None, masks=None, mask_suffixes: Sequence[str] = ("",
     if (dataset is None) == (images is None and masks is None) or (dataset is None and (images is None or masks is None)):
         raise UsageError("give --images DIR and --masks DIR, or --dataset DIR")
     layout = read_layout(dataset, channels=channels) if dataset is not None else None
+    inputs = input_channels(layout, channels)
     if layout is not None:
         cases, classes = layout.cases, list(class_names) if class_names else layout.classes
     else:
-        cases, classes = match_cases(images, masks, mask_suffixes, image_suffix=image_suffix), class_names
+        cases = match_cases(images, masks, mask_suffixes, image_suffix=image_suffix, channels=inputs)
+        classes = class_names
+    if inputs is not None and len(inputs) > 1:
+        if channel_name:
+            raise UsageError("--channel-name names one channel; these cases have "
+                             f"{', '.join(inputs.names)}", hint="leave it out: the channels keep their names")
+        where = f"the {layout.kind} dataset" if layout is not None else "--channels"
+        return ExportCases(cases, classes, list(inputs.names), f"from {where}", inputs)
     if channel_name:
-        return cases, classes, channel_name, "given"
+        return ExportCases(cases, classes, [channel_name], "given", inputs)
     if layout is not None and layout.kind != "BraTS":
-        return cases, classes, layout.channel, f"the {layout.kind} dataset.json"
+        return ExportCases(cases, classes, [layout.channel], f"the {layout.kind} dataset.json", inputs)
     units, why = guess_units(load_volume(cases[0].image, mmap=True))
+    name = cases[0].image.name
     if units == UNITS_HU:
-        return cases, classes, "CT", f"{cases[0].image.name}: {why}; change with --channel-name"
-    return cases, classes, "MRI", f"{cases[0].image.name} is not in HU; nnU-Net z-scores it; change with --channel-name"
+        return ExportCases(cases, classes, ["CT"], f"{name}: {why}; change with --channel-name", inputs)
+    return ExportCases(cases, classes, ["MRI"], f"{name} is not in HU; nnU-Net z-scores it; change with --channel-name",
+                       inputs)

@@ -46,15 +46,11 @@ def fingerprint(entries: Sequence[dict[str, Any]], *, spacings: np.ndarray, shap
     """The data set's fingerprint (see the module docstring) from the cache ``entries`` of the
     training cases, their images' ``spacings`` and ``shapes`` ``(N, 3)`` and the model-space
     voxel volume ``voxel_mm3``; ``classes`` are the foreground names by label value."""
-    stats = [e["foreground"] for e in entries if e.get("foreground")]
-    weights = np.array([s["voxels"] for s in stats], dtype=np.float64)
-    intensity = None
-    if stats:
-        intensity = {key: float(np.average([s[key] for s in stats], weights=weights))
-                     for key in ("mean", "p00_5", "p99_5")}
-        intensity["std"] = float(np.sqrt(np.average([s["std"] ** 2 + (s["mean"] - intensity["mean"]) ** 2
-                                                     for s in stats], weights=weights)))
-        intensity.update(min=float(min(s["min"] for s in stats)), max=float(max(s["max"] for s in stats)))
+    intensity = _pooled([e["foreground"] for e in entries if e.get("foreground")])
+    channels = max((len(e.get("foreground_channels") or []) for e in entries), default=0)
+    per_channel = [_pooled([e["foreground_channels"][c] for e in entries
+                            if e.get("foreground_channels") and e["foreground_channels"][c]])
+                   for c in range(channels)]
     total = float(sum(int(np.prod(e["shape"])) for e in entries))
     per_class = {}
     for value, name in enumerate(classes, start=1):
@@ -69,7 +65,21 @@ def fingerprint(entries: Sequence[dict[str, Any]], *, spacings: np.ndarray, shap
     return {"cases": len(entries), "spacing_median": np.median(spacings, axis=0).tolist(),
             "spacing_min": spacings.min(axis=0).tolist(), "spacing_max": spacings.max(axis=0).tolist(),
             "shape_median": np.median(shapes, axis=0).tolist(), "foreground_intensity": intensity,
+            **({"foreground_intensity_channels": per_channel} if per_channel else {}),
             "classes": per_class}
+
+
+def _pooled(stats: Sequence[dict[str, float]]) -> dict[str, float] | None:
+    """Foreground statistics of several cases pooled: means and percentiles weighted by the
+    voxel counts, the standard deviation of the union, the extremes; ``None`` for none."""
+    if not stats:
+        return None
+    weights = np.array([s["voxels"] for s in stats], dtype=np.float64)
+    intensity = {key: float(np.average([s[key] for s in stats], weights=weights)) for key in ("mean", "p00_5", "p99_5")}
+    intensity["std"] = float(np.sqrt(np.average([s["std"] ** 2 + (s["mean"] - intensity["mean"]) ** 2
+                                                 for s in stats], weights=weights)))
+    intensity.update(min=float(min(s["min"] for s in stats)), max=float(max(s["max"] for s in stats)))
+    return intensity
 
 
 @dataclass

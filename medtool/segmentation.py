@@ -30,7 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
-from .intensity import Normalization, normalize, plan_normalization
+from .intensity import (Normalization, channel_specs, describe_spec, normalize, normalize_channels,
+                        plan_foreground, plan_normalization)
 from .tasks import Task, TaskOptions, build_cache, cached, evaluating, read_cache
 from .volume import Volume
 
@@ -55,6 +56,7 @@ class SegmentOptions(TaskOptions):
     csv: str | None = None
     dataset: str | None = None
     channels: list[str] | None = None
+    clip_percentiles: list[float] | None = None
     image_suffix: str = ""
     mask_suffixes: list[str] = field(default_factory=lambda: [""])
     class_names: list[str] | None = None
@@ -89,8 +91,14 @@ class SegmentOptions(TaskOptions):
             raise UsageError(f"give one of --dataset, --csv and --images/--masks, not {' and '.join(given)}")
         if not given or (self.images is not None and self.masks is None):
             raise UsageError("give --images DIR and --masks DIR, --csv cases.csv or --dataset DIR")
-        if self.channels and self.dataset is None:
-            raise UsageError("--channels picks a channel of a --dataset", hint="give --dataset DIR")
+        if self.channels and self.csv is not None:
+            raise UsageError("--channels reads a --dataset or --images folder, not --csv",
+                             hint="give --images DIR --masks DIR --channels a,b (files <case>_a, <case>_b)")
+        if self.channels and self.image_suffix:
+            raise UsageError("give --channels or --image-suffix, not both",
+                             hint="--channels flair,t1ce reads <case>_flair and <case>_t1ce")
+        if self.clip_percentiles is not None and not 0 <= self.clip_percentiles[0] < self.clip_percentiles[1] <= 100:
+            raise UsageError(f"--clip-percentiles {self.clip_percentiles}: give LOW HIGH with 0 <= LOW < HIGH <= 100")
         if self.dim not in (2, 3):
             raise UsageError(f"--dim must be 2d or 3d, got {self.dim}")
         self.check_shared(paste=True)
@@ -167,11 +175,43 @@ def prepare_image(volume: Volume, recipe: dict[str, Any], *, device: Any = "cpu"
     return volume.with_array(normalize(volume.array, recipe["normalize"]))
 
 
+def prepare_inputs(volumes: Volume | Sequence[Volume], recipe: dict[str, Any], *,
+                   device: Any = "cpu") -> tuple[Volume, np.ndarray]:
+    """The input channels of one case as the model sees them: the model-space grid (a volume of
+    the first channel) and the normalised ``(C, z, y, x)`` float32 array. ``volumes`` are on
+    one grid (:func:`medtool.channels.onto_reference`); a single volume is one channel."""
+    volumes = [volumes] if isinstance(volumes, Volume) else list(volumes)
+    model = [to_model_space(as_3d(v), recipe, device=device) for v in volumes]
+    array = normalize_channels([m.array for m in model], recipe["normalize"])
+    return model[0], array
+
+
+def read_inputs(paths: Sequence[str | Path], recipe: dict[str, Any]) -> list[Volume]:
+    """The input channels of a case from its files (the first channel's first), as the recipe's
+    :class:`~medtool.channels.InputChannels` say; one file is one channel for a recipe without."""
+    from .channels import InputChannels
+    from .formats import load_volume
+
+    channels = InputChannels.from_recipe(recipe)
+    if channels is None:
+        return [load_volume(paths[0], mmap=True)]
+    return channels.read(paths)
+
+
+def input_files(first: str | Path, recipe: dict[str, Any]) -> list[Path]:
+    """The files of the case whose first channel's file is ``first`` (refused, naming the
+    missing file, when a channel is not there)."""
+    from .channels import InputChannels
+
+    channels = InputChannels.from_recipe(recipe)
+    return [Path(first)] if channels is None else channels.files(first)
+
+
 # -- the cache ---------------------------------------------------------------------------------------
 @dataclass
 class _CacheJob:
     case_id: str
-    image: str
+    images: list[str]
     masks: list[str]
     cache: str
     recipe: dict[str, Any]
@@ -192,12 +232,13 @@ def preprocess_case(job: _CacheJob) -> dict[str, Any]:
     from .datasets import locations, merge_masks, objects
     from .formats import load_volume, save_volume
 
-    image = as_3d(load_volume(job.image, mmap=True))
+    channels = [as_3d(v) for v in read_inputs(job.images, job.recipe)]
+    image = channels[0]
     arrays = []
     for path in job.masks:
         mask = as_3d(load_volume(path, mmap=True))
         if not mask.same_grid(image, atol=1e-3):
-            raise InputError(f"mask is not on the grid of its image {Path(job.image).name} "
+            raise InputError(f"mask is not on the grid of its image {Path(job.images[0]).name} "
                              f"(shape {list(mask.shape)} vs {list(image.shape)})", path=path,
                              hint=grid_hint(mask, image))
         if mask.array.dtype.kind == "f" and not np.all(np.mod(mask.array, 1) == 0):
@@ -209,27 +250,45 @@ def preprocess_case(job: _CacheJob) -> dict[str, Any]:
     except ValueError as exc:
         raise InputError(str(exc), path=job.masks[0], hint="masks hold labels 0..255") from exc
     recipe = job.recipe
-    model_image = to_model_space(image, recipe)
+    model_images = [to_model_space(c, recipe) for c in channels]
     model_mask = to_model_space(image.with_array(labels, units="label"), recipe, mask=True)
     cache = Path(job.cache)
     image_path, mask_path = cache / f"{job.case_id}_image.npy", cache / f"{job.case_id}_mask.npy"
     fg_path = cache / f"{job.case_id}_fg.npz"
-    save_volume(model_image.with_array(normalize(model_image.array, recipe["normalize"])),
-                image_path, force=True)
+    from .files import atomic_output
+
+    normalised = normalize_channels([m.array for m in model_images], recipe["normalize"])
+    if len(model_images) == 1:
+        save_volume(model_images[0].with_array(normalised[0]), image_path, force=True)
+    else:                       # (C, z, y, x): one 4D array, memory-mapped by training
+        with atomic_output(image_path, force=True) as temp:
+            with open(temp, "wb") as handle:
+                np.save(handle, normalised)
     save_volume(model_mask.with_array(np.asarray(model_mask.array, dtype=np.uint8)), mask_path, force=True)
     classes = int(labels.max()) + 1 if labels.size else 1
     where = locations(model_mask.array, classes, rng=np.random.default_rng([job.seed, len(job.case_id)]))
-    from .files import atomic_output
-
     with atomic_output(fg_path, force=True) as temp:
         with open(temp, "wb") as handle:
             np.savez(handle, **{f"class_{k}": v for k, v in where.items()})
     from .plan import foreground_statistics
 
-    return {"case_id": job.case_id, "image": str(image_path), "mask": str(mask_path),
-            "locations": str(fg_path), "shape": list(model_mask.shape), "label_counts": counts,
-            "present": sorted(where), "objects": objects(model_mask.array, classes),
-            "foreground": foreground_statistics(model_image.array, model_mask.array > 0)}
+    inside = model_mask.array > 0
+    stats = [foreground_statistics(m.array, inside) for m in model_images]
+    entry = {"case_id": job.case_id, "image": str(image_path), "mask": str(mask_path),
+             "locations": str(fg_path), "shape": list(model_mask.shape), "label_counts": counts,
+             "present": sorted(where), "objects": objects(model_mask.array, classes), "foreground": stats[0]}
+    if len(stats) > 1:
+        entry["foreground_channels"] = stats
+    return entry
+
+
+def _grouped(names: Sequence[str], specs: Sequence[dict[str, Any]], whys: Sequence[str]) -> dict[str, list[str]]:
+    """The channel names by what their normalisation says (``zscore (why)``): one line for
+    every channel normalised alike."""
+    groups: dict[str, list[str]] = {}
+    for name, spec, why in zip(names, specs, whys):
+        groups.setdefault(describe_spec(spec) + (f" ({why})" if why else ""), []).append(name)
+    return groups
 
 
 def _read_header(path: str) -> Volume:
@@ -273,17 +332,17 @@ def validation_scores(classes: Sequence[str], truth: np.ndarray, pred: np.ndarra
 
 
 def _label_names(path, count: int) -> list[str] | None:
-    """The names of labels 1..``count`` of a mask read from an RTSTRUCT or SEG (its labels
-    table, ``meta["labels"]`` with ``meta["label_colours"]``: the ROI or segment names), else
-    ``None``."""
+    """The names of labels 1..``count`` of a mask whose metadata names them (``meta["labels"]``:
+    the ROI or segment names of an RTSTRUCT or SEG, the tumour classes of the brain phantom),
+    else ``None``."""
     from .formats import load_volume
 
     meta = load_volume(path, mmap=True).meta
     labels = meta.get("labels")
-    if "label_colours" not in meta or not isinstance(labels, dict) or not count:
+    if not isinstance(labels, dict) or not count:
         return None
     names = [labels.get(str(value)) for value in range(1, count + 1)]
-    return [str(n) for n in names] if all(names) else None
+    return ["_".join(str(n).split()) for n in names] if all(names) else None
 
 
 def _mean_dice(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, float]:
@@ -314,6 +373,14 @@ class SegmentTask(Task):
 
         return None if self.options.dataset is None else read_layout(self.options.dataset,
                                                                       channels=self.options.channels)
+
+    @functools.cached_property
+    def input_channels(self):
+        """The model's input channels (:class:`~medtool.channels.InputChannels`), or ``None``
+        for one image per case: the dataset's chosen channels, or ``--channels`` of --images."""
+        from .layouts import input_channels
+
+        return input_channels(self.layout, self.options.channels)
 
     def plan_device(self, config, device) -> None:
         """On a CPU, the settings of the lung recipe measured in docs/recipes.md (a 2D U-Net of
@@ -348,7 +415,8 @@ class SegmentTask(Task):
             return self.layout.cases
         if o.csv is not None:
             return read_cases_csv(o.csv)
-        return match_cases(o.images, o.masks, o.mask_suffixes, image_suffix=o.image_suffix)
+        return match_cases(o.images, o.masks, o.mask_suffixes, image_suffix=o.image_suffix,
+                           channels=self.input_channels)
 
     def prepare(self, cache: Path, *, seed: int, workers: int = 1, progress: bool = False,
                 build_cache: bool = True, on_error=None) -> None:
@@ -364,6 +432,8 @@ class SegmentTask(Task):
         cache = Path(cache)
         key = {k: self.recipe[k] for k in ("spacing", "normalize", "dim")}
         key["mask_suffixes"] = o.mask_suffixes
+        if self.recipe.get("channels"):
+            key["channels"] = self.recipe["channels"]
         if build_cache:
             entries = self._build_cache(train + val, cache, key, seed=seed, workers=workers,
                                         progress=progress, on_error=on_error)
@@ -390,17 +460,56 @@ class SegmentTask(Task):
         if o.dim == 2:
             spacing[0] = None       # slices stay as they are
         sizes = np.median(shapes * spacings / np.array([s or v for s, v in zip(spacing, spacings[0])]), axis=0)
-        layout = self.layout
-        norm = plan_normalization(o.normalize, o.window, [(c.image, h) for c, h in zip(train, headers)],
-                                  channel=(layout.channel, f"the {layout.kind} dataset.json")
-                                  if layout is not None and layout.kind != "BraTS" else None)
-        recipe: dict[str, Any] = {"dim": o.dim, "spacing": spacing, "normalize": norm.spec,
-                                  "normalize_why": norm.why, "orientation": training_orientation(headers),
-                                  "image_suffix": layout.image_suffix if layout is not None else o.image_suffix}
+        layout, channels = self.layout, self.input_channels
+        specs, whys = self._plan_normalization(train, headers)
+        recipe: dict[str, Any] = {"dim": o.dim, "spacing": spacing, "normalize": specs[0] if channels is None else specs,
+                                  "normalize_why": whys[0] if channels is None else "; ".join(whys),
+                                  "orientation": training_orientation(headers),
+                                  "image_suffix": layout.image_suffix if layout is not None else
+                                  channels.suffixes[0] if channels is not None and channels.suffixes else o.image_suffix}
+        if channels is not None:
+            recipe["channels"] = channels.as_dict()
         if layout is not None:
             recipe["dataset"] = {"kind": layout.kind, "channel": layout.channel, "channels": layout.channels}
         recipe["patch"] = self._plan_patch(sizes)
         return recipe
+
+    def _plan_normalization(self, train, headers) -> tuple[list[dict[str, Any]], list[str]]:
+        """One normalisation per input channel and why: a channel named by a dataset or by
+        ``--channels`` follows nnU-Net's rule on its name (CT: the CT window, others a z-score),
+        one image without names is judged by its values and metadata; z-scores are taken inside
+        the nonzero voxels when a few training cases show a zero background
+        (:func:`~medtool.intensity.plan_foreground`) and clipped to ``--clip-percentiles``."""
+        from .intensity import AUTO_SAMPLE
+
+        o, layout, channels = self.options, self.layout, self.input_channels
+        if channels is None:
+            named = (layout.channel, f"the {layout.kind} dataset.json") if layout is not None and \
+                layout.kind != "BraTS" else None
+            plans = [plan_normalization(o.normalize, o.window, [(c.image, h) for c, h in zip(train, headers)],
+                                        channel=named)]
+        else:
+            where = f"the {layout.kind} dataset" if layout is not None else "--channels"
+            plans = [plan_normalization(o.normalize, o.window, [], channel=(name, where)) for name in channels.names]
+            if o.normalize == "auto":       # one reason for all: nnU-Net's rule on the names
+                plans = [Normalization(p.spec, f"by channel name in {where}, nnU-Net's rule") for p in plans]
+        specs, whys = [dict(p.spec) for p in plans], [p.why for p in plans]
+        if any(spec["mode"] == "zscore" for spec in specs):
+            sample = [[np.asarray(v.array) for v in read_inputs(c.inputs, {"channels": channels.as_dict()}
+                                                                if channels is not None else {})]
+                      for c in train[:AUTO_SAMPLE]]
+            inside, why = plan_foreground(sample)
+            for k, spec in enumerate(specs):
+                if spec["mode"] != "zscore":
+                    continue
+                if inside:
+                    spec["foreground"] = "nonzero"
+                if o.clip_percentiles is not None:
+                    spec["clip"] = [float(v) for v in o.clip_percentiles]
+                whys[k] += f"; {'inside the nonzero voxels' if inside else 'over every voxel'}: {why}"
+        if channels is not None:
+            whys = [f"{', '.join(names)}: {text}" for text, names in _grouped(channels.names, specs, whys).items()]
+        return specs, whys
 
     def _headers(self, cases) -> list[Volume]:
         """The image headers of ``cases``, each read once per task (the plan and its report both
@@ -424,7 +533,10 @@ class SegmentTask(Task):
                          shapes=np.array([h.shape for h in headers]), voxel_mm3=float(np.prod(spacing3)),
                          classes=recipe["classes"][1:])
         keep, keep_why = keep_largest(fp)
-        norm = Normalization(recipe["normalize"], recipe.get("normalize_why", ""))
+        specs = channel_specs(recipe["normalize"])
+        names = (recipe.get("channels") or {}).get("names") or ["image"]
+        norm_text = (describe_spec(specs[0]) if isinstance(recipe["normalize"], dict) else
+                     "; ".join(f"{', '.join(n)}: {t}" for t, n in _grouped(names, specs, [""] * len(specs)).items()))
         patch = recipe["patch"][1:] if o.dim == 2 else recipe["patch"]
         biggest = MAX_PATCH_3D if o.dim == 3 else MAX_PATCH_2D
         chosen = getattr(self, "device_choices", {})
@@ -445,8 +557,8 @@ class SegmentTask(Task):
             PlanLine("patch", patch, GIVEN if o.patch is not None else PLANNED,
                      "given" if o.patch is not None else f"median image size at that spacing, at most "
                      f"{' x '.join(map(str, biggest))}, divisible by the U-Net's strides"),
-            PlanLine("normalize", norm.describe().split(" (")[0], GIVEN if o.normalize != "auto" else PLANNED,
-                     norm.why),
+            PlanLine("normalize", norm_text, GIVEN if o.normalize != "auto" else PLANNED,
+                     recipe.get("normalize_why", "")),
             *[line(name, getattr(o, name)) for name in ("width", "depth", "loss", "pos_ratio", "augment")],
             *([] if loop is None else [
                 PlanLine(name, getattr(loop, name), PLANNED, chosen[name]) if name in chosen else
@@ -483,10 +595,10 @@ class SegmentTask(Task):
         found = cached(cache, key, [c.case_id for c in cases], complete)
         if found is not None:
             return found
-        jobs = [_CacheJob(c.case_id, str(c.image), [str(m) for m in c.masks], str(cache), self.recipe, seed)
-                for c in cases]
+        jobs = [_CacheJob(c.case_id, [str(p) for p in c.inputs], [str(m) for m in c.masks], str(cache),
+                          self.recipe, seed) for c in cases]
         return build_cache(cache, key, jobs, preprocess_case, workers=workers, progress=progress,
-                           on_error=on_error, name=lambda job: job.image)
+                           on_error=on_error, name=lambda job: job.images[0])
 
     def _plan_classes(self, entries, train) -> None:
         o = self.options
@@ -533,8 +645,9 @@ class SegmentTask(Task):
         names = self.recipe["classes"][1:]
         rows = []
         for case in self.val_sources:
-            image = load_volume(case.image, mmap=True)
-            labels, _ = predict_volume(model, image, self.recipe, PredictSettings(), device=device)
+            channels = read_inputs(case.inputs, self.recipe)
+            image = channels[0]
+            labels, _ = predict_volume(model, channels, self.recipe, PredictSettings(), device=device)
             labels.meta["classes"] = self.recipe["classes"]
             path = Path(out) / f"{case.case_id}.nii.gz"
             save_volume(labels, path, force=True)
@@ -559,12 +672,16 @@ class SegmentTask(Task):
     def out_channels(self) -> int:
         return 1 if self.recipe["activation"] == "sigmoid" else len(self.recipe["classes"])
 
+    @property
+    def in_channels(self) -> int:
+        return len(channel_specs(self.recipe["normalize"]))
+
     def model_spec(self) -> dict[str, Any]:
         from .models.unet import plan_strides
 
         o = self.options
         patch = self.recipe["patch"][1:] if o.dim == 2 else self.recipe["patch"]
-        config = {"dim": o.dim, "in_channels": 1, "out_channels": self.out_channels, "width": o.width,
+        config = {"dim": o.dim, "in_channels": self.in_channels, "out_channels": self.out_channels, "width": o.width,
                   "depth": o.depth, "norm": o.norm, "dropout": o.dropout, "residual": o.residual,
                   "deep_supervision": o.deep_supervision, "upsample": o.upsample,
                   "strides": plan_strides(patch, o.depth), "channels_last": o.channels_last}
@@ -576,7 +693,7 @@ class SegmentTask(Task):
         import torch
 
         window = self._window()
-        return (torch.rand(batch_size, 1, *window, generator=torch.Generator().manual_seed(0)),
+        return (torch.rand(batch_size, self.in_channels, *window, generator=torch.Generator().manual_seed(0)),
                 torch.zeros(batch_size, *window, dtype=torch.long))
 
     def build_loss(self):
@@ -592,8 +709,9 @@ class SegmentTask(Task):
 
         config = make_config(self.options.augment, self.options.aug)
         into = config.paste_into
-        if into is not None and self.recipe["normalize"]["mode"] == "ct":
-            into = tuple(float(v) for v in normalize(np.array(into), self.recipe["normalize"]))
+        first = channel_specs(self.recipe["normalize"])[0]      # paste targets judge channel 0
+        if into is not None and first["mode"] == "ct":
+            into = tuple(float(v) for v in normalize(np.array(into), first))
         return PatchDataset(self.train_cases, patch=self.recipe["patch"], length=length,
                             pos_ratio=self.options.pos_ratio, seed=seed, two_d=self.options.dim == 2,
                             paste=Paste(config.paste, config.paste_scale, into))
@@ -619,6 +737,7 @@ class SegmentTask(Task):
         (which picks ``best.pt``) is the mean of the labels' Dice; it is left out when no
         validation case has a Dice for any label (the loop then falls back to the loss).
         """
+        from .datasets import cached_image
         from .formats import load_volume
         from .inference import labels_from_logits, sliding_window
 
@@ -632,7 +751,7 @@ class SegmentTask(Task):
         with evaluating(model):
             for row, case in enumerate(self.val_cases):
                 mask = load_volume(case["mask"], mmap=True)
-                image = load_volume(case["image"], mmap=True).array[None]
+                image = cached_image(case["image"])
                 truth = np.asarray(mask.array)
                 logits = sliding_window(model, image, patch=self._window(), out_channels=self.out_channels,
                                         overlap=self.options.val_overlap, batch_size=batch_size,
@@ -681,10 +800,11 @@ class PredictSettings:
             raise UsageError(f"--interpolation {self.interpolation}: choose one of {', '.join(INTERPOLATIONS)}")
 
 
-def predict_volume(model, volume: Volume, recipe: dict[str, Any], settings: PredictSettings, *,
+def predict_volume(model, volume: Volume | Sequence[Volume], recipe: dict[str, Any], settings: PredictSettings, *,
                    device, amp_dtype=None) -> tuple[Volume, list[Volume]]:
     """Labels (uint8, on ``volume``'s own grid) and, if asked, one probability map per
-    foreground class; see the module docstring.
+    foreground class; see the module docstring. ``volume`` may be the input channels of a case
+    (on one grid, :func:`read_inputs`): the labels are on the first one's grid.
 
     ``model`` may be a list of models of the same recipe (the folds of ``train --cv``): their
     class probabilities are averaged (nnU-Net's ensemble) and the labels taken from the mean.
@@ -695,8 +815,13 @@ def predict_volume(model, volume: Volume, recipe: dict[str, Any], settings: Pred
                             probabilities_from_logits, sliding_window)
 
     models = list(model) if isinstance(model, (list, tuple)) else [model]
+    volumes = [volume] if isinstance(volume, Volume) else list(volume)
+    volume = volumes[0]
+    if len(volumes) != len(channel_specs(recipe["normalize"])):
+        raise InputError(f"the model takes {len(channel_specs(recipe['normalize']))} input channels, "
+                         f"the case has {len(volumes)}", hint="give the channels it was trained on")
     source = as_3d(volume)
-    prepared = prepare_image(source, recipe, device="cpu")
+    prepared, inputs = prepare_inputs(volumes, recipe, device="cpu")
     classes = recipe["classes"]
     out_channels = 1 if recipe["activation"] == "sigmoid" else len(classes)
     labels = np.zeros(prepared.shape, dtype=np.uint8)
@@ -713,7 +838,7 @@ def predict_volume(model, volume: Volume, recipe: dict[str, Any], settings: Pred
 
     patch = recipe["patch"][1:] if recipe["dim"] == 2 else recipe["patch"]
     for member in models:
-        sliding_window(member, prepared.array[None], patch=patch, out_channels=out_channels,
+        sliding_window(member, inputs, patch=patch, out_channels=out_channels,
                        overlap=settings.overlap, blend=settings.blend, batch_size=settings.batch_size,
                        tta=settings.tta, device=device, amp_dtype=amp_dtype, on_slab=take)
     if len(models) > 1:
@@ -816,7 +941,7 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     """
     from .batch import run_batch
     from .files import check_writable, volume_suffix
-    from .formats import load_volume, save_volume
+    from .formats import save_volume
     from .ingest import format_suffix, plan_outputs
     from .train import amp_dtype, build_model
 
@@ -840,11 +965,12 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
         outputs = [job.path] + ([probability_path(job.path, n) for n in names] if settings.probabilities else [])
         for path in outputs:
             check_writable(path, force=force)
-        volume = load_volume(job.source, mmap=True)
-        if volume.array.dtype.kind not in "iuf":
+        channels = read_inputs(input_files(job.source, recipe), recipe)
+        volume = channels[0]
+        if any(c.array.dtype.kind not in "iuf" for c in channels):
             raise InputError(f"cannot segment a {volume.array.dtype} volume", path=job.source,
                              hint="give an image volume")
-        labels, maps = predict_volume(model, volume, recipe, settings, device=device, amp_dtype=dtype)
+        labels, maps = predict_volume(model, channels, recipe, settings, device=device, amp_dtype=dtype)
         history = [*volume.history, {**(step or {}), "source": str(job.source),
                                      "classes": recipe["classes"]}]
         labels.history = history

@@ -520,9 +520,11 @@ def _start_line(task, device, dist_info) -> str:
     """The first line of a run: cases, input size, spacing, device and normalisation."""
     recipe = task.recipe
     normalise = ""
-    if recipe.get("normalize"):
+    if isinstance(recipe.get("normalize"), dict):
         chosen = Normalization(recipe["normalize"], recipe.get("normalize_why", "from the checkpoint"))
         normalise = f", normalise {chosen.describe()}"
+    elif recipe.get("normalize"):           # one per input channel, each said in its why
+        normalise = f", normalise {recipe.get('normalize_why', '')}"
     return (f"training {task.name}: {len(task.train_cases)} training / {len(task.val_cases)} validation cases, "
             f"{'patch' if 'patch' in recipe else 'input'} {recipe.get('patch', recipe.get('shape'))}, "
             f"spacing {recipe.get('spacing')}, device {device}{normalise}"

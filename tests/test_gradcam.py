@@ -185,7 +185,7 @@ def test_map_on_the_inputs_anisotropic_oblique_grid(oblique_ball, dim, method):
         # the map is the model-space map resampled onto the input grid: SimpleITK agrees
         sitk = pytest.importorskip("SimpleITK")
         prepared = prepare_image(oblique_ball, explainer.recipe)
-        cam = compute_cam(explainer.model, explainer.inputs(prepared), found.layer,
+        cam = compute_cam(explainer.model, explainer.inputs(prepared.array[None]), found.layer,
                           _region_of(explainer, prepared), method=method)
         model_map = cam.maps.numpy()
         model_map = (model_map[0] if dim == 3 else model_map)[tuple(slice(0, n) for n in prepared.shape)]
@@ -213,7 +213,7 @@ def _sitk_onto(sitk, volume: Volume, like: Volume) -> np.ndarray:
 def _region_of(explainer, prepared):
     from medtool.gradcam import region_target
 
-    inputs = explainer.inputs(prepared)
+    inputs = explainer.inputs(prepared.array[None])
     with torch.no_grad():
         logits = explainer.model(inputs)
     spatial = prepared.shape if explainer.dim == 3 else prepared.shape[1:]

@@ -39,9 +39,38 @@ def test_brats_folders_give_cases_channels_and_test_cases(tmp_path):
     assert layout.channel == "flair" and layout.image_suffix == "_flair" and layout.mask_suffix == "_seg"
     assert len(layout.cases) == 3 and len(layout.test) == 1
     assert layout.cases[0].image.name == "BraTS20_Training_000_flair.nii.gz"
-    assert "choose with --channels" in layout.describe()
+    # every channel is an input unless --channels picks some (nnU-Net trains on all)
+    assert layout.chosen == ["flair", "t1", "t1ce", "t2"] and layout.suffixes == ["_flair", "_t1", "_t1ce", "_t2"]
+    assert [p.name for p in layout.cases[0].inputs] == [f"BraTS20_Training_000_{m}.nii.gz"
+                                                        for m in ("flair", "t1", "t1ce", "t2")]
+    assert "channels flair, t1, t1ce, t2 (all; choose with --channels)" in layout.describe()
+    channels = layout.input_channels()
+    assert channels.names == ("flair", "t1", "t1ce", "t2") and not channels.four_d
     t1ce = read_layout(tmp_path / "BraTS", channels=["T1CE"])
     assert t1ce.cases[2].image.name == "BraTS20_Training_002_t1ce.nii.gz" and t1ce.image_suffix == "_t1ce"
+    assert t1ce.input_channels() is None and "(of flair, t1, t1ce, t2; choose with --channels)" in t1ce.describe()
+    # the order given is the order of the channels
+    two = read_layout(tmp_path / "BraTS", channels=["t2", "flair"])
+    assert [p.name for p in two.cases[1].inputs] == ["BraTS20_Training_001_t2.nii.gz", "BraTS20_Training_001_flair.nii.gz"]
+    assert two.test[0].name == "BraTS20_Training_003_t2.nii.gz"
+
+
+def test_nnunet_channels_are_the_numbered_files_of_a_case(tmp_path):
+    dataset = write_nnunet(tmp_path, channel="T2")
+    meta = json.loads((dataset / "dataset.json").read_text())
+    meta["channel_names"] = {"0": "T2", "1": "ADC"}
+    (dataset / "dataset.json").write_text(json.dumps(meta))
+    for case in ("box_000", "box_001", "box_002"):
+        first = dataset / "imagesTr" / f"{case}_0000.nii.gz"
+        (dataset / "imagesTr" / f"{case}_0001.nii.gz").write_bytes(first.read_bytes())
+    layout = read_layout(dataset)
+    assert layout.chosen == ["T2", "ADC"] and layout.suffixes == ["_0000", "_0001"]
+    assert [p.name for p in layout.cases[2].inputs] == ["box_002_0000.nii.gz", "box_002_0001.nii.gz"]
+    only = read_layout(dataset, channels=["adc"])
+    assert only.image_suffix == "_0001" and only.cases[0].image.name == "box_000_0001.nii.gz"
+    (dataset / "imagesTr" / "box_001_0001.nii.gz").unlink()
+    with pytest.raises(InputError, match="channel file box_001_0001.nii.gz is missing"):
+        read_layout(dataset)
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -64,22 +93,22 @@ def test_damaged_datasets_are_one_error_naming_the_file(tmp_path, damage, messag
         read_layout(dataset)
 
 
-def test_not_a_dataset_and_unknown_or_several_channels(tmp_path):
+def test_not_a_dataset_and_unknown_channels(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(InputError, match="no dataset.json and no BraTS"):
         read_layout(tmp_path / "plain")
     brats = write_brats(tmp_path)
-    with pytest.raises(UsageError, match="the dataset has flair, t1, t1ce, t2"):
+    with pytest.raises(UsageError, match="the dataset has no pd"):
         read_layout(brats, channels=["pd"])
-    with pytest.raises(UsageError, match="several input channels"):
-        read_layout(brats, channels=["flair", "t2"])
+    with pytest.raises(UsageError, match="choose from flair, t1, t1ce, t2"):
+        read_layout(brats, channels=["flair", "pd"])
 
 
 def test_export_nnunet_round_trips_images_labels_and_splits(tmp_path):
     layout = read_layout(write_decathlon(tmp_path))
     folds = {"liver_0": 0, "liver_1": 1, "liver_2": "test"}
     out = tmp_path / "raw" / "Dataset501_Liver"
-    summary = export_nnunet(layout.cases, out, classes=layout.classes, channel="CT", folds=folds)
+    summary = export_nnunet(layout.cases, out, classes=layout.classes, channels=["CT"], folds=folds)
     assert summary["cases"] == 3 and summary["splits"] == 2
     description = json.loads((out / "dataset.json").read_text())
     assert description["labels"] == {"background": 0, "liver": 1, "cancer": 2}
@@ -100,13 +129,13 @@ def test_export_nnunet_round_trips_images_labels_and_splits(tmp_path):
 def test_export_refuses_bad_names_and_masks_off_the_grid(tmp_path):
     layout = read_layout(write_decathlon(tmp_path))
     with pytest.raises(UsageError, match="DatasetNNN_Name"):
-        export_nnunet(layout.cases, tmp_path / "Liver", classes=None, channel="CT")
+        export_nnunet(layout.cases, tmp_path / "Liver", classes=None, channels=["CT"])
     moved = load_volume(layout.cases[1].masks[0])
     moved.origin = (0.0, 0.0, 0.0)
     save_volume(moved, layout.cases[1].masks[0], force=True)
     out = tmp_path / "Dataset001_Liver"
     with pytest.raises(InputError, match="not on its image's grid"):
-        export_nnunet(layout.cases, out, classes=None, channel="CT")
+        export_nnunet(layout.cases, out, classes=None, channels=["CT"])
     assert not out.exists()                     # nothing half-written
 
 
@@ -123,7 +152,7 @@ def test_nnunet_accepts_the_export(tmp_path, monkeypatch):
     verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity")
     layout = read_layout(write_decathlon(tmp_path))
     out = tmp_path / "raw" / "Dataset501_Liver"
-    export_nnunet(layout.cases, out, classes=layout.classes, channel="CT")
+    export_nnunet(layout.cases, out, classes=layout.classes, channels=["CT"])
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(name, str(tmp_path / name))
     verify.verify_dataset_integrity(str(out), num_processes=1)      # raises on any violation

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         mask_suffix: Annotated[list[str] | None, typer.Option("--mask-suffix", help="Mask name after the case id; repeat to merge masks.")] = None,
         image_suffix: Annotated[str, typer.Option("--image-suffix", help="Images are named <case><suffix>; others are left out.")] = "",
         dataset: Annotated[Path | None, typer.Option("--dataset", help="A Decathlon, nnU-Net or BraTS dataset instead of folders.")] = None,
-        channels: Annotated[str | None, typer.Option("--channels", help="The channel of --dataset [default: its first].")] = None,
+        channels: Annotated[str | None, typer.Option("--channels", help="Input channels: of --dataset [default: all], or with --images files <case>_NAME (flair,t1ce); written as _0000, _0001, ...")] = None,
         folds: Annotated[Path | None, typer.Option("--folds", metavar="FOLDS.csv", help="Write splits_final.json from these folds.")] = None,
         class_names: Annotated[str | None, typer.Option("--class-names", help="Comma-separated names of labels 1..N [default: the dataset's, else label_N].")] = None,
         channel_name: Annotated[str | None, typer.Option("--channel-name", help="nnU-Net's channel name (CT, MRI, T2, ...) [default: CT for HU images, else MRI].")] = None,
@@ -45,23 +45,24 @@ def register(app: typer.Typer) -> None:
 
         if fmt not in FORMATS:
             raise UsageError(f"export {fmt}: choose one of {', '.join(FORMATS)}")
-        cases, classes, channel, why = export_cases(
+        found = export_cases(
             images=images, masks=masks, mask_suffixes=mask_suffix or [""], image_suffix=image_suffix,
-            dataset=dataset, channels=[channels] if channels else None,
+            dataset=dataset, channels=channels.split(",") if channels else None,
             class_names=[n.strip() for n in class_names.split(",")] if class_names else None,
             channel_name=channel_name)
         if not opts.quiet:
-            common.stderr.print(f"{len(cases)} cases, channel {channel} ({why})", highlight=False)
+            common.stderr.print(f"{len(found.cases)} cases, {'channels' if len(found.channels) > 1 else 'channel'} "
+                                f"{', '.join(found.channels)} ({found.why})", highlight=False)
         from ..datasets import read_folds
 
-        summary = export_nnunet(cases, out, classes=classes, channel=channel,
+        summary = export_nnunet(found.cases, out, classes=found.classes, channels=found.channels, inputs=found.inputs,
                                 folds=read_folds(folds) if folds else None, workers=opts.workers,
                                 force=opts.force, progress=opts.show_progress, on_error=opts.report)
         if json:
             common.print_json(summary)
         else:
             common.stdout.print(f"{summary['dataset']}: {summary['cases']} cases, labels "
-                                f"{', '.join(summary['classes'])}, channel {summary['channel']}"
+                                f"{', '.join(summary['classes'])}, channels {', '.join(summary['channels'])}"
                                 + (f", {summary['splits']} folds in splits_final.json" if summary["splits"] else ""),
                                 highlight=False)
         return 0

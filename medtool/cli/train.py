@@ -30,7 +30,7 @@ Example: [bold]medtool train segment --images hu/ --masks truth/ --mask-suffix _
 _TASK_HELP = {
     "segment": """Train a U-Net (2D or 3D) on images and masks; the run folder gets best.pt, last.pt, log.csv and curve.png.
 
-Images and masks are matched by case id ([bold]--images DIR --masks DIR[/bold], masks named <case><suffix> for each [bold]--mask-suffix[/bold], merged into one label map), or [bold]--csv[/bold] with case_id,image,mask, or [bold]--dataset DIR[/bold]: a Decathlon or nnU-Net v2 raw dataset (dataset.json gives the class names and CT or MRI normalisation) or BraTS case folders ([bold]--channels flair[/bold]). Each case is resampled to the recipe's spacing (default: the median of the training images), normalised ([bold]--normalize auto[/bold] decides from the images and says so) and cached under RUN/cache, then memory-mapped. [bold]--dim 3d[/bold] samples patches ([bold]--patch Z Y X[/bold]) with a foreground share [bold]--pos-ratio[/bold]; [bold]--dim 2d[/bold] samples slices. Validation is full-volume sliding-window Dice per label on [bold]--fold K[/bold] of [bold]--folds[/bold] (held-out test cases are never used), else a random --val-fraction, nnU-Net's way: a case where neither truth nor prediction holds the label is left out of its mean and a false positive on a case without it scores 0. [bold]--cv[/bold] trains every fold into RUN/fold_K and writes the out-of-fold masks (RUN/oof/), RUN/oof.csv and RUN/cv.json. [bold]--resume[/bold] continues RUN/last.pt. Under [bold]torchrun --nproc_per_node N[/bold] it runs DistributedDataParallel.
+Images and masks are matched by case id ([bold]--images DIR --masks DIR[/bold], masks named <case><suffix> for each [bold]--mask-suffix[/bold], merged into one label map), or [bold]--csv[/bold] with case_id,image,mask, or [bold]--dataset DIR[/bold]: a Decathlon or nnU-Net v2 raw dataset (dataset.json gives the class names and CT or MRI normalisation) or BraTS case folders. Several co-registered input channels (MRI sequences) are stacked: every channel of a dataset, or [bold]--channels flair,t1ce,t2[/bold] (with --images: files <case>_flair, <case>_t1ce, <case>_t2 in one folder or a folder per case; nnU-Net's 0000,0001); each is normalised on its own (CT window for CT, else a z-score, inside the nonzero voxels of skull-stripped images), and predict needs the same channels. Each case is resampled to the recipe's spacing (default: the median of the training images), normalised ([bold]--normalize auto[/bold] decides from the images and says so) and cached under RUN/cache, then memory-mapped. [bold]--dim 3d[/bold] samples patches ([bold]--patch Z Y X[/bold]) with a foreground share [bold]--pos-ratio[/bold]; [bold]--dim 2d[/bold] samples slices. Validation is full-volume sliding-window Dice per label on [bold]--fold K[/bold] of [bold]--folds[/bold] (held-out test cases are never used), else a random --val-fraction, nnU-Net's way: a case where neither truth nor prediction holds the label is left out of its mean and a false positive on a case without it scores 0. [bold]--cv[/bold] trains every fold into RUN/fold_K and writes the out-of-fold masks (RUN/oof/), RUN/oof.csv and RUN/cv.json. [bold]--resume[/bold] continues RUN/last.pt. Under [bold]torchrun --nproc_per_node N[/bold] it runs DistributedDataParallel.
 
 Example: [bold]medtool train segment --images hu/ --masks truth/ --mask-suffix _lungs --dim 3d --patch 32 96 96 --epochs 40 --out runs/lung[/bold]
 """,
@@ -86,7 +86,10 @@ _SEGMENT = {
     "csv": _opt(Path | None, "--csv", panel=_DATA, help="CSV case_id,image,mask instead of folders."),
     "dataset": _opt(Path | None, "--dataset", panel=_DATA,
                     help="A Decathlon or nnU-Net v2 raw dataset (dataset.json), or a BraTS folder of case folders."),
-    "channels": _opt(str | None, "--channels", panel=_DATA, help="The input channel of --dataset [default: its first]."),
+    "channels": _opt(str | None, "--channels", panel=_DATA,
+                     help="Input channels, in order: of --dataset [default: all], or of --images (files <case>_NAME): flair,t1ce,t2."),
+    "clip_percentiles": _opt(tuple[float, float] | None, "--clip-percentiles", metavar="LOW HIGH", panel=_DATA,
+                             help="Clip each z-scored channel to these percentiles of its foreground first (e.g. 0.5 99.5)."),
     "mask_suffix": _opt(list[str] | None, "--mask-suffix", panel=_DATA,
                         help="Mask name after the case id; repeat to merge masks."),
     "patch": _opt(tuple[int, int, int] | None, "--patch", metavar="Z Y X", panel=_DATA,
@@ -342,7 +345,7 @@ def _convert(name: str, value: Any, values: dict[str, Any]) -> Any:
         return _dim(value)
     if name in ("patch", "shape"):
         return _sizes(value, values.get("dim") or "3d", f"--{name}")
-    if name in ("spacing", "window", "aug"):
+    if name in ("spacing", "window", "aug", "clip_percentiles"):
         return list(value)
     if name == "mask_suffix":
         return list(value) or [""]

@@ -38,7 +38,7 @@ def test_an_mri_channel_is_z_scored(cli, tmp_path):
     dataset = write_nnunet(tmp_path, channel="T2")
     result = cli("train", "segment", "--dataset", dataset, *TINY, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.stderr
-    assert "normalise zscore (channel T2 in the nnU-Net dataset.json)" in _text(result)
+    assert "normalise zscore (channel T2 in the nnU-Net dataset.json; over every voxel: the nonzero voxels fill" in _text(result)
 
 
 def test_export_nnunet_then_train_and_predict_on_its_layout(cli, tmp_path):
@@ -48,7 +48,7 @@ def test_export_nnunet_then_train_and_predict_on_its_layout(cli, tmp_path):
     result = cli("export", "nnunet", out, "--dataset", task, "--folds", tmp_path / "folds.csv", "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["classes"] == ["liver", "cancer"] and summary["channel"] == "CT" and summary["splits"] == 2
+    assert summary["classes"] == ["liver", "cancer"] and summary["channels"] == ["CT"] and summary["splits"] == 2
     assert "channel CT (the Decathlon dataset.json)" in _text(result)
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [f"liver_{i}_0000.nii.gz" for i in range(3)]
     # the same images and labels as the Decathlon files
