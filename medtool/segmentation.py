@@ -291,10 +291,11 @@ def _grouped(names: Sequence[str], specs: Sequence[dict[str, Any]], whys: Sequen
     return groups
 
 
-def _read_header(path: str) -> Volume:
-    from .formats import load_volume
+def _read_header(path: str, *, four_d: bool = False) -> Volume:
+    """The image at ``path`` as a 3D volume (the first channel of a 4D file)."""
+    from .formats import load_channels, load_volume
 
-    return as_3d(load_volume(path, mmap=True))
+    return as_3d(load_channels(path)[0] if four_d else load_volume(path, mmap=True))
 
 
 def label_counts(truth: np.ndarray, pred: np.ndarray, labels: int) -> tuple[np.ndarray, ...]:
@@ -516,9 +517,10 @@ class SegmentTask(Task):
         need them; a gzipped NIfTI is decompressed to read one)."""
         if not hasattr(self, "_header_cache"):
             self._header_cache: dict[str, Volume] = {}
+        four_d = self.input_channels is not None and self.input_channels.four_d
         for case in cases:
             if case.case_id not in self._header_cache:
-                self._header_cache[case.case_id] = _read_header(str(case.image))
+                self._header_cache[case.case_id] = _read_header(str(case.image), four_d=four_d)
         return [self._header_cache[c.case_id] for c in cases]
 
     def _plan_report(self, train, entries) -> None:
