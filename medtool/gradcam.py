@@ -335,11 +335,13 @@ class Explainer:
         if self.task not in explained:
             raise UsageError(f"gradcam explains {' and '.join(explained)} checkpoints, not {self.task}")
         self.recipe = checkpoint["recipe"]
-        self.classes = list(self.recipe["classes"])
+        regions = self.recipe.get("regions") if self.task == "segment" else None
+        self.multilabel = bool(regions)         # one sigmoid per region: the regions are the classes
+        self.classes = list(regions) if regions else list(self.recipe["classes"])
         self.sigmoid = self.task == "segment" and self.recipe.get("activation") == "sigmoid"
         self.method, self.layer = method, layer
         self.target = parse_class(target, self.classes)
-        if self.task == "segment" and self.target == 0 and self.sigmoid:
+        if self.task == "segment" and self.target == 0 and self.sigmoid and not self.multilabel:
             raise UsageError("--class 0: a sigmoid segmentation model has no background score",
                              hint=f"explain class 1 ({self.classes[1]})")
         import torch
@@ -457,17 +459,22 @@ class Explainer:
                 logits = self.model(inputs[start:start + chunk].to(self.device)).float()
                 crop = (slice(None), slice(None), *[slice(0, n) for n in spatial])
                 logits = logits[crop]
-                regions.append((logits[:, 0] > 0)[:, None] if self.sigmoid
-                               else torch.nn.functional.one_hot(logits.argmax(1), len(self.classes))
-                               .movedim(-1, 1).bool())
+                if self.multilabel:
+                    regions.append(logits > 0)
+                else:
+                    regions.append((logits[:, 0] > 0)[:, None] if self.sigmoid
+                                   else torch.nn.functional.one_hot(logits.argmax(1), len(self.classes))
+                                   .movedim(-1, 1).bool())
         counts = sum(r.flatten(2).sum(dim=(0, 2)) for r in regions)
-        if self.target == PREDICTED:
-            index = 1 if self.sigmoid else 1 + int(counts[1:].argmax())
-        else:
+        if self.target != PREDICTED:
             index = int(self.target)
-        channel = 0 if self.sigmoid else index
+        elif self.multilabel:
+            index = int(counts.argmax())
+        else:
+            index = 1 if self.sigmoid else 1 + int(counts[1:].argmax())
+        channel = index if self.multilabel else 0 if self.sigmoid else index
         for start, region in zip(range(0, len(inputs), chunk), regions):
-            target = region_target(channel, region[:, 0 if self.sigmoid else index].float())
+            target = region_target(channel, region[:, channel].float())
             cam = compute_cam(self.model, inputs[start:start + chunk].to(self.device), layer, target,
                               method=self.method)
             maps.append(cam.maps)

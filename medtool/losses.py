@@ -18,7 +18,10 @@ positive on a structure that looks like the target, then carry the gradient inst
 averaged away among the millions of easy background voxels.
 
 A model's logits are ``(B, C, *spatial)``: ``C == 1`` with a sigmoid (binary), ``C >= 2`` with
-a softmax (class 0 is background). Targets are integer label maps ``(B, *spatial)``. With deep
+a softmax (class 0 is background). Targets are integer label maps ``(B, *spatial)``, or ``(B, C,
+*spatial)`` 0/1 maps for a multi-label head: one sigmoid per channel, each its own binary task
+(the overlapping regions of BraTS; :class:`RegionTargets` makes them from label maps, nnU-Net's
+region-based training). With deep
 supervision the model returns a list of logits from full resolution down; :class:`DeepSupervision`
 scores each against the target downsampled (nearest) to its size, with weights halving per
 level, normalised to sum to 1 (nnU-Net's weighting).
@@ -40,13 +43,21 @@ SMOOTH = 1e-5
 FOCAL_GAMMA = 2.0
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Sigmoid for a 1-channel head, softmax over channels otherwise."""
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+def _multilabel(logits: torch.Tensor, target: torch.Tensor) -> bool:
+    """True for 0/1 targets with a channel per logit (multi-label sigmoid heads)."""
+    return target.ndim == logits.ndim
+
+
+def probabilities(logits: torch.Tensor, *, multilabel: bool = False) -> torch.Tensor:
+    """Sigmoid for a 1-channel or multi-label head, softmax over channels otherwise."""
+    return torch.sigmoid(logits) if logits.shape[1] == 1 or multilabel else torch.softmax(logits, dim=1)
 
 
 def one_hot(target: torch.Tensor, channels: int) -> torch.Tensor:
-    """``(B, *spatial)`` labels as ``(B, channels, *spatial)`` floats (1 channel: label > 0)."""
+    """``(B, *spatial)`` labels as ``(B, channels, *spatial)`` floats (1 channel: label > 0);
+    multi-label targets ``(B, channels, *spatial)`` as they are."""
+    if target.ndim > 1 and target.shape[1:2] == (channels,) and target.dtype.is_floating_point:
+        return target.float()
     if channels == 1:
         return (target > 0).unsqueeze(1).float()
     return F.one_hot(target.long(), channels).movedim(-1, 1).float()
@@ -72,14 +83,16 @@ class SoftDice(nn.Module):
         self.jaccard, self.batch = jaccard, batch
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        probs = probabilities(logits.float())
+        multilabel = _multilabel(logits, target)
+        probs = probabilities(logits.float(), multilabel=multilabel)
         truth = one_hot(target, logits.shape[1])
         intersection, total = _overlap(probs, truth, batch=self.batch)
         if self.jaccard:
             score = (intersection + SMOOTH) / (total - intersection + SMOOTH)
         else:
             score = (2 * intersection + SMOOTH) / (total + SMOOTH)
-        return 1 - _foreground(score if self.batch else score.T).mean()
+        score = score if self.batch else score.T
+        return 1 - (score if multilabel else _foreground(score)).mean()
 
 
 class CrossEntropy(nn.Module):
@@ -93,7 +106,9 @@ class CrossEntropy(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         reduction = "mean" if self.topk >= 100 else "none"
-        if logits.shape[1] == 1:
+        if _multilabel(logits, target):
+            loss = F.binary_cross_entropy_with_logits(logits, target.float(), reduction=reduction)
+        elif logits.shape[1] == 1:
             loss = F.binary_cross_entropy_with_logits(logits, one_hot(target, 1), reduction=reduction)
         else:
             loss = F.cross_entropy(logits, target.long(), reduction=reduction)
@@ -113,8 +128,8 @@ class Focal(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        if logits.shape[1] == 1:
-            truth = one_hot(target, 1)
+        if logits.shape[1] == 1 or _multilabel(logits, target):
+            truth = one_hot(target, logits.shape[1])
             log_p = F.logsigmoid(torch.where(truth > 0, logits, -logits))  # log p_t
             foreground = truth
         else:
@@ -156,11 +171,36 @@ class DeepSupervision(nn.Module):
         total = 0.0
         for weight, logits in zip(self.weights(len(outputs)), outputs):
             small = target
-            if logits.shape[2:] != target.shape[1:]:
-                small = F.interpolate(target[:, None].float(), size=logits.shape[2:],
-                                      mode="nearest")[:, 0].to(target.dtype)
+            multilabel = _multilabel(logits, target)
+            if logits.shape[2:] != target.shape[2 if multilabel else 1:]:
+                stack = target.float() if multilabel else target[:, None].float()
+                small = F.interpolate(stack, size=logits.shape[2:], mode="nearest")
+                small = small if multilabel else small[:, 0].to(target.dtype)
             total = total + weight * self.loss(logits, small)
         return total
+
+
+class RegionTargets(nn.Module):
+    """``loss`` of a multi-label head against the regions of integer label maps: region ``r``
+    is 1 where the label is one of ``regions[r]`` (a lookup table on the device)."""
+
+    def __init__(self, loss: nn.Module, regions: Sequence[Sequence[int]]):
+        super().__init__()
+        self.loss = loss
+        top = max(max(r) for r in regions)
+        table = torch.zeros(len(regions), top + 1)
+        for index, members in enumerate(regions):
+            table[index, list(members)] = 1.0
+        self.register_buffer("table", table, persistent=False)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """``(B, *spatial)`` labels as ``(B, R, *spatial)`` region maps (labels past the table: 0)."""
+        labels = labels.long().clamp(0, self.table.shape[1])
+        table = torch.cat([self.table, torch.zeros_like(self.table[:, :1])], dim=1).to(labels.device)
+        return table[:, labels].movedim(0, 1)
+
+    def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(outputs, self.targets(target))
 
 
 def check_loss(name: str, *, ce_weight: float = 1.0, dice_weight: float = 1.0, topk: float = 100.0) -> None:

@@ -57,6 +57,7 @@ class SegmentOptions(TaskOptions):
     dataset: str | None = None
     channels: list[str] | None = None
     clip_percentiles: list[float] | None = None
+    regions: str | None = None
     image_suffix: str = ""
     mask_suffixes: list[str] = field(default_factory=lambda: [""])
     class_names: list[str] | None = None
@@ -105,6 +106,12 @@ class SegmentOptions(TaskOptions):
         if self.activation not in ACTIVATIONS:
             raise UsageError(f"--activation {self.activation}: choose one of {', '.join(ACTIVATIONS)}")
         check_loss(self.loss, ce_weight=self.ce_weight, dice_weight=self.dice_weight, topk=self.topk)
+        if self.regions is not None:
+            from .metrics.regions import parse_regions
+
+            parse_regions(self.regions)
+            if self.activation == "softmax":
+                raise UsageError("--regions trains one sigmoid per region; --activation softmax does not apply")
         if not 0 <= self.pos_ratio <= 1:
             raise UsageError("--pos-ratio must be between 0 and 1")
         if self.patch is not None and len(self.patch) != self.dim:
@@ -289,6 +296,12 @@ def _grouped(names: Sequence[str], specs: Sequence[dict[str, Any]], whys: Sequen
     for name, spec, why in zip(names, specs, whys):
         groups.setdefault(describe_spec(spec) + (f" ({why})" if why else ""), []).append(name)
     return groups
+
+
+def _paint(regions: dict[str, list[int]]) -> list[tuple[str, int]]:
+    from .metrics.regions import paint_order
+
+    return paint_order(regions)
 
 
 def _read_header(path: str, *, four_d: bool = False) -> Volume:
@@ -567,6 +580,10 @@ class SegmentTask(Task):
                 PlanLine(name, getattr(loop, name), GIVEN if name in (loop.given or []) else "default",
                          "given" if name in (loop.given or []) else "medtool's default")
                 for name in ("batch_size", "lr")]),
+            *([PlanLine("regions", ", ".join(f"{k}={'+'.join(map(str, v))}" for k, v in recipe["regions"].items()),
+                        GIVEN, "one sigmoid output per region; predict paints them back into labels "
+                        + ", ".join(f"{k}->{v}" for k, v in _paint(recipe["regions"])))]
+              if recipe.get("regions") else []),
             PlanLine("orientation", recipe.get("orientation"), PLANNED,
                      "the training images' (the most common); other inputs are reordered to it exactly"),
             PlanLine("keep-largest", keep, PLANNED, f"{keep_why}; predict uses it unless --keep-largest is given"),
@@ -625,13 +642,29 @@ class SegmentTask(Task):
         if not names:
             raise InputError("the masks hold no foreground label", path=o.masks or o.csv,
                              hint="check the mask folder and --mask-suffix")
+        self.recipe["classes"] = ["background", *names]
+        if o.regions is not None:
+            self.recipe["regions"] = self._plan_regions(len(names))
+            self.recipe["activation"] = "sigmoid"
+            return
         activation = o.activation
         if activation == "auto":
             activation = "sigmoid" if len(names) == 1 and o.loss == "bce-dice" else "softmax"
         if activation == "sigmoid" and len(names) != 1:
             raise UsageError(f"--activation sigmoid needs one foreground class, the masks hold {len(names)}")
-        self.recipe["classes"] = ["background", *names]
         self.recipe["activation"] = activation
+
+    def _plan_regions(self, top: int) -> dict[str, list[int]]:
+        """``--regions`` for labels 1..``top``: one sigmoid output per region (nnU-Net's
+        region-based training); a region of labels the masks never hold is refused."""
+        from .metrics.regions import parse_regions
+
+        regions = parse_regions(self.options.regions)
+        for name, members in regions.items():
+            if not any(1 <= m <= top for m in members):
+                raise UsageError(f"--regions: region {name} ({'+'.join(map(str, members))}) holds none of "
+                                 f"the masks' labels 1..{top}")
+        return {name: [int(m) for m in members] for name, members in regions.items()}
 
     # -- cross-validation ---------------------------------------------------------------------------
     def held_out(self, checkpoint: dict[str, Any], *, device, out: Path, fold: int):
@@ -643,8 +676,11 @@ class SegmentTask(Task):
         from .tasks import HeldOut
         from .train import build_model
 
+        from .metrics.regions import region_mask
+
         model = build_model(checkpoint).to(device)
-        names = self.recipe["classes"][1:]
+        names = self._scored()
+        regions = self.recipe.get("regions") or {name: [value] for value, name in enumerate(names, start=1)}
         rows = []
         for case in self.val_sources:
             channels = read_inputs(case.inputs, self.recipe)
@@ -659,20 +695,20 @@ class SegmentTask(Task):
                                  hint=grid_hint(masks[0], image))
             truth, _ = merge_masks([m.array for m in masks])
             row: dict[str, Any] = {"case_id": case.case_id, "output": str(path)}
-            for value, name in enumerate(names, start=1):
-                t, p = truth == value, labels.array == value
+            for name in names:
+                t, p = region_mask(truth, tuple(regions[name])), region_mask(labels.array, tuple(regions[name]))
                 row[f"dice_{name}"] = dice(t, p) if t.any() or p.any() else float("nan")
             rows.append(row)
         columns = ["case_id", "output", *[f"dice_{n}" for n in names]]
         return HeldOut(rows, columns, _mean_dice(rows, names), rows)
 
     def pool(self, held) -> dict[str, float]:
-        return _mean_dice([row for h in held for row in h.data], self.recipe["classes"][1:])
+        return _mean_dice([row for h in held for row in h.data], self._scored())
 
     # -- model, loss, data ---------------------------------------------------------------------------
     @property
     def out_channels(self) -> int:
-        return 1 if self.recipe["activation"] == "sigmoid" else len(self.recipe["classes"])
+        return head_channels(self.recipe)
 
     @property
     def in_channels(self) -> int:
@@ -702,8 +738,13 @@ class SegmentTask(Task):
         from .losses import build_loss
 
         o = self.options
-        return build_loss(o.loss, ce_weight=o.ce_weight, dice_weight=o.dice_weight, batch_dice=o.batch_dice,
+        loss = build_loss(o.loss, ce_weight=o.ce_weight, dice_weight=o.dice_weight, batch_dice=o.batch_dice,
                           topk=o.topk)
+        if self.recipe.get("regions"):
+            from .losses import RegionTargets
+
+            return RegionTargets(loss, list(self.recipe["regions"].values()))
+        return loss
 
     def dataset(self, *, length: int, seed: int):
         from .augment import make_config
@@ -725,7 +766,11 @@ class SegmentTask(Task):
 
     @property
     def metric_names(self) -> list[str]:
-        return [f"dice_{name}" for name in self.recipe["classes"][1:]]
+        return [f"dice_{name}" for name in self._scored()]
+
+    def _scored(self) -> list[str]:
+        """What validation scores: the regions of a region model, else the classes."""
+        return list(self.recipe["regions"]) if self.recipe.get("regions") else self.recipe["classes"][1:]
 
     def validate(self, model, *, device, amp_dtype=None, batch_size: int = 4) -> dict[str, float]:
         """Dice per label over the validation cases (full-volume sliding window at the model's
@@ -745,7 +790,8 @@ class SegmentTask(Task):
 
         if not self.val_cases:
             return {}
-        classes = self.recipe["classes"][1:]
+        classes = self._scored()
+        regions = self.recipe.get("regions")
         truth_counts = np.zeros((len(self.val_cases), len(classes)), dtype=np.int64)
         pred_counts = np.zeros_like(truth_counts)
         overlaps = np.zeros_like(truth_counts)
@@ -758,8 +804,16 @@ class SegmentTask(Task):
                 logits = sliding_window(model, image, patch=self._window(), out_channels=self.out_channels,
                                         overlap=self.options.val_overlap, batch_size=batch_size,
                                         device=device, amp_dtype=amp_dtype)
-                labels = labels_from_logits(logits).cpu().numpy()
-                truth_counts[row], pred_counts[row], overlaps[row] = label_counts(truth, labels, len(classes))
+                if regions:
+                    from .metrics.regions import region_masks
+
+                    found, wanted = (logits > 0).cpu().numpy(), region_masks(truth, regions)
+                    axes = tuple(range(1, found.ndim))
+                    truth_counts[row], pred_counts[row] = wanted.sum(axes), found.sum(axes)
+                    overlaps[row] = (found & wanted).sum(axes)
+                else:
+                    labels = labels_from_logits(logits).cpu().numpy()
+                    truth_counts[row], pred_counts[row], overlaps[row] = label_counts(truth, labels, len(classes))
                 voxel_ml[row] = float(np.prod(mask.spacing)) / 1000.0
         return validation_scores(classes, truth_counts, pred_counts, overlaps, voxel_ml)
 
@@ -802,19 +856,75 @@ class PredictSettings:
             raise UsageError(f"--interpolation {self.interpolation}: choose one of {', '.join(INTERPOLATIONS)}")
 
 
+def head_channels(recipe: dict[str, Any]) -> int:
+    """Output channels of the recipe's model: one per region, one for a sigmoid, else one per class."""
+    if recipe.get("regions"):
+        return len(recipe["regions"])
+    return 1 if recipe["activation"] == "sigmoid" else len(recipe["classes"])
+
+
+@dataclass
+class _Head:
+    """How a model's output channels become probabilities and labels: a softmax over classes,
+    one sigmoid, or one sigmoid per region (``regions``: painted back into labels as
+    :func:`~medtool.metrics.regions.labels_from_regions` does)."""
+
+    regions: dict[str, list[int]] | None
+    threshold: float | None
+
+    def probabilities(self, logits):
+        import torch
+
+        from .inference import probabilities_from_logits
+
+        return torch.sigmoid(logits) if self.regions else probabilities_from_logits(logits)
+
+    def labels(self, logits):
+        """uint8 labels of ``(C, ...)`` logits (a torch tensor)."""
+        from .inference import labels_from_logits
+
+        if self.regions:
+            return self.labels_from(self.probabilities(logits))
+        return labels_from_logits(logits, threshold=self.threshold)
+
+    def labels_from(self, probs):
+        """uint8 labels of ``(C, ...)`` probabilities (a torch tensor)."""
+        import torch
+
+        from .inference import labels_from_probabilities
+
+        if self.regions:
+            from .metrics.regions import labels_from_regions
+
+            cut = 0.5 if self.threshold is None else self.threshold
+            return torch.from_numpy(labels_from_regions((probs >= cut).cpu().numpy(), self.regions))
+        return labels_from_probabilities(probs, threshold=self.threshold)
+
+    def drop(self, probs: np.ndarray, where: np.ndarray) -> None:
+        """Make the voxels ``where`` certain background in ``(C, ...)`` probabilities."""
+        probs[:, where] = 0.0
+        if probs.shape[0] > 1 and not self.regions:
+            probs[0, where] = 1.0
+
+    def map_channels(self, channels: int) -> range:
+        """The channels written as probability maps: every region, the sigmoid, or the classes
+        after the background."""
+        return range(channels) if self.regions or channels == 1 else range(1, channels)
+
+
 def predict_volume(model, volume: Volume | Sequence[Volume], recipe: dict[str, Any], settings: PredictSettings, *,
                    device, amp_dtype=None) -> tuple[Volume, list[Volume]]:
     """Labels (uint8, on ``volume``'s own grid) and, if asked, one probability map per
-    foreground class; see the module docstring. ``volume`` may be the input channels of a case
-    (on one grid, :func:`read_inputs`): the labels are on the first one's grid.
+    foreground class (per region of a region model); see the module docstring. ``volume`` may
+    be the input channels of a case (on one grid, :func:`read_inputs`): the labels are on the
+    first one's grid.
 
     ``model`` may be a list of models of the same recipe (the folds of ``train --cv``): their
     class probabilities are averaged (nnU-Net's ensemble) and the labels taken from the mean.
     """
     import torch
 
-    from .inference import (keep_largest, labels_from_logits, labels_from_probabilities,
-                            probabilities_from_logits, sliding_window)
+    from .inference import keep_largest, sliding_window
 
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     volumes = [volume] if isinstance(volume, Volume) else list(volume)
@@ -824,8 +934,8 @@ def predict_volume(model, volume: Volume | Sequence[Volume], recipe: dict[str, A
                          f"the case has {len(volumes)}", hint="give the channels it was trained on")
     source = as_3d(volume)
     prepared, inputs = prepare_inputs(volumes, recipe, device="cpu")
-    classes = recipe["classes"]
-    out_channels = 1 if recipe["activation"] == "sigmoid" else len(classes)
+    head = _Head(recipe.get("regions"), settings.threshold)
+    out_channels = head_channels(recipe)
     labels = np.zeros(prepared.shape, dtype=np.uint8)
     linear = settings.interpolation == "linear" and not prepared.same_grid(source)
     keep = settings.probabilities or linear or len(models) > 1
@@ -834,9 +944,9 @@ def predict_volume(model, volume: Volume | Sequence[Volume], recipe: dict[str, A
     def take(z0: int, logits: torch.Tensor) -> None:
         z1 = z0 + logits.shape[1]
         if len(models) == 1:
-            labels[z0:z1] = labels_from_logits(logits, threshold=settings.threshold).cpu().numpy()
+            labels[z0:z1] = head.labels(logits).cpu().numpy()
         if probs is not None:
-            probs[:, z0:z1] += probabilities_from_logits(logits).cpu().numpy() / np.float32(len(models))
+            probs[:, z0:z1] += head.probabilities(logits).cpu().numpy() / np.float32(len(models))
 
     patch = recipe["patch"][1:] if recipe["dim"] == 2 else recipe["patch"]
     for member in models:
@@ -844,18 +954,18 @@ def predict_volume(model, volume: Volume | Sequence[Volume], recipe: dict[str, A
                        overlap=settings.overlap, blend=settings.blend, batch_size=settings.batch_size,
                        tta=settings.tta, device=device, amp_dtype=amp_dtype, on_slab=take)
     if len(models) > 1:
-        labels = labels_from_probabilities(torch.from_numpy(probs), threshold=settings.threshold).numpy()
+        labels = head.labels_from(torch.from_numpy(probs)).numpy()
     maps = []
     if settings.probabilities:
-        for channel in [0] if out_channels == 1 else range(1, out_channels):
+        for channel in head.map_channels(out_channels):
             maps.append(back_onto(prepared.with_array(probs[channel], units="probability"), source, mask=False))
     if settings.keep_largest > 0:
         kept = keep_largest(labels, settings.keep_largest)
         if linear:
-            _drop(probs, (labels != 0) & (kept == 0))
+            head.drop(probs, (labels != 0) & (kept == 0))
         labels = kept
     if linear:
-        result = _labels_onto(prepared, probs, source, threshold=settings.threshold)
+        result = _labels_onto(prepared, probs, source, head=head)
     else:
         result = back_onto(prepared.with_array(labels, units="label"), source, mask=True)
     if volume.ndim == 2:
@@ -864,27 +974,19 @@ def predict_volume(model, volume: Volume | Sequence[Volume], recipe: dict[str, A
     return result, maps
 
 
-def _drop(probs: np.ndarray, where: np.ndarray) -> None:
-    """Make the voxels ``where`` certain background in ``(C, ...)`` probabilities."""
-    probs[:, where] = 0.0
-    if probs.shape[0] > 1:
-        probs[0, where] = 1.0
-
-
-def _labels_onto(prepared: Volume, probs: np.ndarray, source: Volume, *,
-                 threshold: float | None) -> Volume:
+def _labels_onto(prepared: Volume, probs: np.ndarray, source: Volume, *, head: _Head) -> Volume:
     """Labels on the grid of ``source`` from ``(C, ...)`` probabilities on ``prepared``'s grid:
     each class's probability interpolated linearly (as ``--probabilities`` writes it), then
-    the arg-max or ``threshold``, a slab of output slices at a time so that only that slab's
-    float maps exist at full resolution. Interpolation is linear, so the probabilities still
-    sum to one: background is not interpolated but taken as one minus the others."""
+    the arg-max or threshold (regions: painted), a slab of output slices at a time so that only
+    that slab's float maps exist at full resolution. Interpolation is linear, so softmax
+    probabilities still sum to one: background is not interpolated but taken as one minus the
+    others."""
     import torch
 
-    from .inference import labels_from_probabilities
     from .resample import Grid, resample_to, z_slab
 
     grid = Grid.of(source)
-    softmax = probs.shape[0] > 1
+    softmax = probs.shape[0] > 1 and not head.regions
     channels = [Volume(probs[c], prepared.spacing, prepared.origin, prepared.direction, {})
                 for c in range(1 if softmax else 0, probs.shape[0])]
     labels = np.zeros(grid.shape, dtype=np.uint8)
@@ -894,7 +996,7 @@ def _labels_onto(prepared: Volume, probs: np.ndarray, source: Volume, *,
         stack = torch.from_numpy(np.stack([resample_to(c, slab, mask=False, pad=0.0).array for c in channels]))
         if softmax:
             stack = torch.cat([1 - stack.sum(0, keepdim=True), stack])
-        labels[z0:z0 + slab.shape[0]] = labels_from_probabilities(stack, threshold=threshold).numpy()
+        labels[z0:z0 + slab.shape[0]] = head.labels_from(stack).numpy()
     return _on_grid_of(source, labels, units="label")
 
 
@@ -958,13 +1060,14 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
                                              image_suffix=image_suffix,
                                              single_suffixes=(".dcm",) if writer else None)]
     names = recipe["classes"][1:]
+    mapped = list(recipe["regions"]) if recipe.get("regions") else names      # one probability map each
 
     def probability_path(path: Path, name: str) -> Path:
         suffix = volume_suffix(path)
         return path.with_name(path.name[: -len(suffix)] + f"_prob_{name}{suffix}")
 
     def run(job: _PredictJob) -> dict[str, Any]:
-        outputs = [job.path] + ([probability_path(job.path, n) for n in names] if settings.probabilities else [])
+        outputs = [job.path] + ([probability_path(job.path, n) for n in mapped] if settings.probabilities else [])
         for path in outputs:
             check_writable(path, force=force)
         channels = read_inputs(input_files(job.source, recipe), recipe)

@@ -5,7 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from medtool.errors import UsageError
-from medtool.losses import CrossEntropy, DeepSupervision, Focal, SoftDice, build_loss
+from medtool.losses import CrossEntropy, DeepSupervision, Focal, RegionTargets, SoftDice, build_loss
 
 
 def _logits_for(labels: torch.Tensor, channels: int, scale: float = 50.0) -> torch.Tensor:
@@ -107,3 +107,23 @@ def test_topk_cross_entropy_averages_the_hardest_voxels():
         build_loss("dice", topk=10)
     with pytest.raises(UsageError, match="percent"):
         build_loss("dice-ce", topk=0)
+
+
+def test_region_targets_are_the_regions_of_the_labels_and_train_one_sigmoid_each():
+    labels = torch.tensor([[[0, 1, 2, 4]]])                                # (B=1, 1, 4)
+    regions = [(1, 2, 4), (1, 4), (4,)]
+    loss = RegionTargets(build_loss("dice-ce"), regions)
+    targets = loss.targets(labels)
+    assert targets.shape == (1, 3, 1, 4)
+    assert targets[0, :, 0].tolist() == [[0, 1, 1, 1], [0, 1, 0, 1], [0, 0, 0, 1]]
+    assert loss.targets(torch.tensor([[[7]]]))[0, :, 0, 0].tolist() == [0, 0, 0]   # past the table: none
+    # BCE with logits per region plus 1 - the mean soft Dice over all regions (no background)
+    logits = torch.randn(1, 3, 1, 4)
+    expected = F.binary_cross_entropy_with_logits(logits, targets)
+    probs = torch.sigmoid(logits)
+    dice = (2 * (probs * targets).sum((0, 2, 3)) + 1e-5) / ((probs + targets).sum((0, 2, 3)) + 1e-5)
+    expected = expected + 1 - dice.mean()
+    assert torch.allclose(loss(logits, labels), expected, atol=1e-6)
+    # deep supervision: the region maps are downsampled (nearest) for the coarser output
+    deep = loss([torch.zeros(1, 3, 2, 4), torch.zeros(1, 3, 1, 2)], torch.tensor([[[0, 1, 2, 4], [0, 1, 2, 4]]]))
+    assert torch.isfinite(deep)

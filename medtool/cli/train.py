@@ -96,6 +96,8 @@ _SEGMENT = {
                   help="Patch size (Z is 1 for --dim 2d; planned from the data when not given)."),
     "pos_ratio": _opt(float | None, "--pos-ratio", panel=_DATA, help="Share of patches centred on foreground."),
     "activation": _opt(str | None, "--activation", panel=_MODEL, help="auto, sigmoid (one class) or softmax."),
+    "regions": _opt(str | None, "--regions", panel=_MODEL,
+                    help="Train overlapping regions, one sigmoid each (nnU-Net's region-based training): brats (wt=1+2+3+4, tc=1+3+4, et=4), brats2023, or NAME=L+L,..."),
     "depth": _opt(int | None, "--depth", min=2, panel=_MODEL, help="Levels of the U-Net."),
     "norm": _opt(str | None, "--norm", panel=_MODEL, help="instance or batch."),
     "residual": _opt(bool | None, "--residual", panel=_MODEL, help="Residual blocks."),

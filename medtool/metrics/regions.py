@@ -15,6 +15,8 @@ Any other set is written ``NAME=L+L+...,NAME=...`` (``wt=1+2+4,tc=1+4,et=4``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..errors import UsageError
@@ -75,3 +77,35 @@ def describe(regions: dict[str, tuple[int, ...]]) -> str:
     """``wt (whole tumour) = 1+2+3+4, ...`` for help texts and reports."""
     return ", ".join(f"{name}{f' ({REGION_TITLES[name]})' if name in REGION_TITLES else ''} = "
                      f"{'+'.join(map(str, labels))}" for name, labels in regions.items())
+
+
+def paint_order(regions: dict[str, Sequence[int]]) -> list[tuple[str, int]]:
+    """How region masks become one label map again (nnU-Net's ``regions_class_order``): the
+    regions from the one of most labels to the one of fewest, each painting the label it holds
+    that no later region holds (the smallest such; the smallest of its own when all are in later
+    ones). For BraTS's ``wt, tc, et`` that is wt -> 2 (edema), tc -> 1 (the core), et -> 4:
+    labels of one region that no smaller region tells apart (necrosis 1 and non-enhancing 3 of
+    BRATS 2015, both only in ``tc``) come back as one (1)."""
+    order = sorted(regions, key=lambda name: -len(regions[name]))
+    painted = []
+    for index, name in enumerate(order):
+        later = {label for other in order[index + 1:] for label in regions[other]}
+        own = sorted(set(regions[name]) - later) or sorted(regions[name])
+        painted.append((name, int(own[0])))
+    return painted
+
+
+def labels_from_regions(masks: np.ndarray, regions: dict[str, Sequence[int]]) -> np.ndarray:
+    """A uint8 label map from binary region masks ``(R, ...)`` in ``regions``' order, painted as
+    :func:`paint_order` says (later, smaller regions over earlier ones)."""
+    masks = np.asarray(masks, dtype=bool)
+    names = list(regions)
+    labels = np.zeros(masks.shape[1:], dtype=np.uint8)
+    for name, label in paint_order(regions):
+        labels[masks[names.index(name)]] = label
+    return labels
+
+
+def region_masks(labels: np.ndarray, regions: dict[str, Sequence[int]]) -> np.ndarray:
+    """The binary masks ``(R, ...)`` of every region of a label map, in ``regions``' order."""
+    return np.stack([region_mask(labels, tuple(members)) for members in regions.values()])

@@ -138,3 +138,28 @@ def test_export_nnunet_writes_a_file_per_channel(cli, brain, tmp_path):
 
     back = read_layout(out)
     assert back.chosen == ["flair", "t1", "t1ce", "t2"] and len(back.cases[0].inputs) == 4
+
+
+def test_region_training_predicts_labels_and_region_maps(cli, brain, tmp_path):
+    result = cli("train", "segment", "--dataset", brain, "--regions", "brats", *TINY, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    assert "predict paints them back into labels wt->2, tc->1, et->4" in _text(result)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["recipe"]["regions"] == {"wt": [1, 2, 3, 4], "tc": [1, 3, 4], "et": [4]}
+    assert state["model"]["config"]["out_channels"] == 3 and state["recipe"]["activation"] == "sigmoid"
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"dice_wt", "dice_tc", "dice_et"} <= set(log)
+    result = cli("predict", tmp_path / "run" / "last.pt", brain / "brain_001" / "brain_001_flair.nii.gz",
+                 tmp_path / "pred" / "brain_001.nii.gz", "--probabilities")
+    assert result.exit_code == 0, result.stderr
+    labels = load_volume(tmp_path / "pred" / "brain_001.nii.gz").array
+    maps = {r: load_volume(tmp_path / "pred" / f"brain_001_prob_{r}.nii.gz").array for r in ("wt", "tc", "et")}
+    # the labels are the region maps painted at 0.5: wt -> 2, then tc -> 1, then et -> 4
+    expected = np.zeros(labels.shape, np.uint8)
+    for region, label in (("wt", 2), ("tc", 1), ("et", 4)):
+        expected[maps[region] >= 0.5] = label
+    assert set(np.unique(labels)) <= {0, 1, 2, 4}
+    assert np.mean(labels == expected) > 0.999          # the maps are the model's, interpolated onto the grid
+    bad = cli("train", "segment", "--dataset", brain, "--regions", "brats", "--activation", "softmax", *TINY,
+              "--out", tmp_path / "run2")
+    assert bad.exit_code == 2 and "--activation softmax does not apply" in _text(bad)
