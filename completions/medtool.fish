@@ -351,6 +351,7 @@ complete -c medtool -n '__fish_seen_subcommand_from train' -l val-every -x -d 'V
 complete -c medtool -n '__fish_seen_subcommand_from train' -l max-minutes -x -d 'Stop after the epoch that passes this wall time (minutes); the cosi...'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l ema -x -d 'Exponential moving average of the weights with this decay (0 - off)'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l seed -x -d 'Random seed'
+complete -c medtool -n '__fish_seen_subcommand_from train' -l log -x -d 'Experiment tracking - tensorboard (RUN/tensorboard/), mlflow (a fil...'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l resume -d 'Continue the run in --out from its last.pt'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l json -d 'Print the summary as JSON'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l device -x -a 'auto cpu cuda' -d 'Compute device - auto (CUDA when present, else CPU), cpu, cuda or c...'

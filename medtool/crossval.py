@@ -79,7 +79,7 @@ def cross_validate(task_name: str, options: Any, config, out: str | Path, *, dev
         if deadline is not None:
             fold_config.max_minutes = max(MIN_FOLD_MINUTES, (deadline - time.monotonic()) / 60 / (len(folds) - number + 1))
         summary = fit(task, fold_config, run, device=device, workers=workers, force=force,
-                      progress=progress, log=log, step=step)
+                      progress=progress, log=log, step=step, tracking_root=out)
         if plan is None:
             plan = {k: v for k, v in task.recipe.items() if k in task.plan_keys} or None
         result = task.held_out(load_checkpoint(run / FOLD_CHECKPOINT), device=device, out=out / OOF_DIR, fold=fold)

@@ -17,7 +17,8 @@ Checkpoint layout (a dict, ``torch.save``)::
     model: {name, config}, recipe: {...task's recipe...}, state_dict,
     training: {epoch (last finished, 0-based), best_score, best_epoch, stale_epochs,
                config (TrainConfig), options (task options), optimizer, scheduler, scaler},
-    metrics: {validation metrics of that epoch}
+    metrics: {validation metrics of that epoch},
+    tracking: {root (of the --log trackers, relative to the run folder), name (the run's there)}
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None
     ema: float = 0.0
+    #: Experiment tracking (``--log``): ``tensorboard``, ``mlflow``, both comma-separated, or
+    #: ``none`` (:mod:`medtool.tracking`).
+    log: str = "none"
     #: The loop settings given on the command line (field names); ``None``: not known.
     given: list[str] | None = None
 
@@ -93,6 +97,9 @@ class TrainConfig:
             raise UsageError("--lr must be positive")
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema {self.ema:g}: the decay must be in [0, 1) (0: off; 0.99-0.999 is usual)")
+        from .tracking import parse
+
+        parse(self.log)
 
 
 # -- distributed ------------------------------------------------------------------------------------
@@ -334,20 +341,25 @@ class _Run:
     best_metrics: dict[str, float] = field(default_factory=dict)
     rows: list[EpochRow] = field(default_factory=list)
     stopped: str = "epochs"
+    tracking: Any = None        # the trackers of --log (medtool.tracking.Tracking; rank 0)
 
 
 def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: int = 1,
         resume: bool = False, force: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None, step: dict[str, Any] | None = None,
-        checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+        checkpoint: dict[str, Any] | None = None, tracking_root: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train ``task`` with ``config``, writing the run folder ``out``; returns a summary.
 
     ``checkpoint`` (with ``resume``) is the ``last.pt`` to continue from: its epoch counter,
     weights, optimizer, schedule and scaler states, best score and patience count.
+    ``tracking_root`` is where ``config.log``'s trackers write (:mod:`medtool.tracking`; a
+    ``--cv`` run's folder, whose runs are its folds): ``out`` when not given, or the resumed
+    run's own.
     """
     import torch
 
     from . import __version__
+    from .tracking import Tracking
 
     config.check()
     out = Path(out)
@@ -378,25 +390,54 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     _say_plan(task, out, say, write=dist_info.main)
     if layout_note:
         say(layout_note)
+    tracked = _tracking_place(out, tracking_root, checkpoint if resume else None)
     payload_base = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
                     "medtool_version": __version__, "task": task.name, "model": spec,
-                    "recipe": task.recipe, "history": [step] if step else []}
+                    "recipe": task.recipe, "history": [step] if step else [],
+                    "tracking": {"root": os.path.relpath(tracked[0], out), "name": tracked[1]}}
+    run.tracking = (_start_tracking(task, config, out, tracked, resume_after=run.start_epoch if resume else None)
+                    if dist_info.main else Tracking())
     started = time.monotonic()
     display = _Display(progress and dist_info.main, config.epochs, config.steps_per_epoch, run.start_epoch)
-    with display:
-        for epoch in range(run.start_epoch, config.epochs):
-            mean_loss, seconds, waited = _train_epoch(task, run, config, epoch, dataset, sampler, loader,
-                                                      device=device, dist_info=dist_info, display=display)
-            stop = _end_epoch(task, run, config, epoch, mean_loss, EpochRow(
-                epoch, mean_loss, run.optimizer.param_groups[0]["lr"], seconds, samples / seconds,
-                waited / seconds), out=out, columns=columns, payload_base=payload_base, started=started,
-                device=device, dist_info=dist_info, display=display, say=say, log=log)
-            if stop:
-                break
+    try:
+        with display:
+            for epoch in range(run.start_epoch, config.epochs):
+                mean_loss, seconds, waited = _train_epoch(task, run, config, epoch, dataset, sampler, loader,
+                                                          device=device, dist_info=dist_info, display=display)
+                stop = _end_epoch(task, run, config, epoch, mean_loss, EpochRow(
+                    epoch, mean_loss, run.optimizer.param_groups[0]["lr"], seconds, samples / seconds,
+                    waited / seconds), out=out, columns=columns, payload_base=payload_base, started=started,
+                    device=device, dist_info=dist_info, display=display, say=say, log=log)
+                if stop:
+                    break
+    except BaseException:
+        run.tracking.finish([], failed=True)
+        raise
+    run.tracking.finish([out / CURVE, out / PLAN_FILE])
     if dist_info.active:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return _summary(run, out, started=started, rank=dist_info.rank)
+
+
+def _tracking_place(out: Path, root: str | os.PathLike | None, checkpoint: dict[str, Any] | None) -> tuple[Path, str]:
+    """Where the trackers of the run ``out`` write and the run's name there: ``root`` (a
+    ``--cv`` run's folder) or ``out``; a resumed run keeps its checkpoint's."""
+    kept = (checkpoint or {}).get("tracking")
+    if root is None and kept:
+        return out / kept["root"], kept["name"]
+    return (Path(root) if root is not None else out), out.name
+
+
+def _start_tracking(task, config: TrainConfig, out: Path, place: tuple[Path, str], *, resume_after: int | None):
+    """Open ``config.log``'s trackers of this run (:mod:`medtool.tracking`) with its plan and options."""
+    from .tracking import open_tracking
+
+    plan = json.loads((out / PLAN_FILE).read_text()) if (out / PLAN_FILE).is_file() else {}
+    tracking = open_tracking(config.log, *place)
+    tracking.start(out, plan, {"task": task.name, "options": task.describe()["options"], "loop": asdict(config)},
+                   resume_after=resume_after)
+    return tracking
 
 
 def plan_only(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: int = 1, progress: bool = True,
@@ -611,7 +652,7 @@ def _end_epoch(task, run: _Run, config: TrainConfig, epoch: int, mean_loss: floa
             run.stale += 1
         row.metrics = metrics
         run.rows.append(row)
-        _append_log(out / LOG, columns, row)
+        run.tracking.epoch(_append_log(out / LOG, columns, row))
         _checkpoint(task, run, config, epoch, metrics, out=out, payload_base=payload_base, improved=improved)
         display.epoch_done(epoch, mean_loss, metrics)
         if not display.enabled and log is not None:
@@ -746,7 +787,8 @@ def _start_log(path: Path, columns: list[str], *, keep_until: int) -> None:
         writer.writerows(kept)
 
 
-def _append_log(path: Path, columns: list[str], row: EpochRow) -> None:
+def _append_log(path: Path, columns: list[str], row: EpochRow) -> dict[str, str]:
+    """Write ``row`` into the log CSV; returns its values by column (what the trackers log)."""
     values = {"epoch": row.epoch + 1, "train_loss": f"{row.train_loss:.6f}", "lr": f"{row.lr:.6g}",
               "seconds": f"{row.seconds:.2f}", "samples_per_s": f"{row.samples_per_s:.2f}",
               "data_wait": f"{row.data_wait:.4f}",
@@ -754,6 +796,7 @@ def _append_log(path: Path, columns: list[str], row: EpochRow) -> None:
     values.update({k: f"{v:.6f}" for k, v in row.metrics.items() if k != "score"})
     with open(path, "a", newline="") as handle:
         csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore").writerow(values)
+    return {k: str(values.get(k, "")) for k in columns}
 
 
 #: Logged validation values that are not scores in [0, 1] (a score cut, false-positive ml):

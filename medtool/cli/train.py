@@ -162,6 +162,8 @@ _RUN = {
                         help="Stop after the epoch that passes this wall time (minutes); the cosine schedule runs over the time."),
     "ema": _opt(float | None, "--ema", panel=_LOOP, help="Exponential moving average of the weights with this decay (0: off)."),
     "seed": _opt(int | None, "--seed", panel=_LOOP, help="Random seed."),
+    "log": _opt(str | None, "--log", panel=_LOOP,
+                help="Experiment tracking: tensorboard (RUN/tensorboard/), mlflow (a file store RUN/mlruns/), both (tensorboard,mlflow) or none."),
     "resume": Annotated[bool, _O("--resume", rich_help_panel=_LOOP, help="Continue the run in --out from its last.pt.")],
     "json": Annotated[bool, _O("--json", help="Print the summary as JSON.")],
 }
@@ -177,7 +179,7 @@ _FIELDS = {"mask_suffix": "mask_suffixes"}
 _LOOP_FIELDS = {"epochs": "epochs", "steps": "steps_per_epoch", "batch_size": "batch_size", "lr": "lr",
                 "weight_decay": "weight_decay", "optimizer": "optimizer", "schedule": "schedule", "amp": "amp",
                 "grad_clip": "grad_clip", "patience": "patience", "val_every": "val_every",
-                "max_minutes": "max_minutes", "ema": "ema", "seed": "seed"}
+                "max_minutes": "max_minutes", "ema": "ema", "seed": "seed", "log": "log"}
 
 
 class _TrainGroup(TyperGroup):
@@ -286,8 +288,9 @@ def _train(task: str, values: dict[str, Any]) -> int:
         checkpoint = load_checkpoint(out / LAST)
         state = checkpoint["training"]
         config = TrainConfig(**state["config"])
-        if values.get("epochs") is not None:
-            config.epochs = values["epochs"]
+        for name in ("epochs", "log"):           # what a resumed run may change
+            if values.get(name) is not None:
+                setattr(config, name, values[name])
         task_obj = make_task(checkpoint["task"], state["options"], recipe=checkpoint["recipe"])
     else:
         options, config = task_options(task, values), loop_config(task, values)
