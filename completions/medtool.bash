@@ -233,7 +233,7 @@ _medtool() {
         esac
         ;;
     train)
-        opts="--task --images --folds --fold --val-fraction --normalize --window --model --augment --aug --dim --spacing --class-names --width --dropout --image-suffix --masks --csv --dataset --channels --clip-percentiles --mask-suffix --patch --pos-ratio --activation --regions --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --cv --plan-only --out -o --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --log --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --labels --id-column --cases --label-column --shape --class-weights --boxes --size --class-name --weights --fpn-width --anchor-sizes --anchor-ratios --nms --help -h"
+        opts="--task --images --folds --fold --val-fraction --normalize --window --model --augment --aug --dim --spacing --class-names --width --dropout --channels --image-suffix --masks --csv --dataset --clip-percentiles --mask-suffix --patch --pos-ratio --activation --regions --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --cv --plan-only --out -o --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --log --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --labels --id-column --cases --label-column --shape --class-weights --boxes --size --class-name --weights --fpn-width --anchor-sizes --anchor-ratios --nms --help -h"
         files=0
         case "$prev" in
             --task) COMPREPLY=($(compgen -W "segment classify detect" -- "$cur")); return ;;
@@ -251,11 +251,11 @@ _medtool() {
             --class-names) return ;;
             --width) return ;;
             --dropout) return ;;
+            --channels) return ;;
             --image-suffix) return ;;
             --masks) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --csv) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --dataset) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --channels) return ;;
             --clip-percentiles) return ;;
             --mask-suffix) return ;;
             --patch) return ;;

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
-from .intensity import normalize, plan_normalization
+from .intensity import channel_specs, describe_spec, normalize_channels, plan_normalization
 from .segmentation import as_3d, in_orientation, to_model_space, training_orientation
 from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, evaluating, read_cache
 
@@ -56,6 +56,7 @@ class ClassifyOptions(TaskOptions):
 
     labels: str | None = None
     image_suffix: str = ""
+    channels: list[str] | None = None    # input channels: files <case>_<name> beside each other
     id_column: str = "case_id"
     cases: str | None = None            # dicom2npy's cases.csv, joined by id_column
     label_column: str = "label"
@@ -74,6 +75,9 @@ class ClassifyOptions(TaskOptions):
 
         if self.images is None or self.labels is None:
             raise UsageError("--task classify needs --images DIR and --labels CSV")
+        if self.channels and self.image_suffix:
+            raise UsageError("give --channels or --image-suffix, not both",
+                             hint="--channels flair,t1ce reads <case>_flair and <case>_t1ce")
         if self.dim not in (2, 3):
             raise UsageError(f"--dim must be 2d or 3d, got {self.dim}")
         if self.model not in LEVELS:
@@ -163,8 +167,11 @@ def case_files(inputs: Sequence[str | Path], suffix: str = "") -> list[tuple[str
     return [(case_of_image(path, suffix), path) for path in find_files(inputs) if case_of_image(path, suffix)]
 
 
-def match_labels(images: str | Path, labels_path: str | Path, labels: dict[str, str], suffix: str = ""):
-    """Pair the volumes under ``images`` (named ``<case id><suffix>``) with their labels.
+def match_labels(images: str | Path, labels_path: str | Path, labels: dict[str, str], suffix: str = "",
+                 *, channels=None):
+    """Pair the volumes under ``images`` (named ``<case id><suffix>``) with their labels; with
+    ``channels`` (:class:`~medtool.channels.InputChannels`) the images are the first channel's
+    files and each case's other channels are found beside them.
 
     Returns
     -------
@@ -179,7 +186,10 @@ def match_labels(images: str | Path, labels_path: str | Path, labels: dict[str, 
     """
     from .datasets import Case
 
-    cases = [Case(case, path) for case, path in case_files([images], suffix) if path.exists()]
+    if channels is not None:
+        suffix = channels.suffixes[0]
+    cases = [Case(case, path, [], channels.files(path)[1:] if channels is not None else [])
+             for case, path in case_files([images], suffix) if path.exists()]
     if not cases:
         raise InputError(f"no volume files{f' named <case>{suffix}' if suffix else ''}", path=images,
                          hint="give the folder of training volumes (and check --image-suffix)")
@@ -239,13 +249,20 @@ def check_dimensionality(volume, dim: int, path: str | Path) -> None:
         raise InputError(f"cannot classify a {volume.array.dtype} array", path=path, hint="give an image")
 
 
-def prepare_image(volume, recipe: dict[str, Any], *, path: str | Path = "", device: Any = "cpu"):
-    """A volume as the model sees it: checked, 3D, at the recipe's spacing and shape,
-    normalised float32."""
-    check_dimensionality(volume, recipe["dim"], path)
-    check_input_grid(in_orientation(as_3d(volume), recipe), recipe, path)
-    volume = to_model_space(as_3d(volume), recipe, device=device)
-    return volume.with_array(normalize(volume.array, recipe["normalize"]))
+def prepare_channels(volumes, recipe: dict[str, Any], *, path: str | Path = "", device: Any = "cpu"):
+    """A case's input channels (on one grid) as the model sees them: the model-space grid (a
+    volume of the first channel) and the normalised ``(C, Z, Y, X)`` float32 array."""
+    volumes = list(volumes)
+    specs = channel_specs(recipe["normalize"])
+    if len(volumes) != len(specs):
+        raise InputError(f"the model takes {len(specs)} input channels, the case has {len(volumes)}", path=path,
+                         hint="give the channels it was trained on")
+    prepared = []
+    for volume in volumes:
+        check_dimensionality(volume, recipe["dim"], path)
+        check_input_grid(in_orientation(as_3d(volume), recipe), recipe, path)
+        prepared.append(to_model_space(as_3d(volume), recipe, device=device))
+    return prepared[0], normalize_channels([p.array for p in prepared], recipe["normalize"])
 
 
 def check_input_grid(volume, recipe: dict[str, Any], path: str | Path = "") -> None:
@@ -277,18 +294,26 @@ def check_input_grid(volume, recipe: dict[str, Any], path: str | Path = "") -> N
 @dataclass
 class _CacheJob:
     case_id: str
-    image: str
+    images: list[str]
     cache: str
     recipe: dict[str, Any]
 
 
 def preprocess_case(job: _CacheJob) -> dict[str, Any]:
-    """One case in the model's space, written to the cache as ``<case>.npy``."""
-    from .formats import load_volume, save_volume
+    """One case in the model's space, written to the cache as ``<case>.npy`` (a volume, or a
+    ``(C, Z, Y, X)`` array for several channels)."""
+    from .files import atomic_output
+    from .formats import save_volume
+    from .segmentation import read_inputs
 
-    prepared = prepare_image(load_volume(job.image, mmap=True), job.recipe, path=job.image)
+    grid, array = prepare_channels(read_inputs(job.images, job.recipe), job.recipe, path=job.images[0])
     path = Path(job.cache) / f"{job.case_id}.npy"
-    save_volume(prepared.with_array(prepared.array.astype(np.float32)), path, force=True)
+    if len(array) == 1:
+        save_volume(grid.with_array(array[0]), path, force=True)
+    else:
+        with atomic_output(path, force=True) as temp:
+            with open(temp, "wb") as handle:
+                np.save(handle, array)
     return {"case_id": job.case_id, "image": str(path)}
 
 
@@ -301,7 +326,7 @@ def _header(path: str | Path):
 # -- data set -------------------------------------------------------------------------------------------
 class ClassDataset(EpochOrder):
     """The training cases, each once per epoch in a seeded random order (repeated to fill
-    ``length``); items are ``(image (1, *shape), class index)``."""
+    ``length``); items are ``(image (C, *shape), class index)``."""
 
     def __init__(self, cases: list[dict[str, Any]], *, length: int, seed: int = 0, two_d: bool = False):
         super().__init__(cases, length=length, seed=seed)
@@ -311,14 +336,14 @@ class ClassDataset(EpochOrder):
     def __getitem__(self, item: int):
         import torch
 
-        from .formats import load_volume
+        from .datasets import cached_image
 
         index = self.case(item)
         if index not in self._open:
-            self._open[index] = load_volume(self.cases[index]["image"], mmap=True).array
+            self._open[index] = cached_image(self.cases[index]["image"])
         array = self._open[index]
-        array = array[0] if self.two_d else array
-        return (torch.from_numpy(np.array(array, dtype=np.float32))[None],
+        array = array[:, 0] if self.two_d else array
+        return (torch.from_numpy(np.array(array, dtype=np.float32)),
                 torch.tensor(self.cases[index]["label"], dtype=torch.int64))
 
 
@@ -364,8 +389,15 @@ class ClassifyTask(Task):
         o = self.options
         labels = read_labels(o.labels, id_column=o.id_column, label_column=o.label_column,
                              cases=o.cases)
-        cases = match_labels(o.images, o.labels, labels, o.image_suffix)
+        cases = match_labels(o.images, o.labels, labels, o.image_suffix, channels=self.input_channels)
         return cases, labels
+
+    @property
+    def input_channels(self):
+        """The model's input channels (``--channels``), or ``None`` for one image per case."""
+        from .layouts import input_channels
+
+        return input_channels(None, self.options.channels)
 
     def prepare(self, cache: Path, *, seed: int, workers: int = 1, progress: bool = False,
                 build_cache: bool = True, on_error=None) -> None:
@@ -418,9 +450,19 @@ class ClassifyTask(Task):
         shape = [max(1, int(round(s))) for s in sizes] if o.shape is None else [int(s) for s in o.shape]
         if o.dim == 2:
             shape = [1, *shape[-2:]]
-        norm = plan_normalization(o.normalize, o.window, images)
-        recipe = {"dim": o.dim, "spacing": spacing, "shape": shape, "normalize": norm.spec, "normalize_why": norm.why,
+        channels = self.input_channels
+        if channels is None:
+            norm = plan_normalization(o.normalize, o.window, images)
+            spec, why = norm.spec, norm.why
+        else:                   # nnU-Net's rule on the names: CT the window, others a z-score
+            plans = [plan_normalization(o.normalize, o.window, [], channel=(n, "--channels")) for n in channels.names]
+            spec = [p.spec for p in plans]
+            why = "; ".join(f"{n}: {describe_spec(p.spec)} ({p.why})" for n, p in zip(channels.names, plans))
+        recipe = {"dim": o.dim, "spacing": spacing, "shape": shape, "normalize": spec, "normalize_why": why,
                   "orientation": training_orientation(volumes)}
+        if channels is not None:
+            recipe["channels"] = channels.as_dict()
+            recipe["image_suffix"] = channels.suffixes[0]
         if all(s is None for s in spacing[-2:]):      # taken as they are: say what they were
             recipe["input_grid"] = {"shape": [int(v) for v in shapes[0]],
                                     "spacing": [[float(v) for v in spacings.min(axis=0)],
@@ -431,9 +473,9 @@ class ClassifyTask(Task):
         found = cached(cache, key, [c.case_id for c in cases], lambda entry: Path(entry["image"]).exists())
         if found is not None:
             return found
-        jobs = [_CacheJob(c.case_id, str(c.image), str(cache), self.recipe) for c in cases]
+        jobs = [_CacheJob(c.case_id, [str(p) for p in c.inputs], str(cache), self.recipe) for c in cases]
         return build_cache(cache, key, jobs, preprocess_case, workers=workers, progress=progress,
-                           on_error=on_error, name=lambda job: job.image)
+                           on_error=on_error, name=lambda job: job.images[0])
 
     # -- model, loss, data ------------------------------------------------------------------------
     def model_spec(self) -> dict[str, Any]:
@@ -441,7 +483,8 @@ class ClassifyTask(Task):
 
         o = self.options
         shape = self.recipe["shape"][1:] if o.dim == 2 else self.recipe["shape"]
-        config = {"dim": o.dim, "in_channels": 1, "num_classes": len(self.recipe["classes"]),
+        config = {"dim": o.dim, "in_channels": len(channel_specs(self.recipe["normalize"])),
+                  "num_classes": len(self.recipe["classes"]),
                   "width": o.width or DEFAULT_WIDTH[o.model], "dropout": o.dropout,
                   "strides": plan_pooling(shape, LEVELS[o.model])}
         return {"name": o.model, "config": config}
@@ -481,9 +524,9 @@ class ClassifyTask(Task):
     def probabilities(self, model, cases: list[dict[str, Any]], *, device, amp_dtype=None,
                       batch_size: int = VALIDATION_BATCH) -> np.ndarray:
         """Class probabilities ``(len(cases), K)`` of cached cases (model in eval mode)."""
-        from .formats import load_volume
+        from .datasets import cached_image
 
-        arrays = (load_volume(c["image"], mmap=True).array for c in cases)
+        arrays = (cached_image(c["image"]) for c in cases)
         return predict_arrays(model, arrays, two_d=self.recipe["dim"] == 2, device=device,
                               amp_dtype=amp_dtype, batch_size=batch_size)
 
@@ -513,13 +556,13 @@ def evaluate(truth: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 
 def predict_arrays(model, arrays, *, two_d: bool, device, amp_dtype=None,
                    batch_size: int = VALIDATION_BATCH) -> np.ndarray:
-    """Softmax probabilities of prepared arrays ``(Z, Y, X)`` (an iterable), in batches."""
+    """Softmax probabilities of prepared arrays ``(C, Z, Y, X)`` (an iterable), in batches."""
     import torch
 
     out, pending = [], []
 
     def flush() -> None:
-        batch = torch.from_numpy(np.stack(pending)).to(device)[:, None]
+        batch = torch.from_numpy(np.stack(pending)).to(device)
         with torch.no_grad(), autocast(device, amp_dtype):
             logits = model(batch)
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
@@ -528,7 +571,7 @@ def predict_arrays(model, arrays, *, two_d: bool, device, amp_dtype=None,
     with evaluating(model):
         for array in arrays:
             array = np.asarray(array, dtype=np.float32)
-            pending.append(array[0] if two_d else array)
+            pending.append(array[:, 0] if two_d else array)
             if len(pending) == batch_size:
                 flush()
         if pending:
@@ -563,9 +606,11 @@ class _Load:
 
 
 def _load_prepared(job: _Load) -> np.ndarray:
-    from .formats import load_volume
+    """The ``(C, Z, Y, X)`` model input of the case whose first channel is ``job.source``."""
+    from .segmentation import input_files, read_inputs
 
-    return prepare_image(load_volume(job.source, mmap=True), job.recipe, path=job.source).array
+    return prepare_channels(read_inputs(input_files(job.source, job.recipe), job.recipe), job.recipe,
+                            path=job.source)[1]
 
 
 def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out: str | Path, *,

@@ -364,10 +364,9 @@ class Explainer:
         shape) and the normalised ``(C, Z, Y, X)`` input; ``volume`` may be a case's channels."""
         volumes = [volume] if isinstance(volume, Volume) else list(volume)
         if self.task == "classify":
-            from .classify import prepare_image
+            from .classify import prepare_channels
 
-            prepared = prepare_image(volumes[0], self.recipe, path=path)
-            return prepared, np.asarray(prepared.array)[None]
+            return prepare_channels(volumes, self.recipe, path=path)
         from .segmentation import prepare_inputs
 
         for item in volumes:

@@ -45,7 +45,7 @@ def expected_outputs(folder: Path) -> dict[str, np.ndarray]:
                                   PredictSettings(probabilities=True), device=torch.device("cpu"))
     classify = load_checkpoint(folder / "classify.pt")
     arrays = np.random.default_rng(1).normal(0, 1, (3, *classify["recipe"]["shape"])).astype(np.float32)
-    probs = predict_arrays(build_model(classify), arrays, two_d=False, device=torch.device("cpu"))
+    probs = predict_arrays(build_model(classify), arrays[:, None], two_d=False, device=torch.device("cpu"))
     return {"segment_labels": labels.array, "segment_probs": np.stack([m.array for m in maps]),
             "classify_probs": probs}
 

@@ -78,6 +78,8 @@ _VOLUMES = {
     "class_names": _opt(str | None, "--class-names", panel=_DATA, help="Comma-separated class names."),
     "width": _opt(int | None, "--width", min=1, panel=_MODEL, help="Channels of the first level."),
     "dropout": _opt(float | None, "--dropout", min=0.0, max=1.0, panel=_MODEL, help="Dropout."),
+    "channels": _opt(str | None, "--channels", panel=_DATA,
+                     help="Input channels in order (flair,t1ce,t2): files <case>_NAME beside each other, or a dataset's channel names [default: all of them]."),
     "image_suffix": _opt(str | None, "--image-suffix", panel=_DATA,
                          help="Images are named <case><suffix> (_masked, _flair); others in the folder are left out."),
 }
@@ -86,8 +88,6 @@ _SEGMENT = {
     "csv": _opt(Path | None, "--csv", panel=_DATA, help="CSV case_id,image,mask instead of folders."),
     "dataset": _opt(Path | None, "--dataset", panel=_DATA,
                     help="A Decathlon or nnU-Net v2 raw dataset (dataset.json), or a BraTS folder of case folders."),
-    "channels": _opt(str | None, "--channels", panel=_DATA,
-                     help="Input channels, in order: of --dataset [default: all], or of --images (files <case>_NAME): flair,t1ce,t2."),
     "clip_percentiles": _opt(tuple[float, float] | None, "--clip-percentiles", metavar="LOW HIGH", panel=_DATA,
                              help="Clip each z-scored channel to these percentiles of its foreground first (e.g. 0.5 99.5)."),
     "mask_suffix": _opt(list[str] | None, "--mask-suffix", panel=_DATA,

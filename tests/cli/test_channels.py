@@ -163,3 +163,24 @@ def test_region_training_predicts_labels_and_region_maps(cli, brain, tmp_path):
     bad = cli("train", "segment", "--dataset", brain, "--regions", "brats", "--activation", "softmax", *TINY,
               "--out", tmp_path / "run2")
     assert bad.exit_code == 2 and "--activation softmax does not apply" in _text(bad)
+
+
+def test_a_classifier_takes_several_channels(cli, brain, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for file in brain.rglob("*.nii.gz"):
+        shutil.copy(file, flat / file.name)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("case_id,label\n" + "".join(f"brain_{i:03d},{'ab'[i % 2]}\n" for i in range(1, 5)))
+    result = cli("train", "classify", "--images", flat, "--labels", labels, "--channels", "flair,t1ce",
+                 "--epochs", "1", "--steps", "1", "--batch-size", "2", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    assert "normalise flair: zscore (channel flair in --channels); t1ce: zscore" in _text(result)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["model"]["config"]["in_channels"] == 2 and state["recipe"]["channels"]["names"] == ["flair", "t1ce"]
+    (flat / "brain_003_t1ce.nii.gz").unlink()
+    result = cli("predict", tmp_path / "run" / "last.pt", flat, tmp_path / "pred.csv")
+    assert result.exit_code == 1 and "channel t1ce is missing: no brain_003_t1ce.nii.gz" in _text(result)
+    rows = (tmp_path / "pred.csv").read_text().splitlines()
+    assert rows[0].startswith("case_id,prob_a,prob_b") and [r.split(",")[0] for r in rows[1:]] == [
+        "brain_001", "brain_002", "brain_004"]
