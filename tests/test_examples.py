@@ -46,6 +46,10 @@ def test_makefile_workflows_run_at_the_smallest_size(tmp_path):
     assert (out / "pictures" / "case_001_lungs.png").stat().st_size > 1000
     classify = json.loads((out / "scores" / "classify.json").read_text())["leaderboard"][0]
     assert classify["cases"] == 6 and {"auc", "accuracy"} <= set(classify["scores"])
+    mri = {row["prediction"].rsplit("/", 1)[-1]: row for row in
+           json.loads((out / "scores" / "mri.json").read_text())["leaderboard"]}
+    assert set(mri) == {"t1ce", "flair+t1ce"} and all(r["cases"] == 2 for r in mri.values())
+    assert {"dice[wt]", "dice[tc]", "dice[et]", "sensitivity[et]"} <= set(mri["flair+t1ce"]["scores"])
     detect = json.loads((out / "scores" / "detect.json").read_text())["leaderboard"][0]
     assert "map-iou" in detect["scores"] and detect["failed"] == []
     from medtool.formats import load_volume as _load
