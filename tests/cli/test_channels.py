@@ -35,6 +35,14 @@ def brain(tmp_path_factory):
     return out
 
 
+def _flat(brain, flat):
+    """The BraTS case folders' files copied into one folder (<case>_<channel> side by side)."""
+    flat.mkdir()
+    for file in brain.rglob("*.nii.gz"):
+        shutil.copy(file, flat / file.name)
+    return flat
+
+
 def test_three_channels_train_predict_and_explain(cli, brain, tmp_path):
     result = cli("train", "segment", "--dataset", brain, "--channels", "flair,t1ce,t2", *TINY, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.stderr
@@ -76,10 +84,7 @@ def test_three_channels_train_predict_and_explain(cli, brain, tmp_path):
 
 
 def test_a_flat_folder_of_case_channel_files(cli, brain, tmp_path):
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    for file in brain.rglob("*.nii.gz"):
-        shutil.copy(file, flat / file.name)
+    flat = _flat(brain, tmp_path / "flat")
     result = cli("train", "segment", "--images", flat, "--masks", flat, "--mask-suffix", "_seg",
                  "--channels", "t2,flair", *TINY, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.stderr
@@ -166,10 +171,7 @@ def test_region_training_predicts_labels_and_region_maps(cli, brain, tmp_path):
 
 
 def test_a_classifier_takes_several_channels(cli, brain, tmp_path):
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    for file in brain.rglob("*.nii.gz"):
-        shutil.copy(file, flat / file.name)
+    flat = _flat(brain, tmp_path / "flat")
     labels = tmp_path / "labels.csv"
     labels.write_text("case_id,label\n" + "".join(f"brain_{i:03d},{'ab'[i % 2]}\n" for i in range(1, 5)))
     result = cli("train", "classify", "--images", flat, "--labels", labels, "--channels", "flair,t1ce",
