@@ -55,7 +55,8 @@ SGD_MOMENTUM = 0.99
 
 
 #: ``steps_per_epoch`` meaning one pass over the training cases (decided once they are known),
-#: but at least ``MIN_PASS_STEPS`` batches (batch-norm statistics need updates on small sets).
+#: or whole passes making at least ``MIN_PASS_STEPS`` batches (batch-norm statistics need
+#: updates on small sets; :func:`pass_steps`).
 ONE_PASS, MIN_PASS_STEPS = 0, 10
 
 
@@ -485,8 +486,16 @@ def _prepare(task, config: TrainConfig, out: Path, *, workers: int, progress: bo
         torch.distributed.barrier()
         if not dist_info.main:
             task.prepare(cache, seed=config.seed, build_cache=False)
-    if config.steps_per_epoch == ONE_PASS:       # one pass over the training cases per epoch
-        config.steps_per_epoch = max(MIN_PASS_STEPS, math.ceil(len(task.train_cases) / (config.batch_size * dist_info.world)))
+    if config.steps_per_epoch == ONE_PASS:
+        config.steps_per_epoch = pass_steps(len(task.train_cases), config.batch_size * dist_info.world)
+
+
+def pass_steps(cases: int, batch: int) -> int:
+    """Steps of an epoch of whole passes over ``cases`` (``batch`` samples a step): one pass,
+    or as many whole passes as make at least :data:`MIN_PASS_STEPS` batches, so that every case
+    is seen equally often in an epoch (24 cases in batches of 8: 4 passes, 12 steps)."""
+    one = max(1, math.ceil(cases / batch))
+    return one * math.ceil(MIN_PASS_STEPS / one)
 
 
 def _build(task, config: TrainConfig, spec: dict[str, Any], *, device, resume: bool,

@@ -265,3 +265,12 @@ def test_a_run_times_both_memory_layouts_when_not_told(balls, tmp_path):
     torch.manual_seed(5)
     assert torch.equal(after, torch.rand(3))
     assert set(timed) == {"contiguous", "channels_last"} and min(timed.values()) > 0
+
+
+def test_one_pass_epochs_are_whole_passes_of_at_least_ten_batches():
+    from medtool.train import pass_steps
+
+    assert pass_steps(24, 8) == 12          # 3 batches a pass: 4 passes, not 10 batches (3.3 passes)
+    assert pass_steps(30, 8) == 12          # 4 batches a pass (the last one short): 3 passes
+    assert pass_steps(3, 3) == 10           # one batch a pass: ten passes
+    assert pass_steps(100, 8) == 13         # a pass is 13 batches already
