@@ -467,7 +467,33 @@ class ClassifyTask(Task):
             recipe["input_grid"] = {"shape": [int(v) for v in shapes[0]],
                                     "spacing": [[float(v) for v in spacings.min(axis=0)],
                                                 [float(v) for v in spacings.max(axis=0)]]}
+        recipe["plan"] = self._plan_lines(recipe, len(volumes))
         return recipe
+
+    def _plan_lines(self, recipe: dict[str, Any], count: int) -> list[dict[str, Any]]:
+        """A plan line per value (:mod:`medtool.plan`): where the input grid, the normalisation
+        and the model's settings came from."""
+        from .models.cnn import DEFAULT_WIDTH
+        from .plan import GIVEN, PLANNED, PlanLine, option_line
+
+        o = self.options
+        kept = "volumes of one shape: taken as they are" if "input_grid" in recipe else f"median of the {count} training volumes"
+        lines = [
+            option_line(o, "dim", f"{o.dim}d"),
+            PlanLine("spacing", recipe["spacing"], GIVEN if o.spacing is not None else PLANNED,
+                     "given" if o.spacing is not None else kept),
+            PlanLine("shape", recipe["shape"], GIVEN if o.shape is not None else PLANNED,
+                     "given" if o.shape is not None else "median size of the training volumes at that spacing"),
+            PlanLine("normalize", describe_spec(channel_specs(recipe["normalize"])[0]) if isinstance(
+                recipe["normalize"], dict) else "; ".join(describe_spec(n) for n in recipe["normalize"]),
+                GIVEN if o.normalize != "auto" else PLANNED, recipe["normalize_why"]),
+            option_line(o, "model"),
+            option_line(o, "width", o.width or DEFAULT_WIDTH[o.model]),
+            *[option_line(o, name) for name in ("dropout", "augment", "class_weights")],
+            PlanLine("orientation", recipe.get("orientation"), PLANNED,
+                     "the training volumes' (the most common); other inputs are reordered to it exactly"),
+        ]
+        return [line.as_dict() for line in lines]
 
     def _build_cache(self, cases, cache: Path, key, *, workers, progress, on_error):
         found = cached(cache, key, [c.case_id for c in cases], lambda entry: Path(entry["image"]).exists())

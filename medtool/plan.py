@@ -101,6 +101,18 @@ class PlanLine:
         return asdict(self)
 
 
+def option_line(options, name: str, value: Any = None, *, chosen: dict[str, str] | None = None) -> PlanLine:
+    """The plan line of option ``name`` of a task's (or the loop's) options: planned for the
+    device when ``chosen`` says why, else given or medtool's default (``value``: what to show,
+    default the option's value)."""
+    shown = getattr(options, name) if value is None else value
+    if chosen and name in chosen:
+        return PlanLine(name, shown, PLANNED, chosen[name])
+    given = getattr(options, "given", None)
+    source = "option" if given is None else GIVEN if name in given else DEFAULT
+    return PlanLine(name, shown, source, "given" if source == GIVEN else "medtool's default")
+
+
 def keep_largest(print_: dict[str, Any]) -> tuple[int, str]:
     """The inference's ``keep-largest`` from a fingerprint: 1 when every training case holds one
     component of each class it has, else 0 (keep all), and why."""

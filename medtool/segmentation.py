@@ -539,7 +539,7 @@ class SegmentTask(Task):
     def _plan_report(self, train, entries) -> None:
         """The fingerprint of the training cases, the inference's keep-largest and a plan line per
         value (:mod:`medtool.plan`), into the recipe."""
-        from .plan import GIVEN, PLANNED, PlanLine, fingerprint, keep_largest
+        from .plan import GIVEN, PLANNED, PlanLine, fingerprint, keep_largest, option_line
 
         o, recipe = self.options, self.recipe
         headers = self._headers(train)
@@ -556,15 +556,9 @@ class SegmentTask(Task):
         biggest = MAX_PATCH_3D if o.dim == 3 else MAX_PATCH_2D
         chosen = getattr(self, "device_choices", {})
 
-        def line(name: str, value) -> PlanLine:
-            if name in chosen:
-                return PlanLine(name, value, PLANNED, chosen[name])
-            source = o.source(name)
-            return PlanLine(name, value, source, "given" if source == GIVEN else "medtool's default")
-
         loop = getattr(self, "loop", None)
         lines = [
-            line("dim", f"{o.dim}d"),
+            option_line(o, "dim", f"{o.dim}d", chosen=chosen),
             PlanLine("spacing", [s if s is None else round(s, 4) for s in recipe["spacing"]],
                      GIVEN if o.spacing is not None else PLANNED,
                      "given" if o.spacing is not None else f"median of the {len(train)} training images"
@@ -574,12 +568,8 @@ class SegmentTask(Task):
                      f"{' x '.join(map(str, biggest))}, divisible by the U-Net's strides"),
             PlanLine("normalize", norm_text, GIVEN if o.normalize != "auto" else PLANNED,
                      recipe.get("normalize_why", "")),
-            *[line(name, getattr(o, name)) for name in ("width", "depth", "loss", "pos_ratio", "augment")],
-            *([] if loop is None else [
-                PlanLine(name, getattr(loop, name), PLANNED, chosen[name]) if name in chosen else
-                PlanLine(name, getattr(loop, name), GIVEN if name in (loop.given or []) else "default",
-                         "given" if name in (loop.given or []) else "medtool's default")
-                for name in ("batch_size", "lr")]),
+            *[option_line(o, name, chosen=chosen) for name in ("width", "depth", "loss", "pos_ratio", "augment")],
+            *([] if loop is None else [option_line(loop, name, chosen=chosen) for name in ("batch_size", "lr")]),
             *([PlanLine("regions", ", ".join(f"{k}={'+'.join(map(str, v))}" for k, v in recipe["regions"].items()),
                         GIVEN, "one sigmoid output per region; predict paints them back into labels "
                         + ", ".join(f"{k}->{v}" for k, v in _paint(recipe["regions"])))]

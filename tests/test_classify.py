@@ -64,6 +64,10 @@ def test_checkpoint_holds_the_recipe_and_reproduces_validation(trained):
     assert recipe["classes"] == ["0", "1"] and recipe["dim"] == 3
     assert recipe["shape"] == [12, 32, 32] and recipe["spacing"] == [None, None, None]   # taken as they are
     assert recipe["normalize"]["mode"] == "ct"
+    plan = {line["name"]: line for line in recipe["plan"]}
+    assert list(plan)[:4] == ["dim", "spacing", "shape", "normalize"]
+    assert plan["spacing"]["source"] == "planned" and plan["spacing"]["why"] == "volumes of one shape: taken as they are"
+    assert plan["shape"]["value"] == [12, 32, 32] and plan["width"]["value"] == 8
     assert checkpoint["model"]["name"] == "simple3d" and checkpoint["model"]["config"]["num_classes"] == 2
     # one pass over 3 training cases in batches of 3 is 1 batch: the floor of 10 applies
     assert checkpoint["training"]["config"]["steps_per_epoch"] == 10
