@@ -268,10 +268,20 @@ class DetectTask(Task):
             low = max(float(np.percentile(sides, ANCHOR_PERCENTILE)), 4.0)
             base = 2.0 ** math.floor(math.log2(low))
             sizes = [base * 2 ** level for level in range(len(LEVEL_STRIDES))]
+        from .intensity import describe_spec
+        from .plan import GIVEN, PLANNED, PlanLine, option_line
+
+        lines = [option_line(o, "size"),
+                 PlanLine("normalize", describe_spec(norm.spec), GIVEN if o.normalize != "auto" else PLANNED, norm.why),
+                 PlanLine("anchor_sizes", sizes, GIVEN if o.anchor_sizes is not None else PLANNED,
+                          "given" if o.anchor_sizes is not None else
+                          f"the {ANCHOR_PERCENTILE:g}th percentile of the training boxes' sides, doubled per level"),
+                 *[option_line(o, name) for name in ("model", "fpn_width", "augment", "nms")]]
         return {"size": o.size, "shape": [o.size, o.size], "spacing": None, "normalize": norm.spec,
                 "normalize_why": norm.why,
                 "anchor_sizes": sizes, "anchor_ratios": [float(r) for r in o.anchor_ratios],
-                "nms": o.nms, "min_score": DEFAULT_MIN_SCORE, "classes": ["background", o.class_name]}
+                "nms": o.nms, "min_score": DEFAULT_MIN_SCORE, "classes": ["background", o.class_name],
+                "plan": [line.as_dict() for line in lines]}
 
     def _build_cache(self, cases, boxes, cache: Path, size: int, spec, *, workers, progress, on_error):
         o = self.options

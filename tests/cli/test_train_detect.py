@@ -62,6 +62,9 @@ def test_train_resume_predict_score(cli, xrays, tmp_path):
     first = cli("train", "--task", "detect", "--images", xrays / "cxr", "--boxes", xrays / "cxr_boxes.csv",
                 "--out", run, "--epochs", "1", "--val-fraction", "0.25", "--schedule", "plateau", *TINY)
     assert first.exit_code == 0, first.output
+    plan = {line["name"]: line for line in json.loads((run / "plan.json").read_text())["plan"]}
+    assert plan["anchor_sizes"]["source"] == "planned" and "percentile of the training boxes" in plan["anchor_sizes"]["why"]
+    assert plan["size"]["source"] == "given" and "plan:" in first.stderr
     resumed = cli("train", "--out", run, "--resume", "--epochs", "2", "--json")
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["epochs"] == 2
