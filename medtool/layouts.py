@@ -244,39 +244,54 @@ def _decathlon(root: Path, meta: dict[str, Any], wanted) -> Layout:
 
 
 def _brats(root: Path, wanted) -> Layout | None:
+    found, separator = _brats_files(root)
+    seg = BRATS_LABELS[1:]
+    if not any(seg in files for files in found.values()):
+        return None
+    channels = sorted({key for files in found.values() for key in files if key != seg}, key=_brats_order)
+    chosen = _choose(channels, wanted, root)
+    cases, test = [], []
+    for case_id, files in found.items():
+        missing = [c for c in chosen if c not in files]
+        if missing:
+            raise InputError(f"no {case_id}{separator}{missing[0]} image in this case", path=root / case_id,
+                             hint="every case needs each chosen channel; choose others with --channels")
+        if seg in files:
+            cases.append(Case(case_id, files[chosen[0]], [files[seg]], [files[c] for c in chosen[1:]]))
+        else:
+            test.append(files[chosen[0]])
+    return Layout("BraTS", root, cases, test, None, channels, chosen, [f"{separator}{c}" for c in chosen],
+                  mask_suffix=f"{separator}{seg}")
+
+
+def _brats_files(root: Path) -> tuple[dict[str, dict[str, Path]], str]:
+    """The volume files of each case folder by the name after the case id (``flair``, ``seg``),
+    and the separator before it: ``_`` up to BraTS 2021 (``<case>_flair``), ``-`` from 2023
+    (``BraTS-GLI-00000-000-t2f``)."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     found: dict[str, dict[str, Path]] = {}
+    separators: set[str] = set()
     for folder in folders:
         files = {}
         for file in folder.iterdir():
             if file.name.startswith(".") or not file.name.lower().endswith(VOLUME_SUFFIXES):
                 continue
             stem = strip_suffix(file)
-            if stem.startswith(folder.name + "_"):
-                files[stem[len(folder.name) + 1:].lower()] = file
+            for separator in BRATS_SEPARATORS:
+                if stem.startswith(folder.name + separator):
+                    files[stem[len(folder.name) + 1:].lower()] = file
+                    separators.add(separator)
+                    break
         if files:
             found[folder.name] = files
-    if not any(BRATS_LABELS[1:] in files for files in found.values()):
-        return None
-    channels = sorted({key for files in found.values() for key in files if key != BRATS_LABELS[1:]},
-                      key=_brats_order)
-    chosen = _choose(channels, wanted, root)
-    cases, test = [], []
-    for case_id, files in found.items():
-        missing = [c for c in chosen if c not in files]
-        if missing:
-            raise InputError(f"no {case_id}_{missing[0]} image in this case", path=root / case_id,
-                             hint="every case needs each chosen channel; choose others with --channels")
-        if BRATS_LABELS[1:] in files:
-            cases.append(Case(case_id, files[chosen[0]], [files[BRATS_LABELS[1:]]], [files[c] for c in chosen[1:]]))
-        else:
-            test.append(files[chosen[0]])
-    return Layout("BraTS", root, cases, test, None, channels, chosen, [f"_{c}" for c in chosen],
-                  mask_suffix=BRATS_LABELS)
+    return found, (sorted(separators)[0] if len(separators) == 1 else BRATS_SEPARATORS[0])
 
 
-#: BraTS modalities in the order the challenge lists them (others after, by name).
-_BRATS_MODALITIES = ("flair", "t1", "t1ce", "t1gd", "t2")
+#: What separates the case id from the sequence in BraTS file names (2012-2021, 2023 on).
+BRATS_SEPARATORS = ("_", "-")
+#: BraTS modalities in the order the challenge lists them (others after, by name); 2023 on:
+#: t1n (native T1), t1c (contrast), t2w, t2f (FLAIR).
+_BRATS_MODALITIES = ("flair", "t1", "t1ce", "t1gd", "t2", "t1n", "t1c", "t2w", "t2f")
 
 
 def _brats_order(name: str) -> tuple[int, str]:

@@ -12,7 +12,7 @@ from medtool.errors import InputError, UsageError
 from medtool.folds import nnunet_splits
 from medtool.formats import load_volume, save_volume
 from medtool.layouts import export_nnunet, read_layout
-from tests.layout_fixtures import write_brats, write_decathlon, write_nnunet
+from tests.layout_fixtures import _case, write_brats, write_decathlon, write_nnunet
 
 
 def test_decathlon_cases_classes_and_channel_come_from_dataset_json(tmp_path):
@@ -156,3 +156,20 @@ def test_nnunet_accepts_the_export(tmp_path, monkeypatch):
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(name, str(tmp_path / name))
     verify.verify_dataset_integrity(str(out), num_processes=1)      # raises on any violation
+
+
+def test_brats_2023_names_with_hyphens(tmp_path):
+    """BraTS 2023 on names files <case>-t1n, -t1c, -t2w, -t2f and -seg."""
+    root = tmp_path / "BraTS2023"
+    image, labels = _case(0, value=300.0)
+    for case in ("BraTS-GLI-00000-000", "BraTS-GLI-00002-000"):
+        (root / case).mkdir(parents=True)
+        for modality in ("t2f", "t1n", "t1c", "t2w"):
+            save_volume(image, root / case / f"{case}-{modality}.nii.gz")
+        save_volume(labels, root / case / f"{case}-seg.nii.gz")
+    layout = read_layout(root)
+    assert layout.kind == "BraTS" and layout.chosen == ["t1n", "t1c", "t2w", "t2f"]
+    assert layout.suffixes == ["-t1n", "-t1c", "-t2w", "-t2f"] and layout.mask_suffix == "-seg"
+    assert [p.name for p in layout.cases[1].inputs][:2] == ["BraTS-GLI-00002-000-t1n.nii.gz",
+                                                            "BraTS-GLI-00002-000-t1c.nii.gz"]
+    assert layout.cases[0].masks[0].name == "BraTS-GLI-00000-000-seg.nii.gz"
