@@ -89,4 +89,4 @@ def test_train_refuses_values_that_cannot_tell_and_names_the_option(cli, tmp_pat
     assert not (tmp_path / "run" / "last.pt").exists()
     given = _train(cli, tmp_path, "--normalize", "zscore", "--force")
     assert given.exit_code == 0, given.stderr
-    assert "normalise zscore (given)" in " ".join(given.stderr.split())
+    assert "normalise zscore (given; over every voxel: " in " ".join(given.stderr.split())
