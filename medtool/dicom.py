@@ -316,25 +316,35 @@ def _quiet_stderr():
 def _frames(ds, path: Path, ts) -> list[Frame]:
     """One record per frame of ``ds`` (a pydicom data set or a :class:`medtool.dicomfast.Header`),
     whose transfer syntax is ``ts``."""
+    pixels = _pixel_layout(ds, path, ts)
+    common = _common_values(ds, path, ts, pixels.count)
+    return [_frame_record(ds, path, ts, pixels, common, index) for index in range(pixels.count)]
+
+
+@dataclass
+class _PixelLayout:
+    """How the pixels of one grayscale image file are stored, shared by its frame records.
+
+    ``dtype`` is the stored type (big-endian where the native pixels are), ``offset`` the byte
+    offset of the first frame's native pixels in the file (``None``: encapsulated, or not
+    where they can be read directly).
+    """
+
+    modality: str
+    rows: int
+    columns: int
+    count: int
+    dtype: np.dtype
+    bits_stored: int
+    offset: int | None
+
+
+def _pixel_layout(ds, path: Path, ts) -> _PixelLayout:
+    """The checked pixel description of ``ds``: an image with pixel data (else
+    :class:`NotImageError`), grayscale, with a decoder for ``ts`` and a sane header (else
+    :class:`~medtool.errors.InputError`)."""
     modality = str(ds.get("Modality", "") or "")
-    pixel_tag = next((t for t in (0x7FE00010, 0x7FE00008, 0x7FE00009) if t in ds), None)
-    if pixel_tag is None:
-        kind = (modality if modality in NON_IMAGE_MODALITIES
-                else f"{modality or _class_name(ds) or 'object'} without pixel data")
-        raise NotImageError(f"{kind} (not an image)", path=path, kind=kind)
-    samples = _header_int(ds, "SamplesPerPixel", 1, path)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2")
-    if samples < 1:
-        raise InputError(f"SamplesPerPixel is {samples}", path=path,
-                         hint="an image has at least one sample per pixel; fix the header")
-    if samples != 1 or photometric in ("PALETTE COLOR", "RGB") or photometric.startswith("YBR"):
-        raise NotImageError(f"colour image ({photometric}, {samples} samples per pixel; "
-                            f"{_class_name(ds) or 'unknown SOP class'}): medtool converts "
-                            "grayscale images", path=path, kind="colour image")
-    missing = [k for k in ("Rows", "Columns") if ds.get(k) in (None, "")]
-    if missing:
-        raise InputError(f"has pixel data but no {' or '.join(missing)}", path=path,
-                         hint="the image header is incomplete; fix it or leave the file out")
+    pixel_tag = _grayscale_pixel_tag(ds, path, modality)
     _check_decoder(ts, path)
     rows, columns = _header_int(ds, "Rows", None, path), _header_int(ds, "Columns", None, path)
     if rows < 1 or columns < 1:
@@ -359,7 +369,51 @@ def _frames(ds, path: Path, ts) -> list[Frame]:
                            frames=count, row_bytes=columns * dtype.itemsize)
     if not ts.is_little_endian and offset is not None:
         dtype = dtype.newbyteorder(">")
+    return _PixelLayout(modality=modality, rows=rows, columns=columns, count=count, dtype=dtype,
+                        bits_stored=bits_stored, offset=offset)
 
+
+def _grayscale_pixel_tag(ds, path: Path, modality: str) -> int:
+    """The pixel data tag of ``ds`` (PixelData, FloatPixelData or DoubleFloatPixelData), once
+    ``ds`` is known to be a grayscale image with Rows and Columns."""
+    pixel_tag = next((t for t in (0x7FE00010, 0x7FE00008, 0x7FE00009) if t in ds), None)
+    if pixel_tag is None:
+        kind = (modality if modality in NON_IMAGE_MODALITIES
+                else f"{modality or _class_name(ds) or 'object'} without pixel data")
+        raise NotImageError(f"{kind} (not an image)", path=path, kind=kind)
+    samples = _header_int(ds, "SamplesPerPixel", 1, path)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2")
+    if samples < 1:
+        raise InputError(f"SamplesPerPixel is {samples}", path=path,
+                         hint="an image has at least one sample per pixel; fix the header")
+    if samples != 1 or photometric in ("PALETTE COLOR", "RGB") or photometric.startswith("YBR"):
+        raise NotImageError(f"colour image ({photometric}, {samples} samples per pixel; "
+                            f"{_class_name(ds) or 'unknown SOP class'}): medtool converts "
+                            "grayscale images", path=path, kind="colour image")
+    missing = [k for k in ("Rows", "Columns") if ds.get(k) in (None, "")]
+    if missing:
+        raise InputError(f"has pixel data but no {' or '.join(missing)}", path=path,
+                         hint="the image header is incomplete; fix it or leave the file out")
+    return pixel_tag
+
+
+@dataclass
+class _CommonValues:
+    """The header values every frame record of one file starts from: the functional groups
+    (shared, per frame), plain multi-frame positions, image type, patient orientation, the
+    source facts and the pixel padding."""
+
+    shared: Any
+    per_frame: Any
+    positions: list | None
+    image_type: tuple[str, ...]
+    patient_orientation: tuple[str, ...] | None
+    facts: dict[str, Any]
+    padding: tuple[int, int | None] | None
+
+
+def _common_values(ds, path: Path, ts, count: int) -> _CommonValues:
+    """The :class:`_CommonValues` of ``ds`` (``count`` frames)."""
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     positions = _plain_multiframe_positions(ds, count)
@@ -378,69 +432,77 @@ def _frames(ds, path: Path, ts) -> list[Frame]:
     if padding_value is not None:
         padding = (padding_value,
                    _header_int(ds, "PixelPaddingRangeLimit", None, path, required=False))
+    return _CommonValues(shared=shared, per_frame=per_frame, positions=positions,
+                         image_type=image_type, patient_orientation=patient_orientation,
+                         facts=facts, padding=padding)
 
-    frames = []
-    for index in range(count):
-        groups = [per_frame[index] if per_frame is not None and index < len(per_frame) else None,
-                  shared]
 
-        def find(sequence: str, keyword: str, default: Any = None, groups=groups) -> Any:
-            for group in groups:
-                if group is not None and sequence in group and group[sequence].value:
-                    item = group[sequence].value[0]
-                    if keyword in item and item[keyword].value not in (None, ""):
-                        return item[keyword].value
-            return default
+def _frame_record(ds, path: Path, ts, pixels: _PixelLayout, common: _CommonValues,
+                  index: int) -> Frame:
+    """The :class:`Frame` of frame ``index`` of ``ds``: its per-frame functional groups first,
+    then the shared ones, then the plain header."""
+    per_frame, count = common.per_frame, pixels.count
+    groups = [per_frame[index] if per_frame is not None and index < len(per_frame) else None,
+              common.shared]
 
-        position = find("PlanePositionSequence", "ImagePositionPatient")
-        if position is None:
-            position = positions[index] if positions is not None else ds.get("ImagePositionPatient")
-        orientation = find("PlaneOrientationSequence", "ImageOrientationPatient",
-                           ds.get("ImageOrientationPatient") or _detector(ds, "ImageOrientationPatient"))
-        spacing, spacing_source = find("PixelMeasuresSequence", "PixelSpacing"), "PixelSpacing"
-        if spacing is None:
-            spacing = ds.get("PixelSpacing")
-        spacing = _usable_spacing(spacing, "PixelSpacing", path, frame_facts := dict(facts))
-        if spacing is None and ds.get("ImagerPixelSpacing") is not None:
-            spacing, spacing_source = _usable_spacing(ds.ImagerPixelSpacing, "ImagerPixelSpacing",
-                                                      path, frame_facts), "ImagerPixelSpacing"
-        slope = find("PixelValueTransformationSequence", "RescaleSlope", ds.get("RescaleSlope"))
-        intercept = find("PixelValueTransformationSequence", "RescaleIntercept",
-                         ds.get("RescaleIntercept"))
-        slope, intercept = _rescale(slope, intercept, path)
-        phase = {key: str(value) for key in PHASE_KEYS
-                 if (value := _phase_value(ds, key, find)) not in (None, "")}
-        thickness = _finite(find("PixelMeasuresSequence", "SliceThickness"))
-        if thickness is not None and 0 < thickness <= MAX_PIXEL_SPACING_MM:
-            frame_facts["slice_thickness"] = thickness
-        frames.append(Frame(
-            path=str(path),
-            frame=index if count > 1 or per_frame is not None else None,
-            series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-            sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
-            instance=_int_or_none(ds.get("InstanceNumber")),
-            position=_position(position, path),
-            orientation=_orientation(orientation, path),
-            rows=rows,
-            columns=columns,
-            pixel_spacing=_floats(spacing, 2, spacing_source, path),
-            spacing_source=spacing_source if spacing is not None else None,
-            slope=1.0 if slope is None else slope,
-            intercept=0.0 if intercept is None else intercept,
-            has_rescale=slope is not None or intercept is not None,
-            padding=padding,
-            dtype=dtype.str,
-            bits_stored=bits_stored,
-            transfer_syntax=str(ts),
-            pixel_offset=None if offset is None else offset + index * rows * columns * dtype.itemsize,
-            image_type=image_type,
-            modality=modality,
-            patient_orientation=patient_orientation,
-            phase=phase,
-            facts=frame_facts,
-            frame_count=count,
-        ))
-    return frames
+    def find(sequence: str, keyword: str, default: Any = None, groups=groups) -> Any:
+        for group in groups:
+            if group is not None and sequence in group and group[sequence].value:
+                item = group[sequence].value[0]
+                if keyword in item and item[keyword].value not in (None, ""):
+                    return item[keyword].value
+        return default
+
+    position = find("PlanePositionSequence", "ImagePositionPatient")
+    if position is None:
+        positions = common.positions
+        position = positions[index] if positions is not None else ds.get("ImagePositionPatient")
+    orientation = find("PlaneOrientationSequence", "ImageOrientationPatient",
+                       ds.get("ImageOrientationPatient") or _detector(ds, "ImageOrientationPatient"))
+    spacing, spacing_source = find("PixelMeasuresSequence", "PixelSpacing"), "PixelSpacing"
+    if spacing is None:
+        spacing = ds.get("PixelSpacing")
+    spacing = _usable_spacing(spacing, "PixelSpacing", path, frame_facts := dict(common.facts))
+    if spacing is None and ds.get("ImagerPixelSpacing") is not None:
+        spacing, spacing_source = _usable_spacing(ds.ImagerPixelSpacing, "ImagerPixelSpacing",
+                                                  path, frame_facts), "ImagerPixelSpacing"
+    slope = find("PixelValueTransformationSequence", "RescaleSlope", ds.get("RescaleSlope"))
+    intercept = find("PixelValueTransformationSequence", "RescaleIntercept",
+                     ds.get("RescaleIntercept"))
+    slope, intercept = _rescale(slope, intercept, path)
+    phase = {key: str(value) for key in PHASE_KEYS
+             if (value := _phase_value(ds, key, find)) not in (None, "")}
+    thickness = _finite(find("PixelMeasuresSequence", "SliceThickness"))
+    if thickness is not None and 0 < thickness <= MAX_PIXEL_SPACING_MM:
+        frame_facts["slice_thickness"] = thickness
+    rows, columns, dtype, offset = pixels.rows, pixels.columns, pixels.dtype, pixels.offset
+    return Frame(
+        path=str(path),
+        frame=index if count > 1 or per_frame is not None else None,
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+        instance=_int_or_none(ds.get("InstanceNumber")),
+        position=_position(position, path),
+        orientation=_orientation(orientation, path),
+        rows=rows,
+        columns=columns,
+        pixel_spacing=_floats(spacing, 2, spacing_source, path),
+        spacing_source=spacing_source if spacing is not None else None,
+        slope=1.0 if slope is None else slope,
+        intercept=0.0 if intercept is None else intercept,
+        has_rescale=slope is not None or intercept is not None,
+        padding=common.padding,
+        dtype=dtype.str,
+        bits_stored=pixels.bits_stored,
+        transfer_syntax=str(ts),
+        pixel_offset=None if offset is None else offset + index * rows * columns * dtype.itemsize,
+        image_type=common.image_type,
+        modality=pixels.modality,
+        patient_orientation=common.patient_orientation,
+        phase=phase,
+        facts=frame_facts,
+        frame_count=count,
+    )
 
 
 def _naming_value(value) -> str:

@@ -508,27 +508,13 @@ def _distinct_images(frames: list[Frame]) -> list[Frame]:
 
 def _geometry(frames: list[Frame], name: str, case: str, where: str, notices: list[Notice], *,
               allow_gaps: bool, untilt: bool) -> Stack:
-    positions = _projected(frames)
-    if positions is not None:
-        order = np.lexsort((np.arange(len(frames)), positions))
-        frames = [frames[i] for i in order]
-        positions = positions[order]
-    else:
-        frames = sorted(frames, key=lambda f: (f.instance if f.instance is not None else 0,
-                                               f.frame or 0, f.path))
+    """The :class:`Stack` of one series' ``frames``: slice order, pixel and slice spacing,
+    origin and direction; a tilted or unevenly spaced stack is planned for resampling onto a
+    straight, uniform grid (and ``notices`` say so)."""
+    frames, positions = _sorted_frames(frames)
     first = frames[0]
     meta = _meta(frames)
-    spacing_yx = first.pixel_spacing
-    if spacing_yx is None:
-        spacing_yx = (1.0, 1.0)
-        meta["pixel_spacing_source"] = "unknown"
-        invalid = next(((k[len("invalid_"):], v) for k, v in first.facts.items()
-                        if k.startswith("invalid_")), None)
-        why = ("no PixelSpacing" if invalid is None else
-               f"{invalid[0]} {'/'.join(f'{v:g}' for v in invalid[1])} is not a spacing")
-        notices.append(Notice("warning", f"{where}: {why}; using 1 mm pixels"))
-    elif first.spacing_source != "PixelSpacing":
-        meta["pixel_spacing_source"] = first.spacing_source
+    spacing_yx = _pixel_spacing(first, meta, where, notices)
 
     if len(frames) == 1:
         origin = first.position or (0.0, 0.0, 0.0)
@@ -545,71 +531,118 @@ def _geometry(frames: list[Frame], name: str, case: str, where: str, notices: li
     row, column, normal = _normal(frames[0])
     direction = np.column_stack([normal, column, row])
     origin = tuple(frames[0].position)
-    steps = np.diff(positions)
-    extent = positions[-1] - positions[0]
     stack = Stack(frames, name, case, (), origin, direction, meta, positions=positions)
-
-    # Gantry tilt: sideways drift of the slice positions, relative to the first slice.
-    points = np.asarray([f.position for f in frames], dtype=np.float64) - np.asarray(origin)
-    lateral = points - np.outer(points @ normal, normal)
-    drift = float(np.linalg.norm(lateral[-1]))
-    if drift > TILT_PIXEL_FRACTION * min(spacing_yx):
-        angle = math.degrees(math.atan2(drift, extent))
-        meta["gantry_tilt_deg"] = round(angle, 4)
-        if not untilt:
-            raise InputError(f"gantry tilt of {angle:.2f} degrees: the slices shift "
-                             f"{drift / (len(frames) - 1):.3f} mm sideways from one to the next",
-                             hint="leave out --no-untilt to resample the stack onto a straight "
-                                  "grid")
-        shifts = np.column_stack([lateral @ column / spacing_yx[0], lateral @ row / spacing_yx[1]])
-        # widen the straight grid so that it holds every source pixel: source pixel i of slice
-        # k lands at i + shift_k, so the grid runs from min(shift) to size - 1 + max(shift)
-        low = np.ceil(np.maximum(0.0, -shifts.min(axis=0)) - TILT_EDGE_PIXELS).astype(int)
-        high = np.ceil(np.maximum(0.0, shifts.max(axis=0)) - TILT_EDGE_PIXELS).astype(int)
-        low, high = np.maximum(low, 0), np.maximum(high, 0)
-        stack.pad = ((int(low[0]), int(high[0])), (int(low[1]), int(high[1])))
-        stack.shifts = shifts + low
-        stack.origin = tuple(np.asarray(origin) - low[0] * spacing_yx[0] * column
-                             - low[1] * spacing_yx[1] * row)
-        meta["untilted"] = True
-        meta["untilt_added_pixels"] = {"rows": list(stack.pad[0]), "columns": list(stack.pad[1])}
-        added = sum(stack.pad[0]) + sum(stack.pad[1])
-        notices.append(Notice("warning", f"{where}: gantry tilt of {angle:.2f} degrees, "
-                                         f"resampled onto a straight grid widened by {added} "
-                                         f"pixel(s) so that it holds every source pixel "
-                                         f"(--no-untilt refuses instead)"))
-
-    step = _median(steps)
-    uneven = np.abs(steps - step) > GAP_TOLERANCE * step
-    if uneven.any():
-        bad = np.flatnonzero(uneven)
-        shown = "; ".join(f"{steps[i]:.3g} mm between slices {i} and {i + 1} "
-                          f"(at {positions[i]:.2f} mm)" for i in bad[:4])
-        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
-        # a step of k whole steps (k >= 2) is k - 1 missing files: a damaged export; other
-        # steps are a reconstruction with uneven spacing (a head CT denser at the skull base)
-        multiple = steps[bad] / step
-        missing = (multiple >= 2 - GAP_TOLERANCE) & (
-            np.abs(multiple - np.round(multiple)) <= GAP_TOLERANCE * np.round(multiple))
-        if missing.any() and not allow_gaps:
-            raise InputError(f"missing slices: expected {step:.4g} mm, found {shown}{more}",
-                             hint="find the missing files, or pass --allow-gaps to interpolate "
-                                  "onto a uniform grid")
-        count = int(round(extent / step)) + 1
-        stack.grid = positions[0] + np.arange(count) * (extent / (count - 1))
-        meta["slice_positions"] = [round(float(p - positions[0]), 6) for p in positions]
-        meta["interpolated_slices"] = int(count - np.isin(
-            np.round(stack.grid, 4), np.round(positions, 4)).sum())
-        why = "--allow-gaps" if missing.any() else "uneven spacing is resampled by default"
-        notices.append(Notice("warning", f"{where}: uneven spacing ({shown}{more}); resampled "
-                                         f"{len(frames)} slices to {count} at "
-                                         f"{extent / (count - 1):.4g} mm ({why})"))
-        stack.spacing = (extent / (count - 1), *spacing_yx)
-    else:   # least squares over all positions: jitter within tolerance averages out
-        stack.spacing = (float(np.polyfit(np.arange(len(frames)), positions, 1)[0]), *spacing_yx)
+    _plan_untilt(stack, spacing_yx, where, notices, untilt=untilt)
+    _plan_slices(stack, spacing_yx, where, notices, allow_gaps=allow_gaps)
     if stack.spacing[0] <= 0:
         raise InputError("all slices lie at the same position", hint="this is not a volume")
     return stack
+
+
+def _sorted_frames(frames: list[Frame]) -> tuple[list[Frame], np.ndarray | None]:
+    """``frames`` in slice order and their positions along the stack's normal: by position
+    (ties in the given order) or, without positions, by instance number, frame and path."""
+    positions = _projected(frames)
+    if positions is not None:
+        order = np.lexsort((np.arange(len(frames)), positions))
+        frames = [frames[i] for i in order]
+        positions = positions[order]
+    else:
+        frames = sorted(frames, key=lambda f: (f.instance if f.instance is not None else 0,
+                                               f.frame or 0, f.path))
+    return frames, positions
+
+
+def _pixel_spacing(first: Frame, meta: dict[str, Any], where: str, notices: list[Notice]) -> tuple[float, float]:
+    """The (row, column) pixel spacing of the stack whose first frame is ``first``: 1 mm with
+    a warning where it has none; ``meta`` says where it came from when not PixelSpacing."""
+    spacing_yx = first.pixel_spacing
+    if spacing_yx is None:
+        spacing_yx = (1.0, 1.0)
+        meta["pixel_spacing_source"] = "unknown"
+        invalid = next(((k[len("invalid_"):], v) for k, v in first.facts.items()
+                        if k.startswith("invalid_")), None)
+        why = ("no PixelSpacing" if invalid is None else
+               f"{invalid[0]} {'/'.join(f'{v:g}' for v in invalid[1])} is not a spacing")
+        notices.append(Notice("warning", f"{where}: {why}; using 1 mm pixels"))
+    elif first.spacing_source != "PixelSpacing":
+        meta["pixel_spacing_source"] = first.spacing_source
+    return spacing_yx
+
+
+def _plan_untilt(stack: Stack, spacing_yx, where: str, notices: list[Notice], *, untilt: bool) -> None:
+    """Gantry tilt: where the slice positions drift sideways (relative to the first slice), set
+    ``stack``'s shifts, padding and origin to resample it onto a straight grid that holds every
+    source pixel (or, without ``untilt``, refuse)."""
+    frames, positions, meta = stack.frames, stack.positions, stack.meta
+    origin = stack.origin
+    row, column, normal = _normal(frames[0])
+    extent = positions[-1] - positions[0]
+    points = np.asarray([f.position for f in frames], dtype=np.float64) - np.asarray(origin)
+    lateral = points - np.outer(points @ normal, normal)
+    drift = float(np.linalg.norm(lateral[-1]))
+    if drift <= TILT_PIXEL_FRACTION * min(spacing_yx):
+        return
+    angle = math.degrees(math.atan2(drift, extent))
+    meta["gantry_tilt_deg"] = round(angle, 4)
+    if not untilt:
+        raise InputError(f"gantry tilt of {angle:.2f} degrees: the slices shift "
+                         f"{drift / (len(frames) - 1):.3f} mm sideways from one to the next",
+                         hint="leave out --no-untilt to resample the stack onto a straight "
+                              "grid")
+    shifts = np.column_stack([lateral @ column / spacing_yx[0], lateral @ row / spacing_yx[1]])
+    # widen the straight grid so that it holds every source pixel: source pixel i of slice
+    # k lands at i + shift_k, so the grid runs from min(shift) to size - 1 + max(shift)
+    low = np.ceil(np.maximum(0.0, -shifts.min(axis=0)) - TILT_EDGE_PIXELS).astype(int)
+    high = np.ceil(np.maximum(0.0, shifts.max(axis=0)) - TILT_EDGE_PIXELS).astype(int)
+    low, high = np.maximum(low, 0), np.maximum(high, 0)
+    stack.pad = ((int(low[0]), int(high[0])), (int(low[1]), int(high[1])))
+    stack.shifts = shifts + low
+    stack.origin = tuple(np.asarray(origin) - low[0] * spacing_yx[0] * column
+                         - low[1] * spacing_yx[1] * row)
+    meta["untilted"] = True
+    meta["untilt_added_pixels"] = {"rows": list(stack.pad[0]), "columns": list(stack.pad[1])}
+    added = sum(stack.pad[0]) + sum(stack.pad[1])
+    notices.append(Notice("warning", f"{where}: gantry tilt of {angle:.2f} degrees, "
+                                     f"resampled onto a straight grid widened by {added} "
+                                     f"pixel(s) so that it holds every source pixel "
+                                     f"(--no-untilt refuses instead)"))
+
+
+def _plan_slices(stack: Stack, spacing_yx, where: str, notices: list[Notice], *, allow_gaps: bool) -> None:
+    """The slice spacing of ``stack``: the least-squares step of even positions, or for uneven
+    ones a uniform grid to resample onto (refused for missing slices without ``allow_gaps``)."""
+    frames, positions, meta = stack.frames, stack.positions, stack.meta
+    steps = np.diff(positions)
+    extent = positions[-1] - positions[0]
+    step = _median(steps)
+    uneven = np.abs(steps - step) > GAP_TOLERANCE * step
+    if not uneven.any():     # least squares over all positions: jitter within tolerance averages out
+        stack.spacing = (float(np.polyfit(np.arange(len(frames)), positions, 1)[0]), *spacing_yx)
+        return
+    bad = np.flatnonzero(uneven)
+    shown = "; ".join(f"{steps[i]:.3g} mm between slices {i} and {i + 1} "
+                      f"(at {positions[i]:.2f} mm)" for i in bad[:4])
+    more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+    # a step of k whole steps (k >= 2) is k - 1 missing files: a damaged export; other
+    # steps are a reconstruction with uneven spacing (a head CT denser at the skull base)
+    multiple = steps[bad] / step
+    missing = (multiple >= 2 - GAP_TOLERANCE) & (
+        np.abs(multiple - np.round(multiple)) <= GAP_TOLERANCE * np.round(multiple))
+    if missing.any() and not allow_gaps:
+        raise InputError(f"missing slices: expected {step:.4g} mm, found {shown}{more}",
+                         hint="find the missing files, or pass --allow-gaps to interpolate "
+                              "onto a uniform grid")
+    count = int(round(extent / step)) + 1
+    stack.grid = positions[0] + np.arange(count) * (extent / (count - 1))
+    meta["slice_positions"] = [round(float(p - positions[0]), 6) for p in positions]
+    meta["interpolated_slices"] = int(count - np.isin(
+        np.round(stack.grid, 4), np.round(positions, 4)).sum())
+    why = "--allow-gaps" if missing.any() else "uneven spacing is resampled by default"
+    notices.append(Notice("warning", f"{where}: uneven spacing ({shown}{more}); resampled "
+                                     f"{len(frames)} slices to {count} at "
+                                     f"{extent / (count - 1):.4g} mm ({why})"))
+    stack.spacing = (extent / (count - 1), *spacing_yx)
 
 
 def _median(values: np.ndarray) -> float:

@@ -291,67 +291,204 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
     """
     anatomy = anatomy or Anatomy()
     extra = side_stream(rng, _EXTRA_ANATOMY) if not anatomy.is_default else None
-    # --- body and reconstruction -------------------------------------------------------------
+    torso, scan = _draw_patient(rng, extra, anatomy, shape=shape)
+    grid = scan.grid
+    labels = np.full(grid.shape, AIR, dtype=np.uint8)
+    _add_bed(labels, grid, torso, zlim=scan.zlim)
+    _add_body(labels, grid, torso, zlim=scan.zlim)
+    pleura = _add_lungs(labels, grid, torso, anatomy, extra)
+    _add_liver(labels, grid, torso, extra, z0=scan.z0)
+    _add_gas_bubble(labels, grid, torso, rng, has_bowel=anatomy.has_bowel)
+    _add_heart(labels, grid, torso, rng, z0=scan.z0)
+    central_airway = _add_airways(labels, grid, torso, rng, scan, removed_side=pleura[1])
+
+    # --- lung vessels: intersections of two smooth random level sets are tubes ----------------
+    _add_vessels(labels, grid, torso.lung_box, rng)
+    if anatomy.emphysema:
+        _add_emphysema(labels, grid, torso.lung_box, extra, z_base=torso.z_base,
+                       lung_height=torso.lung_height)
+
+    # --- truth lungs: the lung region (vessels, small airways inside it), minus the trachea and
+    #     main bronchi; split right/left at the patient midline -------------------------------
+    in_lung = np.isin(labels, [LUNG, VESSEL, AIRWAY, EMPHYSEMA]) & ~central_airway
+    labels[central_airway & (labels != BED_FOAM)] = AIRWAY
+    if anatomy.has_bowel:
+        _add_bowel(labels, grid, extra, torso, pelvis=scan.pelvis)
+    _add_skeleton(labels, grid, rng, centre_x=torso.centre_x, centre_y=torso.centre_y,
+                  body_ax=torso.body_ax, body_ay=torso.body_ay, fat=torso.fat,
+                  spine_y=torso.spine_y, zlim=scan.zlim, z_base=torso.z_base,
+                  z_top=torso.z_apex + NECK_BASE_MM)
+    in_lung &= ~np.isin(labels, [BONE, MARROW])
+    tumour = _add_lung_tumour(in_lung, labels, grid, torso, rng, extra, scan=scan,
+                              probability=tumour_probability,
+                              juxtapleural=anatomy.juxtapleural, growth=tumour_growth)
+    lungs = _split_lungs(in_lung, labels, grid, torso)
+
+    noise = rng if noise_rng is None else noise_rng
+    values, structures = _render(labels, lungs, tumour, torso, scan, noise, anatomy=anatomy)
+    thickness = scan.slice_spacing * float(noise.choice([1.0, 1.0, 2.0]))   # sometimes overlapping recon
+    return CTCase(
+        hu=values, lungs=lungs, tumour=tumour.astype(np.uint8),
+        spacing=(float(scan.slice_spacing), float(scan.pixel), float(scan.pixel)),
+        origin=(float(scan.x[0]), float(scan.y[0]), float(scan.z[0])), fov_mm=scan.fov,
+        slice_thickness=float(round(thickness, 3)),
+        facts=_case_facts(torso, scan, anatomy, pleura, tumour_growth=tumour_growth),
+        anatomy=structures,
+    )
+
+
+#: The liver keeps its full section down to this far below the lowest lung point (mm), then
+#: narrows to its tip (:data:`LIVER_DEPTH_MM` below).
+LIVER_FULL_MM = 60.0
+LIVER_DEPTH_MM = (140.0, 180.0)
+#: A pneumonectomy's bronchial stump: this fraction of the main bronchus is left.
+STUMP_FRACTION = 0.35
+#: The bowel stays this far (mm) inside the body's soft-tissue outline (abdominal wall muscle).
+ABDOMINAL_WALL_MM = 16.0
+#: z (mm) of the lowest lung point (the top of the lower diaphragm dome): the phantom's z origin.
+LUNG_BASE_Z_MM = 0.0
+#: The chest range reaches this far (mm) below the lowest lung point (upper abdomen) and above
+#: the lung apices (neck base); the trachea starts above the neck base in every range.
+CHEST_BELOW_MM = 55.0
+NECK_BASE_MM = 25.0
+#: Curvature (1/mm) of the scanner bed's tabletop.
+BED_SAG_PER_MM = 0.0006
+
+
+@dataclass
+class _Torso:
+    """The body and thoracic cavity of one case (LPS mm), shared by the steps of :func:`make_ct`.
+
+    ``body_ax`` / ``body_ay`` are the half-width and half-depth of the body outline around
+    (``centre_x``, ``centre_y``), ``fat`` its fat layer; ``cav_*`` the thoracic cavity's
+    half-axes and centre, ``gap`` the anterior junction of the lungs (0: they touch),
+    ``mediastinum_mid`` the mediastinum's half-width, ``dome`` and ``right_dome_extra`` the
+    height of the diaphragm domes, ``spine_y`` the vertebral body's centre. The methods are the
+    analytic shapes the steps share (drawn by :func:`_draw_patient`).
+    """
+
+    centre_x: float
+    centre_y: float
+    body_ax: float
+    body_ay: float
+    lung_height: float
+    fat: float
+    cav_ax: float
+    cav_ay: float
+    cav_cy: float
+    gap: float
+    mediastinum_mid: float
+    dome: float
+    right_dome_extra: float
+    spine_y: float
+    z_base: float = LUNG_BASE_Z_MM
+
+    @property
+    def z_apex(self) -> float:
+        """z (mm) of the lung apices."""
+        return self.z_base + self.lung_height
+
+    @property
+    def lung_box(self):
+        """The mm bounds ``(z, y, x)`` of both lungs."""
+        return ((self.z_base - 1, self.z_apex + 1), (self.cav_cy - self.cav_ay - 2, self.cav_cy + self.cav_ay + 2),
+                (self.centre_x - self.cav_ax - 2, self.centre_x + self.cav_ax + 2))
+
+    def body_scale(self, Z):
+        """Width of the body at ``Z`` relative to its widest: a little narrower at the ends."""
+        t = (Z - self.z_base) / self.lung_height
+        return 1.0 - 0.06 * (t - 0.4) ** 2
+
+    def cavity_scale(self, Z):
+        """Width of the thoracic cavity at ``Z`` relative to its base: narrowing to the apex."""
+        t = np.clip((Z - self.z_base) / self.lung_height, 0.0, 1.0)
+        return np.sqrt(np.clip(1.0 - t ** 2.2, 0.0, 1.0)) * (0.92 + 0.08 * (1 - t))
+
+    def mediastinum_halfwidth(self, Y):
+        """Half-width (mm) of the mediastinum at ``Y``: narrow at the anterior junction."""
+        v = (Y - self.cav_cy) / self.cav_ay                       # -1 anterior ... +1 posterior
+        gap, mid = self.gap, self.mediastinum_mid
+        return np.interp(v, [-1.2, -0.75, -0.35, 0.3, 0.7, 1.2],
+                         [gap / 2, gap / 2 + 4, mid, mid, mid + 4, mid + 10]).astype(np.float32)
+
+    def diaphragm(self, X, Y, side):
+        """z (mm) of the diaphragm dome of ``side`` (-1 right, +1 left) at ``X``, ``Y``."""
+        cx = side * self.cav_ax * 0.5
+        r2 = ((X - cx) / (self.cav_ax * 0.55)) ** 2 + ((Y - self.cav_cy) / (self.cav_ay * 0.9)) ** 2
+        lift = self.right_dome_extra if side < 0 else 0.0
+        return self.z_base + (self.dome + lift) * np.clip(1.0 - r2, 0.0, 1.0)
+
+    def floor(self, X, Y):
+        """Lowest tissue under the lungs at ``X``, ``Y``: the diaphragm of that side."""
+        return np.where(X < self.centre_x, self.diaphragm(X, Y, -1), self.diaphragm(X, Y, 1))
+
+    def abdomen_inside(self, Z, Y, X):
+        """Inside-test of the abdomen within the abdominal wall's muscle."""
+        return _in_ellipse(X, Y, self.centre_x, self.centre_y,
+                           self.body_ax * self.body_scale(Z) - self.fat - ABDOMINAL_WALL_MM,
+                           self.body_ay - self.fat * 0.8 - ABDOMINAL_WALL_MM)
+
+    def lung_inside(self, side, effusion_mm=None):
+        """Inside-test of the lung of ``side``; ``effusion_mm(Z)``: the depth of an effusion
+        that moves its posterior edge forward."""
+        centre_x, cav_ax, cav_ay, cav_cy = self.centre_x, self.cav_ax, self.cav_ay, self.cav_cy
+
+        def inside(Z, Y, X):
+            s = self.cavity_scale(Z)
+            if effusion_mm is None:
+                in_cavity = ((X - centre_x) / (cav_ax * s + 1e-3)) ** 2 + \
+                    ((Y - cav_cy) / (cav_ay * (0.55 + 0.45 * s) + 1e-3)) ** 2 <= 1.0
+            else:      # the posterior edge moves forward by the effusion's depth
+                depth = effusion_mm(Z)
+                in_cavity = ((X - centre_x) / (cav_ax * s + 1e-3)) ** 2 + \
+                    ((Y - cav_cy + depth / 2) / (cav_ay * (0.55 + 0.45 * s) - depth / 2 + 1e-3)) ** 2 <= 1.0
+            lateral = (side * (X - centre_x) >= self.mediastinum_halfwidth(Y))
+            return in_cavity & lateral & (Z >= self.diaphragm(X, Y, side))
+        return inside
+
+
+@dataclass
+class _Scan:
+    """The reconstruction of one case: field of view, pixel and slice spacing (mm), the
+    float64 voxel-centre axes ``x``, ``y``, ``z`` and their :class:`Grid`; ``z0`` is the lowest
+    slice, ``pelvis`` how far below the lowest lung point the abdominal ranges reach."""
+
+    fov: float
+    pixel: float
+    slice_spacing: float
+    pelvis: float
+    z0: float
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    grid: Grid
+
+    @property
+    def zlim(self) -> tuple[float, float]:
+        """The z bounds (mm) of the whole scan, a millimetre beyond its first and last slice."""
+        return (self.z[0] - 1, self.z[-1] + 1)
+
+
+def _in_ellipse(X, Y, cx, cy, ax, ay):
+    return ((X - cx) / ax) ** 2 + ((Y - cy) / ay) ** 2 <= 1.0
+
+
+def _draw_patient(rng: np.random.Generator, extra: np.random.Generator | None, anatomy: Anatomy,
+                  *, shape: int) -> tuple[_Torso, _Scan]:
+    """Draw the patient's body and cavity from ``rng``, and the scan of ``anatomy``'s range.
+
+    The draws from ``rng`` come in the order the phantom has always made them (body outline,
+    slice spacing, fat layer, cavity), so the same seed gives the same patient; the extent of
+    the ranges other than the chest comes from ``extra``.
+    """
     body_ax = rng.uniform(140.0, 195.0)        # half-width of the body (mm)
     body_ay = rng.uniform(95.0, 125.0)         # half-depth
     fov = float(np.clip(rng.uniform(*FOV_RANGE_MM), 2 * body_ay + 60.0, FOV_RANGE_MM[1]))
-    pixel = fov / shape
     centre_x = rng.uniform(-10.0, 10.0)        # patient centre vs reconstruction centre
     centre_y = rng.uniform(-25.0, -5.0)        # the bed lifts the patient anteriorly
-
     lung_height = rng.uniform(210.0, 270.0)
-    z_base = 0.0                                # top of the diaphragm domes' lowest point
-    z_apex = z_base + lung_height
-    below, above = 55.0, 25.0                   # abdomen below, neck base above
-    slice_spacing = float(rng.choice(SLICE_SPACINGS_MM)) * np.sqrt(DEFAULT_SHAPE / shape)
-    pelvis = float(extra.uniform(*PELVIS_DEPTH_MM)) if extra is not None else below
-    if anatomy.scan_range == "chest":
-        n_slices = int(np.ceil((lung_height + below + above) / slice_spacing))
-        z0 = z_base - below
-    else:
-        z0, z_top = _scan_extent(anatomy.scan_range, extra, z_base=z_base, z_apex=z_apex,
-                                 above=above, pelvis=pelvis)
-        if anatomy.scan_range in ABDOMINAL_RANGES:
-            slice_spacing = max(slice_spacing, ABDOMINAL_MIN_SLICE_MM * np.sqrt(DEFAULT_SHAPE / shape))
-        n_slices = int(np.ceil((z_top - z0) / slice_spacing))
-
-    half = (shape - 1) / 2.0 * pixel
-    x = np.linspace(-half, half, shape)
-    y = np.linspace(-half, half, shape)
-    z = z0 + slice_spacing * np.arange(n_slices)
-    grid = Grid(z, y, x)
-    labels = np.full(grid.shape, AIR, dtype=np.uint8)
-    zlim = (z[0] - 1, z[-1] + 1)
-
-    # --- scanner bed: carbon shell with foam core, under the body ------------------------------
-    bed_top = centre_y + body_ay + 1.0
-    bed_sag = 0.0006  # curved tabletop
-    _paint(labels, grid, (zlim, (bed_top - 5, bed_top + 60), (-230, 230)),
-           lambda Z, Y, X: (Y >= bed_top + bed_sag * X * X) & (Y <= bed_top + 45 + bed_sag * X * X)
-           & (np.abs(X) <= 220), BED_SHELL)
-    _paint(labels, grid, (zlim, (bed_top - 5, bed_top + 60), (-230, 230)),
-           lambda Z, Y, X: (Y >= bed_top + 3 + bed_sag * X * X) & (Y <= bed_top + 42 + bed_sag * X * X)
-           & (np.abs(X) <= 216), BED_FOAM)
-
-    # --- body: fat layer, then soft tissue --------------------------------------------------
-    def body_scale(Z):
-        t = (Z - z_base) / lung_height
-        return 1.0 - 0.06 * (t - 0.4) ** 2       # a little narrower at the top and bottom
-
+    scan = _draw_scan(rng, extra, anatomy, shape=shape, fov=fov, lung_height=lung_height)
     fat = rng.uniform(8.0, 25.0)
-
-    def in_ellipse(X, Y, cx, cy, ax, ay):
-        return ((X - cx) / ax) ** 2 + ((Y - cy) / ay) ** 2 <= 1.0
-
-    body_box = (zlim, (centre_y - body_ay - 2, centre_y + body_ay + 2),
-                (centre_x - body_ax - 2, centre_x + body_ax + 2))
-    _paint(labels, grid, body_box,
-           lambda Z, Y, X: in_ellipse(X, Y, centre_x, centre_y, body_ax * body_scale(Z), body_ay), FAT)
-    _paint(labels, grid, body_box,
-           lambda Z, Y, X: in_ellipse(X, Y, centre_x, centre_y, body_ax * body_scale(Z) - fat,
-                                      body_ay - fat * 0.8), SOFT)
-
-    # --- thoracic cavity and lungs -----------------------------------------------------------
     cav_ax = body_ax - fat - rng.uniform(14.0, 20.0)
     cav_ay = body_ay - fat * 0.8 - rng.uniform(12.0, 16.0)
     cav_cy = centre_y + rng.uniform(0.0, 6.0)
@@ -360,111 +497,167 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
     dome = rng.uniform(25.0, 40.0)                    # height of the diaphragm domes
     right_dome_extra = rng.uniform(8.0, 18.0)         # the liver lifts the right dome
     spine_y = centre_y + body_ay - fat * 0.8 - rng.uniform(42.0, 52.0)   # vertebral body centre
+    torso = _Torso(centre_x=centre_x, centre_y=centre_y, body_ax=body_ax, body_ay=body_ay,
+                   lung_height=lung_height, fat=fat, cav_ax=cav_ax, cav_ay=cav_ay, cav_cy=cav_cy,
+                   gap=gap, mediastinum_mid=mediastinum_mid, dome=dome,
+                   right_dome_extra=right_dome_extra, spine_y=spine_y)
+    return torso, scan
 
-    def cavity_scale(Z):
-        t = np.clip((Z - z_base) / lung_height, 0.0, 1.0)
-        return np.sqrt(np.clip(1.0 - t ** 2.2, 0.0, 1.0)) * (0.92 + 0.08 * (1 - t))
 
-    def mediastinum_halfwidth(Y):
-        v = (Y - cav_cy) / cav_ay                       # -1 anterior ... +1 posterior
-        return np.interp(v, [-1.2, -0.75, -0.35, 0.3, 0.7, 1.2],
-                         [gap / 2, gap / 2 + 4, mediastinum_mid, mediastinum_mid,
-                          mediastinum_mid + 4, mediastinum_mid + 10]).astype(np.float32)
+def _draw_scan(rng: np.random.Generator, extra: np.random.Generator | None, anatomy: Anatomy, *,
+               shape: int, fov: float, lung_height: float) -> _Scan:
+    """The grid of the scan: the slice spacing drawn from ``rng``, the range's extent from
+    ``extra`` (the chest: :data:`CHEST_BELOW_MM` below the lungs to :data:`NECK_BASE_MM` above)."""
+    pixel = fov / shape
+    z_base = LUNG_BASE_Z_MM
+    z_apex = z_base + lung_height
+    slice_spacing = float(rng.choice(SLICE_SPACINGS_MM)) * np.sqrt(DEFAULT_SHAPE / shape)
+    pelvis = float(extra.uniform(*PELVIS_DEPTH_MM)) if extra is not None else CHEST_BELOW_MM
+    if anatomy.scan_range == "chest":
+        n_slices = int(np.ceil((lung_height + CHEST_BELOW_MM + NECK_BASE_MM) / slice_spacing))
+        z0 = z_base - CHEST_BELOW_MM
+    else:
+        z0, z_top = _scan_extent(anatomy.scan_range, extra, z_base=z_base, z_apex=z_apex,
+                                 above=NECK_BASE_MM, pelvis=pelvis)
+        if anatomy.scan_range in ABDOMINAL_RANGES:
+            slice_spacing = max(slice_spacing, ABDOMINAL_MIN_SLICE_MM * np.sqrt(DEFAULT_SHAPE / shape))
+        n_slices = int(np.ceil((z_top - z0) / slice_spacing))
+    half = (shape - 1) / 2.0 * pixel
+    x = np.linspace(-half, half, shape)
+    y = np.linspace(-half, half, shape)
+    z = z0 + slice_spacing * np.arange(n_slices)
+    return _Scan(fov=fov, pixel=pixel, slice_spacing=slice_spacing, pelvis=pelvis, z0=z0,
+                 x=x, y=y, z=z, grid=Grid(z, y, x))
 
-    def diaphragm(X, Y, side):
-        cx = side * cav_ax * 0.5
-        r2 = ((X - cx) / (cav_ax * 0.55)) ** 2 + ((Y - cav_cy) / (cav_ay * 0.9)) ** 2
-        lift = right_dome_extra if side < 0 else 0.0
-        return z_base + (dome + lift) * np.clip(1.0 - r2, 0.0, 1.0)
 
-    def lung_inside(side, effusion_mm=None):
-        def inside(Z, Y, X):
-            s = cavity_scale(Z)
-            if effusion_mm is None:
-                in_cavity = ((X - centre_x) / (cav_ax * s + 1e-3)) ** 2 + \
-                    ((Y - cav_cy) / (cav_ay * (0.55 + 0.45 * s) + 1e-3)) ** 2 <= 1.0
-            else:      # the posterior edge moves forward by the effusion's depth
-                depth = effusion_mm(Z)
-                in_cavity = ((X - centre_x) / (cav_ax * s + 1e-3)) ** 2 + \
-                    ((Y - cav_cy + depth / 2) / (cav_ay * (0.55 + 0.45 * s) - depth / 2 + 1e-3)) ** 2 <= 1.0
-            lateral = (side * (X - centre_x) >= mediastinum_halfwidth(Y))
-            return in_cavity & lateral & (Z >= diaphragm(X, Y, side))
-        return inside
+def _add_bed(labels: np.ndarray, grid: Grid, torso: _Torso, *, zlim) -> None:
+    """The scanner bed under the body: a curved carbon-fibre shell with a foam core."""
+    bed_top = torso.centre_y + torso.body_ay + 1.0
+    bed_sag = BED_SAG_PER_MM
+    _paint(labels, grid, (zlim, (bed_top - 5, bed_top + 60), (-230, 230)),
+           lambda Z, Y, X: (Y >= bed_top + bed_sag * X * X) & (Y <= bed_top + 45 + bed_sag * X * X)
+           & (np.abs(X) <= 220), BED_SHELL)
+    _paint(labels, grid, (zlim, (bed_top - 5, bed_top + 60), (-230, 230)),
+           lambda Z, Y, X: (Y >= bed_top + 3 + bed_sag * X * X) & (Y <= bed_top + 42 + bed_sag * X * X)
+           & (np.abs(X) <= 216), BED_FOAM)
 
-    lung_box = ((z_base - 1, z_apex + 1), (cav_cy - cav_ay - 2, cav_cy + cav_ay + 2),
-                (centre_x - cav_ax - 2, centre_x + cav_ax + 2))
+
+def _add_body(labels: np.ndarray, grid: Grid, torso: _Torso, *, zlim) -> None:
+    """The body outline: a fat layer around soft tissue."""
+    t = torso
+    body_box = (zlim, (t.centre_y - t.body_ay - 2, t.centre_y + t.body_ay + 2),
+                (t.centre_x - t.body_ax - 2, t.centre_x + t.body_ax + 2))
+    _paint(labels, grid, body_box,
+           lambda Z, Y, X: _in_ellipse(X, Y, t.centre_x, t.centre_y, t.body_ax * t.body_scale(Z), t.body_ay),
+           FAT)
+    _paint(labels, grid, body_box,
+           lambda Z, Y, X: _in_ellipse(X, Y, t.centre_x, t.centre_y, t.body_ax * t.body_scale(Z) - t.fat,
+                                       t.body_ay - t.fat * 0.8), SOFT)
+
+
+def _add_lungs(labels: np.ndarray, grid: Grid, torso: _Torso, anatomy: Anatomy,
+               extra: np.random.Generator | None) -> tuple[tuple[int, ...], int]:
+    """Both lungs, or on request a pneumonectomy space or an effusion at a lung's base.
+
+    Returns the sides with an effusion and the side of the pneumonectomy, as
+    :func:`_draw_pleura` (drawn from ``extra``; without it: none).
+    """
+    lung_box = torso.lung_box
     effusion_sides, removed_side = (), 0
     if extra is not None:
         effusion_sides, removed_side = _draw_pleura(anatomy, extra)
     for side in (-1, +1):
         if side == removed_side:                 # pneumonectomy: the hemithorax is fluid
-            _paint(labels, grid, lung_box, lung_inside(side), SPACE)
+            _paint(labels, grid, lung_box, torso.lung_inside(side), SPACE)
         elif side in effusion_sides:
             depth_mm, height_mm = extra.uniform(25.0, 55.0), extra.uniform(70.0, 140.0)
-            _paint(labels, grid, lung_box, lung_inside(side), EFFUSION)
-            _paint(labels, grid, lung_box, lung_inside(side, _effusion_profile(depth_mm, height_mm, z_base)),
+            _paint(labels, grid, lung_box, torso.lung_inside(side), EFFUSION)
+            _paint(labels, grid, lung_box,
+                   torso.lung_inside(side, _effusion_profile(depth_mm, height_mm, torso.z_base)),
                    LUNG, where=[EFFUSION])
         else:
-            _paint(labels, grid, lung_box, lung_inside(side), LUNG)
+            _paint(labels, grid, lung_box, torso.lung_inside(side), LUNG)
+    return effusion_sides, removed_side
 
-    # --- organs under the diaphragm ----------------------------------------------------------
-    liver_full = z_base - LIVER_FULL_MM            # the liver narrows below this
-    _paint(labels, grid, ((max(z0, liver_full), z_base + dome + right_dome_extra), lung_box[1],
-                          (centre_x - cav_ax, centre_x + 20)),
-           lambda Z, Y, X: (Z < diaphragm(X, Y, -1) - 4) & in_ellipse(X, Y, centre_x - cav_ax * 0.35, cav_cy,
-                                                                        cav_ax * 0.75, cav_ay * 0.85),
+
+def _add_liver(labels: np.ndarray, grid: Grid, torso: _Torso, extra: np.random.Generator | None,
+               *, z0: float) -> None:
+    """The liver under the right dome; in a scan below the chest (``extra``) it narrows to its
+    tip :data:`LIVER_DEPTH_MM` under the lungs."""
+    t = torso
+    liver_full = t.z_base - LIVER_FULL_MM            # the liver narrows below this
+    lateral = (t.centre_x - t.cav_ax, t.centre_x + 20)
+    _paint(labels, grid, ((max(z0, liver_full), t.z_base + t.dome + t.right_dome_extra), t.lung_box[1], lateral),
+           lambda Z, Y, X: (Z < t.diaphragm(X, Y, -1) - 4) & _in_ellipse(
+               X, Y, t.centre_x - t.cav_ax * 0.35, t.cav_cy, t.cav_ax * 0.75, t.cav_ay * 0.85),
            LIVER, where=[SOFT])
     if z0 < liver_full and extra is not None:
-        liver_bottom = z_base - extra.uniform(*LIVER_DEPTH_MM)
+        liver_bottom = t.z_base - extra.uniform(*LIVER_DEPTH_MM)
 
         def liver_taper(Z):
             return np.sqrt(np.clip(1.0 - ((liver_full - Z) / (liver_full - liver_bottom)) ** 2, 0.0, 1.0))
 
-        _paint(labels, grid, ((liver_bottom, liver_full), lung_box[1], (centre_x - cav_ax, centre_x + 20)),
-               lambda Z, Y, X: (Z < liver_full) & in_ellipse(
-                   X, Y, centre_x - cav_ax * 0.35, cav_cy, cav_ax * 0.75 * liver_taper(Z) + 1e-3,
-                   cav_ay * 0.85 * liver_taper(Z) + 1e-3), LIVER, where=[SOFT])
-    if not anatomy.has_bowel:                     # the default chest's stomach gas bubble
-        gas_c = (centre_x + cav_ax * 0.45, cav_cy - cav_ay * 0.2, z_base - 12.0)
-        gas_r = rng.uniform(18.0, 30.0)
-        _paint(labels, grid, ((gas_c[2] - gas_r, gas_c[2] + gas_r * 0.6), (gas_c[1] - gas_r * 1.3, gas_c[1] + gas_r * 1.3),
-                              (gas_c[0] - gas_r * 1.3, gas_c[0] + gas_r * 1.3)),
-               lambda Z, Y, X: (((X - gas_c[0]) / (gas_r * 1.3)) ** 2 + ((Y - gas_c[1]) / (gas_r * 1.2)) ** 2
-                                + ((Z - gas_c[2]) / gas_r) ** 2 <= 1.0) & (Z < diaphragm(X, Y, 1) - 6),
-               GAS, where=[SOFT, FAT])
-    else:
-        rng.uniform(18.0, 30.0)                   # the bubble's draw: later draws stay as they were
+        _paint(labels, grid, ((liver_bottom, liver_full), t.lung_box[1], lateral),
+               lambda Z, Y, X: (Z < liver_full) & _in_ellipse(
+                   X, Y, t.centre_x - t.cav_ax * 0.35, t.cav_cy, t.cav_ax * 0.75 * liver_taper(Z) + 1e-3,
+                   t.cav_ay * 0.85 * liver_taper(Z) + 1e-3), LIVER, where=[SOFT])
 
-    # --- heart (indents the left lung) and aorta ---------------------------------------------
-    heart_c = np.array([centre_x + rng.uniform(12.0, 28.0), cav_cy - cav_ay * 0.25,
-                        z_base + dome * 0.6 + rng.uniform(30.0, 45.0)])
+
+def _add_gas_bubble(labels: np.ndarray, grid: Grid, torso: _Torso, rng: np.random.Generator, *,
+                    has_bowel: bool) -> None:
+    """The default chest's stomach gas bubble under the left dome (none with the bowel, which
+    has the whole stomach; its radius is drawn either way, so that later draws stay)."""
+    t = torso
+    gas_r = rng.uniform(18.0, 30.0)
+    if has_bowel:
+        return
+    gas_c = (t.centre_x + t.cav_ax * 0.45, t.cav_cy - t.cav_ay * 0.2, t.z_base - 12.0)
+    _paint(labels, grid, ((gas_c[2] - gas_r, gas_c[2] + gas_r * 0.6), (gas_c[1] - gas_r * 1.3, gas_c[1] + gas_r * 1.3),
+                          (gas_c[0] - gas_r * 1.3, gas_c[0] + gas_r * 1.3)),
+           lambda Z, Y, X: (((X - gas_c[0]) / (gas_r * 1.3)) ** 2 + ((Y - gas_c[1]) / (gas_r * 1.2)) ** 2
+                            + ((Z - gas_c[2]) / gas_r) ** 2 <= 1.0) & (Z < t.diaphragm(X, Y, 1) - 6),
+           GAS, where=[SOFT, FAT])
+
+
+def _add_heart(labels: np.ndarray, grid: Grid, torso: _Torso, rng: np.random.Generator, *,
+               z0: float) -> None:
+    """The heart (an ellipsoid that indents the left lung) and the aorta: ascending, the arch
+    and descending beside the spine to below the scan (painted as heart: soft tissue)."""
+    t = torso
+    heart_c = np.array([t.centre_x + rng.uniform(12.0, 28.0), t.cav_cy - t.cav_ay * 0.25,
+                        t.z_base + t.dome * 0.6 + rng.uniform(30.0, 45.0)])
     heart_r = np.array([rng.uniform(45.0, 55.0), rng.uniform(38.0, 48.0), rng.uniform(42.0, 52.0)])
     _paint(labels, grid, ((heart_c[2] - heart_r[2], heart_c[2] + heart_r[2]),
                           (heart_c[1] - heart_r[1], heart_c[1] + heart_r[1]),
                           (heart_c[0] - heart_r[0], heart_c[0] + heart_r[0])),
            lambda Z, Y, X: ((X - heart_c[0]) / heart_r[0]) ** 2 + ((Y - heart_c[1]) / heart_r[1]) ** 2
            + ((Z - heart_c[2]) / heart_r[2]) ** 2 <= 1.0, HEART)
-    arch_z = z_base + lung_height * 0.72
+    arch_z = t.z_base + t.lung_height * 0.72
     aorta_r = rng.uniform(11.0, 15.0)
-    desc = (centre_x + 22.0, spine_y - 22.0)
-    asc = (centre_x + 8.0, cav_cy - cav_ay * 0.35)
+    desc = (t.centre_x + 22.0, t.spine_y - 22.0)
+    asc = (t.centre_x + 8.0, t.cav_cy - t.cav_ay * 0.35)
     for a, b in (((asc[0], asc[1], heart_c[2]), (asc[0], asc[1], arch_z)),
                  ((asc[0], asc[1], arch_z), (desc[0], desc[1], arch_z + 8)),
                  ((desc[0], desc[1], arch_z + 8), (desc[0], desc[1], z0 - 5))):
         bounds, inside = _tube(a, b, aorta_r)
         _paint(labels, grid, bounds, inside, HEART)
 
-    # --- airways: trachea, main bronchi, a few lobar bronchi inside the lungs ----------------
+
+def _add_airways(labels: np.ndarray, grid: Grid, torso: _Torso, rng: np.random.Generator,
+                 scan: _Scan, *, removed_side: int) -> np.ndarray:
+    """The trachea and main bronchi (returned as a mask, painted later) and three lobar bronchi
+    per lung (painted into the lung); a pneumonectomy (``removed_side``) leaves a stump."""
+    t = torso
     trachea_r = rng.uniform(8.0, 10.5)
-    trachea_y = spine_y - rng.uniform(38.0, 46.0)
-    carina = np.array([centre_x, trachea_y, z_base + lung_height * rng.uniform(0.55, 0.62)])
+    trachea_y = t.spine_y - rng.uniform(38.0, 46.0)
+    carina = np.array([t.centre_x, trachea_y, t.z_base + t.lung_height * rng.uniform(0.55, 0.62)])
     hila = {
-        -1: carina + np.array([-cav_ax * 0.42, 6.0, -rng.uniform(28.0, 36.0)]),   # right: steeper
-        +1: carina + np.array([cav_ax * 0.45, 8.0, -rng.uniform(18.0, 26.0)]),
+        -1: carina + np.array([-t.cav_ax * 0.42, 6.0, -rng.uniform(28.0, 36.0)]),   # right: steeper
+        +1: carina + np.array([t.cav_ax * 0.45, 8.0, -rng.uniform(18.0, 26.0)]),
     }
     # the trachea leaves the top of the scan (and starts above the neck base in any range)
-    trachea_top = max(float(z[-1]), z_apex + above - slice_spacing) + 10.0
-    airway_tubes = [((centre_x, trachea_y, trachea_top), tuple(carina), trachea_r)]
+    trachea_top = max(float(scan.z[-1]), t.z_apex + NECK_BASE_MM - scan.slice_spacing) + 10.0
+    airway_tubes = [((t.centre_x, trachea_y, trachea_top), tuple(carina), trachea_r)]
     for s in (-1, 1):                             # a pneumonectomy leaves a bronchial stump
         end = hila[s] if s != removed_side else carina + STUMP_FRACTION * (hila[s] - carina)
         airway_tubes.append((tuple(carina), tuple(end), trachea_r * (0.72 if s < 0 else 0.62)))
@@ -483,57 +676,47 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
     for a, b, r in lobar_tubes:
         bounds, inside = _tube(a, b, r)
         _paint(labels, grid, bounds, inside, AIRWAY, where=[LUNG])
+    return central_airway
 
-    # --- lung vessels: intersections of two smooth random level sets are tubes ----------------
-    _add_vessels(labels, grid, lung_box, rng)
-    if anatomy.emphysema:
-        _add_emphysema(labels, grid, lung_box, extra, z_base=z_base, lung_height=lung_height)
 
-    # --- truth lungs: the lung region (vessels, small airways inside it), minus the trachea and
-    #     main bronchi; split right/left at the patient midline -------------------------------
-    in_lung = np.isin(labels, [LUNG, VESSEL, AIRWAY, EMPHYSEMA]) & ~central_airway
-    labels[central_airway & (labels != BED_FOAM)] = AIRWAY
-
-    # --- bowel: stomach, colon and small bowel below the diaphragm ----------------------------
-    if anatomy.has_bowel:
-        def floor(X, Y):                           # lowest tissue under the lungs at (x, y)
-            return np.where(X < centre_x, diaphragm(X, Y, -1), diaphragm(X, Y, 1))
-
-        def abdomen_inside(Z, Y, X):               # inside the abdominal wall's muscle
-            return in_ellipse(X, Y, centre_x, centre_y, body_ax * body_scale(Z) - fat - ABDOMINAL_WALL_MM,
-                              body_ay - fat * 0.8 - ABDOMINAL_WALL_MM)
-
-        _add_bowel(labels, grid, extra, centre_x=centre_x, cav_cy=cav_cy, cav_ax=cav_ax,
-                   cav_ay=cav_ay, z_base=z_base, pelvis=pelvis, floor=floor, inside=abdomen_inside)
-
-    # --- spine, ribs and sternum --------------------------------------------------------------
-    _add_skeleton(labels, grid, rng, centre_x=centre_x, centre_y=centre_y, body_ax=body_ax,
-                  body_ay=body_ay, fat=fat, spine_y=spine_y, zlim=zlim, z_base=z_base,
-                  z_top=z_apex + above)
-    in_lung &= ~np.isin(labels, [BONE, MARROW])
-
-    # --- tumour -------------------------------------------------------------------------------
+def _add_lung_tumour(in_lung: np.ndarray, labels: np.ndarray, grid: Grid, torso: _Torso,
+                     rng: np.random.Generator, extra: np.random.Generator | None, *, scan: _Scan,
+                     probability: float, juxtapleural: bool, growth: float) -> np.ndarray:
+    """With chance ``probability``, a tumour in the lung (:func:`_add_tumour`, or with
+    ``juxtapleural`` :func:`_add_juxtapleural`); its mask. The tumour is painted into
+    ``labels`` and added to ``in_lung`` (in place)."""
+    t = torso
     tumour = np.zeros(grid.shape, dtype=bool)
-    if rng.uniform() < tumour_probability and in_lung.any():
-        if anatomy.juxtapleural:
-            tumour = _add_juxtapleural(in_lung, labels, grid, extra, centre=(centre_x, cav_cy),
-                                       z_range=(z_base + dome + right_dome_extra + 5.0, z_apex - 40.0),
-                                       mediastinum_mm=mediastinum_mid, growth=tumour_growth)
+    if rng.uniform() < probability and in_lung.any():
+        if juxtapleural:
+            tumour = _add_juxtapleural(in_lung, labels, grid, extra, centre=(t.centre_x, t.cav_cy),
+                                       z_range=(t.z_base + t.dome + t.right_dome_extra + 5.0, t.z_apex - 40.0),
+                                       mediastinum_mm=t.mediastinum_mid, growth=growth)
         else:
-            tumour = _add_tumour(in_lung, grid, rng, pixel=pixel, growth=tumour_growth)
+            tumour = _add_tumour(in_lung, grid, rng, pixel=scan.pixel, growth=growth)
         labels[tumour] = TUMOUR
         in_lung |= tumour
+    return tumour
 
+
+def _split_lungs(in_lung: np.ndarray, labels: np.ndarray, grid: Grid, torso: _Torso) -> np.ndarray:
+    """The lung truth: ``in_lung`` split at the patient's midline into :data:`RIGHT_LUNG` and
+    :data:`LEFT_LUNG`, each lung's islands dropped (:func:`_drop_islands`)."""
     lungs = np.zeros(grid.shape, dtype=np.uint8)
-    x_right = (grid.x < centre_x)[None, None, :]
+    x_right = (grid.x < torso.centre_x)[None, None, :]
     lungs[in_lung & x_right] = RIGHT_LUNG
     lungs[in_lung & ~x_right] = LEFT_LUNG
-    _drop_islands(lungs, labels, grid.block(*lung_box))
+    _drop_islands(lungs, labels, grid.block(*torso.lung_box))
+    return lungs
 
-    # --- intensities, noise, field of view ----------------------------------------------------
-    noise = rng if noise_rng is None else noise_rng
-    fov_outside = (grid.x[None, :] ** 2 + grid.y[:, None] ** 2) > (fov / 2.0) ** 2
-    values = _intensities(labels, grid, noise, cav_cy=cav_cy, cav_ay=cav_ay,
+
+def _render(labels: np.ndarray, lungs: np.ndarray, tumour: np.ndarray, torso: _Torso, scan: _Scan,
+            noise: np.random.Generator, *, anatomy: Anatomy) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image (HU, NaN outside the circular field of view) and the anatomy truth (``None``
+    for the default chest); ``lungs`` and ``tumour`` are cleared outside the field of view."""
+    grid = scan.grid
+    fov_outside = (grid.x[None, :] ** 2 + grid.y[:, None] ** 2) > (scan.fov / 2.0) ** 2
+    values = _intensities(labels, grid, noise, cav_cy=torso.cav_cy, cav_ay=torso.cav_ay,
                           lung_shift=EMPHYSEMA_LUNG_SHIFT_HU if anatomy.emphysema else 0.0)
     values[:, fov_outside] = np.nan
     lungs[:, fov_outside] = 0
@@ -543,13 +726,19 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
         structures = _ANATOMY_OF_TISSUE[labels]
         structures[(labels == AIRWAY) & (lungs == 0)] = AIRWAY_TRUTH
         structures[:, fov_outside] = 0
+    return values, structures
 
-    thickness = slice_spacing * float(noise.choice([1.0, 1.0, 2.0]))   # sometimes overlapping recon
-    origin = (float(x[0]), float(y[0]), float(z[0]))
-    facts = {"lung_gap_mm": gap, "body_cut_by_fov": bool(body_ax > fov / 2 - abs(centre_x))}
+
+def _case_facts(torso: _Torso, scan: _Scan, anatomy: Anatomy, pleura: tuple[tuple[int, ...], int],
+                *, tumour_growth: float) -> dict:
+    """:attr:`CTCase.facts`: the lung gap, whether the field of view cuts the body, and what
+    the anatomy options put into the case (``pleura``: effusion sides and removed side)."""
+    effusion_sides, removed_side = pleura
+    facts = {"lung_gap_mm": torso.gap,
+             "body_cut_by_fov": bool(torso.body_ax > scan.fov / 2 - abs(torso.centre_x))}
     if not anatomy.is_default:
         facts.update(anatomy=anatomy.describe(), scan_range=anatomy.scan_range,
-                     midline_x_mm=float(centre_x),
+                     midline_x_mm=float(torso.centre_x),
                      bowel=anatomy.has_bowel,
                      effusion=[("right" if s < 0 else "left") for s in effusion_sides],
                      emphysema=anatomy.emphysema,
@@ -557,21 +746,7 @@ def make_ct(rng: np.random.Generator, *, shape: int = DEFAULT_SHAPE,
                      juxtapleural=anatomy.juxtapleural)
     if tumour_growth != 1.0:
         facts["tumour_growth"] = float(tumour_growth)
-    return CTCase(
-        hu=values, lungs=lungs, tumour=tumour.astype(np.uint8),
-        spacing=(float(slice_spacing), float(pixel), float(pixel)), origin=origin, fov_mm=fov,
-        slice_thickness=float(round(thickness, 3)), facts=facts, anatomy=structures,
-    )
-
-
-#: The liver keeps its full section down to this far below the lowest lung point (mm), then
-#: narrows to its tip (:data:`LIVER_DEPTH_MM` below).
-LIVER_FULL_MM = 60.0
-LIVER_DEPTH_MM = (140.0, 180.0)
-#: A pneumonectomy's bronchial stump: this fraction of the main bronchus is left.
-STUMP_FRACTION = 0.35
-#: The bowel stays this far (mm) inside the body's soft-tissue outline (abdominal wall muscle).
-ABDOMINAL_WALL_MM = 16.0
+    return facts
 
 
 def _scan_extent(scan_range: str, rng: np.random.Generator, *, z_base: float, z_apex: float,
@@ -699,8 +874,8 @@ SMALL_BOWEL_RADIUS_MM = (10.0, 13.5)
 _BOWEL_STEP_MM = 6.0
 
 
-def _add_bowel(labels: np.ndarray, grid: Grid, rng: np.random.Generator, *, centre_x, cav_cy,
-               cav_ax, cav_ay, z_base, pelvis, floor, inside) -> None:
+def _add_bowel(labels: np.ndarray, grid: Grid, rng: np.random.Generator, torso: _Torso, *,
+               pelvis: float) -> None:
     """Stomach, colon and small bowel: tubes (and the stomach's ellipsoid) of wall, gas in front
     of a gas/fluid level and fluid or stool behind it, kept :data:`DIAPHRAGM_GAP_MM` under the
     lungs' floor and inside the abdominal wall; painted over soft tissue and fat only.
@@ -708,11 +883,65 @@ def _add_bowel(labels: np.ndarray, grid: Grid, rng: np.random.Generator, *, cent
     Every voxel belongs to the structure whose surface it lies deepest under (one pass per
     tube segment over its bounding box, then one vectorised decision).
     """
+    bowel = _draw_bowel(rng, torso, pelvis=pelvis)
+    claimed = _claim_bowel(grid, bowel)
+    if claimed is None:
+        return
+    box, depth, owner = claimed
+    _fill_bowel(labels, grid, torso, bowel, box=box, depth=depth, owner=owner)
+    _mottle_stool(labels[box], grid.coords(box), rng)
+
+
+@dataclass
+class _Bowel:
+    """The tube segments of the colon and small bowel and the stomach's ellipsoid (mm).
+
+    Segment ``i`` runs from ``a[i]`` to ``b[i]`` (x, y, z) with radius ``ra[i]`` to ``rb[i]``,
+    gas level ``level[i]`` (as in :data:`_COLON`) and ``content[i]`` (the label behind the
+    level); the stomach has centre ``stomach_c`` and radii ``stomach_r`` (x, y, z) and its own
+    gas level.
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    ra: np.ndarray
+    rb: np.ndarray
+    level: np.ndarray
+    content: np.ndarray
+    stomach_c: np.ndarray
+    stomach_r: np.ndarray
+    stomach_level: float
+
+
+def _draw_bowel(rng: np.random.Generator, torso: _Torso, *, pelvis: float) -> _Bowel:
+    """Draw the colon, the small bowel and the stomach (in this order, from ``rng``)."""
+    t = torso
+    colon = _colon_centreline(rng, torso, pelvis=pelvis)
+    small = _small_bowel_centreline(rng, torso, pelvis=pelvis)
+    # segments: (a, b, radius a, radius b, gas level, content)
+    segments = [(c[:-1, :3], c[1:, :3], c[:-1, 3], c[1:, 3], (c[:-1, 4] + c[1:, 4]) / 2, content)
+                for c, content in ((colon, STOOL), (small, BOWEL_FLUID))]
+    # the stomach: under the left dome, gas in front of a level, fluid behind it
+    stomach_c = np.array([t.centre_x + 0.42 * t.cav_ax, t.cav_cy - 0.12 * t.cav_ay, 0.0])
+    stomach_r = np.array([rng.uniform(40.0, 55.0), rng.uniform(34.0, 46.0), rng.uniform(55.0, 75.0)])
+    stomach_c[2] = t.z_base - 0.4 * stomach_r[2]
+    stomach_level = rng.uniform(-0.4, 0.3)
+    return _Bowel(a=np.vstack([s[0] for s in segments]), b=np.vstack([s[1] for s in segments]),
+                  ra=np.concatenate([s[2] for s in segments]), rb=np.concatenate([s[3] for s in segments]),
+                  level=np.concatenate([s[4] for s in segments]),
+                  content=np.concatenate([np.full(len(s[0]), s[5], np.uint8) for s in segments]),
+                  stomach_c=stomach_c, stomach_r=stomach_r, stomach_level=stomach_level)
+
+
+def _colon_centreline(rng: np.random.Generator, torso: _Torso, *, pelvis: float) -> np.ndarray:
+    """Samples (x, y, z, radius, gas level, haustra) along the colon: the control points of
+    :data:`_COLON` jittered, haustra as a periodic narrowing along the arc length."""
+    t = torso
+
     def point(fx, fy, z):
         z = -pelvis + z[1] if isinstance(z, tuple) else z
-        return centre_x + fx * cav_ax, cav_cy + fy * cav_ay, z_base + z
+        return t.centre_x + fx * t.cav_ax, t.cav_cy + fy * t.cav_ay, t.z_base + z
 
-    # colon: control points jittered, haustra as periodic narrowing along the arc length
     control = np.array([(*point(fx, fy, z), r * rng.uniform(0.85, 1.15),
                          np.clip(level + rng.uniform(-0.25, 0.25), -1.0, 0.9), haustra)
                         for fx, fy, z, r, level, haustra in _COLON])
@@ -722,10 +951,17 @@ def _add_bowel(labels: np.ndarray, grid: Grid, rng: np.random.Generator, *, cent
     period, phase = rng.uniform(22.0, 32.0), rng.uniform(0.0, 2 * np.pi)
     colon[:, 3] *= 1.0 - 0.28 * colon[:, 5] * (0.5 + 0.5 * np.cos(2 * np.pi * arc / period + phase)) ** 6
     colon[:, 4] += 0.2 * np.sin(2 * np.pi * arc / rng.uniform(150.0, 300.0) + rng.uniform(0, 2 * np.pi))
+    return colon
 
-    # small bowel: a random walk with momentum inside the mid and lower abdomen
-    sb_centre = np.array([centre_x, cav_cy - 0.1 * cav_ay, z_base - 0.55 * pelvis])
-    sb_radii = np.array([0.5 * cav_ax, 0.42 * cav_ay, 0.27 * pelvis])
+
+def _small_bowel_centreline(rng: np.random.Generator, torso: _Torso, *, pelvis: float) -> np.ndarray:
+    """Samples (x, y, z, radius, gas level) along the small bowel: a random walk with momentum
+    inside the mid and lower abdomen, with fluid and a few gas pockets."""
+    from scipy.ndimage import gaussian_filter1d
+
+    t = torso
+    sb_centre = np.array([t.centre_x, t.cav_cy - 0.1 * t.cav_ay, t.z_base - 0.55 * pelvis])
+    sb_radii = np.array([0.5 * t.cav_ax, 0.42 * t.cav_ay, 0.27 * pelvis])
     steps = int(rng.uniform(*SMALL_BOWEL_MM) / _BOWEL_STEP_MM)
     position = sb_centre + rng.uniform(-0.3, 0.3, 3) * sb_radii
     direction = rng.standard_normal(3)
@@ -738,34 +974,26 @@ def _add_bowel(labels: np.ndarray, grid: Grid, rng: np.random.Generator, *, cent
             direction /= np.linalg.norm(direction)
         position = position + _BOWEL_STEP_MM * direction
         walk[i] = position
-    from scipy.ndimage import gaussian_filter1d
-
     pockets = gaussian_filter1d(rng.standard_normal(steps), 10.0)
     pockets /= pockets.std() + 1e-9
     sb_level = np.where(pockets > 0.9, np.clip(-0.4 + 0.4 * pockets, -0.4, 0.5), -1.5)
-    small = np.column_stack([walk, np.full(steps, rng.uniform(*SMALL_BOWEL_RADIUS_MM))
-                             * rng.uniform(0.9, 1.1, steps), sb_level])
+    return np.column_stack([walk, np.full(steps, rng.uniform(*SMALL_BOWEL_RADIUS_MM))
+                            * rng.uniform(0.9, 1.1, steps), sb_level])
 
-    # segments: (a, b, radius a, radius b, gas level, content)
-    segments = [(c[:-1, :3], c[1:, :3], c[:-1, 3], c[1:, 3], (c[:-1, 4] + c[1:, 4]) / 2, content)
-                for c, content in ((colon, STOOL), (small, BOWEL_FLUID))]
-    a = np.vstack([s[0] for s in segments])
-    b = np.vstack([s[1] for s in segments])
-    ra, rb = np.concatenate([s[2] for s in segments]), np.concatenate([s[3] for s in segments])
-    level = np.concatenate([s[4] for s in segments])
-    content = np.concatenate([np.full(len(s[0]), s[5], np.uint8) for s in segments])
-    # the stomach: under the left dome, gas in front of a level, fluid behind it
-    stomach_c = np.array([centre_x + 0.42 * cav_ax, cav_cy - 0.12 * cav_ay, 0.0])
-    stomach_r = np.array([rng.uniform(40.0, 55.0), rng.uniform(34.0, 46.0), rng.uniform(55.0, 75.0)])
-    stomach_c[2] = z_base - 0.4 * stomach_r[2]
-    stomach_level = rng.uniform(-0.4, 0.3)
+
+def _claim_bowel(grid: Grid, bowel: _Bowel) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray] | None:
+    """The block of the grid around the bowel, and in it each voxel's signed depth (mm, < 0
+    inside) under the surface of the structure that owns it and the owner's index (segment
+    ``i``, or ``len(a)`` for the stomach; -1: none within a wall's thickness); ``None`` when the
+    block lies outside the grid."""
+    a, b, ra, rb = bowel.a, bowel.b, bowel.ra, bowel.rb
+    stomach_c, stomach_r = bowel.stomach_c, bowel.stomach_r
     wall = BOWEL_WALL_MM
-
     lo = np.minimum(np.minimum(a, b).min(axis=0), stomach_c - stomach_r) - 40.0
     hi = np.maximum(np.maximum(a, b).max(axis=0), stomach_c + stomach_r) + 40.0
     box = grid.block((lo[2], hi[2]), (lo[1], hi[1]), (lo[0], hi[0]))
     if any(s.stop <= s.start for s in box):
-        return
+        return None
     offset = np.array([s.start for s in box])
     depth = np.full(tuple(s.stop - s.start for s in box), np.inf, dtype=np.float32)
     owner = np.full(depth.shape, -1, dtype=np.int32)
@@ -799,17 +1027,24 @@ def _add_bowel(labels: np.ndarray, grid: Grid, rng: np.random.Generator, *, cent
         return (rho - 1.0) * stomach_r.min()
     s_lo, s_hi = stomach_c - stomach_r - wall, stomach_c + stomach_r + wall
     claim(((s_lo[2], s_hi[2]), (s_lo[1], s_hi[1]), (s_lo[0], s_hi[0])), stomach, len(a))
+    return box, depth, owner
 
-    # one decision for every claimed voxel
-    centre_y = np.append((a[:, 1] + b[:, 1]) / 2, stomach_c[1])
-    radius = np.append((ra + rb) / 2, stomach_r[1])
-    gas_y = (centre_y + np.append(level, stomach_level) * radius).astype(np.float32)
-    fill = np.append(content, np.uint8(BOWEL_FLUID))
+
+def _fill_bowel(labels: np.ndarray, grid: Grid, torso: _Torso, bowel: _Bowel, *, box,
+                depth: np.ndarray, owner: np.ndarray) -> None:
+    """One decision for every claimed voxel of ``box`` (:func:`_claim_bowel`): free soft tissue
+    or fat inside the abdomen becomes the owner's lumen (gas in front of its level, its content
+    behind) or wall, below the lungs' floor."""
+    a, b = bowel.a, bowel.b
+    centre_y = np.append((a[:, 1] + b[:, 1]) / 2, bowel.stomach_c[1])
+    radius = np.append((bowel.ra + bowel.rb) / 2, bowel.stomach_r[1])
+    gas_y = (centre_y + np.append(bowel.level, bowel.stomach_level) * radius).astype(np.float32)
+    fill = np.append(bowel.content, np.uint8(BOWEL_FLUID))
     Z, Y, X = grid.coords(box)
     target = labels[box]
     claimed = owner >= 0
-    lung_floor = floor(X, Y)
-    free = claimed & np.isin(target, [SOFT, FAT]) & inside(Z, Y, X)
+    lung_floor = torso.floor(X, Y)
+    free = claimed & np.isin(target, [SOFT, FAT]) & torso.abdomen_inside(Z, Y, X)
     lumen = free & (depth < 0) & (Z < lung_floor - DIAPHRAGM_GAP_MM)
     tube_wall = free & ~lumen & (Z < lung_floor - DIAPHRAGM_GAP_MM / 2)
     who = np.where(claimed, owner, 0)
@@ -817,12 +1052,23 @@ def _add_bowel(labels: np.ndarray, grid: Grid, rng: np.random.Generator, *, cent
     target[tube_wall] = SOFT
     target[lumen] = fill[who[lumen]]
     target[gas] = BOWEL_GAS
-    # stool is mottled: small gas bubbles (3 mm cells, 6 % of them)
+
+
+#: Stool is mottled: gas bubbles in this fraction of cells of this size (mm).
+STOOL_BUBBLE_CELL_MM = 3.0
+STOOL_BUBBLE_FRACTION = 0.06
+
+
+def _mottle_stool(target: np.ndarray, coords, rng: np.random.Generator) -> None:
+    """Small gas bubbles in the stool of ``target`` (a block of labels at the mm ``coords``
+    ``Z, Y, X``): :data:`STOOL_BUBBLE_FRACTION` of cells of :data:`STOOL_BUBBLE_CELL_MM`."""
     stool = target == STOOL
     if stool.any():
-        cells = tuple(int(np.ceil((c.max() - c.min()) / 3.0)) + 1 for c in (Z, Y, X))
-        bubbles = rng.uniform(size=cells) < 0.06
-        index = [np.clip(((c.ravel() - c.min()) / 3.0).astype(int), 0, n - 1) for c, n in zip((Z, Y, X), cells)]
+        Z, Y, X = coords
+        cell = STOOL_BUBBLE_CELL_MM
+        cells = tuple(int(np.ceil((c.max() - c.min()) / cell)) + 1 for c in (Z, Y, X))
+        bubbles = rng.uniform(size=cells) < STOOL_BUBBLE_FRACTION
+        index = [np.clip(((c.ravel() - c.min()) / cell).astype(int), 0, n - 1) for c, n in zip((Z, Y, X), cells)]
         target[stool & bubbles.take(index[0], 0).take(index[1], 1).take(index[2], 2)] = BOWEL_GAS
 
 

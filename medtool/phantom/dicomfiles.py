@@ -130,11 +130,47 @@ def write_ct_series(folder: Path, case: CTCase, *, person: Person, site: Site, s
     values sampled on those planes). Returns the paths written.
     """
     hu = case.hu if hu is None else hu
-    n_slices, rows, cols = hu.shape
-    dz, dy, dx = case.spacing
+    n_slices = hu.shape[0]
     x0, y0, z0 = case.origin
-    zs = z0 + np.arange(n_slices) * dz if z_positions is None else np.asarray(z_positions)
-    kernel = kernel or site.kernel
+    zs = z0 + np.arange(n_slices) * case.spacing[0] if z_positions is None else np.asarray(z_positions)
+    ds = _ct_series_header(case, hu.shape[1:], person=person, site=site, study=study, rng=rng,
+                           series_number=series_number, key=key, kernel=kernel or site.kernel,
+                           even=z_positions is None, tilt_deg=tilt_deg, description=description)
+    stored = stored_ct_values(hu)
+    order = rng.permutation(n_slices) + 1
+    written = []
+    for instance in range(1, n_slices + 1):
+        k = n_slices - instance                     # array index: 0 is the most inferior slice
+        sop_uid = study.uid(key, instance)
+        ds.SOPInstanceUID = sop_uid
+        ds.InstanceNumber = instance
+        ds.ImagePositionPatient = [round(x0, 6), round(y0, 6), round(float(zs[k]), 6)]
+        ds.SliceLocation = round(float(zs[k]), 6)
+        ds.PixelData = stored[k].tobytes()
+        ds.file_meta = _file_meta(CTImageStorage, sop_uid)
+        name = (f"1-{instance:03d}.dcm" if names == "tcia"
+                else f"{prefix}-{order[instance - 1]:04d}.dcm")
+        path = folder / name
+        ds.save_as(path, enforce_file_format=True)
+        written.append(path)
+    return written
+
+
+#: Window presets written into every CT slice: (centre, width, explanation).
+CT_WINDOWS = ((-600, 1500, "LUNG"), (40, 400, "MEDIASTINUM"))
+
+
+def _ct_series_header(case: CTCase, shape: tuple[int, int], *, person: Person, site: Site,
+                      study: Study, rng: np.random.Generator, series_number: int, key: str,
+                      kernel: str, even: bool, tilt_deg: float, description: str | None) -> Dataset:
+    """The header that every slice of a CT series shares (patient, study, series, equipment,
+    image plane and pixel description): all but the slice's UID, number, position and pixels.
+
+    ``shape`` is (rows, columns); ``even``: the slices are evenly spaced (SpacingBetweenSlices
+    is written); ``tilt_deg``: the image planes are tilted about the x axis by this much.
+    """
+    rows, cols = shape
+    dz, dy, dx = case.spacing
     tilt = np.deg2rad(tilt_deg)
     ds = Dataset()
     _patient_module(ds, person, study)
@@ -155,7 +191,7 @@ def write_ct_series(folder: Path, case: CTCase, *, person: Person, site: Site, s
     ds.XRayTubeCurrent = int(rng.integers(80, 400))
     ds.ConvolutionKernel = kernel
     ds.SliceThickness = case.slice_thickness
-    if z_positions is None:
+    if even:
         ds.SpacingBetweenSlices = round(dz, 6)
     ds.ReconstructionDiameter = round(case.fov_mm, 3)
     ds.DataCollectionDiameter = 500
@@ -177,28 +213,10 @@ def write_ct_series(folder: Path, case: CTCase, *, person: Person, site: Site, s
     ds.RescaleIntercept = CT_RESCALE_INTERCEPT
     ds.RescaleSlope = 1
     ds.RescaleType = "HU"
-    ds.WindowCenter = [-600, 40]
-    ds.WindowWidth = [1500, 400]
-    ds.WindowCenterWidthExplanation = ["LUNG", "MEDIASTINUM"]
-
-    stored = stored_ct_values(hu)
-    order = rng.permutation(n_slices) + 1
-    written = []
-    for instance in range(1, n_slices + 1):
-        k = n_slices - instance                     # array index: 0 is the most inferior slice
-        sop_uid = study.uid(key, instance)
-        ds.SOPInstanceUID = sop_uid
-        ds.InstanceNumber = instance
-        ds.ImagePositionPatient = [round(x0, 6), round(y0, 6), round(float(zs[k]), 6)]
-        ds.SliceLocation = round(float(zs[k]), 6)
-        ds.PixelData = stored[k].tobytes()
-        ds.file_meta = _file_meta(CTImageStorage, sop_uid)
-        name = (f"1-{instance:03d}.dcm" if names == "tcia"
-                else f"{prefix}-{order[instance - 1]:04d}.dcm")
-        path = folder / name
-        ds.save_as(path, enforce_file_format=True)
-        written.append(path)
-    return written
+    ds.WindowCenter = [centre for centre, _, _ in CT_WINDOWS]
+    ds.WindowWidth = [width for _, width, _ in CT_WINDOWS]
+    ds.WindowCenterWidthExplanation = [name for _, _, name in CT_WINDOWS]
+    return ds
 
 
 def write_localizer(folder: Path, case: CTCase, *, person: Person, site: Site, study: Study,
