@@ -302,18 +302,12 @@ class _CacheJob:
 def preprocess_case(job: _CacheJob) -> dict[str, Any]:
     """One case in the model's space, written to the cache as ``<case>.npy`` (a volume, or a
     ``(C, Z, Y, X)`` array for several channels)."""
-    from .files import atomic_output
-    from .formats import save_volume
+    from .datasets import save_cached_image
     from .segmentation import read_inputs
 
     grid, array = prepare_channels(read_inputs(job.images, job.recipe), job.recipe, path=job.images[0])
     path = Path(job.cache) / f"{job.case_id}.npy"
-    if len(array) == 1:
-        save_volume(grid.with_array(array[0]), path, force=True)
-    else:
-        with atomic_output(path, force=True) as temp:
-            with open(temp, "wb") as handle:
-                np.save(handle, array)
+    save_cached_image(path, grid, array)
     return {"case_id": job.case_id, "image": str(path)}
 
 

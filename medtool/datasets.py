@@ -384,6 +384,21 @@ def crop(array: np.ndarray, start: Sequence[int], size: Sequence[int], *, pad: f
     return out
 
 
+def save_cached_image(path: str | os.PathLike, grid, array: np.ndarray) -> None:
+    """Write a model-space image ``(C, z, y, x)`` to the cache as :func:`cached_image` reads it:
+    one channel as a volume on ``grid`` (a :class:`~medtool.volume.Volume`), several as one 4D
+    ``.npy`` array."""
+    from .files import atomic_output
+    from .formats import save_volume
+
+    if len(array) == 1:
+        save_volume(grid.with_array(array[0]), path, force=True)
+        return
+    with atomic_output(path, force=True) as temp:
+        with open(temp, "wb") as handle:
+            np.save(handle, array)
+
+
 def cached_image(path: str | os.PathLike) -> np.ndarray:
     """A cached model-space image as ``(C, z, y, x)``, memory-mapped: one channel is kept as a
     3D volume file, several as one 4D ``.npy`` array."""

@@ -262,15 +262,11 @@ def preprocess_case(job: _CacheJob) -> dict[str, Any]:
     cache = Path(job.cache)
     image_path, mask_path = cache / f"{job.case_id}_image.npy", cache / f"{job.case_id}_mask.npy"
     fg_path = cache / f"{job.case_id}_fg.npz"
+    from .datasets import save_cached_image
     from .files import atomic_output
 
-    normalised = normalize_channels([m.array for m in model_images], recipe["normalize"])
-    if len(model_images) == 1:
-        save_volume(model_images[0].with_array(normalised[0]), image_path, force=True)
-    else:                       # (C, z, y, x): one 4D array, memory-mapped by training
-        with atomic_output(image_path, force=True) as temp:
-            with open(temp, "wb") as handle:
-                np.save(handle, normalised)
+    save_cached_image(image_path, model_images[0],
+                      normalize_channels([m.array for m in model_images], recipe["normalize"]))
     save_volume(model_mask.with_array(np.asarray(model_mask.array, dtype=np.uint8)), mask_path, force=True)
     classes = int(labels.max()) + 1 if labels.size else 1
     where = locations(model_mask.array, classes, rng=np.random.default_rng([job.seed, len(job.case_id)]))
@@ -296,12 +292,6 @@ def _grouped(names: Sequence[str], specs: Sequence[dict[str, Any]], whys: Sequen
     for name, spec, why in zip(names, specs, whys):
         groups.setdefault(describe_spec(spec) + (f" ({why})" if why else ""), []).append(name)
     return groups
-
-
-def _paint(regions: dict[str, list[int]]) -> list[tuple[str, int]]:
-    from .metrics.regions import paint_order
-
-    return paint_order(regions)
 
 
 def _read_header(path: str, *, four_d: bool = False) -> Volume:
@@ -509,8 +499,10 @@ class SegmentTask(Task):
                 plans = [Normalization(p.spec, f"by channel name in {where}, nnU-Net's rule") for p in plans]
         specs, whys = [dict(p.spec) for p in plans], [p.why for p in plans]
         if any(spec["mode"] == "zscore" for spec in specs):
-            sample = [[np.asarray(v.array) for v in read_inputs(c.inputs, {"channels": channels.as_dict()}
-                                                                if channels is not None else {})]
+            from .formats import load_volume
+
+            sample = [[np.asarray(v.array) for v in (channels.read(c.inputs) if channels is not None
+                                                     else [load_volume(c.image, mmap=True)])]
                       for c in train[:AUTO_SAMPLE]]
             inside, why = plan_foreground(sample)
             for k, spec in enumerate(specs):
@@ -539,6 +531,7 @@ class SegmentTask(Task):
     def _plan_report(self, train, entries) -> None:
         """The fingerprint of the training cases, the inference's keep-largest and a plan line per
         value (:mod:`medtool.plan`), into the recipe."""
+        from .metrics.regions import paint_order
         from .plan import GIVEN, PLANNED, PlanLine, fingerprint, keep_largest, option_line
 
         o, recipe = self.options, self.recipe
@@ -572,7 +565,7 @@ class SegmentTask(Task):
             *([] if loop is None else [option_line(loop, name, chosen=chosen) for name in ("batch_size", "lr")]),
             *([PlanLine("regions", ", ".join(f"{k}={'+'.join(map(str, v))}" for k, v in recipe["regions"].items()),
                         GIVEN, "one sigmoid output per region; predict paints them back into labels "
-                        + ", ".join(f"{k}->{v}" for k, v in _paint(recipe["regions"])))]
+                        + ", ".join(f"{k}->{v}" for k, v in paint_order(recipe["regions"])))]
               if recipe.get("regions") else []),
             PlanLine("orientation", recipe.get("orientation"), PLANNED,
                      "the training images' (the most common); other inputs are reordered to it exactly"),
