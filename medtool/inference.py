@@ -121,40 +121,59 @@ def sliding_window(
         weights = importance_map(patch[1:], blend, device=device)[None]
     flips = _flips(2 if two_d else 3, tta)
     group = max(1, math.ceil(batch_size / len(plane)))
-    pz = patch[0]
-    out_rows = size[0]
-    pieces: list[torch.Tensor] = []
-
-    def emit(z0: int, slab: torch.Tensor) -> None:
-        z1 = min(z0 + slab.shape[1], out_rows)
-        if z1 <= z0:
-            return
-        logits = slab[:out_channels, : z1 - z0] / slab[out_channels:, : z1 - z0]
-        logits = logits[:, :, : size[1], : size[2]]
-        if on_slab is not None:
-            on_slab(z0, logits)
-        else:
-            pieces.append(logits)
-
-    buffer: torch.Tensor | None = None
-    buffer_start = 0
+    slabs = _Slabs(out_channels, rows=size[0], plane=padded[1:], crop=size[1:], device=device,
+                   on_slab=on_slab)
     for g in range(0, len(starts[0]), group):
         zs = starts[0][g: g + group]
-        first, end = zs[0], zs[-1] + pz
-        fresh = torch.zeros(out_channels + 1, end - first, padded[1], padded[2], device=device)
-        if buffer is not None:
-            emit(buffer_start, buffer[:, : first - buffer_start])
-            keep = buffer[:, first - buffer_start:]
-            fresh[:, : keep.shape[1]] += keep
-        buffer, buffer_start = fresh, first
+        buffer = slabs.open(zs[0], zs[-1] + patch[0])
         windows = [(z, y, x) for z in zs for y, x in plane]
         for b in range(0, len(windows), batch_size):
-            _add_windows(model, source, windows[b: b + batch_size], buffer, first, patch=patch, two_d=two_d,
+            _add_windows(model, source, windows[b: b + batch_size], buffer, zs[0], patch=patch, two_d=two_d,
                          weights=weights, flips=flips, device=device, amp_dtype=amp_dtype)
-    emit(buffer_start, buffer)
-    if on_slab is None:
-        return torch.cat(pieces, dim=1)
-    return None
+    return slabs.close()
+
+
+class _Slabs:
+    """The running sums of :func:`sliding_window`: one buffer of weighted logits and weights
+    ``(out_channels + 1, rows, Y, X)`` over the z range of the windows being added; rows that
+    no later window reaches are finished (divided by their weight, cropped to the image) and
+    handed to ``on_slab`` or kept until :meth:`close`."""
+
+    def __init__(self, out_channels: int, *, rows: int, plane: Sequence[int], crop: Sequence[int],
+                 device: torch.device, on_slab: Callable[[int, torch.Tensor], None] | None) -> None:
+        self.out_channels, self.rows, self.plane, self.crop = out_channels, rows, tuple(plane), tuple(crop)
+        self.device, self.on_slab = device, on_slab
+        self.buffer: torch.Tensor | None = None
+        self.start = 0
+        self.pieces: list[torch.Tensor] = []
+
+    def open(self, first: int, end: int) -> torch.Tensor:
+        """A buffer for rows ``first:end``: the rows before ``first`` are finished, the
+        overlap with the previous buffer is carried over."""
+        fresh = torch.zeros(self.out_channels + 1, end - first, *self.plane, device=self.device)
+        if self.buffer is not None:
+            self._emit(self.start, self.buffer[:, : first - self.start])
+            keep = self.buffer[:, first - self.start:]
+            fresh[:, : keep.shape[1]] += keep
+        self.buffer, self.start = fresh, first
+        return fresh
+
+    def close(self) -> torch.Tensor | None:
+        """Finish the last buffer; the whole ``(out_channels, Z, Y, X)`` without ``on_slab``."""
+        if self.buffer is not None:
+            self._emit(self.start, self.buffer)
+        return torch.cat(self.pieces, dim=1) if self.on_slab is None else None
+
+    def _emit(self, z0: int, slab: torch.Tensor) -> None:
+        z1 = min(z0 + slab.shape[1], self.rows)
+        if z1 <= z0:
+            return
+        logits = slab[: self.out_channels, : z1 - z0] / slab[self.out_channels:, : z1 - z0]
+        logits = logits[:, :, : self.crop[0], : self.crop[1]]
+        if self.on_slab is not None:
+            self.on_slab(z0, logits)
+        else:
+            self.pieces.append(logits)
 
 
 def _padded(image, patch: Sequence[int], pad_value: float) -> tuple[Any, list[int]]:

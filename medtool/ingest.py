@@ -23,7 +23,7 @@ import numpy as np
 from .errors import InputError, MedtoolError, UsageError
 from .files import find_files, take_shard, volume_suffix
 from .tables import upsert_csv
-from .series import Notice, Stack, assemble, plan, scan
+from .series import Notice, ScanResult, Stack, assemble, plan, scan
 
 #: Output formats of ``dicom2npy`` (``--format``).
 FORMATS = ("npy", "npz", "nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "mhd")
@@ -107,20 +107,9 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
         raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     template = NameTemplate(name) if name is not None else None
     report = Report(inputs=[str(p) for p in inputs])
-    candidates = [p for p in find_files(inputs, suffixes=None) if not _is_volume_file(p)]
-    missing = [p for p in candidates if not p.exists()]
-    for path in missing:
-        error = InputError("no such file or folder", path=path, hint="check the path")
-        report.failures.append((str(path), error))
-        if on_error:
-            on_error(error)
-    candidates = [p for p in candidates if p.exists()]
-    report.files = len(candidates)
-    scanned = scan(candidates, workers=workers, progress=progress, on_error=on_error,
-                   keywords=template.keywords if template else ())
-    report.failures.extend(scanned.failures)
-    found_labels = sorted(item for item in scanned.skipped if item[1] in _LABEL_KINDS) if labels else []
-    report.skipped = [item for item in scanned.skipped if item not in set(found_labels)]
+    scanned, found_labels = _scan_inputs(inputs, report, labels=labels, workers=workers,
+                                         progress=progress, on_error=on_error,
+                                         keywords=template.keywords if template else ())
     planned = plan(scanned.frames, roots=inputs, series=series, allow_gaps=allow_gaps,
                    untilt=untilt, name=template)
     for name, error in planned.failures:
@@ -159,17 +148,50 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
     report.written.extend(r for r in outcome.results if r is not None)
     report.failures.extend(outcome.failures)
     _run_labels(label_jobs, report, workers=workers, progress=progress, on_error=on_error, on_notice=on_notice)
+    _index_cases(report, jobs, folder=out.parent if single else out)
+    return report
+
+
+def _scan_inputs(inputs: Sequence[str | os.PathLike], report: Report, *, labels: bool, workers: int,
+                 progress: bool, on_error: Callable[[MedtoolError], None] | None,
+                 keywords: Sequence[str]) -> tuple[ScanResult, list]:
+    """Read the headers of every file under ``inputs`` but the volume files (:func:`scan`).
+
+    Missing inputs and unreadable files become failures of ``report``, skipped files its
+    ``skipped``, but for the RTSTRUCT and SEG files that ``labels`` asks for: those are
+    returned with the scan (``(path, kind, ...)`` items, sorted).
+    """
+    candidates = [p for p in find_files(inputs, suffixes=None) if not _is_volume_file(p)]
+    missing = [p for p in candidates if not p.exists()]
+    for path in missing:
+        error = InputError("no such file or folder", path=path, hint="check the path")
+        report.failures.append((str(path), error))
+        if on_error:
+            on_error(error)
+    candidates = [p for p in candidates if p.exists()]
+    report.files = len(candidates)
+    scanned = scan(candidates, workers=workers, progress=progress, on_error=on_error,
+                   keywords=keywords)
+    report.failures.extend(scanned.failures)
+    found_labels = sorted(item for item in scanned.skipped if item[1] in _LABEL_KINDS) if labels else []
+    report.skipped = [item for item in scanned.skipped if item not in set(found_labels)]
+    return scanned, found_labels
+
+
+def _index_cases(report: Report, jobs: list[_Job], *, folder: Path) -> None:
+    """Add a row for every volume of ``jobs`` that ``report`` says was written to
+    :data:`CASES_FILE` in ``folder``, and record the index and whether any case still holds
+    patient identity (PatientIdentityRemoved is not YES) in ``report``."""
     by_path = {str(job.path): job.stack for job in jobs}
     done = [(Path(row["output"]), by_path[row["output"]]) for row in report.written
             if row["output"] in by_path]
     if done:
-        index = (out.parent if single else out) / CASES_FILE
+        index = folder / CASES_FILE
         upsert_csv(index, CASES_COLUMNS, [_case_row(path, stack, index.parent)
                                           for path, stack in done])
         report.cases = index
         report.identified = any(stack.frames[0].naming.get("PatientIdentityRemoved", "").upper()
                                 != "YES" for _, stack in done)
-    return report
 
 
 #: Kinds of skipped files that are label objects (:data:`medtool.dicom.LABEL_CLASSES`).
