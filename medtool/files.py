@@ -50,6 +50,28 @@ def case_of_image(path: str | os.PathLike, image_suffix: str = "") -> str | None
     return stem[: -len(image_suffix)] if stem.endswith(image_suffix) and len(stem) > len(image_suffix) else None
 
 
+def volume_cases(path: str | os.PathLike, suffix: str = "", *, required: bool = False) -> dict[str, Path]:
+    """Volumes under ``path`` by case id: the file name without its format suffix and without
+    ``suffix`` (``_lungs`` in ``case_001_lungs.nii.gz``); with ``required``, names that do not
+    end in ``suffix`` are not cases (other masks of the same folder)."""
+    path = Path(path)
+    files = [p for p in find_files([path]) if not (p.suffix == ".json")]
+    if path.is_dir():
+        files = [p for p in files if any(p.name.lower().endswith(s) for s in VOLUME_SUFFIXES)]
+    found: dict[str, Path] = {}
+    for file in files:
+        case = strip_suffix(file)
+        if suffix and case.endswith(suffix):
+            case = case[: -len(suffix)]
+        elif suffix and required and path.is_dir():
+            continue
+        if case in found:
+            raise InputError(f"case {case} has two volumes ({found[case].name}, {file.name})", path=path,
+                             hint="keep one volume per case")
+        found[case] = file
+    return found
+
+
 def companion_paths(path: str | os.PathLike) -> list[Path]:
     """Every file that makes up the volume at ``path`` (``.npy`` has its ``.json`` sidecar)."""
     path = Path(path)

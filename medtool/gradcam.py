@@ -34,6 +34,7 @@ pytorch-grad-cam does) unless raw values are asked for.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -501,16 +502,20 @@ def explain_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
                   method: str = "gradcam", layer: str = AUTO_LAYER, target: str | int = PREDICTED,
                   raw: bool = False, png: bool = False, device: Any = "cpu", fmt: str | None = None,
                   suffix: str = "", image_suffix: str = "", force: bool = False, shard: tuple[int, int] | None = None,
-                  step: dict[str, Any] | None = None, progress: bool = False, on_error=None):
+                  step: dict[str, Any] | None = None, progress: bool = False, on_error=None,
+                  truth: str | Path | None = None, truth_suffix: str = ""):
     """``medtool gradcam``: a map for every volume under ``inputs``, written under ``out``
     (mirroring the input names, ``suffix`` after the case id, which is the name without
     ``image_suffix``; a file name for one input), the
     model loaded once. ``png`` also writes a ``view`` montage of the input with the map.
+    With ``truth`` (a folder of masks named ``<case><truth_suffix>``) each row also holds
+    ``inside_outside``, the :func:`inside_outside` ratio of the normalised map to the case's
+    mask (brought onto the map's grid when it is on another).
 
     Returns a :class:`~medtool.batch.BatchResult` whose results are the rows printed.
     """
     from .batch import run_batch
-    from .files import check_writable
+    from .files import case_of_image, check_writable, volume_cases
     from .formats import save_volume
     from .ingest import format_suffix, plan_outputs
 
@@ -518,6 +523,7 @@ def explain_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     explainer = Explainer(checkpoint, method=method, layer=layer, target=target, device=device)
     jobs = [_Job(source, path, png_path(path) if png else None)
             for source, path in plan_outputs(inputs, out, shard=shard, suffix=output_suffix, image_suffix=image_suffix)]
+    truths = volume_cases(truth, truth_suffix, required=bool(truth_suffix)) if truth is not None else None
 
     def run(job: _Job) -> dict[str, Any]:
         from .segmentation import as_3d, input_files, read_inputs
@@ -545,10 +551,57 @@ def explain_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
         return {"input": str(job.source), "output": str(job.path),
                 "png": str(job.png) if job.png else None, "layer": found.layer,
                 "class": found.class_name, "score": round(found.score, 4), "shape": list(item.shape),
-                "empty": found.empty, "notes": found.notes}
+                "empty": found.empty, "notes": found.notes,
+                **({} if truths is None else {"inside_outside": _truth_ratio(item, truths, case_of_image(
+                    job.source, image_suffix), found.notes, suffix=truth_suffix)})}
 
     return run_batch(run, jobs, workers=1, description="explaining", progress=progress,
                      on_error=on_error, name=lambda job: str(job.source))
+
+
+def inside_outside(cam: np.ndarray, truth: np.ndarray) -> float | None:
+    """How much the map looks at the truth: the mean of ``cam`` over the voxels where ``truth``
+    is nonzero divided by its mean over the other voxels (1: no preference; the Grad-CAM
+    localisation figure of docs/recipes.md). ``None`` when ``truth`` is empty or covers every
+    voxel; ``inf`` when the map is zero everywhere outside a region it touches."""
+    inside = np.asarray(truth) != 0
+    count = int(inside.sum())
+    if count == 0 or count == inside.size:
+        return None
+    cam = np.asarray(cam, dtype=np.float64)
+    total = float(cam.sum())
+    within = float(cam[inside].sum())
+    mean_in, mean_out = within / count, (total - within) / (inside.size - count)
+    if mean_out == 0:
+        return math.inf if mean_in > 0 else None
+    return mean_in / mean_out
+
+
+def summarise_ratios(values: Sequence[float | None]) -> dict[str, Any] | None:
+    """Mean, median and range of the :func:`inside_outside` ratios that exist; ``None`` if none."""
+    found = np.array([v for v in values if v is not None], dtype=np.float64)
+    if not len(found):
+        return None
+    return {"cases": int(len(found)), "mean": float(found.mean()), "median": float(np.median(found)),
+            "min": float(found.min()), "max": float(found.max())}
+
+
+def _truth_ratio(cam: Volume, truths: dict[str, Path], case: str | None, notes: list[str], *,
+                 suffix: str) -> float | None:
+    """:func:`inside_outside` of ``cam`` (normalised) and the truth of ``case``, which is
+    resampled (nearest) onto the map's grid when its grid differs; a note when there is none."""
+    from .formats import load_volume
+    from .resample import Grid, resample_to
+
+    path = truths.get(case or "")
+    if path is None:
+        notes.append(f"no truth mask {case}{suffix} to compare the map with")
+        return None
+    mask = load_volume(path)
+    if not mask.same_grid(cam):
+        mask = resample_to(mask, Grid.of(cam), mask=True)
+    ratio = inside_outside(normalise(np.asarray(cam.array)), mask.array)
+    return None if ratio is None else round(ratio, 4)
 
 
 def list_layers(checkpoint: dict[str, Any], *, inputs: Sequence[str | Path] = (), device: Any = "cpu"):

@@ -37,7 +37,7 @@ from .metrics import boxes as box_metrics
 from . import metrics
 from .metrics import classification
 from .errors import InputError, MedtoolError, UsageError
-from .files import VOLUME_SUFFIXES, find_files, strip_suffix
+from .files import VOLUME_SUFFIXES, volume_cases
 from .metrics.lesions import LesionRule
 from .tables import CASE_ID, read_table
 
@@ -249,27 +249,6 @@ def match_cases(truth_ids: Sequence[str], pred_ids: Sequence[str]) -> tuple[list
     return ([c for c in truth_ids if c not in pred_set], sorted(c for c in pred_set if c not in truth_set))
 
 
-def _volume_cases(path: Path, suffix: str = "", *, required: bool = False) -> dict[str, Path]:
-    """Volumes under ``path`` by case id: the file name without its format suffix and without
-    ``suffix`` (``_lungs`` in ``case_001_lungs.nii.gz``); with ``required``, names that do not
-    end in ``suffix`` are not cases (other masks of the same folder)."""
-    files = [p for p in find_files([path]) if not (p.suffix == ".json")]
-    if path.is_dir():
-        files = [p for p in files if any(p.name.lower().endswith(s) for s in VOLUME_SUFFIXES)]
-    found: dict[str, Path] = {}
-    for file in files:
-        case = strip_suffix(file)
-        if suffix and case.endswith(suffix):
-            case = case[: -len(suffix)]
-        elif suffix and required and path.is_dir():
-            continue
-        if case in found:
-            raise InputError(f"case {case} has two volumes ({found[case].name}, {file.name})", path=path,
-                             hint="keep one volume per case")
-        found[case] = file
-    return found
-
-
 # -- bootstrap ---------------------------------------------------------------------------------
 def resamples(n_cases: int, n: int, seed: int) -> np.ndarray:
     """``(n, n_cases)`` case indices drawn with replacement (the same for every run)."""
@@ -340,7 +319,7 @@ def _check_labels(array: np.ndarray, path: Path) -> None:
 def _score_segmentation(truth: Path, predictions: list[Path], settings: Settings, on_error) -> list[Run]:
     from .batch import run_batch
 
-    truth_cases = _volume_cases(truth, settings.suffix, required=True)
+    truth_cases = volume_cases(truth, settings.suffix, required=True)
     if not truth_cases:
         raise InputError("no truth volumes", path=truth, hint=f"give a folder of {', '.join(VOLUME_SUFFIXES)} masks")
     ids = selected(sorted(truth_cases), settings, truth)
@@ -349,7 +328,7 @@ def _score_segmentation(truth: Path, predictions: list[Path], settings: Settings
         run = Run(str(pred))
         runs.append(run)
         try:
-            pred_cases = _volume_cases(pred, settings.suffix)
+            pred_cases = volume_cases(pred, settings.suffix)
         except MedtoolError as error:
             run.failures.append((str(pred), error))
             if on_error:

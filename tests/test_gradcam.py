@@ -282,3 +282,19 @@ def test_two_d_classifier():
     flat = Volume(image.array[0], (0.9, 1.0), image.origin, image.direction, dict(image.meta))
     found = Explainer(classify_checkpoint(2), target=1).explain(flat)
     assert found.map.shape == flat.shape and found.map.same_grid(flat) and found.map.array.max() > 0
+
+
+def test_inside_outside_by_hand():
+    from medtool.gradcam import inside_outside, summarise_ratios
+
+    cam = np.array([[[1.0, 0.5], [0.25, 0.25]]])
+    truth = np.array([[[1, 0], [0, 0]]], dtype=np.uint8)
+    # inside: 1.0; outside: (0.5 + 0.25 + 0.25) / 3 = 1/3
+    assert inside_outside(cam, truth) == pytest.approx(3.0)
+    assert inside_outside(cam, 2 * truth) == pytest.approx(3.0)            # any nonzero label
+    assert inside_outside(cam, np.zeros_like(truth)) is None               # nothing to point at
+    assert inside_outside(cam, np.ones_like(truth)) is None
+    assert inside_outside(np.array([[[1.0, 0.0]]]), np.array([[[1, 0]]])) == float("inf")
+    assert summarise_ratios([3.0, None, 1.0, 2.0]) == {"cases": 3, "mean": 2.0, "median": 2.0,
+                                                       "min": 1.0, "max": 3.0}
+    assert summarise_ratios([None]) is None

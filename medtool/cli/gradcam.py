@@ -42,6 +42,8 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")] = None,
         suffix: Annotated[str, typer.Option("--suffix", help="Added to each output name after the case id (e.g. _cam).")] = "",
         image_suffix: Annotated[str | None, typer.Option("--image-suffix", help="The inputs are named <case><suffix> (_masked); other files are left out [default: the checkpoint's, from training].")] = None,
+        truth: Annotated[Path | None, typer.Option("--truth", metavar="DIR", help="Masks of what the map should point at (tumours): print how much stronger the map is inside them than outside.")] = None,
+        truth_suffix: Annotated[str, typer.Option("--truth-suffix", metavar="S", help="The --truth masks are named <case><S> (e.g. _tumour).")] = "",
         json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
         opts: common.Options,
     ) -> int:
@@ -74,7 +76,7 @@ def register(app: typer.Typer) -> None:
         outcome = explain_files(state, inputs, out, method=method, layer=layer, target=target, raw=raw,
                                 png=png, device=device, fmt=fmt, suffix=suffix, image_suffix=strip, force=opts.force,
                                 shard=opts.shard, step=opts.step(), progress=opts.show_progress,
-                                on_error=opts.report)
+                                on_error=opts.report, truth=truth, truth_suffix=truth_suffix)
         rows = [r for r in outcome.results if r is not None]
         for row in rows:
             for note in row["notes"]:
@@ -85,11 +87,23 @@ def register(app: typer.Typer) -> None:
             from rich.table import Table
 
             table = Table(box=None, pad_edge=False, header_style="bold")
-            for column in ("output", "class", "layer", "score", "png"):
+            columns = ("output", "class", "layer", "score", "png") + (("inside/outside",) if truth else ())
+            for column in columns:
                 table.add_column(column, overflow="fold")
             for row in rows:
-                table.add_row(row["output"], row["class"], row["layer"], f"{row['score']:.4g}", row["png"] or "")
+                ratio = row.get("inside_outside")
+                table.add_row(row["output"], row["class"], row["layer"], f"{row['score']:.4g}", row["png"] or "",
+                              *(() if not truth else ("-" if ratio is None else f"{ratio:.2f}",)))
             common.stdout.print(table)
+        if truth and rows and not (opts.quiet or json):
+            from ..gradcam import summarise_ratios
+
+            found = summarise_ratios([row.get("inside_outside") for row in rows])
+            common.stdout.print(
+                "mean map inside the --truth masks / mean outside: no case has a truth region" if found is None else
+                f"mean map inside the --truth masks / mean outside: mean {found['mean']:.2f}, median "
+                f"{found['median']:.2f}, range {found['min']:.2f}-{found['max']:.2f} over {found['cases']} "
+                f"case{'s' if found['cases'] != 1 else ''} with a truth region", highlight=False)
         if not outcome.results and not outcome.failures:
             from ..errors import InputError
 

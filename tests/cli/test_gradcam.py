@@ -101,3 +101,28 @@ def test_gradcam_takes_the_inputs_named_as_in_training(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "inputs named <case>_masked (as in training" in " ".join(result.stderr.split())
     assert sorted(p.name for p in (tmp_path / "cam").glob("*.npy")) == [f"c{i}_cam.npy" for i in range(6)]
+
+
+def test_truth_masks_on_another_grid_give_the_inside_outside_ratio(cli, checkpoint, inputs, tmp_path):
+    """--truth: the ratio of each map to its case's mask, brought onto the map's grid first."""
+    from medtool.gradcam import inside_outside
+    from medtool.resample import Grid, resample_to
+
+    truth = tmp_path / "truth"
+    image, mask = ball_case(1, shape=(8, 20, 16), spacing=(2.5, 0.9, 0.8), origin=(3.0, -7.0, 120.0))
+    # a finer grid whose even voxels are the map's voxel centres: nearest lands back exactly
+    fine = resample_to(mask, Grid(shape=(15, 39, 31), spacing=(1.25, 0.45, 0.4), origin=(3.0, -7.0, 120.0),
+                                  direction=np.asarray(mask.direction)), mask=True)
+    assert np.array_equal(fine.array[::2, ::2, ::2], mask.array)
+    save_volume(fine, truth / "a_ball.nii.gz")
+    result = cli("gradcam", checkpoint, inputs / "a.nii.gz", tmp_path / "cam", "--class", "ball",
+                 "--truth", truth, "--truth-suffix", "_ball", "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    cam = load_volume(row["output"]).array
+    assert row["inside_outside"] == pytest.approx(inside_outside(cam, mask.array), rel=1e-3)
+    table = cli("gradcam", checkpoint, inputs, tmp_path / "cam2", "--class", "ball", "--truth", truth,
+                "--truth-suffix", "_ball")
+    assert table.exit_code == 0, table.output
+    assert "over 1 case with a truth region" in table.stdout and "inside/outside" in table.stdout
+    assert "no truth mask b_ball" in table.stderr
