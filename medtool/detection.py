@@ -235,9 +235,7 @@ class DetectTask(Task):
                                         progress=progress, on_error=on_error)
         else:
             entries = read_cache(cache)
-        by_id = {e["image_id"]: e for e in entries}
-        self.train_cases = [by_id[c.case_id] for c in train]
-        self.val_cases = [by_id[c.case_id] for c in val]
+        self.take_cached(entries, train, val)
         if not any(e["boxes"] for e in self.train_cases):
             raise InputError("no training image has a box", path=o.boxes,
                              hint="the detector needs positive images (rows with Target 1)")

@@ -213,6 +213,13 @@ class Task:
         self.val_sources = list(val)
         return train, val
 
+    def take_cached(self, entries: list[dict[str, Any]], train: list, val: list) -> None:
+        """Set :attr:`train_cases` and :attr:`val_cases` to the cache ``entries`` of the cases
+        ``train`` and ``val`` (by case id)."""
+        by_id = {e.get("case_id", e.get("image_id")): e for e in entries}
+        self.train_cases = [by_id[c.case_id] for c in train]
+        self.val_cases = [by_id[c.case_id] for c in val]
+
     def held_out(self, checkpoint: dict[str, Any], *, device, out: Path, fold: int) -> HeldOut:
         """The fold's model (``checkpoint``) on its held-out cases; predictions may be written
         under ``out``."""
