@@ -383,6 +383,21 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+def print_written(rows: Iterable[dict[str, Any]], columns: dict[str, Callable[[dict[str, Any]], str]]) -> None:
+    """Print a table of the volumes a command wrote: output, shape and spacing, then ``columns``
+    (header -> the cell of a row)."""
+    from rich.table import Table
+
+    cells = {"output": lambda row: row["output"], "shape": lambda row: " x ".join(map(str, row["shape"])),
+             "spacing (mm)": lambda row: " x ".join(f"{s:.4g}" for s in row["spacing"]), **columns}
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    for header in cells:
+        table.add_column(header, overflow="fold" if header == "output" else None)
+    for row in rows:
+        table.add_row(*(cell(row) for cell in cells.values()))
+    stdout.print(table)
+
+
 def report_written(report, *, json: bool, opts: Options) -> int:
     """Print the volumes a volume-to-volume command wrote (table or JSON); the exit code."""
     from ..errors import InputError
@@ -390,16 +405,8 @@ def report_written(report, *, json: bool, opts: Options) -> int:
     if json:
         print_json({"written": report.written, "failed": [name for name, _ in report.failures]})
     elif report.written and not opts.quiet:
-        from rich.table import Table
-
-        table = Table(header_style="bold", box=None, pad_edge=False)
-        for column in ("output", "shape", "spacing (mm)", "dtype", "units", "range"):
-            table.add_column(column, overflow="fold" if column == "output" else None)
-        for row in report.written:
-            table.add_row(row["output"], " x ".join(map(str, row["shape"])),
-                          " x ".join(f"{s:.4g}" for s in row["spacing"]), row["dtype"],
-                          str(row["units"]), " .. ".join(f"{v:g}" for v in row["range"]))
-        stdout.print(table)
+        print_written(report.written, {"dtype": lambda row: row["dtype"], "units": lambda row: str(row["units"]),
+                                       "range": lambda row: " .. ".join(f"{v:g}" for v in row["range"])})
     if not report.written and not report.failures:
         raise InputError("no volume files found", path=" ".join(report.inputs),
                          hint="give .npy, .npz, .nii or .nii.gz files or folders holding them")
