@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Sequence
 
 import typer
@@ -91,6 +92,12 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
     "debug": (Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.",
                                            rich_help_panel=_PANEL)], False),
 }
+# Parameters several commands declare in their own signatures, defined once.
+#: ``OUT`` of a command that writes a file per input: the folder, or the file of a single input.
+Output = Annotated[Path, typer.Argument(help="Output folder, or one output file for one input.", show_default=False)]
+#: ``--json`` of a command that writes files (default False).
+WrittenJson = Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")]
+
 #: Name of the typer.Context parameter the wrapper adds (it carries the raw argv).
 _CONTEXT = "medtool_context"
 #: Options every command gets.

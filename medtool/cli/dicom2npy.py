@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Convert RTSTRUCT and SEG files into label volumes on their series' grid, or skip them.")] = True,
         labels_out: Annotated[Path | None, typer.Option("--labels-out", metavar="DIR", help="Write the label volumes into DIR instead of OUT (OUT then holds images only: train segment --images OUT --masks DIR --mask-suffix _rtstruct).")] = None,
         allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Keep an RTSTRUCT ROI without contours as an empty label instead of failing.")] = False,
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         from ..ingest import HuOptions, convert

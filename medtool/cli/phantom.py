@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
             "--skull-strip", help="Brain MRI: zero the images outside the intracranial space, as "
             "BraTS ships them.")] = False,
         # ---------------------------------------------------------------------------------
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         """Write a synthetic but realistic data set with exact ground truth.
