@@ -95,6 +95,8 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
 # Parameters several commands declare in their own signatures, defined once.
 #: ``OUT`` of a command that writes a file per input: the folder, or the file of a single input.
 Output = Annotated[Path, typer.Argument(help="Output folder, or one output file for one input.", show_default=False)]
+#: ``--format`` of a command that writes a volume per input (default None: the input's format).
+OutputFormat = Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")]
 #: ``--json`` of a command that writes files (default False).
 WrittenJson = Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")]
 

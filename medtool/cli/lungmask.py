@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
                                                     help="Also write the image with the outside set to VALUE.")] = None,
         method: Annotated[str, typer.Option("--method", help="threshold, or model (with --checkpoint).")] = "threshold",
         checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Segmentation model for --method model.")] = None,
-        fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")] = None,
+        fmt: common.OutputFormat = None,
         json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:

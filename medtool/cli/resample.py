@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         pad: Annotated[float | None, typer.Option("--pad", help="Value outside the input.")] = None,
         antialias: Annotated[bool, typer.Option(
             "--antialias/--no-antialias", help="Smooth images along axes made coarser.")] = True,
-        fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")] = None,
+        fmt: common.OutputFormat = None,
         json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
