@@ -36,7 +36,7 @@ import numpy as np
 from .errors import InputError, UsageError
 from .intensity import channel_specs, describe_spec, normalize_channels, plan_normalization
 from .segmentation import as_3d, in_orientation, to_model_space, training_orientation
-from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, evaluating, read_cache
+from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, check_matching, evaluating, read_cache
 
 #: Class weight modes (or one weight per class).
 CLASS_WEIGHTS = ("balanced", "none")
@@ -199,15 +199,9 @@ def match_labels(images: str | Path, labels_path: str | Path, labels: dict[str, 
         raise InputError(f"case ids found twice: {_named(twice)}", path=images, hint="keep one volume per case")
     unlabelled = [i for i in ids if i not in labels]
     orphans = sorted(set(labels) - set(ids))
-    if unlabelled or orphans:
-        parts = []
-        if unlabelled:
-            parts.append(f"{len(unlabelled)} images have no label ({_named(unlabelled)})")
-        if orphans:
-            parts.append(f"{len(orphans)} labels have no image ({_named(orphans)})")
-        raise InputError(f"the labels do not match the images in {images}: {'; '.join(parts)}",
-                         path=labels_path, hint="give every image one row and every row an image "
-                         "(check --id-column and the image folder)")
+    check_matching([(unlabelled, "images have no label"), (orphans, "labels have no image")],
+                   mismatch=f"the labels do not match the images in {images}", path=labels_path,
+                   hint="give every image one row and every row an image (check --id-column and the image folder)")
     return cases
 
 

@@ -32,6 +32,13 @@ class Opt:
     choices: tuple[str, ...] = ()
     help: str = ""
 
+    @property
+    def value(self) -> str:
+        """What the option's value is: ``flag`` (it takes none), ``choices``, ``paths`` or ``text``."""
+        if not self.takes_value:
+            return "flag"
+        return "choices" if self.choices else "paths" if self.paths else "text"
+
 
 @dataclass
 class Cmd:
@@ -132,7 +139,30 @@ def describe_cli(app=None) -> list[Cmd]:
     return commands
 
 
+def _completion(values: dict[str, str], opt: Opt) -> str:
+    """How a shell completes ``opt``'s value: its entry of ``values`` (by :attr:`Opt.value`), with
+    ``{choices}`` filled in."""
+    return values[opt.value].format(choices=" ".join(opt.choices))
+
+
 # -- bash --------------------------------------------------------------------------------------------
+#: What bash completes after an option that takes a value, by :attr:`Opt.value`.
+_BASH_VALUES = {"choices": 'COMPREPLY=($(compgen -W "{choices}" -- "$cur")); return',
+                "paths": 'COMPREPLY=($(compgen -f -- "$cur")); return', "text": "return"}
+#: The end of the bash function: after the command's own cases, its options (or, where it takes
+#: paths and the word is no option, file names).
+_BASH_END = """\
+    esac
+    if [[ "$cur" == -* || $files == 0 ]]; then
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+    else
+        COMPREPLY=($(compgen -f -- "$cur"))
+    fi
+}
+complete -o filenames -o bashdefault -F _medtool medtool
+"""
+
+
 def bash_script(commands: list[Cmd]) -> str:
     """A bash completion script (``complete -F``)."""
     lines = [f"# bash completion for medtool ({GENERATED})",
@@ -154,34 +184,27 @@ def bash_script(commands: list[Cmd]) -> str:
         lines.append(f'        opts="{" ".join(n for o in cmd.options for n in o.names)}"')
         if not cmd.path_arguments:
             lines.append("        files=0")
-        cases = []
-        for opt in cmd.options:
-            if not opt.takes_value:
-                continue
-            pattern = "|".join(opt.names)
-            if opt.choices:
-                action = f'COMPREPLY=($(compgen -W "{" ".join(opt.choices)}" -- "$cur")); return'
-            elif opt.paths:
-                action = 'COMPREPLY=($(compgen -f -- "$cur")); return'
-            else:
-                action = "return"
-            cases.append(f"            {pattern}) {action} ;;")
+        cases = [f"            {'|'.join(opt.names)}) {_completion(_BASH_VALUES, opt)} ;;"
+                 for opt in cmd.options if opt.takes_value]
         if cases:
             lines += ['        case "$prev" in', *cases, "        esac"]
         lines.append("        ;;")
-    lines += ["    esac",
-              '    if [[ "$cur" == -* || $files == 0 ]]; then',
-              '        COMPREPLY=($(compgen -W "$opts" -- "$cur"))',
-              "    else",
-              '        COMPREPLY=($(compgen -f -- "$cur"))',
-              "    fi",
-              "}",
-              "complete -o filenames -o bashdefault -F _medtool medtool",
-              ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + _BASH_END
 
 
 # -- zsh ---------------------------------------------------------------------------------------------
+#: The value part of an option's ``_arguments`` spec, by :attr:`Opt.value`.
+_ZSH_VALUES = {"flag": "", "choices": ": :({choices})", "paths": ": :_files", "text": ": : "}
+#: The end of the zsh function, after the commands' ``_arguments``, and its call.
+_ZSH_END = """\
+        esac ;;
+    esac
+}
+
+_medtool "$@"
+"""
+
+
 def zsh_script(commands: list[Cmd]) -> str:
     """A zsh completion function (``#compdef medtool``, ``_arguments``)."""
     lines = ["#compdef medtool",
@@ -203,12 +226,7 @@ def zsh_script(commands: list[Cmd]) -> str:
     for cmd in commands:
         specs = []
         for opt in cmd.options:
-            if opt.takes_value:
-                action = (f"({' '.join(opt.choices)})" if opt.choices
-                          else "_files" if opt.paths else " ")
-                value = f": :{action}"
-            else:
-                value = ""
+            value = _completion(_ZSH_VALUES, opt)
             exclusive = f"({' '.join(opt.names)})" if len(opt.names) > 1 else ""
             names = "{" + ",".join(opt.names) + "}" if len(opt.names) > 1 else opt.names[0]
             if len(opt.names) > 1:
@@ -219,16 +237,12 @@ def zsh_script(commands: list[Cmd]) -> str:
             specs.append("'*:file:_files'")
         body = " \\\n                ".join(specs)
         lines.append(f"        {cmd.name}) _arguments \\\n                {body} ;;")
-    lines += ["        esac ;;",
-              "    esac",
-              "}",
-              "",
-              '_medtool "$@"',
-              ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + _ZSH_END
 
 
 # -- fish --------------------------------------------------------------------------------------------
+#: What fish's ``complete`` is told about an option's value, by :attr:`Opt.value`.
+_FISH_VALUES = {"flag": "", "choices": " -x -a '{choices}'", "paths": " -r -F", "text": " -x"}
 def fish_script(commands: list[Cmd]) -> str:
     """A fish completion script (``complete -c medtool ...``)."""
     lines = [f"# fish completion for medtool ({GENERATED})",
@@ -242,15 +256,7 @@ def fish_script(commands: list[Cmd]) -> str:
         when = f"-n '__fish_seen_subcommand_from {cmd.name}'"
         for opt in cmd.options:
             spell = " ".join(f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}" for n in opt.names)
-            if not opt.takes_value:
-                extra = ""
-            elif opt.choices:
-                extra = f" -x -a '{' '.join(opt.choices)}'"
-            elif opt.paths:
-                extra = " -r -F"
-            else:
-                extra = " -x"
-            lines.append(f"complete -c medtool {when} {spell}{extra} -d '{opt.help}'")
+            lines.append(f"complete -c medtool {when} {spell}{_completion(_FISH_VALUES, opt)} -d '{opt.help}'")
         if cmd.path_arguments:
             lines.append(f"complete -c medtool {when} -F")
     lines.append("")

@@ -39,7 +39,7 @@ import numpy as np
 from .errors import InputError, UsageError
 from .intensity import AUTO_SAMPLE, normalize, plan_normalization
 from .pictures import find_images, image_id, read_image
-from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, evaluating, read_cache
+from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, check_matching, evaluating, read_cache
 
 #: The model size must be a multiple of this (the stride of FPN level P5).
 SIZE_MULTIPLE = 32
@@ -214,14 +214,9 @@ class DetectTask(Task):
         listed = set(table.ids)
         missing = sorted(listed - set(ids))
         unlisted = sorted(set(ids) - listed)
-        if missing or unlisted:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} ids of the box table have no image ({_named(missing)})")
-            if unlisted:
-                parts.append(f"{len(unlisted)} images have no row ({_named(unlisted)})")
-            raise InputError(f"the box table does not match the images in {o.images}: {'; '.join(parts)}",
-                             path=o.boxes, hint="give every image a row (Target 0 for no box) and every row an image")
+        check_matching([(missing, "ids of the box table have no image"), (unlisted, "images have no row")],
+                       mismatch=f"the box table does not match the images in {o.images}", path=o.boxes,
+                       hint="give every image a row (Target 0 for no box) and every row an image")
         rows = {image: k for k, image in enumerate(table.ids)}
         boxes = {image: table.boxes[rows[image], : table.counts[rows[image]]] for image in ids}
         return [Case(i, p) for i, p in zip(ids, paths)], boxes
@@ -240,9 +235,7 @@ class DetectTask(Task):
                                         progress=progress, on_error=on_error)
         else:
             entries = read_cache(cache)
-        by_id = {e["image_id"]: e for e in entries}
-        self.train_cases = [by_id[c.case_id] for c in train]
-        self.val_cases = [by_id[c.case_id] for c in val]
+        self.take_cached(entries, train, val)
         if not any(e["boxes"] for e in self.train_cases):
             raise InputError("no training image has a box", path=o.boxes,
                              hint="the detector needs positive images (rows with Target 1)")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .formats import load_volume
+from .ingest import Findings
 
 #: Above this many voxels the value range is computed in chunks to bound memory.
 _CHUNK_VOXELS = 1 << 24
@@ -37,13 +38,10 @@ def describe_file(path: str | Path) -> dict[str, Any]:
 
 
 @dataclass
-class DicomSummary:
+class DicomSummary(Findings):
     """What ``medtool info`` found in DICOM inputs: one row per series that would be built."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    failures: list[tuple[str, Any]] = field(default_factory=list)
-    notices: list[Any] = field(default_factory=list)
 
 
 def describe_dicom(paths: list[Path], roots: list[Path], *, workers: int = 1,

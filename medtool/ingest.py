@@ -49,13 +49,20 @@ class HuOptions:
 
 
 @dataclass
-class Report:
-    """What :func:`convert` did."""
+class Findings:
+    """What reading inputs met besides the images: files that failed (name, error), files
+    skipped (path, what they are) and notices of the series planned."""
 
-    written: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, MedtoolError]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
+
+
+@dataclass
+class Report(Findings):
+    """What :func:`convert` did."""
+
+    written: list[dict[str, Any]] = field(default_factory=list)
     files: int = 0
     inputs: list[str] = field(default_factory=list)
     cases: Path | None = None           # the cases.csv index written, if any

@@ -443,13 +443,11 @@ class SegmentTask(Task):
                                         progress=progress, on_error=on_error)
         else:
             entries = read_cache(cache)
-        by_id = {e["case_id"]: e for e in entries}
-        self.train_cases = [by_id[c.case_id] for c in train]
-        self.val_cases = [by_id[c.case_id] for c in val]
+        self.take_cached(entries, train, val)
         if "classes" not in self.recipe:
             self._plan_classes(entries, train)
         if "plan" not in self.recipe:
-            self._plan_report(train, [by_id[c.case_id] for c in train])
+            self._plan_report(train, self.train_cases)
 
     def _plan(self, train) -> dict[str, Any]:
         """Spacing (median of the training images), normalisation and patch size."""

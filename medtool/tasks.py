@@ -37,11 +37,13 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .datasets import EpochSet, SharedEpoch
-from .errors import UsageError
+from .errors import InputError, UsageError
 from .intensity import CT_WINDOW
 
 #: The cache index of a run's preprocessed cases (``RUN/cache/index.json``).
 CACHE_INDEX = "index.json"
+#: Ids a message names at the most (the rest: "...").
+NAMED_IDS = 5
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,13 @@ class Task:
         self.val_sources = list(val)
         return train, val
 
+    def take_cached(self, entries: list[dict[str, Any]], train: list, val: list) -> None:
+        """Set :attr:`train_cases` and :attr:`val_cases` to the cache ``entries`` of the cases
+        ``train`` and ``val`` (by case id)."""
+        by_id = {e.get("case_id", e.get("image_id")): e for e in entries}
+        self.train_cases = [by_id[c.case_id] for c in train]
+        self.val_cases = [by_id[c.case_id] for c in val]
+
     def held_out(self, checkpoint: dict[str, Any], *, device, out: Path, fold: int) -> HeldOut:
         """The fold's model (``checkpoint``) on its held-out cases; predictions may be written
         under ``out``."""
@@ -219,6 +228,37 @@ class Task:
     def pool(self, held: Sequence[HeldOut]) -> dict[str, float]:
         """The metrics of every fold's held-out predictions together."""
         raise UsageError(f"--cv is not available for {self.name}")
+
+
+def named_ids(ids: Sequence[str]) -> str:
+    """``ids`` as a message names them: the first :data:`NAMED_IDS`, then "..." for the rest."""
+    ids = list(ids)
+    return ", ".join(ids[:NAMED_IDS]) + (", ..." if len(ids) > NAMED_IDS else "")
+
+
+def check_matching(unmatched: Sequence[tuple[Sequence[str], str]], *, mismatch: str, path: str | Path,
+                   hint: str) -> None:
+    """Refuse images and a table of them (labels, boxes) whose ids do not pair up.
+
+    Parameters
+    ----------
+    unmatched
+        ``(ids, what)`` of each side: the ids without a partner on the other side and what
+        they are (``"images have no label"``); a side without any is left out of the message.
+    mismatch
+        The start of the message: what does not match what (``"the labels do not match the
+        images in DIR"``).
+    path, hint
+        Those of the error (the table, usually).
+
+    Raises
+    ------
+    InputError
+        ``mismatch: N what (ids); ...`` when any side has ids without a partner.
+    """
+    parts = [f"{len(ids)} {what} ({named_ids(ids)})" for ids, what in unmatched if ids]
+    if parts:
+        raise InputError(f"{mismatch}: {'; '.join(parts)}", path=path, hint=hint)
 
 
 def cached(cache: Path, key: dict[str, Any], ids: Sequence[str],

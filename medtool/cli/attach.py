@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         flip: Annotated[list[str] | None, typer.Option("--flip", metavar="AXIS", help="Flip along this axis (z, y, x); repeat for several.")] = None,
         suffix: Annotated[str, typer.Option("--suffix", help="Added to each output name after the case id (e.g. _lungs).")] = "",
         fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the image's].")] = None,
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         from ..attach import attach_files

@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Sequence
 
 import typer
@@ -91,6 +92,14 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
     "debug": (Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.",
                                            rich_help_panel=_PANEL)], False),
 }
+# Parameters several commands declare in their own signatures, defined once.
+#: ``OUT`` of a command that writes a file per input: the folder, or the file of a single input.
+Output = Annotated[Path, typer.Argument(help="Output folder, or one output file for one input.", show_default=False)]
+#: ``--format`` of a command that writes a volume per input (default None: the input's format).
+OutputFormat = Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")]
+#: ``--json`` of a command that writes files (default False).
+WrittenJson = Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")]
+
 #: Name of the typer.Context parameter the wrapper adds (it carries the raw argv).
 _CONTEXT = "medtool_context"
 #: Options every command gets.
@@ -383,6 +392,21 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+def print_written(rows: Iterable[dict[str, Any]], columns: dict[str, Callable[[dict[str, Any]], str]]) -> None:
+    """Print a table of the volumes a command wrote: output, shape and spacing, then ``columns``
+    (header -> the cell of a row)."""
+    from rich.table import Table
+
+    cells = {"output": lambda row: row["output"], "shape": lambda row: " x ".join(map(str, row["shape"])),
+             "spacing (mm)": lambda row: " x ".join(f"{s:.4g}" for s in row["spacing"]), **columns}
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    for header in cells:
+        table.add_column(header, overflow="fold" if header == "output" else None)
+    for row in rows:
+        table.add_row(*(cell(row) for cell in cells.values()))
+    stdout.print(table)
+
+
 def report_written(report, *, json: bool, opts: Options) -> int:
     """Print the volumes a volume-to-volume command wrote (table or JSON); the exit code."""
     from ..errors import InputError
@@ -390,16 +414,8 @@ def report_written(report, *, json: bool, opts: Options) -> int:
     if json:
         print_json({"written": report.written, "failed": [name for name, _ in report.failures]})
     elif report.written and not opts.quiet:
-        from rich.table import Table
-
-        table = Table(header_style="bold", box=None, pad_edge=False)
-        for column in ("output", "shape", "spacing (mm)", "dtype", "units", "range"):
-            table.add_column(column, overflow="fold" if column == "output" else None)
-        for row in report.written:
-            table.add_row(row["output"], " x ".join(map(str, row["shape"])),
-                          " x ".join(f"{s:.4g}" for s in row["spacing"]), row["dtype"],
-                          str(row["units"]), " .. ".join(f"{v:g}" for v in row["range"]))
-        stdout.print(table)
+        print_written(report.written, {"dtype": lambda row: row["dtype"], "units": lambda row: str(row["units"]),
+                                       "range": lambda row: " .. ".join(f"{v:g}" for v in row["range"])})
     if not report.written and not report.failures:
         raise InputError("no volume files found", path=" ".join(report.inputs),
                          hint="give .npy, .npz, .nii or .nii.gz files or folders holding them")

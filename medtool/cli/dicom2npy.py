@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         labels: Annotated[bool, typer.Option("--labels/--no-labels", help="Convert RTSTRUCT and SEG files into label volumes on their series' grid, or skip them.")] = True,
         labels_out: Annotated[Path | None, typer.Option("--labels-out", metavar="DIR", help="Write the label volumes into DIR instead of OUT (OUT then holds images only: train segment --images OUT --masks DIR --mask-suffix _rtstruct).")] = None,
         allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Keep an RTSTRUCT ROI without contours as an empty label instead of failing.")] = False,
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         from ..ingest import HuOptions, convert
@@ -116,16 +116,8 @@ def report_conversion(report, *, json: bool, opts: common.Options) -> int:
         common.print_json({"written": report.written, "skipped": [p for p, _ in report.skipped],
                            "failed": [name for name, _ in report.failures]})
     elif report.written and not opts.quiet:
-        from rich.table import Table
-
-        table = Table(header_style="bold", box=None, pad_edge=False)
-        for column in ("output", "shape", "spacing (mm)", "orient.", "files", "units"):
-            table.add_column(column, overflow="fold" if column == "output" else None)
-        for row in report.written:
-            table.add_row(row["output"], " x ".join(map(str, row["shape"])),
-                          " x ".join(f"{s:.4g}" for s in row["spacing"]), row["orientation"],
-                          str(row["files"]), row["units"])
-        common.stdout.print(table)
+        common.print_written(report.written, {"orient.": lambda row: row["orientation"],
+                                              "files": lambda row: str(row["files"]), "units": lambda row: row["units"]})
     if report.skipped and not opts.quiet:
         common.stderr.print(skipped_summary(report.skipped, verbose=opts.verbose),
                             highlight=False, markup=False)

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         folds: Annotated[Path | None, typer.Option("--folds", metavar="FOLDS.csv", help="Write splits_final.json from these folds.")] = None,
         class_names: Annotated[str | None, typer.Option("--class-names", help="Comma-separated names of labels 1..N [default: the dataset's, else label_N].")] = None,
         channel_name: Annotated[str | None, typer.Option("--channel-name", help="nnU-Net's channel name (CT, MRI, T2, ...) [default: CT for HU images, else MRI].")] = None,
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         from ..errors import UsageError

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         raw: Annotated[bool, typer.Option("--raw", help="Keep raw map values (no [0, 1] scaling).")] = False,
         png: Annotated[bool, typer.Option("--png", help="Also write <name>.png: the input with the map overlaid.")] = False,
         list_layers: Annotated[bool, typer.Option("--list-layers", help="Print the model's layers and exit.")] = False,
-        fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")] = None,
+        fmt: common.OutputFormat = None,
         suffix: Annotated[str, typer.Option("--suffix", help="Added to each output name after the case id (e.g. _cam).")] = "",
         image_suffix: Annotated[str | None, typer.Option("--image-suffix", help="The inputs are named <case><suffix> (_masked); other files are left out [default: the checkpoint's, from training].")] = None,
         truth: Annotated[Path | None, typer.Option("--truth", metavar="DIR", help="Masks of what the map should point at (tumours): print how much stronger the map is inside them than outside.")] = None,

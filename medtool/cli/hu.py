@@ -31,8 +31,7 @@ def register(app: typer.Typer) -> None:
                     short_help="Convert raw scanner values to Hounsfield units.")
     def hu(
         inputs: Annotated[list[Path], typer.Argument(help="Volumes or DICOM folders.", show_default=False)],
-        out: Annotated[Path, typer.Argument(help="Output folder, or one output file for one input.",
-                                            show_default=False)],
+        out: common.Output,
         *,
         window: Annotated[tuple[float, float] | None, typer.Option("--window", metavar="LOW HIGH",
                                                                    help="Clip to this HU range.")] = None,
@@ -42,7 +41,7 @@ def register(app: typer.Typer) -> None:
             "--rescale", metavar="SLOPE INTERCEPT",
             help="Rescale for volumes without one in their metadata (files from other tools).")] = None,
         fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's; npy for DICOM].")] = None,
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         from ..ingest import convert_hu

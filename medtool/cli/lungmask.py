@@ -45,8 +45,7 @@ def register(app: typer.Typer) -> None:
                     short_help="Segment the lungs (1 right, 2 left) in HU volumes.")
     def lungmask(
         inputs: Annotated[list[Path], typer.Argument(help="HU volume files or folders.", show_default=False)],
-        out: Annotated[Path, typer.Argument(help="Output folder, or one output file for one input.",
-                                            show_default=False)],
+        out: common.Output,
         *,
         threshold: Annotated[float, typer.Option("--threshold", help="Air-like below this HU.")] = -400.0,
         fill: Annotated[bool, typer.Option("--fill/--no-fill", help="Fill vessels and nodules inside the lungs.")] = True,
@@ -55,8 +54,8 @@ def register(app: typer.Typer) -> None:
                                                     help="Also write the image with the outside set to VALUE.")] = None,
         method: Annotated[str, typer.Option("--method", help="threshold, or model (with --checkpoint).")] = "threshold",
         checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Segmentation model for --method model.")] = None,
-        fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")] = None,
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        fmt: common.OutputFormat = None,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         from ..errors import UsageError

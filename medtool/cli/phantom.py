@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
             "--skull-strip", help="Brain MRI: zero the images outside the intracranial space, as "
             "BraTS ships them.")] = False,
         # ---------------------------------------------------------------------------------
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         """Write a synthetic but realistic data set with exact ground truth.
@@ -138,14 +138,10 @@ def register(app: typer.Typer) -> None:
                                 anatomy=anatomy, follow_up=follow_up, cxr_size=cxr_size)
         if not anatomy.is_default:
             summary["anatomy"] = anatomy.describe()
-        if json:
-            common.print_json({"out": str(out), **summary})
-        elif not opts.quiet:
-            common.stderr.print(
-                f"wrote {_count(summary['cases'], 'CT case')} ({summary['ct_files']} DICOM files), "
+        line = (f"wrote {_count(summary['cases'], 'CT case')} ({summary['ct_files']} DICOM files), "
                 f"{_count(summary['cxr'], 'chest X-ray')} to {out}"
                 + (f" (anatomy {summary['anatomy']})" if "anatomy" in summary else ""))
-        return 0
+        return _report(out, summary, line, json=json, opts=opts)
 
 
 CT, BRAIN_MRI = "ct", "brain-mri"
@@ -184,13 +180,17 @@ def _brain(out: Path, *, cases: int, seed: int, shape: int | None, brats_labels:
                                   convention=brats_labels, skull_strip=skull_strip,
                                   workers=opts.workers, force=opts.force, step=opts.step(),
                                   progress=opts.show_progress)
+    line = (f"wrote {_count(summary['cases'], 'brain MRI case')} (FLAIR, T1, T1c, T2, seg; "
+            f"{summary['shape'][0]}^3 at {summary['spacing_mm'][0]:.3g} mm, labels {summary['convention']}) to {out}")
+    return _report(out, summary, line, json=json, opts=opts)
+
+
+def _report(out: Path, summary: dict, line: str, *, json: bool, opts) -> int:
+    """Print what a phantom wrote: ``summary`` as JSON, else ``line``; the exit status."""
     if json:
         common.print_json({"out": str(out), **summary})
     elif not opts.quiet:
-        common.stderr.print(
-            f"wrote {_count(summary['cases'], 'brain MRI case')} (FLAIR, T1, T1c, T2, seg; "
-            f"{summary['shape'][0]}^3 at {summary['spacing_mm'][0]:.3g} mm, labels "
-            f"{summary['convention']}) to {out}", highlight=False)
+        common.stderr.print(line, highlight=False)
     return 0
 
 

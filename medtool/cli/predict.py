@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         folds: Annotated[Path | None, typer.Option("--folds", metavar="FOLDS.csv", help="With --fold: predict only the cases of that fold.")] = None,
         fold: Annotated[str | None, typer.Option("--fold", metavar="K|test", help="The fold of --folds to predict (a number, or test).")] = None,
         cases: Annotated[Path | None, typer.Option("--cases", metavar="FILE.csv", help="Predict only the cases of this table (its case_id column, else its first).")] = None,
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         import torch

@@ -35,8 +35,7 @@ def register(app: typer.Typer) -> None:
                     short_help="Resample volumes to a new spacing or onto another volume's grid.")
     def resample(
         inputs: Annotated[list[Path], typer.Argument(help="Volume files or folders.", show_default=False)],
-        out: Annotated[Path, typer.Argument(help="Output folder, or one output file for one input.",
-                                            show_default=False)],
+        out: common.Output,
         *,
         spacing: Annotated[tuple[float, float, float] | None, typer.Option(
             "--spacing", metavar="Z Y X", help="New voxel size in mm.")] = None,
@@ -53,8 +52,8 @@ def register(app: typer.Typer) -> None:
         pad: Annotated[float | None, typer.Option("--pad", help="Value outside the input.")] = None,
         antialias: Annotated[bool, typer.Option(
             "--antialias/--no-antialias", help="Smooth images along axes made coarser.")] = True,
-        fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's].")] = None,
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        fmt: common.OutputFormat = None,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         from ..errors import UsageError

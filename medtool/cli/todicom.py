@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         series: Annotated[str | None, typer.Option("--series", metavar="UID", help="The SeriesInstanceUID to reference when several series share the mask's grid.")] = None,
         seg_type: Annotated[str, typer.Option("--seg-type", help="dcm-seg encoding: binary (one bit per voxel and segment; read everywhere) or labelmap (Label Map Segmentation: 8-bit segment numbers; newer readers).")] = "binary",
         manual: Annotated[bool, typer.Option("--manual", help="The masks were drawn by hand: no algorithm identification, MANUAL generation.")] = False,
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         from ..dicomlabels import Algorithm, write_masks

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         window: Annotated[tuple[float, float] | None, typer.Option("--window", metavar="LOW HIGH",
                                                                    help="Display window.")] = None,
         preset: Annotated[str | None, typer.Option("--preset", help="lung, mediastinum or bone window.")] = None,
-        json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
         from ..batch import run_batch
