@@ -34,7 +34,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, UsageError
-from .intensity import channel_specs, describe_spec, normalize_channels, plan_normalization
+from .intensity import (channel_specs, constant_background, describe_spec, foreground_box, normalize_channels,
+                        plan_normalization)
 from .segmentation import as_3d, in_orientation, to_model_space, training_orientation
 from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, check_matching, evaluating, read_cache
 
@@ -48,6 +49,14 @@ PROB_PREFIX, PRED_COLUMN = "prob_", "pred"
 VALIDATION_BATCH = 8
 #: Cases named in an error message before "...".
 NAMED_CASES = 5
+#: ``--crop``: auto (crop when every training image has a constant outside), foreground, none.
+CROP_MODES = ("auto", "foreground", "none")
+#: Voxels of a planned input at most, by device kind: on a CPU about 40^3 (a fold of 32
+#: lung-masked CTs trains 100 samples/s on two cores, docs/recipes.md); on a GPU 128^3.
+INPUT_VOXELS = {"cpu": 2 ** 16, "cuda": 2 ** 21}
+#: First-level width of each classifier on a CPU when not given (half the default: four
+#: times fewer operations; the RECIST recipe of docs/recipes.md).
+CPU_WIDTH = {"simple3d": 8, "resnet3d-10": 16, "resnet3d-18": 16}
 
 
 @dataclass
@@ -67,11 +76,13 @@ class ClassifyOptions(TaskOptions):
     model: str = "simple3d"
     width: int | None = None
     dropout: float = 0.3
+    pool: str = "avgmax"
+    crop: str = "auto"
     class_weights: str = "balanced"
 
     def check(self) -> None:
         """Raise :class:`UsageError` for impossible combinations (before any work)."""
-        from .models.cnn import LEVELS
+        from .models.cnn import LEVELS, POOLS
 
         if self.images is None or self.labels is None:
             raise UsageError("--task classify needs --images DIR and --labels CSV")
@@ -82,6 +93,10 @@ class ClassifyOptions(TaskOptions):
             raise UsageError(f"--dim must be 2d or 3d, got {self.dim}")
         if self.model not in LEVELS:
             raise UsageError(f"--model {self.model}: a classifier is one of {', '.join(LEVELS)}")
+        if self.pool not in POOLS:
+            raise UsageError(f"--pool {self.pool}: choose one of {', '.join(POOLS)}")
+        if self.crop not in CROP_MODES:
+            raise UsageError(f"--crop {self.crop}: choose one of {', '.join(CROP_MODES)}")
         self.check_shared()
         if self.shape is not None and (len(self.shape) != self.dim or min(self.shape) < 1):
             raise UsageError(f"--shape needs {self.dim} positive sizes for --dim {self.dim}d, got {self.shape}")
@@ -226,6 +241,31 @@ def class_order(values: Sequence[str], names: Sequence[str] | None, *, path: str
     return classes
 
 
+def fit_budget(spacing: Sequence[float | None], extent_mm: Sequence[float],
+               budget: int | None) -> tuple[list[float | None], bool]:
+    """``spacing`` coarsened so that an input of ``extent_mm`` holds at most ``budget`` voxels:
+    every axis finer than one spacing ``c`` is brought to ``c`` (the finest first, as nnU-Net
+    evens out anisotropy), ``c`` the smallest that fits (to 0.01 mm). Axes whose spacing is
+    ``None`` (z of a 2D model) do not count. Returns the spacing and whether it changed.
+
+    >>> fit_budget([2.0, 1.0, 1.0], [100.0, 100.0, 100.0], 50 * 50 * 50)
+    ([2.0, 2.0, 2.0], True)
+    """
+    axes = [a for a, s in enumerate(spacing) if s is not None]
+
+    def voxels(c: float) -> float:
+        return float(np.prod([max(extent_mm[a] / max(spacing[a], c), 1.0) for a in axes]))
+
+    if budget is None or not axes or voxels(0.0) <= budget:
+        return list(spacing), False
+    low, high = min(spacing[a] for a in axes), max(max(extent_mm[a] for a in axes), max(spacing[a] for a in axes))
+    while high - low > 0.005:
+        middle = (low + high) / 2
+        low, high = (low, middle) if voxels(middle) <= budget else (middle, high)
+    c = math.ceil(high * 100) / 100
+    return [None if s is None else float(max(s, c)) for s in spacing], True
+
+
 def check_dimensionality(volume, dim: int, path: str | Path) -> None:
     """A 3D model takes 3D volumes, a 2D model 2D images (or one-slice volumes)."""
     ndim = volume.ndim
@@ -251,11 +291,15 @@ def prepare_channels(volumes, recipe: dict[str, Any], *, path: str | Path = "", 
     if len(volumes) != len(specs):
         raise InputError(f"the model takes {len(specs)} input channels, the case has {len(volumes)}", path=path,
                          hint="give the channels it was trained on")
-    prepared = []
+    prepared, box = [], None
     for volume in volumes:
         check_dimensionality(volume, recipe["dim"], path)
-        check_input_grid(in_orientation(as_3d(volume), recipe), recipe, path)
-        prepared.append(to_model_space(as_3d(volume), recipe, device=device))
+        volume = in_orientation(as_3d(volume), recipe)
+        check_input_grid(volume, recipe, path)
+        if recipe.get("crop"):          # the box of the first channel's foreground, for every channel
+            box = box or foreground_box(volume.array)
+            volume = volume.cropped(box)
+        prepared.append(to_model_space(volume, recipe, device=device))
     return prepared[0], normalize_channels([p.array for p in prepared], recipe["normalize"])
 
 
@@ -366,11 +410,23 @@ class ClassifyTask(Task):
     """Classification for :func:`medtool.train.fit`: data, model, loss, augmentation, validation."""
 
     name = "classify"
-    plan_keys = ("dim", "spacing", "shape", "normalize", "normalize_why", "orientation", "classes")
+    plan_keys = ("dim", "crop", "spacing", "shape", "normalize", "normalize_why", "orientation", "classes")
 
     def __init__(self, options: ClassifyOptions, *, recipe: dict[str, Any] | None = None):
         super().__init__(options, recipe=recipe)
         self.weights: list[float] = []
+        self.input_voxels: int | None = None
+        self.device_kind = "cpu"
+        self.device_choices: dict[str, str] = {}
+
+    def plan_device(self, config, device) -> None:
+        """The device's input budget (:data:`INPUT_VOXELS`) for the planned grid and, on a
+        CPU, the width (:data:`CPU_WIDTH`) when not given."""
+        self.device_kind = "cpu" if device.type == "cpu" else "cuda"
+        self.input_voxels = INPUT_VOXELS[self.device_kind]
+        if self.device_kind == "cpu" and self.options.width is None:
+            self.options.width = CPU_WIDTH[self.options.model]
+            self.device_choices["width"] = "a CPU: half the default width (a quarter of the operations)"
 
     def cases(self):
         """The matched cases and each one's class name."""
@@ -408,7 +464,7 @@ class ClassifyTask(Task):
         index = {name: k for k, name in enumerate(classes)}
         self.weights = class_weights(o.class_weights, [index[labels[c.case_id]] for c in train], classes)
         cache = Path(cache)
-        key = {k: self.recipe[k] for k in ("dim", "spacing", "shape", "normalize")}
+        key = {k: self.recipe.get(k) for k in ("dim", "crop", "spacing", "shape", "normalize")}
         if build_cache:
             entries = self._build_cache(train + val, cache, key, workers=workers, progress=progress,
                                         on_error=on_error)
@@ -419,25 +475,13 @@ class ClassifyTask(Task):
         self.val_cases = [{**by_id[c.case_id], "label": index[labels[c.case_id]]} for c in val]
 
     def _plan(self, images) -> dict[str, Any]:
-        """Spacing (median of the training volumes unless given), shape (their median size at
-        that spacing unless given) and normalisation (``images``: path, header pairs)."""
+        """Crop, spacing, shape and normalisation (``images``: path, header pairs): see
+        :meth:`_plan_grid` for the grid."""
         o = self.options
         volumes = [as_3d(h) for _, h in images]
-        spacings = np.array([v.spacing for v in volumes], dtype=np.float64)
-        shapes = np.array([v.shape for v in volumes], dtype=np.float64)
-        if o.spacing is not None:
-            spacing: list[float | None] = [float(s) for s in o.spacing]
-        elif len({v.shape for v in volumes}) == 1:
-            spacing = [None, None, None]        # volumes of one shape already: taken as they are
-        else:
-            spacing = [float(s) for s in np.median(spacings, axis=0)]
-        if o.dim == 2:
-            spacing[0] = None
-        target = np.array([[s if s is not None else v for s, v in zip(spacing, own)] for own in spacings])
-        sizes = np.median(shapes * spacings / target, axis=0)
-        shape = [max(1, int(round(s))) for s in sizes] if o.shape is None else [int(s) for s in o.shape]
-        if o.dim == 2:
-            shape = [1, *shape[-2:]]
+        orientation = training_orientation(volumes)
+        oriented = [in_orientation(v, {"orientation": orientation}) for v in volumes]
+        recipe = {"dim": o.dim, **self._plan_grid(oriented), "orientation": orientation}
         channels = self.input_channels
         if channels is None:
             norm = plan_normalization(o.normalize, o.window, images)
@@ -446,17 +490,56 @@ class ClassifyTask(Task):
             plans = [plan_normalization(o.normalize, o.window, [], channel=(n, "--channels")) for n in channels.names]
             spec = [p.spec for p in plans]
             why = "; ".join(f"{n}: {describe_spec(p.spec)} ({p.why})" for n, p in zip(channels.names, plans))
-        recipe = {"dim": o.dim, "spacing": spacing, "shape": shape, "normalize": spec, "normalize_why": why,
-                  "orientation": training_orientation(volumes)}
+        recipe.update(normalize=spec, normalize_why=why)
         if channels is not None:
             recipe["channels"] = channels.as_dict()
             recipe["image_suffix"] = channels.suffixes[0]
-        if all(s is None for s in spacing[-2:]):      # taken as they are: say what they were
-            recipe["input_grid"] = {"shape": [int(v) for v in shapes[0]],
-                                    "spacing": [[float(v) for v in spacings.min(axis=0)],
-                                                [float(v) for v in spacings.max(axis=0)]]}
         recipe["plan"] = self._plan_lines(recipe, len(volumes))
         return recipe
+
+    def _plan_grid(self, volumes) -> dict[str, Any]:
+        """The input grid from the training volumes (in the training orientation).
+
+        ``crop`` (``auto``: when every volume has a constant outside, a masked CT): each image
+        is cut to the box of the rest first. ``spacing``: the median of the volumes, or kept
+        as it is when they all have one shape and nothing is cropped (the seeds' same-shape
+        crops). ``shape``: the median size at that spacing, or the largest cropped box (so no
+        case loses foreground). Where both are planned and the shape holds more voxels than
+        the device's budget (:data:`INPUT_VOXELS`), the finest axes are coarsened until it fits.
+        """
+        o = self.options
+        spacings = np.array([v.spacing for v in volumes], dtype=np.float64)
+        crop = o.crop == "foreground" or (
+            o.crop == "auto" and all(constant_background(v.array) is not None for v in volumes))
+        if crop:
+            extents = np.array([[b.stop - b.start for b in foreground_box(v.array)] for v in volumes], np.float64)
+        else:
+            extents = np.array([v.shape for v in volumes], dtype=np.float64)
+        extents_mm = extents * spacings
+        if o.spacing is not None:
+            spacing: list[float | None] = [float(s) for s in o.spacing]
+        elif not crop and len({v.shape for v in volumes}) == 1:
+            spacing = [None, None, None]        # volumes of one shape already: taken as they are
+        else:
+            spacing = [float(s) for s in np.median(spacings, axis=0)]
+        if o.dim == 2:
+            spacing[0] = None
+        grid: dict[str, Any] = {"crop": crop}
+        if o.spacing is None and o.shape is None and all(s is not None for s in spacing[-2:]):
+            spacing, grid["coarsened"] = fit_budget(spacing, extents_mm.max(0) if crop else np.median(extents_mm, 0),
+                                                    self.input_voxels)
+        target = np.array([[s if s is not None else v for s, v in zip(spacing, own)] for own in spacings])
+        sizes = extents_mm / target
+        sizes = np.ceil(sizes.max(0) - 1e-6) if crop else np.round(np.median(sizes, axis=0))
+        shape = [max(1, int(s)) for s in sizes] if o.shape is None else [int(s) for s in o.shape]
+        if o.dim == 2:
+            shape = [1, *shape[-2:]]
+        grid.update(spacing=spacing, shape=shape)
+        if all(s is None for s in spacing[-2:]):      # taken as they are: say what they were
+            grid["input_grid"] = {"shape": [int(v) for v in volumes[0].shape],
+                                  "spacing": [[float(v) for v in spacings.min(axis=0)],
+                                              [float(v) for v in spacings.max(axis=0)]]}
+        return grid
 
     def _plan_lines(self, recipe: dict[str, Any], count: int) -> list[dict[str, Any]]:
         """A plan line per value (:mod:`medtool.plan`): where the input grid, the normalisation
@@ -466,18 +549,27 @@ class ClassifyTask(Task):
 
         o = self.options
         kept = "volumes of one shape: taken as they are" if "input_grid" in recipe else f"median of the {count} training volumes"
+        if recipe.get("coarsened"):
+            kept += (f", coarsened to fit the {self.device_kind} budget of {self.input_voxels:,} input voxels"
+                     " (--spacing, --shape to choose)")
+        crop_why = ("every training image has a constant outside (a masked image): the box of the rest"
+                    if recipe.get("crop") else "the training images have no constant outside")
         lines = [
             option_line(o, "dim", f"{o.dim}d"),
+            PlanLine("crop", "foreground" if recipe.get("crop") else "none",
+                     PLANNED if o.crop == "auto" else GIVEN, crop_why if o.crop == "auto" else "given"),
             PlanLine("spacing", recipe["spacing"], GIVEN if o.spacing is not None else PLANNED,
                      "given" if o.spacing is not None else kept),
             PlanLine("shape", recipe["shape"], GIVEN if o.shape is not None else PLANNED,
-                     "given" if o.shape is not None else "median size of the training volumes at that spacing"),
+                     "given" if o.shape is not None else
+                     ("the largest cropped box at that spacing" if recipe.get("crop")
+                      else "median size of the training volumes at that spacing")),
             PlanLine("normalize", describe_spec(channel_specs(recipe["normalize"])[0]) if isinstance(
                 recipe["normalize"], dict) else "; ".join(describe_spec(n) for n in recipe["normalize"]),
                 GIVEN if o.normalize != "auto" else PLANNED, recipe["normalize_why"]),
             option_line(o, "model"),
-            option_line(o, "width", o.width or DEFAULT_WIDTH[o.model]),
-            *[option_line(o, name) for name in ("dropout", "augment", "class_weights")],
+            option_line(o, "width", o.width or DEFAULT_WIDTH[o.model], chosen=self.device_choices),
+            *[option_line(o, name) for name in ("dropout", "pool", "augment", "class_weights")],
             PlanLine("orientation", recipe.get("orientation"), PLANNED,
                      "the training volumes' (the most common); other inputs are reordered to it exactly"),
         ]
@@ -499,7 +591,7 @@ class ClassifyTask(Task):
         shape = self.recipe["shape"][1:] if o.dim == 2 else self.recipe["shape"]
         config = {"dim": o.dim, "in_channels": len(channel_specs(self.recipe["normalize"])),
                   "num_classes": len(self.recipe["classes"]),
-                  "width": o.width or DEFAULT_WIDTH[o.model], "dropout": o.dropout,
+                  "width": o.width or DEFAULT_WIDTH[o.model], "dropout": o.dropout, "pool": o.pool,
                   "strides": plan_pooling(shape, LEVELS[o.model])}
         return {"name": o.model, "config": config}
 

@@ -19,6 +19,11 @@ A z-score may carry two more keys, nnU-Net's rule for MRI and the like:
 * ``"clip": [low, high]``: percentiles (of the same voxels) the values are clipped to first
   (``--clip-percentiles``; off unless given).
 
+A classifier may also crop each image to its foreground first (:func:`foreground_box`): the box
+of the voxels that differ from the constant value in the image's corners (the outside of a
+masked CT, ``medtool lungmask --apply -1000``), nnU-Net's crop to the nonzero region for images
+whose outside is another constant.
+
 Bias-field correction (N4) is not done: correct the images before training if they need it.
 """
 
@@ -216,3 +221,26 @@ def plan_normalization(mode: str, window: Sequence[float],
     if first is None:
         raise UsageError("no training images to plan the normalisation from")
     return Normalization(_spec(first[0], window), first[1])
+
+
+def constant_background(array: np.ndarray) -> float | None:
+    """The value the corners of ``array`` share (the fill outside a masked image, or a
+    scanner's padding outside its field of view), or ``None`` when they differ (an image whose
+    outside is noise, like the air around a CT). Corners, not faces: the lungs of a masked CT
+    reach the first and last slices."""
+    corners = array[np.ix_(*[[0, n - 1] for n in array.shape])]
+    value = corners.flat[0]
+    return float(value) if np.all(corners == value) else None
+
+
+def foreground_box(array: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the box around the voxels that differ from the image's constant outside
+    (:func:`constant_background`); the whole image when it has none or nothing differs."""
+    from .metrics import bounding_box
+
+    whole = tuple(slice(0, n) for n in array.shape)
+    value = constant_background(array)
+    if value is None:
+        return whole
+    inside = array != value
+    return bounding_box(inside) if inside.any() else whole

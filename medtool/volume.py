@@ -182,6 +182,17 @@ class Volume:
         return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
 
     # -- copies --------------------------------------------------------------------------
+    def cropped(self, box: Sequence[slice]) -> "Volume":
+        """The voxels inside ``box`` (one slice per axis, step 1) as a volume of their own:
+        the same spacing and direction, the origin moved to the first voxel kept, so every
+        voxel keeps its world position."""
+        if len(box) != self.ndim or any(s.step not in (None, 1) for s in box):
+            raise ValueError(f"a crop needs {self.ndim} slices of step 1, got {box}")
+        start = [s.indices(n)[0] for s, n in zip(box, self.shape)]
+        origin = tuple(float(v) for v in self.world(start))
+        return Volume(self.array[tuple(box)], self.spacing, origin, self.direction.copy(),
+                      copy.deepcopy(self.meta), copy.deepcopy(self.history))
+
     def with_array(self, array: np.ndarray, **meta: Any) -> "Volume":
         """A new volume on the same grid holding ``array``; ``meta`` updates the metadata."""
         if array.shape != self.array.shape:

@@ -123,6 +123,10 @@ _CLASSIFY = {
     "label_column": _opt(str | None, "--label-column", panel=_DATA, help="Class column of --labels."),
     "shape": _opt(tuple[int, int, int] | None, "--shape", metavar="Z Y X", panel=_DATA,
                   help="Model input size (Z is 1 for --dim 2d; the median of the training volumes when not given)."),
+    "crop": _opt(str | None, "--crop", panel=_DATA,
+                 help="foreground: cut each image to the box of what differs from its constant outside (a masked CT); auto: when every training image has one; none."),
+    "pool": _opt(str | None, "--pool", panel=_MODEL,
+                 help="Global pooling before the last layer: avgmax (average and maximum side by side), avg or max."),
     "class_weights": _opt(str | None, "--class-weights", panel=_MODEL,
                           help="balanced (inverse class frequency), none, or one weight per class (0.3,0.7)."),
 }
@@ -170,8 +174,8 @@ _RUN = {
 #: The groups of each task's sub-command.
 _GROUPS = {
     "segment": (_COMMON, _VOLUMES, _SEGMENT, _CV, _PLAN, _RUN),
-    "classify": (_COMMON, _VOLUMES, _CLASSIFY, _CV, _RUN),
-    "detect": (_COMMON, {"class_names": _VOLUMES["class_names"]}, _DETECT, _CV, _RUN),
+    "classify": (_COMMON, _VOLUMES, _CLASSIFY, _CV, _PLAN, _RUN),
+    "detect": (_COMMON, {"class_names": _VOLUMES["class_names"]}, _DETECT, _CV, _PLAN, _RUN),
 }
 #: Command-line names that differ from the options dataclass's field names.
 _FIELDS = {"mask_suffix": "mask_suffixes"}

@@ -2,7 +2,7 @@
 
 ``simple3d`` is the seeds' compact classifier: three blocks of convolution, batch norm, ReLU and
 max pooling (``features.block1`` .. ``block3``, widths ``width``, ``2 width``, ``4 width``), then
-global average pooling, dropout and a linear layer (``head``). ``resnet3d-10`` and
+global pooling (average, maximum or both: ``pool``), dropout and a linear layer (``head``). ``resnet3d-10`` and
 ``resnet3d-18`` are ResNets with BasicBlocks (1 or 2 per stage, as in MedicalNet and
 torchvision's r3d): a stem (``features.stem``: convolution, batch norm, ReLU, max pooling), stages
 ``features.layer1`` .. ``layer4`` (widths ``width`` .. ``8 width``) and the same head.
@@ -33,6 +33,10 @@ RESNET_DOWNSAMPLINGS = 5
 STEM_KERNEL = 7
 #: Default dropout before the linear layer.
 HEAD_DROPOUT = 0.3
+#: Global pooling of the head: the average (the seeds' net and checkpoints written before the
+#: choice existed), the maximum, or both side by side (a small object in a large volume moves
+#: the maximum of a feature but hardly its average).
+POOLS = ("avg", "max", "avgmax")
 
 
 def plan_pooling(shape: Sequence[int], levels: int) -> list[list[int]]:
@@ -45,8 +49,8 @@ def _layers(dim: int):
     if dim not in (2, 3):
         raise ValueError(f"dim must be 2 or 3, got {dim}")
     if dim == 3:
-        return nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.AdaptiveAvgPool3d
-    return nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d
+        return nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d
+    return nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d
 
 
 def _check_strides(strides: Sequence[Sequence[int]], levels: int, dim: int) -> list[list[int]]:
@@ -57,16 +61,20 @@ def _check_strides(strides: Sequence[Sequence[int]], levels: int, dim: int) -> l
 
 
 class Head(nn.Module):
-    """Global average pooling, dropout, linear."""
+    """Global pooling (``pool``: one of :data:`POOLS`), dropout, linear."""
 
-    def __init__(self, dim: int, channels: int, num_classes: int, dropout: float):
+    def __init__(self, dim: int, channels: int, num_classes: int, dropout: float, pool: str = "avg"):
         super().__init__()
-        self.pool = _layers(dim)[3](1)
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+        self.kind = pool
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(channels, num_classes)
+        self.fc = nn.Linear(channels * (2 if pool == "avgmax" else 1), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+        flat = torch.flatten(x, 2)
+        parts = {"avg": [flat.mean(2)], "max": [flat.amax(2)], "avgmax": [flat.mean(2), flat.amax(2)]}[self.kind]
+        return self.fc(self.dropout(torch.cat(parts, 1)))
 
 
 class SimpleBlock(nn.Module):
@@ -74,7 +82,7 @@ class SimpleBlock(nn.Module):
 
     def __init__(self, dim: int, cin: int, cout: int, stride: Sequence[int]):
         super().__init__()
-        conv, norm, pool, _ = _layers(dim)
+        conv, norm, pool = _layers(dim)
         self.conv = conv(cin, cout, 3, padding=1, bias=False)
         self.norm = norm(cout)
         self.act = nn.ReLU(inplace=True)
@@ -88,7 +96,8 @@ class SimpleCNN(nn.Module):
     """The seeds' compact classifier (see the module docstring)."""
 
     def __init__(self, *, dim: int = 3, in_channels: int = 1, num_classes: int = 2, width: int = 16,
-                 dropout: float = HEAD_DROPOUT, strides: Sequence[Sequence[int]] | None = None):
+                 dropout: float = HEAD_DROPOUT, strides: Sequence[Sequence[int]] | None = None,
+                 pool: str = "avg"):
         super().__init__()
         strides = _check_strides(strides or [[2] * dim] * SIMPLE_BLOCKS, SIMPLE_BLOCKS, dim)
         widths = [width * 2 ** i for i in range(SIMPLE_BLOCKS)]
@@ -99,7 +108,7 @@ class SimpleCNN(nn.Module):
         self.features = nn.Sequential()
         for name, block in blocks.items():
             self.features.add_module(name, block)
-        self.head = Head(dim, cin, num_classes, dropout)
+        self.head = Head(dim, cin, num_classes, dropout, pool)
         self.cam_layer = f"features.block{SIMPLE_BLOCKS}.conv"
         _init(self)
 
@@ -113,7 +122,7 @@ class BasicBlock(nn.Module):
 
     def __init__(self, dim: int, cin: int, cout: int, stride: Sequence[int]):
         super().__init__()
-        conv, norm, _, _ = _layers(dim)
+        conv, norm, _ = _layers(dim)
         stride = tuple(stride)
         self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=False)
         self.norm1 = norm(cout)
@@ -135,12 +144,12 @@ class ResNet(nn.Module):
 
     def __init__(self, *, depth: int = 18, dim: int = 3, in_channels: int = 1, num_classes: int = 2,
                  width: int = 32, dropout: float = HEAD_DROPOUT,
-                 strides: Sequence[Sequence[int]] | None = None):
+                 strides: Sequence[Sequence[int]] | None = None, pool: str = "avg"):
         super().__init__()
         if depth not in RESNET_STAGES:
             raise ValueError(f"ResNet depth must be one of {sorted(RESNET_STAGES)}, got {depth}")
         strides = _check_strides(strides or [[2] * dim] * RESNET_DOWNSAMPLINGS, RESNET_DOWNSAMPLINGS, dim)
-        conv, norm, pool, _ = _layers(dim)
+        conv, norm, max_pool = _layers(dim)
         stem_stride, pool_stride, *stage_strides = strides
         kernel = tuple(STEM_KERNEL if s > 1 else 3 for s in stem_stride)
         self.features = nn.Sequential()
@@ -148,7 +157,7 @@ class ResNet(nn.Module):
             conv(in_channels, width, kernel, stride=tuple(stem_stride), padding=tuple(k // 2 for k in kernel),
                  bias=False),
             norm(width), nn.ReLU(inplace=True),
-            pool(3, stride=tuple(pool_stride), padding=1)))
+            max_pool(3, stride=tuple(pool_stride), padding=1)))
         cin = width
         for index, blocks in enumerate(RESNET_STAGES[depth]):
             cout = width * 2 ** index
@@ -157,7 +166,7 @@ class ResNet(nn.Module):
                                     for b in range(blocks)])
             self.features.add_module(f"layer{index + 1}", stage)
             cin = cout
-        self.head = Head(dim, cin, num_classes, dropout)
+        self.head = Head(dim, cin, num_classes, dropout, pool)
         self.cam_layer = f"features.layer4.{RESNET_STAGES[depth][-1] - 1}.conv2"
         _init(self)
 
