@@ -207,7 +207,7 @@ _medtool() {
         esac
         ;;
     gradcam)
-        opts="--method --layer --class --raw --png --list-layers --format --suffix --image-suffix --json --device --shard --force -f --quiet -q --verbose -v --debug --help -h"
+        opts="--method --layer --class --raw --png --list-layers --format --suffix --image-suffix --truth --truth-suffix --json --device --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
             --method) return ;;
             --layer) return ;;
@@ -215,6 +215,8 @@ _medtool() {
             --format) COMPREPLY=($(compgen -W "seg.nrrd nii.gz nii nrrd mha mhd npy npz" -- "$cur")); return ;;
             --suffix) return ;;
             --image-suffix) return ;;
+            --truth) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --truth-suffix) return ;;
             --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
             --shard) return ;;
         esac

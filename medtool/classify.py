@@ -37,7 +37,7 @@ from .errors import InputError, UsageError
 from .intensity import (channel_specs, constant_background, describe_spec, foreground_box, normalize_channels,
                         plan_normalization)
 from .segmentation import as_3d, in_orientation, to_model_space, training_orientation
-from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, check_matching, evaluating, read_cache
+from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, check_matching, evaluating, named_ids, read_cache
 
 #: Class weight modes (or one weight per class).
 CLASS_WEIGHTS = ("balanced", "none")
@@ -47,8 +47,6 @@ METRICS = ("accuracy", "balanced-accuracy", "auc")
 PROB_PREFIX, PRED_COLUMN = "prob_", "pred"
 #: Volumes read per validation forward pass.
 VALIDATION_BATCH = 8
-#: Cases named in an error message before "...".
-NAMED_CASES = 5
 #: ``--crop``: auto (crop when every training image has a constant outside), foreground, none.
 CROP_MODES = ("auto", "foreground", "none")
 #: Voxels of a planned input at most, by device kind: on a CPU about 40^3 (a fold of 32
@@ -138,10 +136,6 @@ def class_weights(mode: str, labels: Sequence[int], classes: list[str]) -> list[
 
 
 # -- cases and labels --------------------------------------------------------------------------------
-def _named(ids: Sequence[str]) -> str:
-    return ", ".join(ids[:NAMED_CASES]) + (", ..." if len(ids) > NAMED_CASES else "")
-
-
 def read_labels(path: str | Path, *, id_column: str, label_column: str,
                 cases: str | Path | None = None) -> dict[str, str]:
     """``case_id -> class`` from the labels CSV; with ``cases`` (dicom2npy's cases.csv) the
@@ -211,7 +205,7 @@ def match_labels(images: str | Path, labels_path: str | Path, labels: dict[str, 
     ids = [c.case_id for c in cases]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
-        raise InputError(f"case ids found twice: {_named(twice)}", path=images, hint="keep one volume per case")
+        raise InputError(f"case ids found twice: {named_ids(twice)}", path=images, hint="keep one volume per case")
     unlabelled = [i for i in ids if i not in labels]
     orphans = sorted(set(labels) - set(ids))
     check_matching([(unlabelled, "images have no label"), (orphans, "labels have no image")],
@@ -749,7 +743,7 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     sources = [path for _, path in found]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
-        raise UsageError(f"case ids found twice among the inputs: {_named(twice)}",
+        raise UsageError(f"case ids found twice among the inputs: {named_ids(twice)}",
                          hint="the table has one row per case id (file name without suffix)")
     models = [build_model(c).to(device) for c in [checkpoint, *ensemble]]
     dtype = amp_dtype(amp, device)

@@ -39,7 +39,7 @@ import numpy as np
 from .errors import InputError, UsageError
 from .intensity import AUTO_SAMPLE, normalize, plan_normalization
 from .pictures import find_images, image_id, read_image
-from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, check_matching, evaluating, read_cache
+from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, check_matching, evaluating, named_ids, read_cache
 
 #: The model size must be a multiple of this (the stride of FPN level P5).
 SIZE_MULTIPLE = 32
@@ -55,8 +55,6 @@ DEFAULT_MIN_SCORE = 0.5
 ANCHOR_PERCENTILE = 5
 #: Images per validation forward pass.
 VALIDATION_BATCH = 8
-#: Image ids named in an error message before "...".
-NAMED_IDS = 5
 #: Columns of the prediction table.
 PREDICTION_COLUMNS = ("patientId", "PredictionString")
 
@@ -148,11 +146,6 @@ def check_boxes(image: str, boxes: np.ndarray, shape: Sequence[int], *, table: s
                          hint="fix the box table (boxes are pixels of the original image)")
 
 
-def _named(ids: Sequence[str]) -> str:
-    ids = list(ids)
-    return ", ".join(ids[:NAMED_IDS]) + (", ..." if len(ids) > NAMED_IDS else "")
-
-
 @dataclass
 class _CacheJob:
     image_id: str
@@ -210,7 +203,7 @@ class DetectTask(Task):
         ids = [image_id(p) for p in paths]
         twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
         if twice:
-            raise InputError(f"image ids found twice: {_named(twice)}", path=o.images, hint="keep one file per image")
+            raise InputError(f"image ids found twice: {named_ids(twice)}", path=o.images, hint="keep one file per image")
         listed = set(table.ids)
         missing = sorted(listed - set(ids))
         unlisted = sorted(set(ids) - listed)
@@ -490,7 +483,7 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     ids = [image_id(p) for p in sources]
     twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
     if twice:
-        raise UsageError(f"image ids found twice: {_named(twice)}", hint="keep one file per image")
+        raise UsageError(f"image ids found twice: {named_ids(twice)}", hint="keep one file per image")
     outcome = BatchResult(results=[None] * len(sources))
     rows = []
     from .batch import ProgressBar

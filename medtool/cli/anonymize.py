@@ -60,9 +60,8 @@ def register(app: typer.Typer) -> None:
     @common.command(app, "anonymize", shared=common.FILE_COMMAND, help=_HELP,
                     short_help="De-identify DICOM files (PS3.15 basic profile), series kept intact.")
     def anonymize(
-        paths: Annotated[list[Path], typer.Argument(
-            metavar="INPUT... OUT", help="DICOM files or folders, then the output folder "
-            "(only inputs with --in-place or --check).", show_default=False)],
+        paths: common.paths_argument("DICOM files or folders, then the output folder "
+                                     "(only inputs with --in-place or --check).", metavar="INPUT... OUT"),
         *,
         check: Annotated[bool, typer.Option("--check", help="Only list what the profile would "
                                             "still act on; exit 1 if anything.")] = False,

@@ -23,8 +23,7 @@ def register(app: typer.Typer) -> None:
     @common.command(app, "attach", shared=("workers", "force"), help=_HELP,
                     short_help="Give arrays without geometry (coursework masks) their image's geometry.")
     def attach(
-        paths: Annotated[list[Path], typer.Argument(metavar="SRC... OUT", show_default=False,
-                                                    help="Array files or folders, then the output folder (or file).")],
+        paths: common.paths_argument("Array files or folders, then the output folder (or file).", metavar="SRC... OUT"),
         *,
         like: Annotated[Path, typer.Option("--like", metavar="IMAGES", show_default=False,
                                            help="The images: a folder of volumes (matched by case id) or one volume.")],

@@ -100,6 +100,20 @@ OutputFormat = Annotated[str | None, typer.Option("--format", help="Output forma
 #: ``--json`` of a command that writes files (default False).
 WrittenJson = Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")]
 
+
+def paths_argument(help: str, *, metavar: str | None = None) -> Any:
+    """The annotation of a command's positional paths: one or more files or folders (required,
+    so --help shows no default).
+
+    Parameters
+    ----------
+    help
+        The argument's line in --help.
+    metavar
+        Its name in the usage line (``SRC... OUT``) [default: the parameter's name, upper-cased].
+    """
+    return Annotated[list[Path], typer.Argument(metavar=metavar, help=help, show_default=False)]
+
 #: Name of the typer.Context parameter the wrapper adds (it carries the raw argv).
 _CONTEXT = "medtool_context"
 #: Options every command gets.

@@ -64,8 +64,7 @@ def register(app: typer.Typer) -> None:
     @common.command(app, "dicom2npy", shared=common.FILE_COMMAND, help=_HELP,
                     short_help="Convert DICOM series into volumes (.npy/.npz/.nii.gz).")
     def dicom2npy(
-        inputs: Annotated[list[Path], typer.Argument(help="DICOM files or folders (walked recursively).",
-                                                     show_default=False)],
+        inputs: common.paths_argument("DICOM files or folders (walked recursively)."),
         out: Annotated[Path, typer.Argument(help="Output folder, or one output file for one series.",
                                             show_default=False)],
         *,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,7 +29,7 @@ def register(app: typer.Typer) -> None:
     @common.command(app, "hu", shared=common.FILE_COMMAND, help=_HELP,
                     short_help="Convert raw scanner values to Hounsfield units.")
     def hu(
-        inputs: Annotated[list[Path], typer.Argument(help="Volumes or DICOM folders.", show_default=False)],
+        inputs: common.paths_argument("Volumes or DICOM folders."),
         out: common.Output,
         *,
         window: Annotated[tuple[float, float] | None, typer.Option("--window", metavar="LOW HIGH",

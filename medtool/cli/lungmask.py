@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     @common.command(app, "lungmask", shared=common.FILE_COMMAND, help=_HELP,
                     short_help="Segment the lungs (1 right, 2 left) in HU volumes.")
     def lungmask(
-        inputs: Annotated[list[Path], typer.Argument(help="HU volume files or folders.", show_default=False)],
+        inputs: common.paths_argument("HU volume files or folders."),
         out: common.Output,
         *,
         threshold: Annotated[float, typer.Option("--threshold", help="Air-like below this HU.")] = -400.0,

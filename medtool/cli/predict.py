@@ -42,9 +42,8 @@ def register(app: typer.Typer) -> None:
                     short_help="Run a trained model (masks on the input grid, a class CSV, or an RSNA box CSV).")
     def predict(
         checkpoint: Annotated[Path, typer.Argument(help="best.pt or last.pt of a run, or the run folder of train --cv (its folds' probabilities averaged).", show_default=False)],
-        paths: Annotated[list[Path], typer.Argument(metavar="INPUT... OUT",
-                                                    help="Volumes or folders, then the output (folder or file; a .csv for classify).",
-                                                    show_default=False)],
+        paths: common.paths_argument("Volumes or folders, then the output (folder or file; a .csv for classify).",
+                                     metavar="INPUT... OUT"),
         *,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows (segment), volumes (classify) or images (detect) per forward pass.")] = 4,
         amp: Annotated[str, typer.Option("--amp", help="Mixed precision: auto (CUDA: bf16 when supported, else fp16; CPU: off), bf16 (also CPUs with AVX512-BF16/AMX), fp16 (CUDA), off.")] = "auto",

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
     @common.command(app, "resample", shared=("device", *common.FILE_COMMAND), help=_HELP,
                     short_help="Resample volumes to a new spacing or onto another volume's grid.")
     def resample(
-        inputs: Annotated[list[Path], typer.Argument(help="Volume files or folders.", show_default=False)],
+        inputs: common.paths_argument("Volume files or folders."),
         out: common.Output,
         *,
         spacing: Annotated[tuple[float, float, float] | None, typer.Option(

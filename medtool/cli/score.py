@@ -38,8 +38,7 @@ def register(app: typer.Typer) -> None:
     @common.command(app, "score", shared=("workers", "force"), help=_HELP,
                     short_help="Score predictions against truth (Dice, HD95, mAP, AUC, ...).")
     def score(
-        predictions: Annotated[list[Path], typer.Argument(metavar="PRED...", show_default=False,
-                                                          help="Prediction folders or tables, one per model.")],
+        predictions: common.paths_argument("Prediction folders or tables, one per model.", metavar="PRED..."),
         *,
         truth: Annotated[Path, typer.Option("--truth", "-t", help="Truth folder or table.", show_default=False)],
         metric: Annotated[list[str], typer.Option("--metric", "-m", help="Metric(s): repeat or comma-separate.",

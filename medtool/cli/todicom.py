@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
     @common.command(app, "todicom", shared=common.FILE_COMMAND, help=_HELP,
                     short_help="Write label volumes as DICOM SEG or RTSTRUCT of their source series.")
     def todicom(
-        paths: Annotated[list[Path], typer.Argument(metavar="MASK... OUT", show_default=False,
-                                                    help="Label volumes or folders, then the output folder (or .dcm file).")],
+        paths: common.paths_argument("Label volumes or folders, then the output folder (or .dcm file).",
+                                     metavar="MASK... OUT"),
         *,
         ref: Annotated[list[Path], typer.Option("--ref", metavar="DICOM_DIR", show_default=False,
                                                 help="The DICOM series the masks were made on (a folder, walked recursively; repeat for several).")],

@@ -147,8 +147,8 @@ _PLAN = {"plan_only": Annotated[bool, _O("--plan-only", rich_help_panel=_LOOP,
 _CV = {"cv": Annotated[bool, _O("--cv", rich_help_panel=_LOOP,
                                 help="Train every numbered fold of --folds into RUN/fold_K; write the out-of-fold "
                                      "RUN/oof.csv and RUN/cv.json (--max-minutes: the whole run).")]}
-_RUN = {
-    "out": Annotated[Path, _O("--out", "-o", help="Run folder (checkpoints, log, curve, cache).", show_default=False)],
+#: The training loop's options: fields of :class:`medtool.train.TrainConfig` (:data:`_LOOP_FIELDS`).
+_LOOP_OPTIONS = {
     "epochs": _opt(int | None, "--epochs", min=1, panel=_LOOP, help="Epochs."),
     "steps": _opt(int | None, "--steps", min=1, panel=_LOOP,
                   help="Batches per epoch per process (0 in the defaults: one pass over the training cases, at least 10)."),
@@ -168,6 +168,10 @@ _RUN = {
     "seed": _opt(int | None, "--seed", panel=_LOOP, help="Random seed."),
     "log": _opt(str | None, "--log", panel=_LOOP,
                 help="Experiment tracking: tensorboard (RUN/tensorboard/), mlflow (a file store RUN/mlruns/), both (tensorboard,mlflow) or none."),
+}
+_RUN = {
+    "out": Annotated[Path, _O("--out", "-o", help="Run folder (checkpoints, log, curve, cache).", show_default=False)],
+    **_LOOP_OPTIONS,
     "resume": Annotated[bool, _O("--resume", rich_help_panel=_LOOP, help="Continue the run in --out from its last.pt.")],
     "json": Annotated[bool, _O("--json", help="Print the summary as JSON.")],
 }
@@ -179,11 +183,10 @@ _GROUPS = {
 }
 #: Command-line names that differ from the options dataclass's field names.
 _FIELDS = {"mask_suffix": "mask_suffixes"}
+#: Loop options whose TrainConfig field has another name than the option.
+_LOOP_RENAMED = {"steps": "steps_per_epoch"}
 #: Loop options (TrainConfig fields) by their command-line names.
-_LOOP_FIELDS = {"epochs": "epochs", "steps": "steps_per_epoch", "batch_size": "batch_size", "lr": "lr",
-                "weight_decay": "weight_decay", "optimizer": "optimizer", "schedule": "schedule", "amp": "amp",
-                "grad_clip": "grad_clip", "patience": "patience", "val_every": "val_every",
-                "max_minutes": "max_minutes", "ema": "ema", "seed": "seed", "log": "log"}
+_LOOP_FIELDS = {name: _LOOP_RENAMED.get(name, name) for name in _LOOP_OPTIONS}
 
 
 class _TrainGroup(TyperGroup):

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
     @common.command(app, "view", shared=common.FILE_COMMAND, help=_HELP,
                     short_help="Render slices of a volume (with masks or heat maps) to PNG.")
     def view(
-        inputs: Annotated[list[Path], typer.Argument(help="Volume files or folders.", show_default=False)],
+        inputs: common.paths_argument("Volume files or folders."),
         out: Annotated[Path, typer.Argument(help="OUT.png for one input, else a folder.", show_default=False)],
         *,
         overlay: Annotated[list[Path] | None, typer.Option("--overlay", help="Mask or map (file or folder).")] = None,

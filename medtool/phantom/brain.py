@@ -92,10 +92,9 @@ MIN_SHAPE = 32
 HEAD_SEMI_AXES_MM = ((68.0, 76.0), (84.0, 93.0), (78.0, 88.0))
 #: The head's centre lies this far above the grid's centre (mm): the neck leaves at the bottom.
 HEAD_LIFT_MM = (6.0, 14.0)
-#: Layers from the outside in (mm): scalp, skull, CSF between skull and brain.
-SCALP_MM = (4.0, 7.0)
-SKULL_MM = (5.0, 8.0)
-CSF_LAYER_MM = (1.5, 3.0)
+#: Layers of the head from the outside in: tissue -> thickness range (mm) of the scalp, the skull
+#: and the CSF between skull and brain.
+LAYERS_MM = {SCALP: (4.0, 7.0), SKULL: (5.0, 8.0), CSF: (1.5, 3.0)}
 #: Cortex: grey matter from this depth range (mm) plus the folding field's swing.
 CORTEX_MM = (2.5, 3.5)
 FOLD_MM = 5.0
@@ -254,16 +253,18 @@ def _anatomy(rng: np.random.Generator, axes) -> tuple[np.ndarray, np.ndarray, np
     intracranial mask."""
     semi = np.array([rng.uniform(*r) for r in HEAD_SEMI_AXES_MM])
     centre = (0.0, rng.uniform(-3.0, 3.0), rng.uniform(*HEAD_LIFT_MM))  # on the midline
-    scalp, skull, csf = rng.uniform(*SCALP_MM), rng.uniform(*SKULL_MM), rng.uniform(*CSF_LAYER_MM)
+    thicknesses = [rng.uniform(*r) for r in LAYERS_MM.values()]
     cortex = rng.uniform(*CORTEX_MM)
     fold = smooth_field(rng, axes, wavelength_mm=FOLD_WAVELENGTH_MM)
     shape_field = smooth_field(rng, axes, wavelength_mm=BRAIN_SHAPE_WAVELENGTH_MM)
     tissues = np.zeros([len(a) for a in axes], np.uint8)
-    tissues[_ellipsoid_radius(axes, centre, semi) < 1] = SCALP
-    tissues[_ellipsoid_radius(axes, centre, semi - scalp) < 1] = SKULL
-    intracranial = _ellipsoid_radius(axes, centre, semi - scalp - skull) < 1
-    tissues[intracranial] = CSF
-    brain_semi = semi - scalp - skull - csf
+    outer = semi
+    for tissue, thickness in zip(LAYERS_MM, thicknesses):              # outside in, each fills its ellipsoid
+        inside = _ellipsoid_radius(axes, centre, outer) < 1
+        tissues[inside] = tissue
+        outer = outer - thickness
+    intracranial = inside                                                 # the CSF layer's ellipsoid: inside the skull
+    brain_semi = outer
     radius = _ellipsoid_radius(axes, centre, brain_semi) * (1.0 + BRAIN_SHAPE_AMPLITUDE * shape_field)
     depth = (1.0 - radius) * float(brain_semi.mean())                    # mm below the brain surface
     depth[~intracranial] = -1.0                                           # the brain stays inside the skull
