@@ -235,7 +235,7 @@ _medtool() {
         esac
         ;;
     train)
-        opts="--task --images --folds --fold --val-fraction --normalize --window --model --augment --aug --dim --spacing --class-names --width --dropout --channels --image-suffix --masks --csv --dataset --clip-percentiles --mask-suffix --patch --pos-ratio --activation --regions --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --cv --plan-only --out -o --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --log --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --labels --id-column --cases --label-column --shape --class-weights --boxes --size --class-name --weights --fpn-width --anchor-sizes --anchor-ratios --nms --help -h"
+        opts="--task --images --folds --fold --val-fraction --normalize --window --model --augment --aug --dim --spacing --class-names --width --dropout --channels --image-suffix --masks --csv --dataset --clip-percentiles --mask-suffix --patch --pos-ratio --activation --regions --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --cv --plan-only --out -o --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --log --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --labels --id-column --cases --label-column --shape --crop --pool --class-weights --boxes --size --class-name --weights --fpn-width --anchor-sizes --anchor-ratios --nms --help -h"
         files=0
         case "$prev" in
             --task) COMPREPLY=($(compgen -W "segment classify detect" -- "$cur")); return ;;
@@ -294,6 +294,8 @@ _medtool() {
             --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --label-column) return ;;
             --shape) return ;;
+            --crop) return ;;
+            --pool) return ;;
             --class-weights) return ;;
             --boxes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --size) return ;;

@@ -369,6 +369,8 @@ complete -c medtool -n '__fish_seen_subcommand_from train' -l id-column -x -d 'C
 complete -c medtool -n '__fish_seen_subcommand_from train' -l cases -r -F -d 'dicom2npy’s cases.csv - --labels rows keyed by --id-column label ev...'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l label-column -x -d 'Class column of --labels'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l shape -x -d 'Model input size (Z is 1 for --dim 2d; the median of the training v...'
+complete -c medtool -n '__fish_seen_subcommand_from train' -l crop -x -d 'foreground - cut each image to the box of what differs from its con...'
+complete -c medtool -n '__fish_seen_subcommand_from train' -l pool -x -d 'Global pooling before the last layer - avgmax (average and maximum...'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l class-weights -x -d 'balanced (inverse class frequency), none, or one weight per class (...'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l boxes -r -F -d 'RSNA box table patientId,x,y,width,height,Target'
 complete -c medtool -n '__fish_seen_subcommand_from train' -l size -x -d 'Square model input in pixels (multiple of 32)'
