@@ -253,10 +253,12 @@ def fit_budget(spacing: Sequence[float | None], extent_mm: Sequence[float],
     if budget is None or not axes or voxels(0.0) <= budget:
         return list(spacing), False
     low, high = min(spacing[a] for a in axes), max(max(extent_mm[a] for a in axes), max(spacing[a] for a in axes))
-    while high - low > 0.005:
+    while high - low > 1e-4:
         middle = (low + high) / 2
         low, high = (low, middle) if voxels(middle) <= budget else (middle, high)
-    c = math.ceil(high * 100) / 100
+    c = round(high, 2)
+    if voxels(c) > budget:
+        c = round(c + 0.01, 2)
     return [None if s is None else float(max(s, c)) for s in spacing], True
 
 
@@ -494,8 +496,8 @@ class ClassifyTask(Task):
     def _plan_grid(self, volumes) -> dict[str, Any]:
         """The input grid from the training volumes (in the training orientation).
 
-        ``crop`` (``auto``: when every volume has a constant outside, a masked CT): each image
-        is cut to the box of the rest first. ``spacing``: the median of the volumes, or kept
+        ``crop`` (``auto``: when every volume has a constant outside, a masked CT, and they
+        are not all of one shape already): each image is cut to the box of the rest first. ``spacing``: the median of the volumes, or kept
         as it is when they all have one shape and nothing is cropped (the seeds' same-shape
         crops). ``shape``: the median size at that spacing, or the largest cropped box (so no
         case loses foreground). Where both are planned and the shape holds more voxels than
@@ -503,8 +505,9 @@ class ClassifyTask(Task):
         """
         o = self.options
         spacings = np.array([v.spacing for v in volumes], dtype=np.float64)
-        crop = o.crop == "foreground" or (
-            o.crop == "auto" and all(constant_background(v.array) is not None for v in volumes))
+        one_shape = len({v.shape for v in volumes}) == 1     # crops made already (the seeds' recipe)
+        crop = o.crop == "foreground" or (o.crop == "auto" and not one_shape and all(
+            constant_background(v.array) is not None for v in volumes))
         if crop:
             extents = np.array([[b.stop - b.start for b in foreground_box(v.array)] for v in volumes], np.float64)
         else:
@@ -512,7 +515,7 @@ class ClassifyTask(Task):
         extents_mm = extents * spacings
         if o.spacing is not None:
             spacing: list[float | None] = [float(s) for s in o.spacing]
-        elif not crop and len({v.shape for v in volumes}) == 1:
+        elif not crop and one_shape:
             spacing = [None, None, None]        # volumes of one shape already: taken as they are
         else:
             spacing = [float(s) for s in np.median(spacings, axis=0)]
@@ -547,7 +550,8 @@ class ClassifyTask(Task):
             kept += (f", coarsened to fit the {self.device_kind} budget of {self.input_voxels:,} input voxels"
                      " (--spacing, --shape to choose)")
         crop_why = ("every training image has a constant outside (a masked image): the box of the rest"
-                    if recipe.get("crop") else "the training images have no constant outside")
+                    if recipe.get("crop") else "volumes of one shape: taken as they are" if "input_grid" in recipe
+                    else "the training images have no constant outside")
         lines = [
             option_line(o, "dim", f"{o.dim}d"),
             PlanLine("crop", "foreground" if recipe.get("crop") else "none",

@@ -65,7 +65,8 @@ def test_checkpoint_holds_the_recipe_and_reproduces_validation(trained):
     assert recipe["shape"] == [12, 32, 32] and recipe["spacing"] == [None, None, None]   # taken as they are
     assert recipe["normalize"]["mode"] == "ct"
     plan = {line["name"]: line for line in recipe["plan"]}
-    assert list(plan)[:4] == ["dim", "spacing", "shape", "normalize"]
+    assert list(plan)[:5] == ["dim", "crop", "spacing", "shape", "normalize"]
+    assert plan["crop"]["value"] == "none" and plan["crop"]["why"] == "volumes of one shape: taken as they are"
     assert plan["spacing"]["source"] == "planned" and plan["spacing"]["why"] == "volumes of one shape: taken as they are"
     assert plan["shape"]["value"] == [12, 32, 32] and plan["width"]["value"] == 8
     assert checkpoint["model"]["name"] == "simple3d" and checkpoint["model"]["config"]["num_classes"] == 2
@@ -124,3 +125,71 @@ def test_recipe_shape_crops_and_pads_about_the_centre():
     assert np.all(out.array[:, 0] == array.min()) and np.all(out.array[:, 7] == array.min())
     # origin in LPS (x, y, z): x one column in, y one row out, z one slice (2 mm) in
     assert np.allclose(out.origin, (10.0 + 1.0, 20.0 - 1.0, 30.0 + 2.0))
+
+
+def test_fit_budget_coarsens_the_finest_axes_first():
+    from medtool.classify import fit_budget
+
+    # 300 x 200 x 200 mm at 5 x 1 x 1: 2.4 M voxels. 100,000 allowed: in-plane to c with z kept
+    # at 5: 60 * (200 / c)^2 <= 100,000 gives c = 4.899 -> 4.90 (below 5, so z stays).
+    spacing, changed = fit_budget([5.0, 1.0, 1.0], [300.0, 200.0, 200.0], 100_000)
+    assert changed and spacing == [5.0, 4.9, 4.9]
+    # 20,000 allowed: 60 * (200 / c)^2 <= 20,000 gives c = 10.95, past 5, so all three axes go
+    # to c with 12,000,000 / c^3 <= 20,000: c = 8.434 -> 8.44 (hand-computed)
+    spacing, changed = fit_budget([5.0, 1.0, 1.0], [300.0, 200.0, 200.0], 20_000)
+    assert changed and spacing == [8.44, 8.44, 8.44]
+    assert 300 / 5 * (200 / spacing[1]) ** 2 <= 100_000
+    assert fit_budget([5.0, 1.0, 1.0], [300.0, 200.0, 200.0], None) == ([5.0, 1.0, 1.0], False)
+    assert fit_budget([None, 1.0, 1.0], [1.0, 100.0, 100.0], 2_500) == ([None, 2.0, 2.0], True)   # 2D
+
+
+def _masked_cases(root, boxes):
+    """Masked CT volumes (-1000 outside) of other shapes, each with a box of lung (-850)."""
+    from medtool.tables import write_csv
+
+    root.mkdir()
+    rows = []
+    for k, (shape, box) in enumerate(boxes):
+        array = np.full(shape, -1000, np.int16)
+        array[box] = -850
+        array[box][0, 0, 0] = 40 * (k % 2)
+        save_volume(Volume(array, spacing=(2.0, 2.0, 2.0), meta={"units": "HU"}), root / f"c{k}.npy")
+        rows.append({"case_id": f"c{k}", "label": k % 2})
+    write_csv(root / "labels.csv", ["case_id", "label"], rows)
+    return root
+
+
+def test_masked_volumes_are_cropped_to_their_largest_box_and_a_given_option_wins(tmp_path):
+    boxes = [((20, 30, 30), np.s_[2:12, 5:25, 3:13]), ((24, 30, 34), np.s_[0:24, 1:9, 2:30]),
+             ((18, 30, 30), np.s_[4:10, 10:20, 10:20]), ((22, 32, 30), np.s_[1:7, 0:32, 5:9])]
+    root = _masked_cases(tmp_path / "m", boxes)
+    task = make_task("classify", ClassifyOptions(images=str(root), labels=str(root / "labels.csv"), val_fraction=0))
+    task.plan_device(TrainConfig(), CPU)
+    task.prepare(tmp_path / "cache", seed=0)
+    recipe = task.recipe
+    assert recipe["crop"] is True and recipe["spacing"] == [2.0, 2.0, 2.0]
+    assert recipe["shape"] == [24, 32, 28]           # the largest box on each axis (hand-read above)
+    image = np.load(tmp_path / "cache" / "c1.npy")
+    assert image.shape == (24, 32, 28)
+    # case 1's box (24 x 8 x 28) centred in y: rows 12..19 are lung (-850 -> 0.107 in the window)
+    assert np.allclose(image[1:, 12:20, :], 150 / 1400) and np.all(image[:, :12] == 0)
+    lines = {line["name"]: line for line in recipe["plan"]}
+    assert lines["crop"]["value"] == "foreground" and lines["crop"]["source"] == "planned"
+    assert lines["width"]["value"] == 8 and "CPU" in lines["width"]["why"]
+    given = make_task("classify", ClassifyOptions(images=str(root), labels=str(root / "labels.csv"), val_fraction=0,
+                                                  crop="none", width=4, given=["crop", "width"]))
+    given.plan_device(TrainConfig(), CPU)
+    given.prepare(tmp_path / "cache2", seed=0)
+    assert given.recipe["crop"] is False and given.recipe["shape"] == [21, 30, 30]   # median sizes
+    assert {line["name"]: line for line in given.recipe["plan"]}["crop"]["source"] == "given"
+    assert given.options.width == 4
+
+
+def test_a_large_input_is_coarsened_to_the_cpu_budget(tmp_path):
+    root = _masked_cases(tmp_path / "big", [((64, 80, 80), np.s_[:, :, :]), ((60, 80, 80), np.s_[:, :, :])])
+    task = make_task("classify", ClassifyOptions(images=str(root), labels=str(root / "labels.csv"), val_fraction=0))
+    task.plan_device(TrainConfig(), CPU)
+    task.prepare(tmp_path / "cache", seed=0)
+    shape = task.recipe["shape"]
+    assert np.prod(shape) <= 1.1 * 2 ** 16 and task.recipe["spacing"][1] > 2.0
+    assert "coarsened to fit the cpu budget" in {line["name"]: line for line in task.recipe["plan"]}["spacing"]["why"]

@@ -74,3 +74,17 @@ def test_a_given_mode_is_kept_and_x_rays_z_score():
     assert planned.describe() == "zscore (a projection image, not HU)"
     with pytest.raises(UsageError, match="--normalize minmax"):
         plan_normalization("minmax", CT_WINDOW, [("a", HU)])
+
+
+def test_the_foreground_box_of_a_masked_image_by_hand():
+    from medtool.intensity import constant_background, foreground_box
+
+    masked = np.full((4, 6, 8), -1000, np.int16)
+    masked[0:4, 2:4, 3:7] = -850          # lungs reach the first and last slices: corners decide
+    masked[2, 3, 5] = 40
+    assert constant_background(masked) == -1000.0
+    assert foreground_box(masked) == (slice(0, 4), slice(2, 4), slice(3, 7))
+    noisy = np.random.default_rng(0).normal(-1000, 20, (4, 6, 8))          # air around a CT
+    assert constant_background(noisy) is None
+    assert foreground_box(noisy) == (slice(0, 4), slice(0, 6), slice(0, 8))
+    assert foreground_box(np.zeros((3, 3))) == (slice(0, 3), slice(0, 3))   # nothing but the outside

@@ -121,3 +121,15 @@ def test_reoriented_refuses_2d_and_bad_codes():
         Volume(np.zeros((2, 2, 2))).reoriented("LPX")
     with pytest.raises(ValueError, match="twice"):
         Volume(np.zeros((2, 2, 2))).reoriented("LRS")
+
+
+def test_cropped_keeps_every_voxel_where_it_was(oblique_volume):
+    box = (slice(1, 4), slice(2, 7), slice(0, 3))
+    part = oblique_volume.cropped(box)
+    assert part.shape == (3, 5, 3) and part.spacing == oblique_volume.spacing
+    np.testing.assert_array_equal(part.array, oblique_volume.array[1:4, 2:7, 0:3])
+    np.testing.assert_allclose(part.world([0, 0, 0]), oblique_volume.world([1, 2, 0]))
+    np.testing.assert_allclose(part.world([2, 4, 2]), oblique_volume.world([3, 6, 2]))
+    assert part.meta == oblique_volume.meta and part.meta is not oblique_volume.meta
+    with pytest.raises(ValueError, match="step 1"):
+        oblique_volume.cropped((slice(0, 4, 2), slice(None), slice(None)))
