@@ -19,6 +19,13 @@ def test_main_job_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "phantom" / "labels.csv").is_file()
     assert "case_001_lungs.nii.gz" in result.stdout and "LPS" in result.stdout
+    import json
+
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {"lung_dice", "recist_auc", "detect_map_iou", "gradcam_inside_outside", "seconds"} <= set(summary)
+    assert summary["lung_cases"] == 1 and summary["recist_cases"] == 2 and summary["seconds"] > 0
+    assert 0 <= summary["lung_dice"] <= 1 and summary["gradcam_cases"] >= 1
+    assert "RSNA map-iou" in result.stdout and "main job:" in result.stdout.splitlines()[-1]
 
 
 def test_readme_commands_match_ci():
