@@ -66,7 +66,8 @@ else                # the test size: too few cases for every fold to hold both c
   RECIST_TABLE="$OUT/recist.csv"; RECIST_MODEL="$OUT/run_recist/last.pt"
   medtool predict "$RECIST_MODEL" "$OUT/lungmask" "$RECIST_TABLE" --image-suffix _masked --force
 fi
-medtool score --truth "$OUT/phantom/labels.csv" "$RECIST_TABLE" --metric auc,accuracy --json > "$OUT/scores/recist.json"
+medtool score --truth "$OUT/phantom/labels.csv" "$RECIST_TABLE" --cases "$RECIST_TABLE" --metric auc,accuracy \
+  --json > "$OUT/scores/recist.json"   # the out-of-fold cases only (the test split has no OOF row)
 # 8. where the classifier looks: Grad-CAM of fold 0's model on the held-out cases (normalised to
 #    [0, 1], on each input's model grid), how much stronger inside the true tumour than outside
 HELD_CT=$(python -c "import csv, sys; print(' '.join(r['case_id'] for r in csv.DictReader(open(sys.argv[1])) if r['fold'] == sys.argv[2]))" "$OUT/folds/folds.csv" "$HELD")

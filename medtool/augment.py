@@ -140,10 +140,9 @@ def make_config(preset: str = "light", options: Sequence[str] | dict[str, Any] =
     UsageError
         An unknown preset or key, or a value of the wrong form.
     """
-    from .errors import UsageError
+    from .errors import UsageError, check_choice
 
-    if preset not in PRESETS:
-        raise UsageError(f"--augment {preset}: choose one of {', '.join(PRESETS)}")
+    check_choice("--augment", preset, PRESETS)
     config = PRESETS[preset]
     if isinstance(options, dict):
         return replace(config, **options)

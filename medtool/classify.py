@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, check_choice
 from .intensity import (channel_specs, constant_background, describe_spec, foreground_box, normalize_channels,
                         plan_normalization)
 from .segmentation import as_3d, in_orientation, to_model_space, training_orientation
@@ -91,10 +91,8 @@ class ClassifyOptions(TaskOptions):
             raise UsageError(f"--dim must be 2d or 3d, got {self.dim}")
         if self.model not in LEVELS:
             raise UsageError(f"--model {self.model}: a classifier is one of {', '.join(LEVELS)}")
-        if self.pool not in POOLS:
-            raise UsageError(f"--pool {self.pool}: choose one of {', '.join(POOLS)}")
-        if self.crop not in CROP_MODES:
-            raise UsageError(f"--crop {self.crop}: choose one of {', '.join(CROP_MODES)}")
+        check_choice("--pool", self.pool, POOLS)
+        check_choice("--crop", self.crop, CROP_MODES)
         self.check_shared()
         if self.shape is not None and (len(self.shape) != self.dim or min(self.shape) < 1):
             raise UsageError(f"--shape needs {self.dim} positive sizes for --dim {self.dim}d, got {self.shape}")

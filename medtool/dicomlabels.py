@@ -47,7 +47,7 @@ import numpy as np
 
 from . import __version__
 from .dicom import LABEL_CLASSES, RTSTRUCT_CLASS
-from .errors import InputError, MedtoolError, UsageError, reason
+from .errors import InputError, MedtoolError, UsageError, check_choice, reason
 from .volume import Volume
 
 #: What ``todicom --format`` and ``predict --format`` write.
@@ -964,8 +964,7 @@ SEG_TYPES = ("binary", "labelmap")
 def _seg_type(name: str):
     import highdicom as hd
 
-    if name not in SEG_TYPES:
-        raise UsageError(f"--seg-type {name}: choose one of {', '.join(SEG_TYPES)}")
+    check_choice("--seg-type", name, SEG_TYPES)
     return (hd.seg.SegmentationTypeValues.BINARY if name == "binary"
             else hd.seg.SegmentationTypeValues.LABELMAP)
 
@@ -1181,8 +1180,7 @@ def write_dicom_labels(mask: Volume, reference: Reference, out: str | os.PathLik
                        **options: Any) -> Path:
     """Write ``mask`` as ``fmt`` (:data:`DICOM_FORMATS`) for ``reference``; see
     :func:`write_seg` and :func:`write_rtstruct`."""
-    if fmt not in DICOM_FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(DICOM_FORMATS)}")
+    check_choice("--format", fmt, DICOM_FORMATS)
     writer = write_seg if fmt == "dcm-seg" else write_rtstruct
     return writer(mask, reference, out, **options)
 
@@ -1222,8 +1220,7 @@ def write_masks(masks: Sequence[str | os.PathLike], ref: Sequence[str | os.PathL
     from .files import check_writable, find_files, mirror_path, take_shard
     from .ingest import Report
 
-    if fmt not in DICOM_FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(DICOM_FORMATS)}")
+    check_choice("--format", fmt, DICOM_FORMATS)
     _seg_type(seg_type)
     if seg_type != "binary" and fmt != "dcm-seg":
         raise UsageError(f"--seg-type {seg_type} goes with --format dcm-seg")
@@ -1287,8 +1284,7 @@ class DicomLabelWriter:
     series_uid: str | None = None
 
     def __post_init__(self) -> None:
-        if self.fmt not in DICOM_FORMATS:
-            raise UsageError(f"--format {self.fmt}: choose one of {', '.join(DICOM_FORMATS)}")
+        check_choice("--format", self.fmt, DICOM_FORMATS)
 
     @property
     def suffix(self) -> str:

@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 from os import PathLike
+from typing import Any, Iterable
 
 #: Exit status when every input was processed.
 EXIT_OK = 0
@@ -117,3 +118,11 @@ class InternalError(MedtoolError):
 
 def _rebuild_internal(what, path, hint, traceback):
     return InternalError(what, path=path, hint=hint, traceback=traceback)
+
+
+def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise :class:`UsageError` ``"OPTION VALUE: choose one of A, B"`` unless ``value`` is one
+    of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise UsageError(f"{option} {value}: choose one of {', '.join(map(str, choices))}")

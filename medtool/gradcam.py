@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, check_choice
 from .volume import Volume
 
 #: Attention-map methods.
@@ -198,8 +198,7 @@ def compute_cam(model, inputs, layer: str, target: Callable[[Any], Any], *,
     """
     import torch
 
-    if method not in METHODS:
-        raise UsageError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    check_choice("--method", method, METHODS)
     module = find_module(model, layer)
     captured: list[Any] = []
 
@@ -327,8 +326,7 @@ class Explainer:
                  target: str | int = PREDICTED, device: Any = "cpu"):
         from .train import build_model
 
-        if method not in METHODS:
-            raise UsageError(f"--method {method}: choose one of {', '.join(METHODS)}")
+        check_choice("--method", method, METHODS)
         from .tasks import REGISTRY
 
         self.task = checkpoint.get("task")

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError, MedtoolError, UsageError
+from .errors import InputError, MedtoolError, UsageError, check_choice
 from .files import find_files, take_shard, volume_suffix
 from .tables import upsert_csv
 from .series import Notice, ScanResult, Stack, assemble, plan, scan
@@ -110,8 +110,7 @@ def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, fmt:
     """
     from .series import NameTemplate
 
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    check_choice("--format", fmt, FORMATS)
     template = NameTemplate(name) if name is not None else None
     report = Report(inputs=[str(p) for p in inputs])
     scanned, found_labels = _scan_inputs(inputs, report, labels=labels, workers=workers,
@@ -386,8 +385,7 @@ def convert_hu(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
     if window is not None and preset is not None:
         raise UsageError("give --window or --preset, not both")
     if preset is not None:
-        if preset not in WINDOW_PRESETS:
-            raise UsageError(f"--preset {preset}: choose one of {', '.join(WINDOW_PRESETS)}")
+        check_choice("--preset", preset, WINDOW_PRESETS)
         window = WINDOW_PRESETS[preset]
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, check_choice
 from .hounsfield import UNITS_NORMALIZED, guess_units
 
 if TYPE_CHECKING:
@@ -198,8 +198,7 @@ def plan_normalization(mode: str, window: Sequence[float],
     UsageError
         An unknown mode.
     """
-    if mode not in NORMALIZATIONS:
-        raise UsageError(f"--normalize {mode}: choose one of {', '.join(NORMALIZATIONS)}")
+    check_choice("--normalize", mode, NORMALIZATIONS)
     if mode != "auto":
         return Normalization(_spec(mode, window), "given")
     if channel is not None:

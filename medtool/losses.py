@@ -205,10 +205,9 @@ class RegionTargets(nn.Module):
 
 def check_loss(name: str, *, ce_weight: float = 1.0, dice_weight: float = 1.0, topk: float = 100.0) -> None:
     """Raise :class:`~medtool.errors.UsageError` for an unknown loss or impossible settings."""
-    from .errors import UsageError
+    from .errors import UsageError, check_choice
 
-    if name not in LOSSES:
-        raise UsageError(f"--loss {name}: choose one of {', '.join(LOSSES)}")
+    check_choice("--loss", name, LOSSES)
     if ce_weight < 0 or dice_weight < 0:
         raise UsageError("loss weights must not be negative")
     if not 0 < topk <= 100:

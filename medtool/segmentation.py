@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, check_choice
 from .intensity import (Normalization, channel_specs, describe_spec, normalize, normalize_channels,
                         plan_foreground, plan_normalization)
 from .tasks import Task, TaskOptions, build_cache, cached, evaluating, read_cache
@@ -103,8 +103,7 @@ class SegmentOptions(TaskOptions):
         if self.dim not in (2, 3):
             raise UsageError(f"--dim must be 2d or 3d, got {self.dim}")
         self.check_shared(paste=True)
-        if self.activation not in ACTIVATIONS:
-            raise UsageError(f"--activation {self.activation}: choose one of {', '.join(ACTIVATIONS)}")
+        check_choice("--activation", self.activation, ACTIVATIONS)
         check_loss(self.loss, ce_weight=self.ce_weight, dice_weight=self.dice_weight, topk=self.topk)
         if self.regions is not None:
             from .metrics.regions import parse_regions
@@ -392,21 +391,9 @@ class SegmentTask(Task):
         a 3D U-Net of nnU-Net's size trains about ten times fewer samples a second there. On
         CUDA the defaults stand (nnU-Net's 3D configuration). Only options whose ``given`` is
         known are changed (the command line's; Python callers keep what they set)."""
-        o = self.options
-        self.device_choices: dict[str, str] = {}
-        if device.type != "cpu" or o.given is None or config.given is None:
-            return
-        self.loop = config
-        why = "a CPU: the CPU lung recipe of docs/recipes.md (3D trains about 10x slower here)"
-        for name, value in CPU_PLAN.items():
-            if name in o.given or (name == "dim" and o.patch is not None):   # a given patch fixes the dim
-                continue
-            setattr(o, name, value)
-            self.device_choices[name] = why
-        for name, value in CPU_LOOP_PLAN.items():
-            if name not in config.given:
-                setattr(config, name, value)
-                self.device_choices[name] = why
+        self.apply_cpu_plan(config, device, CPU_PLAN, CPU_LOOP_PLAN,
+                            "a CPU: the CPU lung recipe of docs/recipes.md (3D trains about 10x slower here)",
+                            keep=("dim",) if self.options.patch is not None else ())   # a given patch fixes the dim
 
     def data_line(self) -> str | None:
         return None if self.layout is None else self.layout.describe()
@@ -827,14 +814,12 @@ class PredictSettings:
     def __post_init__(self) -> None:
         from .inference import BLENDS
 
-        if self.blend not in BLENDS:
-            raise UsageError(f"--blend {self.blend}: choose one of {', '.join(BLENDS)}")
+        check_choice("--blend", self.blend, BLENDS)
         if not 0 <= self.overlap < 1:
             raise UsageError("--overlap must be in [0, 1)")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise UsageError("--threshold must be between 0 and 1")
-        if self.interpolation not in INTERPOLATIONS:
-            raise UsageError(f"--interpolation {self.interpolation}: choose one of {', '.join(INTERPOLATIONS)}")
+        check_choice("--interpolation", self.interpolation, INTERPOLATIONS)
 
 
 def head_channels(recipe: dict[str, Any]) -> int:

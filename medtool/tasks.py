@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .datasets import EpochSet, SharedEpoch
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, check_choice
 from .intensity import CT_WINDOW
 
 #: The cache index of a run's preprocessed cases (``RUN/cache/index.json``).
@@ -139,8 +139,7 @@ class TaskOptions:
         from .augment import make_config
         from .intensity import NORMALIZATIONS
 
-        if self.normalize not in NORMALIZATIONS:
-            raise UsageError(f"--normalize {self.normalize}: choose one of {', '.join(NORMALIZATIONS)}")
+        check_choice("--normalize", self.normalize, NORMALIZATIONS)
         if self.window[0] >= self.window[1]:
             raise UsageError("--window LOW HIGH needs LOW < HIGH")
         if make_config(self.augment, self.aug).paste > 0 and not paste:
@@ -185,6 +184,22 @@ class Task:
     def plan_device(self, config, device) -> None:
         """Adapt the options and loop settings not given to the device before anything is
         planned from the data (``config.given``, ``options.given``); nothing by default."""
+
+    def apply_cpu_plan(self, config, device, options: dict[str, Any], loop: dict[str, Any], why: str, *,
+                       keep: Sequence[str] = ()) -> None:
+        """On a CPU, set each of ``options`` (task options) and ``loop`` (loop settings) that was
+        not given, and record ``why`` for its plan line in ``device_choices``; ``keep`` names
+        options left as they are. Only settings whose ``given`` is known are changed (the command
+        line's; Python callers keep what they set), and nothing off a CPU."""
+        o = self.options
+        self.device_choices = {}
+        if device.type != "cpu" or o.given is None or config.given is None:
+            return
+        for target, plan, given in ((o, options, o.given), (config, loop, config.given)):
+            for name, value in plan.items():
+                if name not in given and name not in keep:
+                    setattr(target, name, value)
+                    self.device_choices[name] = why
 
     def data_line(self) -> str | None:
         """Where the cases came from, printed before the first line of training (a dataset read

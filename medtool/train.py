@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, check_choice
 from .intensity import Normalization
 from .tasks import autocast, make_task  # noqa: F401  (make_task: the task API's entry point)
 
@@ -86,12 +86,9 @@ class TrainConfig:
     given: list[str] | None = None
 
     def check(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"--optimizer {self.optimizer}: choose one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"--schedule {self.schedule}: choose one of {', '.join(SCHEDULES)}")
-        if self.amp not in AMP_MODES:
-            raise UsageError(f"--amp {self.amp}: choose one of {', '.join(AMP_MODES)}")
+        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("--schedule", self.schedule, SCHEDULES)
+        check_choice("--amp", self.amp, AMP_MODES)
         if self.epochs < 1 or self.steps_per_epoch < 0 or self.batch_size < 1:
             raise UsageError("--epochs, --steps and --batch-size must be at least 1")
         if self.lr <= 0:

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, check_choice
 from .volume import UNITS_HU, Volume
 
 PLANES = ("axial", "coronal", "sagittal", "ortho")
@@ -75,8 +75,7 @@ def window_of(volume: Volume, window: tuple[float, float] | str | None) -> tuple
     from .hounsfield import WINDOW_PRESETS
 
     if isinstance(window, str):
-        if window not in WINDOW_PRESETS:
-            raise UsageError(f"--preset {window}: choose one of {', '.join(WINDOW_PRESETS)}")
+        check_choice("--preset", window, WINDOW_PRESETS)
         return WINDOW_PRESETS[window]
     if window is not None:
         low, high = window
@@ -186,8 +185,7 @@ def render(image: Volume, out: str | os.PathLike, *, overlays: Sequence[Overlay]
     if image.ndim != 3:
         raise InputError(f"view draws 3D volumes, this one is {image.ndim}D",
                          hint="give a CT volume")
-    if plane not in PLANES:
-        raise UsageError(f"--plane {plane}: choose one of {', '.join(PLANES)}")
+    check_choice("--plane", plane, PLANES)
     if slices < 1:
         raise UsageError("--slices needs at least 1")
     low_high = window_of(image, window)

@@ -205,3 +205,27 @@ def test_predictions_parse_back_in_score(trained, xrays, tmp_path, cli):
         got = table.boxes[row, : table.counts[row]]
         assert table.counts[row] == len(scores)
         assert np.allclose(got, expected, atol=0.051) and np.allclose(table.scores[row, : len(scores)], scores, atol=5e-5)
+
+
+def test_the_cpu_plan_takes_a_small_detector_unless_given(xrays, tmp_path):
+    from medtool.detection import CPU_PLAN
+    from medtool.train import TrainConfig, make_task
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    plain = DetectOptions(images=str(xrays / "cxr"), boxes=str(xrays / "boxes.csv"), val_fraction=0.0, given=[])
+    task = make_task("detect", plain)
+    task.plan_device(TrainConfig(given=[]), cpu)
+    assert (plain.model, plain.fpn_width, plain.size) == (CPU_PLAN["model"], CPU_PLAN["fpn_width"], CPU_PLAN["size"])
+    task.prepare(tmp_path / "cache", seed=0)
+    lines = {line["name"]: line for line in task.recipe["plan"]}
+    assert task.recipe["size"] == 128 and lines["size"]["source"] == "planned" and "CPU" in lines["size"]["why"]
+    assert lines["model"]["value"] == "resnet18-fpn" and lines["nms"]["source"] == "default"
+    given = DetectOptions(images=str(xrays / "cxr"), boxes=str(xrays / "boxes.csv"), size=64, given=["size"])
+    make_task("detect", given).plan_device(TrainConfig(given=[]), cpu)
+    assert given.size == 64 and given.model == "resnet18-fpn"          # the given size wins
+    on_gpu = DetectOptions(images=str(xrays / "cxr"), boxes=str(xrays / "boxes.csv"), given=[])
+    make_task("detect", on_gpu).plan_device(TrainConfig(given=[]), cuda)
+    assert (on_gpu.model, on_gpu.fpn_width, on_gpu.size) == ("resnet50-fpn", 256, 256)   # the defaults stand
+    python = DetectOptions(images=str(xrays / "cxr"), boxes=str(xrays / "boxes.csv"))   # given unknown
+    make_task("detect", python).plan_device(TrainConfig(), cpu)
+    assert python.model == "resnet50-fpn"

@@ -40,11 +40,10 @@ def register(app: typer.Typer) -> None:
         json: common.WrittenJson = False,
         opts: common.Options,
     ) -> int:
-        from ..errors import UsageError
+        from ..errors import check_choice
         from ..layouts import export_cases, export_nnunet
 
-        if fmt not in FORMATS:
-            raise UsageError(f"export {fmt}: choose one of {', '.join(FORMATS)}")
+        check_choice("export", fmt, FORMATS)
         found = export_cases(
             images=images, masks=masks, mask_suffixes=mask_suffix or [""], image_suffix=image_suffix,
             dataset=dataset, channels=channels.split(",") if channels else None,

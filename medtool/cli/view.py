@@ -43,14 +43,13 @@ def register(app: typer.Typer) -> None:
         opts: common.Options,
     ) -> int:
         from ..batch import run_batch
-        from ..errors import UsageError
+        from ..errors import UsageError, check_choice
         from ..ingest import plan_outputs
         from ..view import PLANES, ViewJob, draw, overlay_for
 
         if window is not None and preset is not None:
             raise UsageError("give --window or --preset, not both")
-        if plane not in PLANES:
-            raise UsageError(f"--plane {plane}: choose one of {', '.join(PLANES)}")
+        check_choice("--plane", plane, PLANES)
         pairs = plan_outputs(inputs, out, suffix=lambda source: ".png", shard=opts.shard,
                              single_suffixes=(".png",))
         roots = [Path(p) for p in inputs]

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..batch import run_batch
 from ..files import atomic_directory, atomic_output, atomic_write_text, check_writable
-from ..errors import UsageError
+from ..errors import UsageError, check_choice
 from ..formats import save_volume
 from ..metrics import longest_axial_diameter
 from ..volume import AXIAL_DIRECTION, Volume
@@ -270,10 +270,8 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
         ``out`` already holds a phantom data set and ``force`` is false.
     """
     out = Path(out)
-    if layout not in LAYOUTS:
-        raise UsageError(f"--layout {layout}: choose one of {', '.join(LAYOUTS)}")
-    if follow_up not in FOLLOW_UPS:
-        raise UsageError(f"--follow-up {follow_up}: choose one of {', '.join(FOLLOW_UPS)}")
+    check_choice("--layout", layout, LAYOUTS)
+    check_choice("--follow-up", follow_up, FOLLOW_UPS)
     if labels_as is not None and labels_as not in LABELS_AS:
         raise UsageError(f"--labels-as {labels_as}: choose one of {', '.join(LABELS_AS)}")
     if cxr_size is not None and cxr_size < 32:

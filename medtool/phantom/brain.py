@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, check_choice
 
 # Tissue labels of the internal tissue map (painted in this order, later wins).
 BACKGROUND, SCALP, SKULL, CSF, GREY, WHITE, NECROSIS, EDEMA, NON_ENHANCING, ENHANCING = range(10)
@@ -178,8 +178,7 @@ def tumour_labels(tissues: np.ndarray, convention: str = DEFAULT_CONVENTION) -> 
 
 def check_convention(convention: str) -> None:
     """Raise a usage error unless ``convention`` is one of :data:`LABEL_CONVENTIONS`."""
-    if convention not in LABEL_CONVENTIONS:
-        raise UsageError(f"--brats-labels {convention}: choose one of {', '.join(LABEL_CONVENTIONS)}")
+    check_choice("--brats-labels", convention, LABEL_CONVENTIONS)
 
 
 # -- smooth random fields ------------------------------------------------------------------
