@@ -6,12 +6,46 @@ and shell completion never pay for numpy-heavy or torch imports.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from typing import Annotated
 
-import typer
-from typer.core import TyperGroup
 
-from .. import __version__
+def _defer_rich_markdown() -> None:
+    """Stand a placeholder in for ``rich.markdown`` until a Markdown is made.
+
+    typer's help renderer imports it (markdown-it and pygments: about 0.09 s of every start)
+    for its "markdown" markup mode, which medtool does not use; the placeholder loads the real
+    module on first use of any of its names.
+    """
+    import rich
+
+    if "rich.markdown" in sys.modules:
+        return
+
+    def real() -> types.ModuleType:
+        if sys.modules.get("rich.markdown") is placeholder:
+            del sys.modules["rich.markdown"]
+        return importlib.import_module("rich.markdown")
+
+    class Markdown:
+        def __new__(cls, *args, **kwargs):
+            return real().Markdown(*args, **kwargs)
+
+    placeholder = types.ModuleType("rich.markdown")
+    placeholder.Markdown = Markdown
+    placeholder.__getattr__ = lambda name: getattr(real(), name)
+    sys.modules["rich.markdown"] = placeholder
+    rich.markdown = placeholder
+
+
+_defer_rich_markdown()
+
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from .. import __version__  # noqa: E402
 
 
 class MedtoolGroup(TyperGroup):
