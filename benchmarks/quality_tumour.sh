@@ -7,6 +7,8 @@
 #   bash benchmarks/quality_tumour.sh [WORKDIR]      (default: ./quality_tumour)
 #
 # It prints the held-out scores of last.pt and best.pt and writes WORKDIR/cases.csv (per case).
+# DEFAULTS=1 trains with nothing but the data, the split and --max-minutes MINUTES (default 10)
+# and predicts with predict's defaults (issue 26's defaults-only check).
 # Extra arguments to `train` can be given in TRAIN_EXTRA (e.g. TRAIN_EXTRA="--device cuda").
 # SEED=N draws another cohort (default 7, the README's); its split takes whole patients in
 # order: 8 training cases, 2 validating, the rest held out. On a CPU with native bfloat16
@@ -59,21 +61,29 @@ for c in "${held[@]}"; do
 done
 
 SECONDS=0
-medtool train --task segment --images train_img --masks train_mask --mask-suffix _tumour \
-    --folds folds.csv --fold 0 --dim 3d --patch 24 64 64 --width 8 --depth 4 \
-    --deep-supervision --loss dice-ce --sample-dice --pos-ratio 0.5 --batch-size 2 --steps 40 --epochs 200 --val-every 8 --lr 3e-3 \
-    --aug flip=0.5 --aug scale=0.7,1.4 --aug p_scale=0.4 --aug lowres=0.5,1 --aug p_lowres=0.3 \
-    --aug paste=0.5 --aug paste_scale=0.4,1 --aug paste_into=-1000,-300 \
-    --max-minutes 9.3 --force "${amp[@]}" ${TRAIN_EXTRA:-} --out run
+if [ "${DEFAULTS:-0}" = 1 ]; then
+    # issue 26's defaults-only run: the data, the split and the time budget, nothing else
+    medtool train segment --images train_img --masks train_mask --mask-suffix _tumour \
+        --folds folds.csv --fold 0 --max-minutes "${MINUTES:-10}" --force ${TRAIN_EXTRA:-} --out run
+    amp=(); predict_options=()
+else
+    medtool train --task segment --images train_img --masks train_mask --mask-suffix _tumour \
+        --folds folds.csv --fold 0 --dim 3d --patch 24 64 64 --width 8 --depth 4 \
+        --deep-supervision --loss dice-ce --sample-dice --pos-ratio 0.5 --batch-size 2 --steps 40 --epochs 200 --val-every 8 --lr 3e-3 \
+        --aug flip=0.5 --aug scale=0.7,1.4 --aug p_scale=0.4 --aug lowres=0.5,1 --aug p_lowres=0.3 \
+        --aug paste=0.5 --aug paste_scale=0.4,1 --aug paste_into=-1000,-300 \
+        --max-minutes 9.3 --force "${amp[@]}" ${TRAIN_EXTRA:-} --out run
+    predict_options=(--keep-largest 1 --overlap 0.5 --interpolation linear)
+fi
 echo "training took ${SECONDS} s"
 
 # last.pt (the annealed end of the run, nnU-Net's default) and best.pt (picked on only 2
 # validation cases), ranked in one table
 for checkpoint in last best; do
     medtool predict "run/$checkpoint.pt" held/ "pred_$checkpoint/" --suffix _tumour --format nii.gz \
-        --keep-largest 1 --overlap 0.5 --interpolation linear "${amp[@]}" -q -f
+        "${predict_options[@]}" "${amp[@]}" -q -f
 done
 medtool score pred_last/ pred_best/ --truth held_truth --suffix _tumour --metric dice,hd95,recist \
     --per-case cases.csv --bootstrap 1000 -f
 medtool predict run/last.pt hu_free/ pred_free/ --suffix _tumour --format nii.gz \
-    --keep-largest 1 --overlap 0.5 --interpolation linear "${amp[@]}" -f   # tumour-free cases: the table is false positive ml
+    "${predict_options[@]}" "${amp[@]}" -f   # tumour-free cases: the table is false positive ml

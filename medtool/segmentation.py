@@ -46,6 +46,17 @@ ACTIVATIONS = ("auto", "sigmoid", "softmax")
 CPU_PLAN = {"dim": 2, "width": 16, "pos_ratio": 0.5}
 #: ... and for the loop settings not given.
 CPU_LOOP_PLAN = {"batch_size": 8, "lr": 2e-3}
+#: Foreground share of a case's volume (the median case) under which the structures are small
+#: (tumours, nodules: about 0.1 % in the phantom; lungs 10-25 %).
+SMALL_FOREGROUND = 0.01
+#: On a CPU for small structures, the tumour recipe of docs/recipes.md instead (a small 3D
+#: U-Net on 24 x 64 x 64 patches, deep supervision, per-sample Dice, lesion copy-paste) ...
+CPU_SMALL_PLAN = {"dim": 3, "patch": [24, 64, 64], "width": 8, "depth": 4, "deep_supervision": True,
+                  "batch_dice": False, "pos_ratio": 0.5,
+                  "aug": ["flip=0.5", "scale=0.7,1.4", "p_scale=0.4", "lowres=0.5,1", "p_lowres=0.3",
+                          "paste=0.5", "paste_scale=0.4,1"]}
+#: ... and its loop settings (bfloat16 where the CPU has it natively).
+CPU_SMALL_LOOP_PLAN = {"batch_size": 2, "steps_per_epoch": 40, "val_every": 8, "lr": 3e-3}
 
 
 @dataclass
@@ -386,14 +397,30 @@ class SegmentTask(Task):
         return input_channels(self.layout, self.options.channels)
 
     def plan_device(self, config, device) -> None:
-        """On a CPU, the settings of the lung recipe measured in docs/recipes.md (a 2D U-Net of
-        width 16, batches of 8, a foreground share of 0.5, lr 2e-3) for each of them not given:
-        a 3D U-Net of nnU-Net's size trains about ten times fewer samples a second there. On
-        CUDA the defaults stand (nnU-Net's 3D configuration). Only options whose ``given`` is
-        known are changed (the command line's; Python callers keep what they set)."""
-        self.apply_cpu_plan(config, device, CPU_PLAN, CPU_LOOP_PLAN,
-                            "a CPU: the CPU lung recipe of docs/recipes.md (3D trains about 10x slower here)",
-                            keep=("dim",) if self.options.patch is not None else ())   # a given patch fixes the dim
+        """On a CPU, a measured recipe of docs/recipes.md for each setting not given: for
+        large structures the lung recipe (a 2D U-Net of width 16, batches of 8, a foreground
+        share of 0.5, lr 2e-3: a 3D U-Net of nnU-Net's size trains about ten times fewer
+        samples a second there), for small ones (:func:`foreground_share` under
+        :data:`SMALL_FOREGROUND`) the tumour recipe (:data:`CPU_SMALL_PLAN`). On CUDA the
+        defaults stand (nnU-Net's 3D configuration). Only options whose ``given`` is known are
+        changed (the command line's; Python callers keep what they set)."""
+        if device.type != "cpu" or self.options.given is None:
+            self.device_choices, self.loop = {}, config
+            return
+        share = foreground_share(self.cases())
+        given = self.options.given
+        keep = (("dim",) if "patch" in given else ()) + (("patch",) if "dim" in given else ())  # each fixes the other
+        if share is not None and share < SMALL_FOREGROUND:
+            from .train import cpu_has_bf16
+
+            loop = {**CPU_SMALL_LOOP_PLAN, **({"amp": "bf16"} if cpu_has_bf16() else {})}
+            self.apply_cpu_plan(config, device, CPU_SMALL_PLAN, loop,
+                                f"a CPU and small structures (median foreground {share:.2%} of a case): "
+                                "the CPU tumour recipe of docs/recipes.md", keep=keep)
+        else:
+            self.apply_cpu_plan(config, device, CPU_PLAN, CPU_LOOP_PLAN,
+                                "a CPU: the CPU lung recipe of docs/recipes.md (3D trains about 10x slower here)",
+                                keep=keep)
 
     def data_line(self) -> str | None:
         return None if self.layout is None else self.layout.describe()
@@ -541,13 +568,16 @@ class SegmentTask(Task):
                      GIVEN if o.spacing is not None else PLANNED,
                      "given" if o.spacing is not None else f"median of the {len(train)} training images"
                      + ("; slices kept as they are (2d)" if o.dim == 2 else "")),
-            PlanLine("patch", patch, GIVEN if o.patch is not None else PLANNED,
-                     "given" if o.patch is not None else f"median image size at that spacing, at most "
-                     f"{' x '.join(map(str, biggest))}, divisible by the U-Net's strides"),
+            (option_line(o, "patch", patch, chosen=chosen) if o.patch is not None else
+             PlanLine("patch", patch, PLANNED, f"median image size at that spacing, at most "
+                      f"{' x '.join(map(str, biggest))}, divisible by the U-Net's strides")),
             PlanLine("normalize", norm_text, GIVEN if o.normalize != "auto" else PLANNED,
                      recipe.get("normalize_why", "")),
-            *[option_line(o, name, chosen=chosen) for name in ("width", "depth", "loss", "pos_ratio", "augment")],
-            *([] if loop is None else [option_line(loop, name, chosen=chosen) for name in ("batch_size", "lr")]),
+            *[option_line(o, name, chosen=chosen) for name in ("width", "depth", "deep_supervision", "loss",
+                                                               "batch_dice", "pos_ratio", "augment")],
+            *([option_line(o, "aug", " ".join(o.aug), chosen=chosen)] if o.aug else []),
+            *([] if loop is None else [option_line(loop, name, chosen=chosen)
+                                       for name in ("batch_size", "steps_per_epoch", "lr", "amp")]),
             *([PlanLine("regions", ", ".join(f"{k}={'+'.join(map(str, v))}" for k, v in recipe["regions"].items()),
                         GIVEN, "one sigmoid output per region; predict paints them back into labels "
                         + ", ".join(f"{k}->{v}" for k, v in paint_order(recipe["regions"])))]
@@ -1060,3 +1090,26 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
 
     return run_batch(run, jobs, workers=1, description="predicting", progress=progress,
                      on_error=on_error, name=lambda job: str(job.source))
+
+
+#: Cases read to judge the foreground share (evenly spread over the list).
+SHARE_SAMPLE = 16
+
+
+def foreground_share(cases) -> float | None:
+    """The median over cases of the share of a case's voxels that any of its masks labels
+    (up to :data:`SHARE_SAMPLE` cases, evenly spread); ``None`` without masks."""
+    from .formats import load_volume
+
+    with_masks = [c for c in cases if c.masks]
+    if not with_masks:
+        return None
+    step = max(1, len(with_masks) // SHARE_SAMPLE)
+    shares = []
+    for case in with_masks[::step][:SHARE_SAMPLE]:
+        labelled = None
+        for path in case.masks:
+            array = np.asarray(load_volume(path, mmap=True).array) > 0
+            labelled = array if labelled is None else labelled | array
+        shares.append(float(labelled.mean()))
+    return float(np.median(shares))

@@ -193,6 +193,7 @@ class Task:
         line's; Python callers keep what they set), and nothing off a CPU."""
         o = self.options
         self.device_choices = {}
+        self.loop = config              # the loop settings, for the plan's lines
         if device.type != "cpu" or o.given is None or config.given is None:
             return
         for target, plan, given in ((o, options, o.given), (config, loop, config.given)):

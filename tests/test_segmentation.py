@@ -190,3 +190,57 @@ def test_the_cache_lists_objects_and_paste_takes_hu(tmp_path):
         SegmentOptions(images="i", masks="m", aug=["paste_scale=0,1"]).check()
     with pytest.raises(UsageError, match="paste=2"):
         SegmentOptions(images="i", masks="m", aug=["paste=2"]).check()
+
+
+def _cases_with_share(folder, shares, shape=(10, 20, 20)):
+    """Images and masks under ``folder`` whose masks label the first ``share`` of the voxels."""
+    (folder / "img").mkdir(parents=True)
+    (folder / "mask").mkdir()
+    for i, share in enumerate(shares):
+        image = np.zeros(shape, dtype=np.int16)
+        mask = np.zeros(image.size, dtype=np.uint8)
+        mask[: round(share * image.size)] = 1
+        save_volume(Volume(image, (2.0, 1.0, 1.0)), folder / "img" / f"c{i}.npy")
+        save_volume(Volume(mask.reshape(shape), (2.0, 1.0, 1.0)), folder / "mask" / f"c{i}.npy")
+    return folder
+
+
+def test_foreground_share_is_the_median_case_share(tmp_path):
+    from medtool.datasets import match_cases
+    from medtool.segmentation import foreground_share
+
+    folder = _cases_with_share(tmp_path, [0.001, 0.25, 0.5])      # 4, 1000 and 2000 of 4000 voxels
+    assert foreground_share(match_cases(folder / "img", folder / "mask")) == 0.25
+    assert foreground_share([]) is None
+
+
+def test_the_cpu_plan_takes_the_tumour_recipe_for_small_structures(tmp_path):
+    from medtool.segmentation import CPU_PLAN, CPU_SMALL_LOOP_PLAN, CPU_SMALL_PLAN
+    from medtool.train import TrainConfig
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    small = _cases_with_share(tmp_path / "small", [0.001, 0.002, 0.004])
+    large = _cases_with_share(tmp_path / "large", [0.1, 0.2, 0.3])
+
+    def planned(folder, device, given=(), loop_given=(), **values):
+        options = SegmentOptions(images=str(folder / "img"), masks=str(folder / "mask"),
+                                 given=list(given), **values)
+        config = TrainConfig(given=list(loop_given), **{k: 64 for k in loop_given if k == "batch_size"})
+        SegmentTask(options).plan_device(config, device)
+        return options, config
+
+    options, config = planned(small, cpu)
+    assert (options.dim, options.patch, options.width, options.depth) == (3, [24, 64, 64], 8, 4)
+    assert options.deep_supervision and not options.batch_dice and "paste=0.5" in options.aug
+    assert (config.batch_size, config.steps_per_epoch, config.lr) == (
+        CPU_SMALL_LOOP_PLAN["batch_size"], CPU_SMALL_LOOP_PLAN["steps_per_epoch"], CPU_SMALL_LOOP_PLAN["lr"])
+    options, config = planned(large, cpu)
+    assert (options.dim, options.width, options.patch) == (CPU_PLAN["dim"], CPU_PLAN["width"], None)
+    options, config = planned(small, cpu, given=["width"], loop_given=["batch_size"], width=24)
+    assert options.width == 24 and config.batch_size == 64 and options.depth == CPU_SMALL_PLAN["depth"]
+    options, _ = planned(small, cpu, given=["patch"], patch=[32, 32], dim=2)
+    assert options.dim == 2 and options.patch == [32, 32]       # a given patch keeps its dim
+    options, _ = planned(small, cpu, given=["dim"], dim=2)
+    assert options.dim == 2 and options.patch is None and options.width == 8   # and a given dim its patch
+    options, _ = planned(small, cuda)
+    assert (options.dim, options.width, options.patch) == (3, 32, None)       # the defaults stand
