@@ -35,7 +35,12 @@ def _defer_rich_markdown() -> None:
 
     placeholder = types.ModuleType("rich.markdown")
     placeholder.Markdown = Markdown
-    placeholder.__getattr__ = lambda name: getattr(real(), name)
+    def attribute(name: str):
+        if name.startswith("__"):       # the import machinery's probes (__path__, ...)
+            raise AttributeError(name)
+        return getattr(real(), name)
+
+    placeholder.__getattr__ = attribute
     sys.modules["rich.markdown"] = placeholder
     rich.markdown = placeholder
 

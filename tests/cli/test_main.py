@@ -50,6 +50,18 @@ def test_help_is_fast_and_does_not_import_torch():
     assert time.perf_counter() - start < 1.5   # whole interpreter start included; ~0.3 s here
 
 
+def test_help_does_not_load_markdown_but_its_names_still_work():
+    code = ("import sys; sys.argv = ['medtool', '--help']\n"
+            "from medtool.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('markdown_it' in sys.modules, file=sys.stderr)\n"
+            "from rich.markdown import Heading, Markdown\n"
+            "print(Heading.__module__, type(Markdown('x')).__module__, 'markdown_it' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Usage:" in out.stdout
+    assert out.stderr.split() == ["False", "rich.markdown", "rich.markdown", "True"]
+
+
 @pytest.mark.parametrize("name", list(PLANNED))
 def test_planned_commands_say_so(cli, name):
     result = cli(name, "anything")
