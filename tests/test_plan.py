@@ -101,11 +101,14 @@ def test_the_plan_in_the_checkpoint_is_what_predict_uses(cli, tmp_path):
     result = cli("predict", tmp_path / "run" / "last.pt", dataset / "imagesTs", tmp_path / "pred")
     assert result.exit_code == 0, result.stderr
     assert "keep-largest 1 (planned in training: every training case holds one component" in " ".join(result.stderr.split())
+    assert recipe["inference"]["interpolation"] == "nearest"           # the boxes are no small structures
+    assert "--interpolation nearest (planned in training" in " ".join(result.stderr.split())
     labels = load_volume(tmp_path / "pred" / "box_007.nii.gz").array
     assert labels.shape == image.shape
     assert all(ndimage.label(labels == value)[1] <= 1 for value in (1, 2))
     again = cli("predict", tmp_path / "run" / "last.pt", dataset / "imagesTs", tmp_path / "all", "--keep-largest", "0")
-    assert again.exit_code == 0 and "planned in training" not in again.stderr
+    assert again.exit_code == 0 and "keep-largest 0 (planned" not in again.stderr     # a given option wins
+    assert "--interpolation nearest (planned in training" in " ".join(again.stderr.split())
 
 
 @pytest.mark.parametrize("code", ["RPS", "PLS", "LPI"])

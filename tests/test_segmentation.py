@@ -226,7 +226,9 @@ def test_the_cpu_plan_takes_the_tumour_recipe_for_small_structures(tmp_path):
         options = SegmentOptions(images=str(folder / "img"), masks=str(folder / "mask"),
                                  given=list(given), **values)
         config = TrainConfig(given=list(loop_given), **{k: 64 for k in loop_given if k == "batch_size"})
-        SegmentTask(options).plan_device(config, device)
+        task = SegmentTask(options)
+        task.plan_device(config, device)
+        assert getattr(task, "small_structures", False) == (folder.name == "small" and device.type == "cpu")
         return options, config
 
     options, config = planned(small, cpu)

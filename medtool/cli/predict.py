@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         keep_largest: Annotated[int | None, typer.Option("--keep-largest", min=0, help="Keep the N largest components of each label (0: all) [default: the checkpoint's plan: 1 when every training case held one component of each class].", rich_help_panel=_SEG)] = None,
         threshold: Annotated[float | None, typer.Option("--threshold", help="Foreground probability cut [default: arg-max / 0.5].", rich_help_panel=_SEG)] = None,
         probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write float probability maps.", rich_help_panel=_SEG)] = False,
-        interpolation: Annotated[str, typer.Option("--interpolation", help="How labels return to the input's grid: nearest (arg-max at the model's spacing, then nearest neighbour) or linear (probabilities interpolated in slabs, then arg-max, as nnU-Net: smoother edges).", rich_help_panel=_SEG)] = "nearest",
+        interpolation: Annotated[str | None, typer.Option("--interpolation", help="How labels return to the input's grid: nearest (arg-max at the model's spacing, then nearest neighbour) or linear (probabilities interpolated in slabs, then arg-max, as nnU-Net: smoother edges) [default: the checkpoint's plan: linear for small structures, else nearest].", rich_help_panel=_SEG)] = None,
         fmt: Annotated[str | None, typer.Option("--format", help="Output format [default: the input's]; dcm-seg or rtstruct: a DICOM SEG or RT Structure Set of the --ref series.", rich_help_panel=_SEG)] = None,
         ref: Annotated[list[Path] | None, typer.Option("--ref", metavar="DICOM_DIR", help="With --format dcm-seg|rtstruct: the DICOM series the inputs were converted from (as medtool todicom).", rich_help_panel=_SEG)] = None,
         min_score: Annotated[float | None, typer.Option("--min-score", help="Keep boxes scoring at least this [default: the checkpoint's validated cut].", rich_help_panel=_DET)] = None,
@@ -143,16 +143,12 @@ def _predict_segment(state: dict[str, Any], inputs: list[Path], out: Path, v: di
     writer, fmt = _dicom_writer(v), v["fmt"]
     if writer is not None:
         fmt = None
-    keep = v["keep_largest"]
-    if keep is None:
-        planned = state["recipe"].get("inference", {})
-        keep = int(planned.get("keep_largest", 0))
-        if planned and not opts.quiet:
-            common.stderr.print(f"keep-largest {keep} (planned in training: {planned.get('why', '')}; "
-                                "change with --keep-largest)", highlight=False)
+    keep = int(_planned(state, v["keep_largest"], "keep_largest", "why", 0, quiet=opts.quiet))
+    interpolation = _planned(state, v["interpolation"], "interpolation", "interpolation_why", "nearest",
+                             quiet=opts.quiet)
     settings = PredictSettings(overlap=v["overlap"], blend=v["blend"], batch_size=v["batch_size"], tta=v["tta"],
                                threshold=v["threshold"], keep_largest=keep,
-                               probabilities=v["probabilities"], interpolation=v["interpolation"])
+                               probabilities=v["probabilities"], interpolation=interpolation)
     outcome = predict_files(state, inputs, out, settings=settings, device=device, fmt=fmt, suffix=v["suffix"],
                             image_suffix=v["image_suffix"], force=opts.force, shard=opts.shard, step=opts.step(),
                             amp=v["amp"], progress=opts.show_progress, on_error=opts.report, writer=writer,
@@ -240,3 +236,17 @@ _PREDICTORS: dict[str, Callable[..., int]] = {
     "classify": _predict_classify,
     "detect": _predict_detect,
 }
+
+
+def _planned(state, given, key: str, why: str, default, *, quiet: bool):
+    """An inference setting: ``given``, else the checkpoint's plan (said on stderr), else ``default``."""
+    if given is not None:
+        return given
+    planned = state["recipe"].get("inference", {})
+    if key not in planned:
+        return default
+    option = "--" + key.replace("_", "-")
+    if not quiet:
+        common.stderr.print(f"{option} {planned[key]} (planned in training: {planned.get(why, '')}; "
+                            f"change with {option})", highlight=False)
+    return planned[key]
