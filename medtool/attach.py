@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, check_choice
 from .volume import Volume
 
 #: medtool's axis order.
@@ -228,8 +228,8 @@ def plan(sources: Sequence[str | os.PathLike], like: str | os.PathLike, out: str
     from .files import VOLUME_SUFFIXES, find_files, strip_suffix, volume_suffix
     from .ingest import FORMATS
 
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if fmt is not None:
+        check_choice("--format", fmt, FORMATS)
     arrays = [p for p in find_files(sources, suffixes=VOLUME_SUFFIXES) if p.suffix != ".json"]
     if not arrays:
         raise InputError("no array files", path=" ".join(map(str, sources)),

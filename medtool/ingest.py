@@ -387,8 +387,8 @@ def convert_hu(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
     if preset is not None:
         check_choice("--preset", preset, WINDOW_PRESETS)
         window = WINDOW_PRESETS[preset]
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if fmt is not None:
+        check_choice("--format", fmt, FORMATS)
     options = HuOptions(window=window, normalize=normalize, rescale=rescale)
     candidates = find_files(inputs, suffixes=None)
     dicom = [p for p in candidates if not _is_volume_file(p)]
@@ -438,8 +438,8 @@ def format_suffix(fmt: str | None, *, name: str = "", default: str = ".npy") -> 
     UsageError
         ``fmt`` is not one of :data:`FORMATS`.
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if fmt is not None:
+        check_choice("--format", fmt, FORMATS)
     return lambda source: name + (f".{fmt}" if fmt else volume_suffix(source) or default)
 
 

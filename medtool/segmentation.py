@@ -404,13 +404,11 @@ class SegmentTask(Task):
         :data:`SMALL_FOREGROUND`) the tumour recipe (:data:`CPU_SMALL_PLAN`). On CUDA the
         defaults stand (nnU-Net's 3D configuration). Only options whose ``given`` is known are
         changed (the command line's; Python callers keep what they set)."""
-        if device.type != "cpu" or self.options.given is None:
-            self.device_choices, self.loop = {}, config
-            return
-        share = foreground_share(self.cases())
         given = self.options.given
-        keep = (("dim",) if "patch" in given else ()) + (("patch",) if "dim" in given else ())  # each fixes the other
+        planned_here = device.type == "cpu" and given is not None and config.given is not None
+        share = foreground_share(self.cases()) if planned_here else None   # masks read only if it matters
         self.small_structures = share is not None and share < SMALL_FOREGROUND
+        keep = (("dim",) if "patch" in (given or ()) else ()) + (("patch",) if "dim" in (given or ()) else ())
         if self.small_structures:
             from .train import cpu_has_bf16
 

@@ -35,6 +35,7 @@ def _defer_rich_markdown() -> None:
 
     placeholder = types.ModuleType("rich.markdown")
     placeholder.Markdown = Markdown
+
     def attribute(name: str):
         if name.startswith("__"):       # the import machinery's probes (__path__, ...)
             raise AttributeError(name)

@@ -272,8 +272,8 @@ def write_dataset(out: str | Path, *, cases: int = 5, seed: int = 42, shape: int
     out = Path(out)
     check_choice("--layout", layout, LAYOUTS)
     check_choice("--follow-up", follow_up, FOLLOW_UPS)
-    if labels_as is not None and labels_as not in LABELS_AS:
-        raise UsageError(f"--labels-as {labels_as}: choose one of {', '.join(LABELS_AS)}")
+    if labels_as is not None:
+        check_choice("--labels-as", labels_as, LABELS_AS)
     if cxr_size is not None and cxr_size < 32:
         raise UsageError(f"--cxr-size {cxr_size}: an X-ray needs at least 32 x 32 pixels")
     case_jobs, xray_jobs = plan(cases=cases, seed=seed, cxr=cxr, shape=shape, out=out,
