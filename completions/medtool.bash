@@ -7,7 +7,7 @@ _medtool() {
         case "${COMP_WORDS[i]}" in -*) ;; *) cmd="${COMP_WORDS[i]}"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "phantom dicom2npy anonymize hu lungmask resample attach todicom view folds export predict score gradcam info env train --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "phantom dicom2npy anonymize hu lungmask resample attach todicom view folds export train predict score gradcam info env --help --version" -- "$cur"))
         return
     fi
     local opts="" files=1
@@ -157,6 +157,79 @@ _medtool() {
             --workers|-j) return ;;
         esac
         ;;
+    train)
+        opts="--task --images --folds --fold --val-fraction --normalize --window --model --augment --aug --dim --spacing --class-names --width --dropout --channels --image-suffix --masks --csv --dataset --clip-percentiles --mask-suffix --patch --pos-ratio --activation --regions --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --cv --plan-only --out -o --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --log --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --labels --id-column --cases --label-column --shape --crop --pool --class-weights --boxes --size --class-name --weights --fpn-width --anchor-sizes --anchor-ratios --nms --help -h"
+        files=0
+        case "$prev" in
+            --task) COMPREPLY=($(compgen -W "segment classify detect" -- "$cur")); return ;;
+            --images) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --folds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --fold) return ;;
+            --val-fraction) return ;;
+            --normalize) return ;;
+            --window) return ;;
+            --model) return ;;
+            --augment) return ;;
+            --aug) return ;;
+            --dim) return ;;
+            --spacing) return ;;
+            --class-names) return ;;
+            --width) return ;;
+            --dropout) return ;;
+            --channels) return ;;
+            --image-suffix) return ;;
+            --masks) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --csv) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --dataset) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --clip-percentiles) return ;;
+            --mask-suffix) return ;;
+            --patch) return ;;
+            --pos-ratio) return ;;
+            --activation) return ;;
+            --regions) return ;;
+            --depth) return ;;
+            --norm) return ;;
+            --upsample) return ;;
+            --loss) return ;;
+            --ce-weight) return ;;
+            --dice-weight) return ;;
+            --topk) return ;;
+            --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --epochs) return ;;
+            --steps) return ;;
+            --batch-size) return ;;
+            --lr) return ;;
+            --weight-decay) return ;;
+            --optimizer) COMPREPLY=($(compgen -W "adamw sgd" -- "$cur")); return ;;
+            --schedule) COMPREPLY=($(compgen -W "cosine plateau constant" -- "$cur")); return ;;
+            --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
+            --grad-clip) return ;;
+            --patience) return ;;
+            --val-every) return ;;
+            --max-minutes) return ;;
+            --ema) return ;;
+            --seed) return ;;
+            --log) return ;;
+            --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
+            --workers|-j) return ;;
+            --labels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --id-column) return ;;
+            --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --label-column) return ;;
+            --shape) return ;;
+            --crop) return ;;
+            --pool) return ;;
+            --class-weights) return ;;
+            --boxes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --size) return ;;
+            --class-name) return ;;
+            --weights) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --fpn-width) return ;;
+            --anchor-sizes) return ;;
+            --anchor-ratios) return ;;
+            --nms) return ;;
+        esac
+        ;;
     predict)
         opts="--batch-size --amp --overlap --blend --tta --keep-largest --threshold --probabilities --interpolation --format --ref --min-score --nms --max-boxes --suffix --image-suffix --folds --fold --cases --json --device --workers -j --shard --force -f --quiet -q --verbose -v --debug --help -h"
         case "$prev" in
@@ -232,79 +305,6 @@ _medtool() {
         files=0
         case "$prev" in
             --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
-        esac
-        ;;
-    train)
-        opts="--task --images --folds --fold --val-fraction --normalize --window --model --augment --aug --dim --spacing --class-names --width --dropout --channels --image-suffix --masks --csv --dataset --clip-percentiles --mask-suffix --patch --pos-ratio --activation --regions --depth --norm --residual --deep-supervision --channels-last --contiguous --upsample --loss --ce-weight --dice-weight --batch-dice --sample-dice --topk --cv --plan-only --out -o --epochs --steps --batch-size --lr --weight-decay --optimizer --schedule --amp --grad-clip --patience --val-every --max-minutes --ema --seed --log --resume --json --device --workers -j --force -f --quiet -q --verbose -v --debug --labels --id-column --cases --label-column --shape --crop --pool --class-weights --boxes --size --class-name --weights --fpn-width --anchor-sizes --anchor-ratios --nms --help -h"
-        files=0
-        case "$prev" in
-            --task) COMPREPLY=($(compgen -W "segment classify detect" -- "$cur")); return ;;
-            --images) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --folds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --fold) return ;;
-            --val-fraction) return ;;
-            --normalize) return ;;
-            --window) return ;;
-            --model) return ;;
-            --augment) return ;;
-            --aug) return ;;
-            --dim) return ;;
-            --spacing) return ;;
-            --class-names) return ;;
-            --width) return ;;
-            --dropout) return ;;
-            --channels) return ;;
-            --image-suffix) return ;;
-            --masks) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --csv) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --dataset) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --clip-percentiles) return ;;
-            --mask-suffix) return ;;
-            --patch) return ;;
-            --pos-ratio) return ;;
-            --activation) return ;;
-            --regions) return ;;
-            --depth) return ;;
-            --norm) return ;;
-            --upsample) return ;;
-            --loss) return ;;
-            --ce-weight) return ;;
-            --dice-weight) return ;;
-            --topk) return ;;
-            --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --epochs) return ;;
-            --steps) return ;;
-            --batch-size) return ;;
-            --lr) return ;;
-            --weight-decay) return ;;
-            --optimizer) COMPREPLY=($(compgen -W "adamw sgd" -- "$cur")); return ;;
-            --schedule) COMPREPLY=($(compgen -W "cosine plateau constant" -- "$cur")); return ;;
-            --amp) COMPREPLY=($(compgen -W "auto bf16 fp16 off" -- "$cur")); return ;;
-            --grad-clip) return ;;
-            --patience) return ;;
-            --val-every) return ;;
-            --max-minutes) return ;;
-            --ema) return ;;
-            --seed) return ;;
-            --log) return ;;
-            --device) COMPREPLY=($(compgen -W "auto cpu cuda" -- "$cur")); return ;;
-            --workers|-j) return ;;
-            --labels) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --id-column) return ;;
-            --cases) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --label-column) return ;;
-            --shape) return ;;
-            --crop) return ;;
-            --pool) return ;;
-            --class-weights) return ;;
-            --boxes) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --size) return ;;
-            --class-name) return ;;
-            --weights) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --fpn-width) return ;;
-            --anchor-sizes) return ;;
-            --anchor-ratios) return ;;
-            --nms) return ;;
         esac
         ;;
     esac

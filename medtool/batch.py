@@ -7,7 +7,6 @@ goes on; the command reports them at the end and exits 1.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -96,6 +95,8 @@ def _results(function, items, workers) -> Iterator[tuple[int, Any]]:
         for index, item in enumerate(items):
             yield index, _call(function, item)
         return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(_call, function, item): index for index, item in enumerate(items)}
         for future in as_completed(futures):
@@ -119,7 +120,7 @@ class ProgressBar:
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                                  console=stderr, transient=True)
+                                  console=stderr.console, transient=True)
         self._progress.start()
         task = self._progress.add_task(self.description, total=self.total)
         return lambda: self._progress.advance(task)

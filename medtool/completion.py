@@ -82,9 +82,9 @@ def _command_choices() -> dict[tuple[str, str], tuple[str, ...]]:
             ("phantom", "--brats-labels"): tuple(LABEL_CONVENTIONS), ("score", "--regions"): tuple(REGION_SETS)}
 
 
-def _is_path(annotation: Any) -> bool:
-    text = repr(annotation)
-    return "Path" in text
+def _is_path(param: Any) -> bool:
+    """Whether a click parameter takes a path (typer gives Path annotations a Path type)."""
+    return "Path" in type(param.type).__name__
 
 
 def _short(text: str | None) -> str:
@@ -107,7 +107,8 @@ def describe_cli(app=None) -> list[Cmd]:
     choices = _choices()
     own_choices = _command_choices()
     commands = []
-    for name, command in group.commands.items():
+    for name in group.list_commands(None):
+        command = group.get_command(None, name)
         if getattr(command, "hidden", False):
             continue
         cmd = Cmd(name=name, help=_short(command.short_help or command.help))
@@ -122,15 +123,14 @@ def describe_cli(app=None) -> list[Cmd]:
             if param.opts[0] in seen:
                 continue
             seen.add(param.opts[0])
-            annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
             if type(param).__name__.endswith("Argument"):
-                cmd.path_arguments |= _is_path(annotation)
+                cmd.path_arguments |= _is_path(param)
                 continue
             if getattr(param, "hidden", False):
                 continue
             flag = bool(getattr(param, "is_flag", False))
             names = list(param.opts) + list(getattr(param, "secondary_opts", []))
-            cmd.options.append(Opt(names=names, takes_value=not flag, paths=_is_path(annotation),
+            cmd.options.append(Opt(names=names, takes_value=not flag, paths=_is_path(param),
                                    choices=() if flag else own_choices.get(
                                        (name, param.opts[0]), choices.get(param.opts[0], ())),
                                    help=_short(getattr(param, "help", ""))))

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, TypeVar
@@ -191,6 +190,8 @@ def check_inside(path: str | os.PathLike, root: str | os.PathLike) -> None:
 
 def _host() -> str:
     """This machine's name as it appears in temporary file names."""
+    import socket
+
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 

@@ -861,7 +861,7 @@ class _Display:
 
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                                      console=stderr, transient=False)
+                                      console=stderr.console, transient=False)
             self._progress.start()
             self._epochs = self._progress.add_task("epochs", total=self.epochs, completed=self.start, info="")
             self._steps = self._progress.add_task("steps", total=self.steps, info="")

@@ -1,7 +1,8 @@
 """The ``medtool`` command line: one typer app, one thin module per command.
 
-Command modules import the core library inside their functions, so that ``medtool --help``
-and shell completion never pay for numpy-heavy or torch imports.
+The root lists the commands of :mod:`.catalog` and imports a command's module only when that
+command runs; command modules import the core library inside their functions, so that
+``medtool --help`` and a command's start-up never pay for what they do not use.
 """
 
 from __future__ import annotations
@@ -49,13 +50,22 @@ def _defer_rich_markdown() -> None:
 _defer_rich_markdown()
 
 import typer  # noqa: E402
-from typer.core import TyperGroup  # noqa: E402
+import typer.main  # noqa: E402
+from typer.core import TyperCommand, TyperGroup  # noqa: E402
 
 from .. import __version__  # noqa: E402
+from . import catalog  # noqa: E402
 
 
 class MedtoolGroup(TyperGroup):
-    """Keeps the raw arguments (for the history entry each step writes) in ``ctx.meta``."""
+    """The root group: commands load on demand, and the raw arguments are kept.
+
+    The raw arguments (for the history entry each step writes) go to ``ctx.meta``. Commands
+    are listed from :data:`catalog.COMMANDS`; a command's module is imported, and its options
+    built, only when that command is resolved to run or to show its own help.
+    """
+
+    _listing = False
 
     def make_context(self, info_name, args, parent=None, **extra):
         argv = list(args)
@@ -64,12 +74,37 @@ class MedtoolGroup(TyperGroup):
         return ctx
 
     def list_commands(self, ctx):
-        # train is a group (its tasks are sub-commands), which typer lists after the commands:
-        # put it back in pipeline order, before predict
-        names = [n for n in super().list_commands(ctx) if n != "train"]
-        if "train" in self.commands:
-            names.insert(names.index("predict") if "predict" in names else len(names), "train")
-        return names
+        return [*catalog.COMMANDS, *(n for n in self.commands if n not in catalog.COMMANDS)]
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in catalog.COMMANDS:
+            if self._listing:           # the root's help needs the purpose only
+                return _Listed(name, help=catalog.COMMANDS[name])
+            self.commands[name] = load(name)
+        return self.commands.get(name)
+
+    def format_help(self, ctx, formatter):
+        self._listing = True
+        try:
+            return super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+class _Listed(TyperCommand):
+    """A command as the root's help lists it: its name and purpose, nothing loaded."""
+
+
+def load(name: str):
+    """The click command ``name``, built from ``medtool/cli/<name>.py``'s ``register``."""
+    module = importlib.import_module(f"{__name__}.{name}")
+    holder = typer.Typer(rich_markup_mode="rich", add_completion=False,
+                         pretty_exceptions_enable=False)
+    holder.callback()(_root)            # a callback makes typer build a group around it
+    module.register(holder)
+    command = typer.main.get_command(holder).commands[name]
+    command.short_help = catalog.COMMANDS[name]
+    return command
 
 
 app = typer.Typer(
@@ -97,30 +132,6 @@ def _root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Medical-imaging deep learning from the command line."""
-
-
-# Registration order is the order of `medtool --help`: data, the pipeline, then helpers.
-from . import env, info, pending, phantom  # noqa: E402
-
-
-def _landed() -> dict:
-    """The pipeline commands that have a module ``medtool/cli/<name>.py``: name -> register."""
-    import importlib
-    import importlib.util
-
-    found = {}
-    for name in pending.PIPELINE:
-        if importlib.util.find_spec(f"{__name__}.{name}") is not None:
-            found[name] = importlib.import_module(f"{__name__}.{name}").register
-    return found
-
-
-phantom.register(app)
-# The pipeline in order; commands of issues still open are listed as planned.
-LANDED = _landed()
-pending.register(app, LANDED)
-info.register(app)
-env.register(app)
 
 
 def main() -> None:

@@ -57,8 +57,7 @@ _HELP = "\n\n".join([
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "anonymize", shared=common.FILE_COMMAND, help=_HELP,
-                    short_help="De-identify DICOM files (PS3.15 basic profile), series kept intact.")
+    @common.command(app, "anonymize", shared=common.FILE_COMMAND, help=_HELP)
     def anonymize(
         paths: common.paths_argument("DICOM files or folders, then the output folder "
                                      "(only inputs with --in-place or --check).", metavar="INPUT... OUT"),

@@ -20,8 +20,7 @@ Example: [bold]medtool attach Segmentations/ --like hu/ masks/ --key Masks --fli
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "attach", shared=("workers", "force"), help=_HELP,
-                    short_help="Give arrays without geometry (coursework masks) their image's geometry.")
+    @common.command(app, "attach", shared=("workers", "force"), help=_HELP)
     def attach(
         paths: common.paths_argument("Array files or folders, then the output folder (or file).", metavar="SRC... OUT"),
         *,

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Sequence
 
 import typer
-from rich.logging import RichHandler
 from typer.core import TyperArgument, TyperCommand
 
 from .. import provenance
@@ -163,7 +162,8 @@ def command(app: typer.Typer, name: str, *, shared: Sequence[str] = (), **settin
 
 # -- help as users expect it --------------------------------------------------------------------
 #: Value names shown in --help for options without their own metavar, by type.
-_METAVARS = {"str": "TEXT", "int": "INT", "float": "FLOAT", "Path": "PATH", "bool": "BOOL"}
+_METAVARS = {"str": "TEXT", "text": "TEXT", "int": "INT", "integer": "INT", "float": "FLOAT",
+             "path": "PATH", "bool": "BOOL", "boolean": "BOOL"}
 
 
 def reflow(text: str) -> str:
@@ -198,21 +198,33 @@ def escape_brackets(text: str | None) -> str | None:
     return None if text is None else _NOT_A_TAG.sub(r"\\[", text)
 
 
-def _type_name(annotation: Any) -> str:
-    import typing
-
-    origin = typing.get_origin(annotation)
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if origin in (list, tuple) or (origin is not None and args):
-        return " ".join(_type_name(a) for a in args) if origin is tuple else _type_name(args[0])
-    return _METAVARS.get(getattr(annotation, "__name__", ""), "VALUE")
+def _type_name(kind: Any) -> str:
+    """The value name of a click parameter type: ``INT``, ``PATH``, ``FLOAT FLOAT``, ..."""
+    inner = getattr(kind, "types", None)            # a tuple type: one name per value
+    if inner:
+        return " ".join(_type_name(k) for k in inner)
+    if "Path" in type(kind).__name__:               # its name says file, directory or path
+        return "PATH"
+    name = getattr(kind, "name", "").split(" ")[0]  # "int range" -> "int"
+    return _METAVARS.get(name, "VALUE")
 
 
 class _Argument(TyperArgument):
-    """An argument shown by its name alone (``INPUTS...``), without a ``<list[Path]>`` type."""
+    """An argument shown by its name alone (``INPUTS...``), without a ``<path>`` type."""
 
-    def display_type_rich(self, ctx: Any) -> str | None:
-        return None
+    @staticmethod
+    def untyped(kind: Any) -> Any:
+        """A copy of the click type ``kind`` whose help shows no type name."""
+        import copy
+
+        shown = copy.copy(kind)
+        shown.__class__ = type(f"Untyped{type(kind).__name__}", (_NoMetavar, type(kind)), {})
+        return shown
+
+
+class _NoMetavar:
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:
+        return ""
 
 
 class HelpCommand(TyperCommand):
@@ -228,15 +240,15 @@ class HelpCommand(TyperCommand):
             param.help = escape_brackets(getattr(param, "help", None))
             if isinstance(param, TyperArgument):
                 param.__class__ = _Argument
+                param.type = _Argument.untyped(param.type)
             if param.metavar is not None:
                 continue
-            annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
             if isinstance(param, TyperArgument):
                 param.metavar = param.name.upper() + ("..." if param.nargs != 1 else "")
             elif getattr(param, "is_flag", False):
                 param.metavar = ""
             else:
-                param.metavar = _type_name(annotation)
+                param.metavar = _type_name(param.type)
 
     def get_help_option(self, ctx: Any):
         option = super().get_help_option(ctx)
@@ -378,15 +390,35 @@ def configure_logging(opts: Options) -> None:
     else:
         level = logging.WARNING
     logger = logging.getLogger("medtool")
-    logger.handlers[:] = [RichHandler(console=stderr, show_time=False, show_path=opts.debug,
-                                      markup=False, rich_tracebacks=opts.debug)]
+    logger.handlers[:] = [_RichOnFirstRecord(show_path=opts.debug, markup=False,
+                                             rich_tracebacks=opts.debug)]
     logger.setLevel(level)
     logger.propagate = False
     # pydicom logs each failed decoder plugin with a traceback; medtool reports the failure as
     # one line, so pydicom's records only show with --debug.
     library = logging.getLogger("pydicom")
-    library.handlers[:] = [RichHandler(console=stderr, show_time=False)] if opts.debug else [logging.NullHandler()]
+    library.handlers[:] = [_RichOnFirstRecord()] if opts.debug else [logging.NullHandler()]
     library.propagate = False
+
+
+class _RichOnFirstRecord(logging.Handler):
+    """rich's log handler (on stderr, no time column), made when the first record comes.
+
+    rich.logging brings rich.traceback with it (about 0.01 s of every start); most runs log
+    nothing at the levels they show.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__()
+        self._settings = settings
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._rich is None:
+            from rich.logging import RichHandler
+
+            self._rich = RichHandler(console=stderr.console, show_time=False, **self._settings)
+        self._rich.handle(record)
 
 
 def print_json(data: Any) -> None:

@@ -61,8 +61,7 @@ Example: [bold]medtool dicom2npy phantom/ct volumes/ --workers 2[/bold]
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "dicom2npy", shared=common.FILE_COMMAND, help=_HELP,
-                    short_help="Convert DICOM series into volumes (.npy/.npz/.nii.gz).")
+    @common.command(app, "dicom2npy", shared=common.FILE_COMMAND, help=_HELP)
     def dicom2npy(
         inputs: common.paths_argument("DICOM files or folders (walked recursively)."),
         out: Annotated[Path, typer.Argument(help="Output folder, or one output file for one series.",

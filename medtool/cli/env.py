@@ -10,8 +10,7 @@ from . import common
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "env", shared=("device",),
-                    short_help="Show versions, DICOM decoders, peers and compute devices.")
+    @common.command(app, "env", shared=("device",))
     def env(
         *,
         json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -21,8 +21,7 @@ FORMATS = ("nnunet",)
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "export", shared=("workers", "force"), help=_HELP,
-                    short_help="Write images and masks as an nnU-Net v2 raw dataset.")
+    @common.command(app, "export", shared=("workers", "force"), help=_HELP)
     def export(
         fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="nnunet.", show_default=False)],
         out: Annotated[Path, typer.Argument(metavar="OUT", help="The dataset folder to write (DatasetNNN_Name).",

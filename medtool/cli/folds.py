@@ -28,8 +28,7 @@ Example: [bold]medtool folds stage_2_train_labels.csv folds.csv --id-column pati
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "folds", shared=("force",), help=_HELP,
-                    short_help="Split cases into leakage-free cross-validation folds.")
+    @common.command(app, "folds", shared=("force",), help=_HELP)
     def folds(
         source: Annotated[Path, typer.Argument(metavar="LABELS", help="Cases CSV, or a folder of cases.",
                                                show_default=False)],

@@ -25,8 +25,7 @@ Examples:
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "gradcam", shared=("device", "shard", "force"), help=_HELP,
-                    short_help="Grad-CAM attention maps on the input volume's grid.")
+    @common.command(app, "gradcam", shared=("device", "shard", "force"), help=_HELP)
     def gradcam(
         checkpoint: Annotated[Path, typer.Argument(help="best.pt or last.pt of a run.", show_default=False)],
         paths: Annotated[list[Path] | None, typer.Argument(

@@ -26,8 +26,7 @@ Example: [bold]medtool hu volumes/ hu/ --workers 2[/bold]
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "hu", shared=common.FILE_COMMAND, help=_HELP,
-                    short_help="Convert raw scanner values to Hounsfield units.")
+    @common.command(app, "hu", shared=common.FILE_COMMAND, help=_HELP)
     def hu(
         inputs: common.paths_argument("Volumes or DICOM folders."),
         out: common.Output,

@@ -12,7 +12,7 @@ from . import common
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "info", shared=("workers",), short_help="Show shape, geometry, value range and history of volumes, or the series in DICOM folders.")
+    @common.command(app, "info", shared=("workers",))
     def info(
         files: Annotated[list[Path], typer.Argument(help="Volume files, DICOM files, or folders of either (walked recursively).")],
         *,

@@ -41,8 +41,7 @@ Examples:
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "lungmask", shared=common.FILE_COMMAND, help=_HELP,
-                    short_help="Segment the lungs (1 right, 2 left) in HU volumes.")
+    @common.command(app, "lungmask", shared=common.FILE_COMMAND, help=_HELP)
     def lungmask(
         inputs: common.paths_argument("HU volume files or folders."),
         out: common.Output,

@@ -11,8 +11,7 @@ from . import common
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "phantom", shared=("workers", "force"),
-                    short_help="Write synthetic chest CT (DICOM) and X-rays, or brain MRI, with exact truth.")
+    @common.command(app, "phantom", shared=("workers", "force"))
     def phantom(
         out: Annotated[Path, typer.Argument(help="Output folder.")],
         *,

@@ -38,8 +38,7 @@ _DET = "Detection checkpoints"
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "predict", shared=("device", "workers", "shard", "force"), help=_HELP,
-                    short_help="Run a trained model (masks on the input grid, a class CSV, or an RSNA box CSV).")
+    @common.command(app, "predict", shared=("device", "workers", "shard", "force"), help=_HELP)
     def predict(
         checkpoint: Annotated[Path, typer.Argument(help="best.pt or last.pt of a run, or the run folder of train --cv (its folds' probabilities averaged).", show_default=False)],
         paths: common.paths_argument("Volumes or folders, then the output (folder or file; a .csv for classify).",

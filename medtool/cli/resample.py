@@ -31,8 +31,7 @@ Example: [bold]medtool resample hu/ iso/ --spacing 1 1 1 --workers 2[/bold]
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "resample", shared=("device", *common.FILE_COMMAND), help=_HELP,
-                    short_help="Resample volumes to a new spacing or onto another volume's grid.")
+    @common.command(app, "resample", shared=("device", *common.FILE_COMMAND), help=_HELP)
     def resample(
         inputs: common.paths_argument("Volume files or folders."),
         out: common.Output,

@@ -35,8 +35,7 @@ Example: [bold]medtool score -m dice,sensitivity,specificity,lesion-dice --regio
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "score", shared=("workers", "force"), help=_HELP,
-                    short_help="Score predictions against truth (Dice, HD95, mAP, AUC, ...).")
+    @common.command(app, "score", shared=("workers", "force"), help=_HELP)
     def score(
         predictions: common.paths_argument("Prediction folders or tables, one per model.", metavar="PRED..."),
         *,

@@ -22,8 +22,7 @@ Example: [bold]medtool todicom masks/case_001_lungs.nii.gz --ref phantom/ct/case
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "todicom", shared=common.FILE_COMMAND, help=_HELP,
-                    short_help="Write label volumes as DICOM SEG or RTSTRUCT of their source series.")
+    @common.command(app, "todicom", shared=common.FILE_COMMAND, help=_HELP)
     def todicom(
         paths: common.paths_argument("Label volumes or folders, then the output folder (or .dcm file).",
                                      metavar="MASK... OUT"),

@@ -251,8 +251,7 @@ def library_defaults(task: str) -> dict[str, Any]:
 
 def register(app: typer.Typer) -> None:
     group = typer.Typer(name="train", cls=_TrainGroup, help=_HELP, no_args_is_help=True,
-                        rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]},
-                        short_help="Train a model (segment: U-Net 2D/3D; classify: 2D/3D CNN; detect: RetinaNet).")
+                        rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]})
     for task, groups in _GROUPS.items():
         _register_task(group, task, groups)
     app.add_typer(group)

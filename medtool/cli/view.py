@@ -25,8 +25,7 @@ Example: [bold]medtool view hu/case_001.npy case_001.png --overlay masks/case_00
 
 
 def register(app: typer.Typer) -> None:
-    @common.command(app, "view", shared=common.FILE_COMMAND, help=_HELP,
-                    short_help="Render slices of a volume (with masks or heat maps) to PNG.")
+    @common.command(app, "view", shared=common.FILE_COMMAND, help=_HELP)
     def view(
         inputs: common.paths_argument("Volume files or folders."),
         out: Annotated[Path, typer.Argument(help="OUT.png for one input, else a folder.", show_default=False)],

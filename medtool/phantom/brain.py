@@ -101,17 +101,15 @@ FOLD_MM = 5.0
 #: Sulci: CSF where the folding field crosses zero, down to this depth (mm), this thin (field units).
 SULCUS_DEPTH_MM = 12.0
 SULCUS_WIDTH = 0.10
-#: Wavelengths (mm) of the folding, tumour lobulation, texture and bias fields.
-FOLD_WAVELENGTH_MM = (18.0, 40.0)
-LOBE_WAVELENGTH_MM = (12.0, 30.0)
-TEXTURE_WAVELENGTH_MM = (4.0, 12.0)
-BIAS_WAVELENGTH_MM = (250.0, 500.0)
+#: Wavelength range (mm) of each smooth field: the cortical folding, the brain's outline, the
+#: tumour's lobulation (and the gaps in its rim), its edema's lobulation, the tissue texture
+#: and the bias field.
+FIELD_WAVELENGTH_MM = {"fold": (18.0, 40.0), "brain_shape": (60.0, 120.0), "lobe": (12.0, 30.0),
+                       "edema": (20.0, 45.0), "texture": (4.0, 12.0), "bias": (250.0, 500.0)}
 #: Plane waves per smooth field.
 WAVES = 16
-#: The brain's outline departs from an ellipsoid by this share of its radius (1 sd), at these
-#: wavelengths (mm).
+#: The brain's outline departs from an ellipsoid by this share of its radius (1 sd).
 BRAIN_SHAPE_AMPLITUDE = 0.02
-BRAIN_SHAPE_WAVELENGTH_MM = (60.0, 120.0)
 #: Half-width of the interhemispheric fissure (mm).
 FISSURE_HALF_WIDTH_MM = 1.0
 #: Tumour core radius (mm), edema radius as a multiple of it, share of the radius inside the
@@ -129,12 +127,11 @@ NON_ENHANCING_RIM = (-0.8, -0.2)
 CENTRE_TRIES = 256
 HEMISPHERE_MARGIN_MM = 12.0
 #: A lesion's centre lies this much deeper than its radius (mm; a satellite's the second); its semi-axes are the radius
-#: times a stretch in this range; its edema is lobulated this much at these wavelengths (mm).
+#: times a stretch in this range; its edema is lobulated this much.
 LESION_CLEARANCE_MM = 6.0
 SATELLITE_CLEARANCE_MM = 4.0
 LESION_STRETCH = (0.8, 1.2)
 EDEMA_LOBULATION = 0.25
-EDEMA_WAVELENGTH_MM = (20.0, 45.0)
 #: Chance of a small satellite lesion, and its radius (mm).
 SATELLITE_PROBABILITY = 0.3
 SATELLITE_RADIUS_MM = (4.0, 8.0)
@@ -254,8 +251,8 @@ def _anatomy(rng: np.random.Generator, axes) -> tuple[np.ndarray, np.ndarray, np
     centre = (0.0, rng.uniform(-3.0, 3.0), rng.uniform(*HEAD_LIFT_MM))  # on the midline
     thicknesses = [rng.uniform(*r) for r in LAYERS_MM.values()]
     cortex = rng.uniform(*CORTEX_MM)
-    fold = smooth_field(rng, axes, wavelength_mm=FOLD_WAVELENGTH_MM)
-    shape_field = smooth_field(rng, axes, wavelength_mm=BRAIN_SHAPE_WAVELENGTH_MM)
+    fold = smooth_field(rng, axes, wavelength_mm=FIELD_WAVELENGTH_MM["fold"])
+    shape_field = smooth_field(rng, axes, wavelength_mm=FIELD_WAVELENGTH_MM["brain_shape"])
     tissues = np.zeros([len(a) for a in axes], np.uint8)
     outer = semi
     for tissue, thickness in zip(LAYERS_MM, thicknesses):              # outside in, each fills its ellipsoid
@@ -334,9 +331,9 @@ def _lesion(rng: np.random.Generator, axes, tissues: np.ndarray, depth: np.ndarr
     non-enhancing tumour) up to ``inner``, the enhancing rim ``rim_mm`` thick with
     non-enhancing gaps, and a non-enhancing shell up to the core's border."""
     stretch = rng.uniform(*LESION_STRETCH, size=3)
-    lobes = smooth_field(rng, axes, wavelength_mm=LOBE_WAVELENGTH_MM)
-    gaps = smooth_field(rng, axes, wavelength_mm=LOBE_WAVELENGTH_MM)
-    edema_lobes = smooth_field(rng, axes, wavelength_mm=EDEMA_WAVELENGTH_MM)
+    lobes = smooth_field(rng, axes, wavelength_mm=FIELD_WAVELENGTH_MM["lobe"])
+    gaps = smooth_field(rng, axes, wavelength_mm=FIELD_WAVELENGTH_MM["lobe"])
+    edema_lobes = smooth_field(rng, axes, wavelength_mm=FIELD_WAVELENGTH_MM["edema"])
     # lobes bounded by tanh: the outline swings by at most the lobulation, no islands far out
     r = _ellipsoid_radius(axes, centre, radius * stretch) * (1.0 + LOBULATION * np.tanh(lobes))
     r_edema = _ellipsoid_radius(axes, centre, radius * edema_scale * stretch)
@@ -368,11 +365,11 @@ def _images(rng: np.random.Generator, axes, tissues: np.ndarray) -> dict[str, np
     """The four modalities: tissue contrast x texture x bias, blurred, with Rician noise."""
     from scipy.ndimage import gaussian_filter
 
-    texture = 1.0 + TEXTURE_AMPLITUDE * smooth_field(rng, axes, wavelength_mm=TEXTURE_WAVELENGTH_MM)
+    texture = 1.0 + TEXTURE_AMPLITUDE * smooth_field(rng, axes, wavelength_mm=FIELD_WAVELENGTH_MM["texture"])
     sigma = rng.uniform(*NOISE_SHARE)
     images = {}
     for m, name in enumerate(MODALITIES):
-        bias = np.exp(rng.uniform(*BIAS_AMPLITUDE) * smooth_field(rng, axes, wavelength_mm=BIAS_WAVELENGTH_MM,
+        bias = np.exp(rng.uniform(*BIAS_AMPLITUDE) * smooth_field(rng, axes, wavelength_mm=FIELD_WAVELENGTH_MM["bias"],
                                                                    waves=4))
         signal = CONTRAST[tissues, m] * texture * bias
         signal = gaussian_filter(signal, BLUR_VOXELS, truncate=BLUR_TRUNCATE)

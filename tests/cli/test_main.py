@@ -7,11 +7,10 @@ import time
 import pytest
 
 from medtool import __version__
-from medtool.cli import LANDED, app
-from medtool.cli.pending import PIPELINE
+from medtool.cli import app, load
+from medtool.cli.catalog import COMMANDS
 
-ALL_COMMANDS = ["phantom", *PIPELINE, "info", "env"]
-PLANNED = {name: value for name, value in PIPELINE.items() if name not in LANDED}
+ALL_COMMANDS = list(COMMANDS)
 
 
 def test_help_lists_every_command_with_a_purpose(cli):
@@ -62,11 +61,31 @@ def test_help_does_not_load_markdown_but_its_names_still_work():
     assert out.stderr.split() == ["False", "rich.markdown", "rich.markdown", "True"]
 
 
-@pytest.mark.parametrize("name", list(PLANNED))
-def test_planned_commands_say_so(cli, name):
-    result = cli(name, "anything")
-    assert result.exit_code == 2
-    assert "not available yet" in result.stderr and f"#{PLANNED[name][1]}" in result.stderr
+@pytest.mark.parametrize("name", ALL_COMMANDS)
+def test_each_command_loads_with_the_catalogs_purpose(name):
+    command = load(name)
+    assert command.name == name and command.short_help == COMMANDS[name]
+
+
+def test_a_command_imports_only_its_own_module():
+    code = ("import sys; sys.argv = ['medtool', 'hu', '--help']\n"
+            "from medtool.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('medtool.cli.')), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Usage: medtool hu" in out.stdout
+    assert out.stderr.strip() == str(["medtool.cli.catalog", "medtool.cli.common", "medtool.cli.hu"])
+
+
+def test_root_help_loads_no_command_and_no_rich_logging():
+    code = ("import sys; sys.argv = ['medtool', '--help']\n"
+            "from medtool.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('medtool.cli.')),"
+            " 'rich.logging' in sys.modules, 'numpy' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert all(f" {name} " in out.stdout for name in COMMANDS)
+    assert out.stderr.split() == ["['medtool.cli.catalog']", "False", "False"]
 
 
 def test_usage_error_exits_2(cli):
@@ -114,7 +133,7 @@ def test_debug_shows_the_traceback(cli, tmp_path):
 def _commands():
     from medtool.completion import describe_cli
 
-    return [c for c in describe_cli() if c.name not in PIPELINE or c.name in LANDED]
+    return describe_cli()
 
 
 def test_every_command_prints_json_on_request():

@@ -47,15 +47,13 @@ def test_tumour_fraction_sets_the_share_of_tumour_cases(cli, tmp_path):
 
 
 def test_tumour_fraction_default_is_the_library_default():
-    import typer
-
-    from medtool.cli import app
+    from medtool.cli import load
     from medtool.phantom.ct import TUMOUR_FRACTION
 
     from medtool.cli.phantom import DEFAULT_BRATS_LABELS
     from medtool.phantom.brain import DEFAULT_CONVENTION
 
-    command = typer.main.get_command(app).commands["phantom"]
+    command = load("phantom")
     option = next(p for p in command.params if p.name == "tumour_fraction")
     assert option.default == TUMOUR_FRACTION
     assert next(p for p in command.params if p.name == "brats_labels").default == DEFAULT_CONVENTION

@@ -227,12 +227,10 @@ def test_region_usage_errors(cli, lung_runs):
 
 
 def test_nsd_tolerance_default_is_the_library_default():
-    import typer
-
-    from medtool.cli import app
+    from medtool.cli import load
     from medtool.metrics import NSD_TOLERANCE_MM
 
-    command = typer.main.get_command(app).commands["score"]
+    command = load("score")
     assert next(p for p in command.params if p.name == "nsd_tolerance").default == NSD_TOLERANCE_MM
 
 
