@@ -24,12 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .dicomfast import is_dicom  # noqa: F401  (a file check that needs no numpy)
 from .errors import InputError, MedtoolError, reason
-
-#: Bytes at which a DICOM Part 10 file carries its ``DICM`` magic (after the preamble).
-_MAGIC_OFFSET = 128
-#: First bytes of a DICOM data set written without the Part 10 preamble (group 0002 or 0008).
-_BARE_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 #: Uncompressed transfer syntaxes: Implicit VR Little, Explicit VR Little and Big Endian.
 NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 #: Values at least this large are not read in the header pass (pixel data is read later).
@@ -188,18 +184,6 @@ class Frame:
     @property
     def shape(self) -> tuple[int, int]:
         return self.rows, self.columns
-
-
-def is_dicom(path: str | os.PathLike) -> bool:
-    """True when ``path`` looks like a DICOM file (Part 10 magic, or a bare data set)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(_MAGIC_OFFSET + 4)
-    except OSError:
-        return False
-    if head[_MAGIC_OFFSET:_MAGIC_OFFSET + 4] == b"DICM":
-        return True
-    return len(head) >= 8 and head[:2] in _BARE_STARTS
 
 
 def read_frames(path: str | os.PathLike, *, keywords: Sequence[str] = (),

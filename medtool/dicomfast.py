@@ -51,6 +51,22 @@ _DS_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
 #: Bytes that make a text value depend on the character set (beyond ASCII, ISO 2022 escapes).
 _NOT_ASCII = re.compile(rb"[\x80-\xff\x1b]")
 
+#: First bytes of a bare data set (no preamble): group 0002 or 0008, either byte order.
+BARE_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """True when ``path`` looks like a DICOM file (Part 10 magic, or a bare data set)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(MAGIC_OFFSET + 4)
+    except OSError:
+        return False
+    if head[MAGIC_OFFSET:MAGIC_OFFSET + 4] == MAGIC:
+        return True
+    return len(head) >= 8 and head[:2] in BARE_STARTS
+
+
 #: The attributes that can be asked for: keyword -> (tag, VRs accepted).
 TAGS: dict[str, tuple[int, tuple[str, ...]]] = {
     keyword: (tag, tuple(vrs.split()))

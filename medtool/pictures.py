@@ -33,7 +33,7 @@ def image_id(path: str | Path) -> str:
 def find_images(inputs: Sequence[str | Path]) -> list[Path]:
     """The image files under ``inputs``: volume and picture files by suffix, DICOM by content
     (sidecars and other files are left out; files named directly are kept)."""
-    from .dicom import is_dicom
+    from .dicomfast import is_dicom
     from .files import find_files, volume_suffix
 
     found = []

@@ -84,7 +84,7 @@ def _is_sidecar(path: Path) -> bool:
 
 
 def _looks_dicom(path: Path) -> bool:
-    from ..dicom import is_dicom
+    from ..dicomfast import is_dicom
 
     return is_dicom(path)
 
