@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import io
@@ -450,6 +451,7 @@ def _dummy(elem) -> None:
         _empty(elem)
 
 
+@functools.lru_cache(maxsize=4096)
 def _shift_value(value: str, days: int, vr: str) -> str | None:
     """``value`` (DA ``YYYYMMDD`` or DT ``YYYYMMDD...``) moved by ``days``; ``None`` if unparseable."""
     value = value.strip()
@@ -602,13 +604,13 @@ def _anonymize_file(job: _Job) -> dict[str, Any]:
 def _anonymize_file_quietly(job: _Job) -> dict[str, Any]:
     if job.in_place:
         _check_rewritable(job.source)
-    if not job.named and not is_dicom(job.source):
-        return {"source": str(job.source), "skipped": "not DICOM"}
     if job.settings.fast:
         try:
             return _anonymize_dataset(job, deidfast.read(job.source))
         except deidfast.Fallback:                       # pydicom's path writes this one
             pass
+    if not job.named and not is_dicom(job.source):
+        return {"source": str(job.source), "skipped": "not DICOM"}
     return _anonymize_dataset(job, read_dicom(job.source))
 
 

@@ -19,6 +19,7 @@ the pixel data.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from pathlib import Path
@@ -66,13 +67,15 @@ class Fallback(Exception):
 class RawElement:
     """One element: its VR and its value, the raw bytes until a new value is given."""
 
-    __slots__ = ("tag", "VR", "raw", "items", "undefined", "_value", "changed")
+    __slots__ = ("tag", "VR", "raw", "items", "undefined", "_value", "changed", "whole")
 
     def __init__(self, tag: int, vr: str, raw: bytes | memoryview | None, *,
-                 items: list["RawDataset"] | None = None, undefined: bool = False) -> None:
+                 items: list["RawDataset"] | None = None, undefined: bool = False,
+                 whole: memoryview | None = None) -> None:
         self.tag, self.VR, self.raw, self.items, self.undefined = tag, vr, raw, items, undefined
         self._value: Any = None
         self.changed = False
+        self.whole = whole              # header and value as read (written as is when kept)
 
     @property
     def keyword(self) -> str:
@@ -225,9 +228,17 @@ class RawFile(RawDataset):
 
 def read(path: str | Path) -> RawFile:
     """The file at ``path`` as a :class:`RawFile`; :class:`Fallback` when pydicom must read it."""
-    data = Path(path).read_bytes()
-    if len(data) < MAGIC_OFFSET + 4 or data[MAGIC_OFFSET:MAGIC_OFFSET + 4] != MAGIC:
-        raise Fallback("no Part 10 preamble")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(MAGIC_OFFSET + 4)
+            if len(head) < MAGIC_OFFSET + 4 or head[MAGIC_OFFSET:] != MAGIC:
+                raise Fallback("no Part 10 preamble")     # (a large other file is not read)
+            data = bytearray(os.fstat(handle.fileno()).st_size)
+            data[:len(head)] = head
+            if handle.readinto(memoryview(data)[len(head):]) != len(data) - len(head):
+                raise Fallback("the file changed while it was read")
+    except OSError as exc:
+        raise Fallback(f"cannot read ({exc})") from None
     view = memoryview(data)
     meta, at = _parse(view, MAGIC_OFFSET + 4, len(data), group=2)
     if meta.get(0x00020010) != EXPLICIT_LITTLE:
@@ -252,7 +263,7 @@ def _parse(view: memoryview, at: int, end: int, *, group: int | None = None,
         if at + 8 > end:
             raise Fallback("truncated element header")
         first, second = unpack("<HH", view, at)
-        tag = first << 16 | second
+        tag, start = first << 16 | second, at
         if group is not None and first != group:
             break
         if item_end and tag == ITEM_END:
@@ -269,6 +280,8 @@ def _parse(view: memoryview, at: int, end: int, *, group: int | None = None,
         if code in LONG_VRS:
             if at + 12 > end:
                 raise Fallback("truncated element header")
+            if view[at + 6] or view[at + 7]:
+                raise Fallback("reserved bytes that are not zero")   # pydicom writes zeros
             length, at = unpack("<I", view, at + 8)[0], at + 12
         else:
             length, at = unpack("<H", view, at + 6)[0], at + 8
@@ -279,7 +292,8 @@ def _parse(view: memoryview, at: int, end: int, *, group: int | None = None,
             continue
         if length == UNDEFINED_LENGTH or length % 2 or at + length > end:
             raise Fallback(f"({first:04X},{second:04X}) has length {length}")
-        elements[tag] = RawElement(tag, vr, view[at:at + length])
+        elements[tag] = RawElement(tag, vr, view[at:at + length],
+                                   whole=view[start:at + length])
         at += length
     if item_end:
         raise Fallback("item without its delimiter")
@@ -434,6 +448,9 @@ def _element(elem: RawElement) -> list[bytes | memoryview]:
             return [tag, code, b"\0\0", struct.pack("<I", UNDEFINED_LENGTH), *body,
                     struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)]
         return [tag, code, b"\0\0", struct.pack("<I", sum(len(b) for b in body)), *body]
+    if not elem.changed and elem.whole is not None:
+        _check_kept(elem.VR, elem.raw)
+        return [elem.whole]
     value = elem.encoded()
     if code in LONG_VRS:
         return [tag, code, b"\0\0", struct.pack("<I", len(value)), value]

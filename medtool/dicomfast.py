@@ -17,6 +17,7 @@ information), undefined lengths outside sequences, data after the pixel data.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
@@ -233,7 +234,27 @@ def _tag(key) -> int:
 
 
 def convert(raw: bytes, vr: str) -> Any:
-    """``raw`` as pydicom's value of that VR (``Fallback`` where it would warn or decode)."""
+    """``raw`` as pydicom's value of that VR (``Fallback`` where it would warn or decode).
+
+    The slices of a series repeat most values byte for byte, so conversions are remembered
+    (a list comes back as a new list each time).
+    """
+    if len(raw) > _MEMO_BYTES:
+        return _convert(raw, vr)
+    value = _memo(raw, vr)
+    return list(value) if isinstance(value, list) else value
+
+
+#: Values up to this long are remembered by :func:`convert`.
+_MEMO_BYTES = 256
+
+
+@functools.lru_cache(maxsize=4096)
+def _memo(raw: bytes, vr: str) -> Any:
+    return _convert(raw, vr)
+
+
+def _convert(raw: bytes, vr: str) -> Any:
     if vr in NUMBER_FORMATS:
         size = struct.calcsize(NUMBER_FORMATS[vr])
         if not raw:
