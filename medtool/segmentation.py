@@ -413,9 +413,18 @@ class SegmentTask(Task):
             from .train import cpu_has_bf16
 
             loop = {**CPU_SMALL_LOOP_PLAN, **({"amp": "bf16"} if cpu_has_bf16() else {})}
-            self.apply_cpu_plan(config, device, CPU_SMALL_PLAN, loop,
-                                f"a CPU and small structures (median foreground {share:.2%} of a case): "
-                                "the CPU tumour recipe of docs/recipes.md", keep=keep)
+            why = (f"a CPU and small structures (median foreground {share:.2%} of a case): "
+                   "the CPU tumour recipe of docs/recipes.md")
+            plan, into = CPU_SMALL_PLAN, None
+            if "aug" not in given:
+                into = paste_range(self.cases())
+            if into is not None:
+                plan = {**plan, "aug": [*plan["aug"], f"paste_into={into[0]:g},{into[1]:g}"]}
+            self.apply_cpu_plan(config, device, plan, loop, why, keep=keep)
+            if into is not None and "aug" in self.device_choices:
+                self.device_choices["aug"] = (
+                    f"{why}; paste_into: the HU around the training objects (quartiles of a "
+                    f"{PASTE_SHELL_VOXELS}-voxel shell widened by {PASTE_FENCE_IQR:g} IQR)")
         else:
             self.apply_cpu_plan(config, device, CPU_PLAN, CPU_LOOP_PLAN,
                                 "a CPU: the CPU lung recipe of docs/recipes.md (3D trains about 10x slower here)",
@@ -1120,3 +1129,47 @@ def foreground_share(cases) -> float | None:
             labelled = array if labelled is None else labelled | array
         shares.append(float(labelled.mean()))
     return float(np.median(shares))
+
+
+#: Copy-paste targets are planned from the intensities of this many voxels around each
+#: training object, and span their quartiles widened by this many interquartile ranges
+#: (Tukey's far-out fences: the tissue the objects sit in, not the odd neighbour).
+PASTE_SHELL_VOXELS = 2
+PASTE_FENCE_IQR = 3.0
+
+
+def paste_range(cases) -> tuple[float, float] | None:
+    """Where pasted objects may land: the intensities (HU) around the training objects.
+
+    The voxels within :data:`PASTE_SHELL_VOXELS` of a labelled voxel (and not labelled) of up
+    to :data:`SHARE_SAMPLE` cases, pooled; their quartiles widened by :data:`PASTE_FENCE_IQR`
+    interquartile ranges, rounded to whole HU. ``None`` unless the images are CT in HU with
+    labelled voxels (z-scored inputs have no fixed units to plan in before normalisation).
+    """
+    from scipy import ndimage
+
+    from .formats import load_volume
+
+    with_masks = [c for c in cases if c.masks]
+    step = max(1, len(with_masks) // SHARE_SAMPLE)
+    around = []
+    for case in with_masks[::step][:SHARE_SAMPLE]:
+        image = load_volume(case.image, mmap=True)
+        if image.units != "HU":
+            return None
+        labelled = None
+        for path in case.masks:
+            array = np.asarray(load_volume(path, mmap=True).array) > 0
+            labelled = array if labelled is None else labelled | array
+        if labelled.shape != image.shape or not labelled.any():
+            continue
+        box = tuple(slice(max(0, a.min() - PASTE_SHELL_VOXELS), a.max() + PASTE_SHELL_VOXELS + 1)
+                    for a in np.nonzero(labelled))
+        inside = labelled[box]
+        shell = ndimage.binary_dilation(inside, iterations=PASTE_SHELL_VOXELS) & ~inside
+        around.append(np.asarray(image.array[box], dtype=np.float32)[shell])
+    if not around:
+        return None
+    low, high = np.percentile(np.concatenate(around), [25, 75])
+    spread = PASTE_FENCE_IQR * (high - low)
+    return float(np.floor(low - spread)), float(np.ceil(high + spread))

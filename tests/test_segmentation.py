@@ -214,6 +214,39 @@ def test_foreground_share_is_the_median_case_share(tmp_path):
     assert foreground_share([]) is None
 
 
+def test_paste_range_is_the_widened_quartiles_around_the_objects(tmp_path):
+    """One labelled voxel at the centre of an 11^3 CT whose HU grow 10 per column: its
+    2-voxel shell (an L1 ball, 24 voxels) holds -970 once, -960 five times, -950 twelve
+    times, -940 five times and -930 once; quartiles -952.5 and -947.5, IQR 5, widened by 3 IQR
+    -> (-968, -932) after rounding outwards."""
+    from medtool.datasets import match_cases
+    from medtool.segmentation import paste_range
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "mask").mkdir()
+    image = np.broadcast_to(-1000 + 10 * np.arange(11, dtype=np.int16), (11, 11, 11)).copy()
+    mask = np.zeros((11, 11, 11), np.uint8)
+    mask[5, 5, 5] = 1
+    save_volume(Volume(image, (1.0, 1.0, 1.0), meta={"units": "HU"}), tmp_path / "img" / "c0.npy")
+    save_volume(Volume(mask, (1.0, 1.0, 1.0)), tmp_path / "mask" / "c0.npy")
+    cases = match_cases(tmp_path / "img", tmp_path / "mask")
+    assert paste_range(cases) == (-968.0, -932.0)
+    save_volume(Volume(image, (1.0, 1.0, 1.0)), tmp_path / "img" / "c0.npy", force=True)
+    assert paste_range(cases) is None                   # not HU: no units to plan in
+
+    options = SegmentOptions(images=str(tmp_path / "img"), masks=str(tmp_path / "mask"), given=[])
+    save_volume(Volume(image, (1.0, 1.0, 1.0), meta={"units": "HU"}), tmp_path / "img" / "c0.npy", force=True)
+    from medtool.train import TrainConfig
+
+    task = SegmentTask(options)
+    task.plan_device(TrainConfig(given=[]), torch.device("cpu"))
+    assert options.aug[-1] == "paste_into=-968,-932" and "shell" in task.device_choices["aug"]
+    options = SegmentOptions(images=str(tmp_path / "img"), masks=str(tmp_path / "mask"),
+                             given=["aug"], aug=["flip=0.5"])
+    SegmentTask(options).plan_device(TrainConfig(given=[]), torch.device("cpu"))
+    assert options.aug == ["flip=0.5"]                  # a given --aug is kept whole
+
+
 def test_the_cpu_plan_takes_the_tumour_recipe_for_small_structures(tmp_path):
     from medtool.segmentation import CPU_PLAN, CPU_SMALL_LOOP_PLAN, CPU_SMALL_PLAN
     from medtool.train import TrainConfig
