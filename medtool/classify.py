@@ -38,6 +38,7 @@ from .intensity import (channel_specs, constant_background, describe_spec, foreg
                         plan_normalization)
 from .segmentation import as_3d, in_orientation, to_model_space, training_orientation
 from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, check_matching, evaluating, named_ids, read_cache
+from .tables import repeated
 
 #: Class weight modes (or one weight per class).
 CLASS_WEIGHTS = ("balanced", "none")
@@ -201,7 +202,7 @@ def match_labels(images: str | Path, labels_path: str | Path, labels: dict[str, 
         raise InputError(f"no volume files{f' named <case>{suffix}' if suffix else ''}", path=images,
                          hint="give the folder of training volumes (and check --image-suffix)")
     ids = [c.case_id for c in cases]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
+    twice = repeated(ids)
     if twice:
         raise InputError(f"case ids found twice: {named_ids(twice)}", path=images, hint="keep one volume per case")
     unlabelled = [i for i in ids if i not in labels]
@@ -743,7 +744,7 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
                          path=inputs[0] if inputs else None, hint="give volumes or folders (and check --image-suffix)")
     ids = [case for case, _ in found]
     sources = [path for _, path in found]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
+    twice = repeated(ids)
     if twice:
         raise UsageError(f"case ids found twice among the inputs: {named_ids(twice)}",
                          hint="the table has one row per case id (file name without suffix)")

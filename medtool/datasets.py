@@ -35,6 +35,7 @@ import numpy as np
 
 from .errors import InputError, UsageError
 from .files import find_files, strip_suffix
+from .tables import repeated
 
 if TYPE_CHECKING:
     from .channels import InputChannels
@@ -104,7 +105,7 @@ def match_cases(images: str | os.PathLike, masks: str | os.PathLike,
         extra = channels.files(image)[1:] if channels is not None and channels.suffixes else []
         cases.append(Case(case_id, image, list(found), extra))
     ids = [c.case_id for c in cases]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    duplicates = repeated(ids)
     if duplicates:
         raise InputError(f"case ids found twice: {', '.join(duplicates[:5])}", path=images,
                          hint="keep one volume per case")

@@ -40,6 +40,7 @@ from .errors import InputError, UsageError
 from .intensity import AUTO_SAMPLE, normalize, plan_normalization
 from .pictures import find_images, image_id, read_image
 from .tasks import EpochOrder, Task, TaskOptions, autocast, build_cache, cached, check_matching, evaluating, named_ids, read_cache
+from .tables import repeated
 
 #: The model size must be a multiple of this (the stride of FPN level P5).
 SIZE_MULTIPLE = 32
@@ -211,7 +212,7 @@ class DetectTask(Task):
         if not paths:
             raise InputError("no image files", path=o.images, hint="give the folder of X-rays (DICOM, PNG or volumes)")
         ids = [image_id(p) for p in paths]
-        twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+        twice = repeated(ids)
         if twice:
             raise InputError(f"image ids found twice: {named_ids(twice)}", path=o.images, hint="keep one file per image")
         listed = set(table.ids)
@@ -492,7 +493,7 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
     if not sources:
         raise InputError("no image files", path=", ".join(map(str, inputs)), hint="give X-ray files or folders")
     ids = [image_id(p) for p in sources]
-    twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    twice = repeated(ids)
     if twice:
         raise UsageError(f"image ids found twice: {named_ids(twice)}", hint="keep one file per image")
     outcome = BatchResult(results=[None] * len(sources))

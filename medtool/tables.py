@@ -46,6 +46,13 @@ class Table:
         return InputError(f"{self.where(index)}: {what}", path=self.path, hint=hint)
 
 
+def repeated(ids: Iterable[str]) -> list[str]:
+    """The ids that occur more than once, sorted (one pass: RSNA's 26,684 image ids included)."""
+    from collections import Counter
+
+    return sorted(i for i, n in Counter(ids).items() if n > 1)
+
+
 def read_table(path: str | os.PathLike, *, required: Sequence[str] = ()) -> Table:
     """Read a CSV file with a header row; ``required`` columns must be present.
 
