@@ -171,7 +171,12 @@ class RawDataset:
 
     @staticmethod
     def _tag(key: int | str) -> int:
-        return dicomdict.tag_for(key) if isinstance(key, str) else int(key)
+        if not isinstance(key, str):
+            return int(key)
+        try:
+            return dicomdict.tag_for(key)
+        except KeyError:
+            return -1                   # no such keyword: never present (as in pydicom)
 
     # -- writing -------------------------------------------------------------------------------
     def encode(self) -> bytes:
