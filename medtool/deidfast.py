@@ -23,26 +23,25 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import dicomdict
-from .dicomfast import ITEM, ITEM_END, LONG_VRS, MAGIC, MAGIC_OFFSET, PIXEL_DATA, SEQUENCE_END, UNDEFINED_LENGTH
+from .dicomfast import (ITEM, ITEM_END, LONG_VRS, MAGIC, MAGIC_OFFSET, NUMBER_FORMATS, PIXEL_DATA,
+                        SEQUENCE_END, TEXT_VRS, UNDEFINED_LENGTH)
+from .dicomfast import KNOWN_VRS as HEADER_VRS
 
 #: The one transfer syntax of this path.
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
-#: Every VR this path reads (``UN`` is not: pydicom may give it the dictionary's VR).
-KNOWN_VRS = frozenset(b"AE AS AT CS DA DS DT FL FD IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST "
-                      b"SV TM UC UI UL UR US UT UV".split())
+#: Every VR this path reads: dicomfast's but ``UN`` (pydicom may give it the dictionary's VR).
+KNOWN_VRS = HEADER_VRS - {b"UN"}
 #: Values pydicom decodes as text: split at backslashes, each part stripped at the end
-#: (``convert_text``); the whole value stripped at the end, then split (``multi_string`` and
-#: PN); the whole value stripped, never split (LT, ST, UT, UR).
-TEXT_VRS = frozenset({"SH", "LO", "UC"})
+#: (``convert_text``: dicomfast's TEXT_VRS); the whole value stripped at the end, then split
+#: (``multi_string`` and PN); the whole value stripped, never split (LT, ST, UT, UR).
 SPLIT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "PN", "TM", "UI"})
 SINGLE_VRS = frozenset({"LT", "ST", "UT", "UR"})
 STRING_VRS = TEXT_VRS | SPLIT_VRS | SINGLE_VRS
-#: struct codes of the binary number VRs.
-NUMBER_CODES = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q",
-                "UV": "Q"}
+#: struct codes of the binary number VRs (dicomfast's and the 64-bit ones).
+NUMBER_CODES = {**NUMBER_FORMATS, "SV": "q", "UV": "Q"}
 #: The numbers pydicom writes back exactly as read (its original string is kept).
 _IS_TEXT = re.compile(rb"-?\d+\Z")
 _DS_TEXT = re.compile(rb"-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
@@ -108,13 +107,6 @@ class RawElement:
             return 0
         return len(value) if isinstance(value, list) else 1
 
-    def encoded(self) -> bytes | memoryview:
-        """The value's bytes as pydicom writes them (not for sequences)."""
-        if not self.changed:
-            _check_kept(self.VR, self.raw)
-            return self.raw
-        return _encode(self.VR, self._value)
-
 
 class RawDataset:
     """A data set (or sequence item, or file meta) of raw elements, in tag order."""
@@ -127,9 +119,6 @@ class RawDataset:
     # -- the Dataset API anonymize uses ------------------------------------------------------
     def keys(self) -> list[int]:
         return list(self._elements)
-
-    def __iter__(self) -> Iterator[RawElement]:
-        return iter(list(self._elements.values()))
 
     def __getitem__(self, tag: int) -> RawElement:
         return self._elements[int(tag)]
@@ -445,20 +434,24 @@ def _element(elem: RawElement) -> list[bytes | memoryview]:
         for item in elem.items or ():
             content = item.encode()
             if item.undefined:
-                body += [struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED_LENGTH), content,
-                         struct.pack("<HHI", 0xFFFE, 0xE00D, 0)]
+                body += [_delimiter(ITEM, UNDEFINED_LENGTH), content, _delimiter(ITEM_END, 0)]
             else:
-                body += [struct.pack("<HHI", 0xFFFE, 0xE000, len(content)), content]
+                body += [_delimiter(ITEM, len(content)), content]
         if elem.undefined:
             return [tag, code, b"\0\0", struct.pack("<I", UNDEFINED_LENGTH), *body,
-                    struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)]
+                    _delimiter(SEQUENCE_END, 0)]
         return [tag, code, b"\0\0", struct.pack("<I", sum(len(b) for b in body)), *body]
-    if not elem.changed and elem.whole is not None:
+    if not elem.changed:                                # as read: header and value copied
         _check_kept(elem.VR, elem.raw)
         return [elem.whole]
-    value = elem.encoded()
+    value = _encode(elem.VR, elem._value)
     if code in LONG_VRS:
         return [tag, code, b"\0\0", struct.pack("<I", len(value)), value]
     if len(value) > 0xFFFF:
         raise Fallback("value too long for its VR")     # pydicom would write it as UN
     return [tag, code, struct.pack("<H", len(value)), value]
+
+
+def _delimiter(tag: int, length: int) -> bytes:
+    """An item, item delimitation or sequence delimitation header."""
+    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, length)

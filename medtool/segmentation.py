@@ -406,7 +406,8 @@ class SegmentTask(Task):
         changed (the command line's; Python callers keep what they set)."""
         given = self.options.given
         planned_here = device.type == "cpu" and given is not None and config.given is not None
-        share = foreground_share(self.cases()) if planned_here else None   # masks read only if it matters
+        cases = self.cases() if planned_here else []                       # masks read only if it matters
+        share = foreground_share(cases) if planned_here else None
         self.small_structures = share is not None and share < SMALL_FOREGROUND
         keep = (("dim",) if "patch" in (given or ()) else ()) + (("patch",) if "dim" in (given or ()) else ())
         if self.small_structures:
@@ -417,7 +418,7 @@ class SegmentTask(Task):
                    "the CPU tumour recipe of docs/recipes.md")
             plan, into = CPU_SMALL_PLAN, None
             if "aug" not in given:
-                into = paste_range(self.cases())
+                into = paste_range(cases)
             if into is not None:
                 plan = {**plan, "aug": [*plan["aug"], f"paste_into={into[0]:g},{into[1]:g}"]}
             self.apply_cpu_plan(config, device, plan, loop, why, keep=keep)
@@ -1112,23 +1113,26 @@ def predict_files(checkpoint: dict[str, Any], inputs: Sequence[str | Path], out:
 SHARE_SAMPLE = 16
 
 
-def foreground_share(cases) -> float | None:
-    """The median over cases of the share of a case's voxels that any of its masks labels
-    (up to :data:`SHARE_SAMPLE` cases, evenly spread); ``None`` without masks."""
+def _sampled_labels(cases):
+    """(case, voxels any of its masks labels) for up to :data:`SHARE_SAMPLE` cases with masks,
+    evenly spread over the list; one case's masks are read at a time."""
     from .formats import load_volume
 
     with_masks = [c for c in cases if c.masks]
-    if not with_masks:
-        return None
     step = max(1, len(with_masks) // SHARE_SAMPLE)
-    shares = []
     for case in with_masks[::step][:SHARE_SAMPLE]:
         labelled = None
         for path in case.masks:
             array = np.asarray(load_volume(path, mmap=True).array) > 0
             labelled = array if labelled is None else labelled | array
-        shares.append(float(labelled.mean()))
-    return float(np.median(shares))
+        yield case, labelled
+
+
+def foreground_share(cases) -> float | None:
+    """The median over cases of the share of a case's voxels that any of its masks labels
+    (up to :data:`SHARE_SAMPLE` cases, evenly spread); ``None`` without masks."""
+    shares = [float(labelled.mean()) for _, labelled in _sampled_labels(cases)]
+    return float(np.median(shares)) if shares else None
 
 
 #: Copy-paste targets are planned from the intensities of this many voxels around each
@@ -1150,17 +1154,11 @@ def paste_range(cases) -> tuple[float, float] | None:
 
     from .formats import load_volume
 
-    with_masks = [c for c in cases if c.masks]
-    step = max(1, len(with_masks) // SHARE_SAMPLE)
     around = []
-    for case in with_masks[::step][:SHARE_SAMPLE]:
+    for case, labelled in _sampled_labels(cases):
         image = load_volume(case.image, mmap=True)
         if image.units != "HU":
             return None
-        labelled = None
-        for path in case.masks:
-            array = np.asarray(load_volume(path, mmap=True).array) > 0
-            labelled = array if labelled is None else labelled | array
         if labelled.shape != image.shape or not labelled.any():
             continue
         box = tuple(slice(max(0, a.min() - PASTE_SHELL_VOXELS), a.max() + PASTE_SHELL_VOXELS + 1)

@@ -218,13 +218,19 @@ class _Argument(TyperArgument):
         import copy
 
         shown = copy.copy(kind)
-        shown.__class__ = type(f"Untyped{type(kind).__name__}", (_NoMetavar, type(kind)), {})
+        shown.__class__ = _untyped_class(type(kind))
         return shown
 
 
 class _NoMetavar:
     def get_metavar(self, *args: Any, **kwargs: Any) -> str:
         return ""
+
+
+@functools.cache
+def _untyped_class(kind: type) -> type:
+    """``kind`` with :class:`_NoMetavar` in front (one class per click type, made once)."""
+    return type(f"Untyped{kind.__name__}", (_NoMetavar, kind), {})
 
 
 class HelpCommand(TyperCommand):
