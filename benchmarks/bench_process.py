@@ -102,8 +102,24 @@ def _copies(series: Path, root: Path, count: int) -> None:
             (folder / path.name).write_bytes(path.read_bytes().replace(uid, new))
 
 
-def _dicom_rows(temp: Path, series: Path, *, repeat: int, quick: bool) -> list[dict]:
+def _dicom_rows(temp: Path, series: Path, *, repeat: int, quick: bool,
+                only: str | None = None) -> list[dict]:
     out = temp / "out"
+    out.mkdir(exist_ok=True)
+    rows = []
+    if only != "startup":
+        rows += _one_series_rows(out, series, repeat=repeat)
+    first = alternate({"first": ([sys.executable, "-c", FIRST_READ, "dicom2npy", str(series),
+                                  str(out / "first.nii"), "--force", "-q"], None)},
+                      repeat=repeat)["first"]
+    rows.append({"case": "dicom2npy start-up to first file read", "peer": "target 0.15 s",
+                 "medtool_s": first, "peer_s": STARTUP_TARGET_S})
+    if not quick and only in (None, "dicom2npy"):
+        rows.append(_many_series_row(temp, out, series, repeat=repeat))
+    return rows
+
+
+def _one_series_rows(out: Path, series: Path, *, repeat: int) -> list[dict]:
     peer = shutil.which("dcm2niix")
     contenders = {
         "j1": (medtool("dicom2npy", str(series), str(out / "j1.nii"), "--force", "-q",
@@ -114,31 +130,27 @@ def _dicom_rows(temp: Path, series: Path, *, repeat: int, quick: bool) -> list[d
     if peer:
         contenders["peer"] = ([peer, "-z", "n", "-o", str(out / "peer"), "-f", "peer",
                                str(series)], _fresh(out / "peer"))
-    out.mkdir(exist_ok=True)
     got = alternate(contenders, repeat=repeat)
     case = "dicom2npy 512x512x300 -> .nii"
-    rows = [{"case": f"{case} (-j{w})", "peer": "dcm2niix -z n", "medtool_s": got[f"j{w}"],
+    return [{"case": f"{case} (-j{w})", "peer": "dcm2niix -z n", "medtool_s": got[f"j{w}"],
              "peer_s": got.get("peer", float("nan"))} for w in (1, 2)]
-    first = alternate({"first": ([sys.executable, "-c", FIRST_READ, "dicom2npy", str(series),
-                                  str(out / "first.nii"), "--force", "-q"], None)},
-                      repeat=repeat)["first"]
-    rows.append({"case": "dicom2npy start-up to first file read", "peer": "target 0.15 s",
-                 "medtool_s": first, "peer_s": STARTUP_TARGET_S})
-    if not quick:
-        many = temp / "many"
-        _copies(series, many, MANY_SERIES)
-        _warm(many)
-        contenders = {"j2": (medtool("dicom2npy", str(many), str(out / "many"), "--format",
-                                     "nii", "--force", "-q", "--workers", "2"), None)}
-        if peer:
-            contenders["peer"] = ([peer, "-z", "n", "-o", str(out / "many_peer"), str(many)],
-                                  _fresh(out / "many_peer"))
-        got = alternate(contenders, repeat=min(repeat, MANY_REPEAT))
-        rows.append({"case": f"dicom2npy {MANY_SERIES} series 512x512x300 (-j2)",
-                     "peer": "dcm2niix -z n", "medtool_s": got["j2"],
-                     "peer_s": got.get("peer", float("nan"))})
-        shutil.rmtree(many)
-    return rows
+
+
+def _many_series_row(temp: Path, out: Path, series: Path, *, repeat: int) -> dict:
+    peer = shutil.which("dcm2niix")
+    many = temp / "many"
+    _copies(series, many, MANY_SERIES)
+    _warm(many)
+    contenders = {"j2": (medtool("dicom2npy", str(many), str(out / "many"), "--format",
+                                 "nii", "--force", "-q", "--workers", "2"), None)}
+    if peer:
+        contenders["peer"] = ([peer, "-z", "n", "-o", str(out / "many_peer"), str(many)],
+                              _fresh(out / "many_peer"))
+    got = alternate(contenders, repeat=min(repeat, MANY_REPEAT))
+    shutil.rmtree(many)
+    return {"case": f"dicom2npy {MANY_SERIES} series 512x512x300 (-j2)",
+            "peer": "dcm2niix -z n", "medtool_s": got["j2"],
+            "peer_s": got.get("peer", float("nan"))}
 
 
 def _anonymize_rows(temp: Path, inputs: dict[str, Path], *, repeat: int) -> list[dict]:
@@ -174,12 +186,13 @@ def _help_row(*, repeat: int) -> dict:
             "peer_s": STARTUP_TARGET_S}
 
 
-def run(*, repeat: int, timeit=None, quick: bool = False) -> list[dict]:
+def run(*, repeat: int, timeit=None, quick: bool = False, only: str | None = None) -> list[dict]:
+    """The rows; ``only``: just the ``startup``, ``dicom2npy`` or ``anonymize`` rows."""
     sys.path.insert(0, str(HERE))
     import bench_anonymize
     import bench_dicom
 
-    rows = [_help_row(repeat=repeat)]
+    rows = [_help_row(repeat=repeat)] if only in (None, "startup") else []
     with tempfile.TemporaryDirectory() as temp:
         temp = Path(temp)
         series = temp / "series"
@@ -189,8 +202,10 @@ def run(*, repeat: int, timeit=None, quick: bool = False) -> list[dict]:
         bench_anonymize._write_data(thousand)
         print(f"bench_process: {_warm(series) / 2**20:.0f} MiB series, "
               f"{_warm(thousand) / 2**20:.0f} MiB in 1,000 files")
-        rows += _dicom_rows(temp, series, repeat=repeat, quick=quick)
-        rows += _anonymize_rows(temp, {"300 files 512x512": series,
+        if only in (None, "startup", "dicom2npy"):
+            rows += _dicom_rows(temp, series, repeat=repeat, quick=quick, only=only)
+        if only in (None, "anonymize"):
+            rows += _anonymize_rows(temp, {"300 files 512x512": series,
                                        "1000 files 256x256": thousand}, repeat=repeat)
     return rows
 
@@ -201,9 +216,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="leave out the 20-series case")
+    parser.add_argument("--only", choices=("startup", "dicom2npy", "anonymize"),
+                        help="only these rows")
     args = parser.parse_args()
     print(f"{'case':<48} {'peer':<16} {'medtool s':>10} {'peer s':>8} {'peer/medtool':>13}")
-    for row in run(repeat=args.repeat, quick=args.quick):
+    for row in run(repeat=args.repeat, quick=args.quick, only=args.only):
         ratio = row["peer_s"] / row["medtool_s"]
         print(f"{row['case']:<48} {row['peer']:<16} {row['medtool_s']:>10.3f} "
               f"{row['peer_s']:>8.3f} {ratio:>13.2f}")

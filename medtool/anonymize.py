@@ -37,14 +37,14 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 from . import __version__, deidfast, dicomdict
 from .deid_table import BASIC_PROFILE, EDITION, OPTIONS, Row, Table, load_table, resolve
 from .dicomfast import is_dicom
 from .errors import InputError, MedtoolError, OutputExistsError, UsageError, reason
 from .files import (atomic_output, check_inside, find_files, mirror_path, publish,
-                    remove_stale_temps, take_shard, temporary_file)
+                    open_temporary, remove_stale_temps, take_shard)
 
 #: Root of the UUID-derived UIDs of PS3.5 B.2: ``2.25.<128-bit integer>`` (at most 44 chars).
 UUID_ROOT = "2.25."
@@ -647,19 +647,38 @@ def _anonymize_dataset(job: _Job, ds) -> dict[str, Any]:
             _save(ds, temp, job.source)
         return {**result, "output": str(job.target)}
     folder = job.out / layout_folder(ds, outcome.pseudonym)
-    placeholder = folder / _PENDING_NAME
-    check_inside(placeholder, job.out)
-    folder.mkdir(parents=True, exist_ok=True)
-    check_inside(placeholder, job.out)                  # a link made while we were at it
-    temp = temporary_file(placeholder)
+    temp, handle = _open_pending(folder, job.out)
     try:
-        _save(ds, temp, job.source)
+        with open(handle, "wb") as stream:
+            _save(ds, stream, job.source)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return {**result, "temp": str(temp), "folder": str(folder),
             "instance": _instance_number(ds), "key": _short_hash(ds.get("SOPInstanceUID") or
                                                                  str(job.source))}
+
+
+#: Output folders this process has made and checked (folder, output root): the checks of a
+#: series' first file serve its other files.
+_READY_FOLDERS: set[tuple[str, str]] = set()
+
+
+def _open_pending(folder: Path, root: Path) -> tuple[Path, int]:
+    """A new temporary file in ``folder`` (made inside ``root``, never through a link out of
+    it): its path and an open descriptor."""
+    key = (str(folder), str(root))
+    placeholder = folder / _PENDING_NAME
+    if key in _READY_FOLDERS:
+        try:
+            return open_temporary(placeholder)
+        except FileNotFoundError:                       # removed since: make it again
+            _READY_FOLDERS.discard(key)
+    check_inside(placeholder, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    check_inside(placeholder, root)                     # a link made while we were at it
+    _READY_FOLDERS.add(key)
+    return open_temporary(placeholder)
 
 
 def _check_rewritable(path: Path) -> None:
@@ -693,7 +712,8 @@ def _give_file_meta(ds, sop_class: str) -> None:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
 
-def _save(ds, temp: Path, source: Path) -> None:
+def _save(ds, temp: Path | BinaryIO, source: Path) -> None:
+    """Write ``ds`` to the path or open file ``temp`` (``source``: the file it was read from)."""
     try:
         ds.save_as(temp, enforce_file_format=True)
     except Exception as exc:                            # a value pydicom cannot encode
@@ -830,6 +850,7 @@ def anonymize(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None
         raise UsageError("two inputs would be written to the same output file",
                          hint="anonymize the folders separately, or leave out --keep-names")
     root = None if in_place else Path(out)
+    _READY_FOLDERS.clear()                              # folders are checked again each run
     single = root is not None and len(planned) == 1 and planned[0][1] == root
     jobs = [_Job(source, target, settings, force or in_place, named,
                  out=None if single else root, in_place=in_place)
@@ -901,8 +922,8 @@ def write_map(path: str | os.PathLike, report: Report, *, force: bool = False) -
     writer.writeheader()
     writer.writerows(rows)
     with atomic_output(path, force=force) as temp:
+        os.chmod(temp, MAP_FILE_MODE)                   # private before a byte is written
         temp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.chmod(path, MAP_FILE_MODE)
     return len(rows)
 
 

@@ -23,7 +23,7 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import dicomdict
 from .dicomfast import (ITEM, ITEM_END, LONG_VRS, MAGIC, MAGIC_OFFSET, NUMBER_FORMATS, PIXEL_DATA,
@@ -210,9 +210,13 @@ class RawFile(RawDataset):
         preamble = self.preamble if self.preamble else b"\0" * MAGIC_OFFSET
         object.__setattr__(self, "_payload", [preamble, MAGIC, meta.encode(), *self.pieces()])
 
-    def save_as(self, path: str | Path, *, enforce_file_format: bool = True) -> None:
+    def save_as(self, path: str | Path | BinaryIO, *, enforce_file_format: bool = True) -> None:
+        """Write the file to ``path`` (or into the open binary file ``path``)."""
         if self._payload is None:
             self.prepare()
+        if hasattr(path, "write"):
+            path.writelines(self._payload)
+            return
         with open(path, "wb") as handle:
             handle.writelines(self._payload)
 

@@ -8,6 +8,8 @@ leaves a half-written file, and an existing output is only replaced with ``force
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import os
 import re
 import shutil
@@ -188,6 +190,7 @@ def check_inside(path: str | os.PathLike, root: str | os.PathLike) -> None:
                          hint="remove the link or choose another output folder")
 
 
+@functools.cache
 def _host() -> str:
     """This machine's name as it appears in temporary file names."""
     import socket
@@ -239,14 +242,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: Serial numbers of this process's temporary files (with the pid, their names are unique
+#: among live processes; a name taken by a file of a dead process is skipped).
+_TEMP_SERIAL = itertools.count()
+#: How the temporary files are created: new (never an existing file or link), write only.
+_TEMP_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+#: Their permissions before the umask: those of a file that ``open(path, "w")`` creates, so
+#: that the finished file needs no chmod.
+_FILE_MODE = 0o666
+
+
 def temporary_file(path: str | os.PathLike) -> Path:
     """Create an empty hidden temporary file beside ``path`` (same folder, suffix kept)."""
+    temp, handle = open_temporary(path)
+    os.close(handle)
+    return temp
+
+
+def open_temporary(path: str | os.PathLike) -> tuple[Path, int]:
+    """Create a hidden temporary file beside ``path``; its path and an open descriptor to
+    write it (the caller closes it).
+
+    The name is ``.<name>.~<host>~<pid>~<serial>.tmp<suffix>``: unique while this process
+    lives, and recognised by :func:`remove_stale_temps` once it is gone.
+    """
     path = Path(path)
     suffix = volume_suffix(path) or path.suffix
-    handle, temp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=f".tmp{suffix}",
-                                    dir=path.parent)
-    os.close(handle)
-    return Path(temp)
+    prefix = os.path.join(path.parent, _temp_prefix(path))
+    while True:
+        temp = f"{prefix}{next(_TEMP_SERIAL):x}.tmp{suffix}"
+        try:
+            return Path(temp), os.open(temp, _TEMP_FLAGS, _FILE_MODE)
+        except FileExistsError:                         # left by a dead process of this pid
+            continue
 
 
 @contextlib.contextmanager
@@ -302,15 +330,9 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, force: bool = False
 
 
 def publish(temp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Rename the complete temporary file ``temp`` to ``path`` with the usual permissions."""
-    os.chmod(temp, 0o666 & ~_umask())
+    """Rename the complete temporary file ``temp`` to ``path`` (it was created with the
+    usual permissions: :data:`_FILE_MODE` less the umask)."""
     os.replace(temp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def mirror_path(source: Path, roots: Iterable[Path], out_dir: Path, suffix: str | None, *,

@@ -174,6 +174,30 @@ def test_a_link_inside_the_output_folder_is_not_followed(tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
+
+def test_folders_are_checked_again_on_every_run_in_one_process(tmp_path):
+    """The first file of a series checks its folder for the others; a second run in the same
+    process checks again: a folder removed since is made again, one replaced by a link out of
+    the output folder is refused."""
+    import shutil
+
+    _carrier(tmp_path / "in" / "case" / "scan.dcm")
+    settings = Settings(SALT)
+    out = tmp_path / "out"
+    first = anonymize([tmp_path / "in"], out, settings=settings)
+    assert len(first.written) == 1
+    shutil.rmtree(out)
+    again = anonymize([tmp_path / "in"], out, settings=settings)
+    assert len(again.written) == 1 and Path(again.written[0]["output"]).is_file()
+    series = Path(again.written[0]["output"]).parent
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(series)
+    os.symlink(elsewhere, series)
+    linked = anonymize([tmp_path / "in"], out, settings=settings, force=True)
+    assert not linked.written and "outside" in str(linked.failures[0][1])
+    assert list(elsewhere.iterdir()) == []
+
 def test_checking_nothing_is_a_failure(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "text").mkdir()

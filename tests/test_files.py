@@ -110,3 +110,42 @@ def test_sigterm_during_a_write_leaves_nothing_behind(tmp_path):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 143
     assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_get_the_usual_permissions_without_a_chmod(tmp_path):
+    """Temporary outputs are created as ``open(path, "w")`` would create the file (0o666 less
+    the umask), so the published file has those permissions; their names are unique and
+    recognised as this process's temporary files."""
+    import os
+    import stat
+
+    from medtool.files import _TEMP_NAME, atomic_output, open_temporary
+
+    old = os.umask(0o027)
+    try:
+        with atomic_output(tmp_path / "a.nii.gz") as temp:
+            assert temp.name.endswith(".tmp.nii.gz") and _TEMP_NAME.match(temp.name)
+            temp.write_bytes(b"x")
+        first, handle = open_temporary(tmp_path / "b.dcm")
+        os.close(handle)
+        second, handle = open_temporary(tmp_path / "b.dcm")
+        os.close(handle)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.nii.gz").stat().st_mode) == 0o640
+    assert first != second and stat.S_IMODE(first.stat().st_mode) == 0o640
+    match = _TEMP_NAME.match(first.name)
+    assert match["name"] == "b.dcm" and int(match["pid"]) == os.getpid()
+
+
+def test_a_temporary_name_left_by_a_dead_process_of_the_same_pid_is_skipped(tmp_path):
+    import os
+
+    from medtool import files
+
+    serial = next(files._TEMP_SERIAL) + 1               # the serial the next call takes
+    taken = tmp_path / f"{files._temp_prefix(tmp_path / 'c.dcm')}{serial:x}.tmp.dcm"
+    taken.write_bytes(b"old")
+    temp, handle = files.open_temporary(tmp_path / "c.dcm")
+    os.close(handle)
+    assert temp != taken and taken.read_bytes() == b"old" and temp.stat().st_size == 0
