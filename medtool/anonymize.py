@@ -269,28 +269,24 @@ class _Walker:
 
     def walk(self, ds) -> None:
         creators = _private_creators(ds)
+        decisions = _decisions(self.options)
         for tag in list(ds.keys()):
             tag = int(tag)
-            if tag == PIXEL_DATA:
+            decision = decisions.get(tag)
+            if decision is None:
+                decision = decisions[tag] = _decide(self.table, tag, self.options)
+            if decision is _KEEP_PIXELS:
                 continue
-            group, element = tag >> 16, tag & 0xFFFF
-            if element == 0 and group != 0x0002:        # group lengths (retired)
+            if decision is _DROP:                       # group lengths (retired)
                 del ds[tag]
-                continue
-            if group & 1:
+            elif decision is _PRIVATE:
                 self._private(ds, tag, creators)
-                continue
-            if group & 0xFF00 in (OVERLAY_GROUP, CURVE_GROUP) or group == 0:
-                del ds[tag]                             # overlays, curves, command elements
-                self.removed += 1
-                continue
-            row = self.table.row(tag)
-            if row is None and not in_dictionary(tag):  # nobody can vouch for its content
-                del ds[tag]
-                self.removed += 1
-                self.unknown += 1
-                continue
-            self._apply(ds, tag, row, row.action(self.options) if row else None)
+            elif decision is _REMOVE or decision is _UNKNOWN:
+                del ds[tag]                             # overlays, curves, command elements;
+                self.removed += 1                       # not in the dictionary: nobody can
+                self.unknown += decision is _UNKNOWN    # vouch for its content
+            else:
+                self._apply(ds, tag, *decision)
 
     def _apply(self, ds, tag: int, row: Row | None, action: str | None) -> None:
         elem = ds[tag]
@@ -389,6 +385,34 @@ class _Walker:
             return
         del ds[tag]
         self.removed += 1
+
+
+#: What the walker does with a tag before the table's action (see :func:`_decide`).
+_KEEP_PIXELS, _DROP, _PRIVATE, _REMOVE, _UNKNOWN = (object() for _ in range(5))
+
+
+@functools.cache
+def _decisions(options: frozenset[str]) -> dict[int, Any]:
+    """The tags decided so far with ``options`` (the decision depends only on the tag)."""
+    return {}
+
+
+def _decide(table: Table, tag: int, options: frozenset[str]):
+    """What the walker does with ``tag``: one of the markers above, or (row, action) of the
+    table (row ``None`` for a public attribute the table does not list)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if tag == PIXEL_DATA:
+        return _KEEP_PIXELS
+    if element == 0 and group != 0x0002:
+        return _DROP
+    if group & 1:
+        return _PRIVATE
+    if group & 0xFF00 in (OVERLAY_GROUP, CURVE_GROUP) or group == 0:
+        return _REMOVE
+    row = table.row(tag)
+    if row is None and not in_dictionary(tag):
+        return _UNKNOWN
+    return row, row.action(options) if row else None
 
 
 def _private_creators(ds) -> dict[tuple[int, int], str]:
@@ -774,6 +798,8 @@ class Report:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failures: list[tuple[str, MedtoolError]] = field(default_factory=list)
     files: int = 0
+    #: Worker processes used (see ``workers`` of :func:`anonymize`).
+    workers: int = 1
 
     @property
     def refused(self) -> list[str]:
@@ -833,7 +859,7 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | N
 
 def anonymize(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None, *,
               settings: Settings, in_place: bool = False, keep_names: bool = False,
-              workers: int = 1, force: bool = False, shard: tuple[int, int] | None = None,
+              workers: int | None = 1, force: bool = False, shard: tuple[int, int] | None = None,
               progress: bool = False,
               on_error: Callable[[MedtoolError], None] | None = None) -> Report:
     """De-identify every DICOM file under ``inputs`` into ``out`` (or in place).
@@ -841,7 +867,9 @@ def anonymize(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None
     Outputs are named by :data:`LAYOUT` unless ``keep_names`` (or ``in_place``). Non-DICOM
     files and DICOMDIRs found in folders are skipped and counted; a bad file gets one error
     and the others go on. An existing output is that file's error unless ``force``. Nothing
-    is written outside ``out``, symbolic links inside it included.
+    is written outside ``out``, symbolic links inside it included. ``workers``: processes, or
+    ``None`` to let the batch choose (one per core for many files, see
+    :func:`medtool.batch.auto_workers`; the choice is ``Report.workers``).
     """
     planned = take_shard(plan_outputs(inputs, out, in_place=in_place, keep_names=keep_names),
                          shard)
@@ -877,8 +905,9 @@ def anonymize(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None
                 remove_stale_temps(stale / _PENDING_NAME)
         outcome = run_batch(_anonymize_file, jobs, workers=workers, description="anonymizing",
                             progress=progress, on_error=on_error, on_result=arrived,
-                            name=lambda job: str(job.source))
+                            name=lambda job: str(job.source), small=True)
         report.failures.extend(outcome.failures)
+        report.workers = outcome.workers
         _place([r for r in results if r is not None and "temp" in r], force=force,
                failed=failed)
     finally:
@@ -1101,13 +1130,14 @@ class CheckReport:
     checked: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failures: list[tuple[str, MedtoolError]] = field(default_factory=list)
+    workers: int = 1
 
     @property
     def dirty_files(self) -> list[str]:
         return sorted({f["file"] for f in self.findings})
 
 
-def check(inputs: Sequence[str | os.PathLike], *, workers: int = 1,
+def check(inputs: Sequence[str | os.PathLike], *, workers: int | None = 1,
           shard: tuple[int, int] | None = None, progress: bool = False,
           on_error: Callable[[MedtoolError], None] | None = None) -> CheckReport:
     """Scan every DICOM file under ``inputs`` with :func:`check_dataset`."""
@@ -1115,8 +1145,8 @@ def check(inputs: Sequence[str | os.PathLike], *, workers: int = 1,
     from .batch import run_batch
 
     outcome = run_batch(_check_file, files, workers=workers, description="checking",
-                        progress=progress, on_error=on_error)
-    report = CheckReport(failures=outcome.failures)
+                        progress=progress, on_error=on_error, small=True)
+    report = CheckReport(failures=outcome.failures, workers=outcome.workers)
     for result in outcome.results:
         if result is None:
             continue

@@ -19,7 +19,6 @@ the pixel data.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from pathlib import Path
@@ -87,7 +86,7 @@ class RawElement:
         if self.changed:
             return self._value
         if self.VR in STRING_VRS:
-            return _decoded(self.VR, bytes(self.raw))
+            return _decoded_once(self.VR, bytes(self.raw))
         if self.VR in NUMBER_CODES:
             values = _numbers(self.VR, self.raw)
             return None if not values else values[0] if len(values) == 1 else values
@@ -175,10 +174,16 @@ class RawDataset:
     def pieces(self) -> list[bytes | memoryview]:
         """:meth:`encode` in pieces (the pixel data not copied)."""
         out: list[bytes | memoryview] = []
-        for tag in sorted(self._elements):
+        elements = self._elements
+        for tag in sorted(elements):
             if tag & 0xFFFF == 0 and tag >> 16 > 6:      # retired group lengths: never written
                 continue
-            out += _element(self._elements[tag])
+            elem = elements[tag]
+            if elem.changed or elem.VR == "SQ":
+                out += _element(elem)
+            else:                                       # as read: header and value copied
+                _check_kept(elem.VR, elem.raw)
+                out.append(elem.whole)
         return out
 
 
@@ -227,78 +232,82 @@ class RawFile(RawDataset):
 def read(path: str | Path) -> RawFile:
     """The file at ``path`` as a :class:`RawFile`; :class:`Fallback` when pydicom must read it."""
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb", buffering=0) as handle:
             head = handle.read(MAGIC_OFFSET + 4)
             if len(head) < MAGIC_OFFSET + 4 or head[MAGIC_OFFSET:] != MAGIC:
                 raise Fallback("no Part 10 preamble")     # (a large other file is not read)
-            data = bytearray(os.fstat(handle.fileno()).st_size)
-            data[:len(head)] = head
-            if handle.readinto(memoryview(data)[len(head):]) != len(data) - len(head):
-                raise Fallback("the file changed while it was read")
+            handle.seek(0)
+            data = handle.readall()                     # one copy, as bytes
     except OSError as exc:
         raise Fallback(f"cannot read ({exc})") from None
-    view = memoryview(data)
-    meta, at = _parse(view, MAGIC_OFFSET + 4, len(data), group=2)
+    meta, at = _parse(data, MAGIC_OFFSET + 4, len(data), group=2)
     if meta.get(0x00020010) != EXPLICIT_LITTLE:
         raise Fallback("not Explicit VR Little Endian")
-    elements, end = _parse(view, at, len(data))
+    elements, end = _parse(data, at, len(data))
     if end != len(data):
         raise Fallback("data after the data set")
     if any(tag >> 16 == 2 for tag in elements.keys()):
         raise Fallback("file meta elements in the data set")
-    raw = RawFile(elements._elements, meta, bytes(data[:MAGIC_OFFSET]))
+    raw = RawFile(elements._elements, meta, data[:MAGIC_OFFSET])
     _check_pixels(raw)
     return raw
 
 
-def _parse(view: memoryview, at: int, end: int, *, group: int | None = None,
+#: VR code -> VR name of the VRs this path reads.
+_VR_NAMES = {code: code.decode() for code in KNOWN_VRS}
+#: Element headers: tag, VR, 16-bit length (short VRs) or 2 reserved bytes (long VRs).
+_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<I")
+
+
+def _parse(data: bytes, at: int, end: int, *, group: int | None = None,
            item_end: bool = False) -> tuple[RawDataset, int]:
-    """Elements from ``at`` up to ``end`` (or the item delimiter, or the end of ``group``)."""
-    unpack = struct.unpack_from
+    """Elements of the file ``data`` from ``at`` up to ``end`` (or the item delimiter, or the
+    end of ``group``)."""
+    view = memoryview(data)
+    header, long_length = _HEADER.unpack_from, _LONG_LENGTH.unpack_from
     elements: dict[int, RawElement] = {}
     previous = -1
     while at < end:
         if at + 8 > end:
             raise Fallback("truncated element header")
-        first, second = unpack("<HH", view, at)
+        first, second, code, length = header(data, at)
         tag, start = first << 16 | second, at
         if group is not None and first != group:
             break
         if item_end and tag == ITEM_END:
-            if unpack("<I", view, at + 4)[0] != 0:
+            if long_length(data, at + 4)[0] != 0:
                 raise Fallback("item delimiter with a length")
             return RawDataset(elements, undefined=True), at + 8
         if first == 0xFFFE or tag <= previous:
             raise Fallback(f"tag {tag:08X} out of place")
         previous = tag
-        code = bytes(view[at + 4:at + 6])
-        if code not in KNOWN_VRS:
+        vr = _VR_NAMES.get(code)
+        if vr is None:
             raise Fallback(f"VR {code!r}")
-        vr = code.decode()
         if code in LONG_VRS:
             if at + 12 > end:
                 raise Fallback("truncated element header")
-            if view[at + 6] or view[at + 7]:
+            if length:
                 raise Fallback("reserved bytes that are not zero")   # pydicom writes zeros
-            length, at = unpack("<I", view, at + 8)[0], at + 12
+            length, at = long_length(data, at + 8)[0], at + 12
         else:
-            length, at = unpack("<H", view, at + 6)[0], at + 8
+            at += 8
         if vr == "SQ":
-            items, at = _sequence(view, at, end, length)
+            items, at = _sequence(data, at, end, length)
             elements[tag] = RawElement(tag, vr, None, items=items,
                                        undefined=length == UNDEFINED_LENGTH)
             continue
         if length == UNDEFINED_LENGTH or length % 2 or at + length > end:
             raise Fallback(f"({first:04X},{second:04X}) has length {length}")
-        elements[tag] = RawElement(tag, vr, view[at:at + length],
-                                   whole=view[start:at + length])
+        elements[tag] = RawElement(tag, vr, view[at:at + length], whole=view[start:at + length])
         at += length
     if item_end:
         raise Fallback("item without its delimiter")
     return RawDataset(elements), at
 
 
-def _sequence(view: memoryview, at: int, end: int, length: int) -> tuple[list[RawDataset], int]:
+def _sequence(data: bytes, at: int, end: int, length: int) -> tuple[list[RawDataset], int]:
     """The items of a sequence whose value starts at ``at``; where the sequence ends."""
     unpack = struct.unpack_from
     stop = end if length == UNDEFINED_LENGTH else at + length
@@ -308,7 +317,7 @@ def _sequence(view: memoryview, at: int, end: int, length: int) -> tuple[list[Ra
     while at < stop:
         if at + 8 > stop:
             raise Fallback("truncated item header")
-        first, second, size = unpack("<HHI", view, at)
+        first, second, size = unpack("<HHI", data, at)
         tag = first << 16 | second
         at += 8
         if tag == SEQUENCE_END and length == UNDEFINED_LENGTH:
@@ -318,11 +327,11 @@ def _sequence(view: memoryview, at: int, end: int, length: int) -> tuple[list[Ra
         if tag != ITEM:
             raise Fallback(f"tag {tag:08X} inside a sequence")
         if size == UNDEFINED_LENGTH:
-            item, at = _parse(view, at, stop, item_end=True)
+            item, at = _parse(data, at, stop, item_end=True)
         else:
             if at + size > stop:
                 raise Fallback("item longer than its sequence")
-            item, done = _parse(view, at, at + size)
+            item, done = _parse(data, at, at + size)
             if done != at + size:
                 raise Fallback("item content does not fill it")
             at += size
@@ -354,6 +363,28 @@ def _check_pixels(raw: RawFile) -> None:
 
 
 # -- values -----------------------------------------------------------------------------------
+
+
+#: Most values repeat from file to file of a series: string values decoded and values checked
+#: (``(vr, raw)`` keys) are remembered, up to this many of each (then forgotten and begun again),
+#: values up to :data:`MEMO_VALUE_BYTES` long.
+MEMO_SIZE = 65536
+MEMO_VALUE_BYTES = 256
+_DECODED: dict[tuple[str, bytes], str | list[str]] = {}
+_KEPT: set[tuple[str, bytes]] = set()
+
+
+def _decoded_once(vr: str, raw: bytes) -> str | list[str]:
+    """:func:`_decoded`, remembered (a list is copied: the caller may change it)."""
+    if len(raw) > MEMO_VALUE_BYTES:
+        return _decoded(vr, raw)
+    key = (vr, raw)
+    found = _DECODED.get(key)
+    if found is None:
+        if len(_DECODED) >= MEMO_SIZE:
+            _DECODED.clear()
+        found = _DECODED[key] = _decoded(vr, raw)
+    return list(found) if isinstance(found, list) else found
 
 
 def _decoded(vr: str, raw: bytes) -> str | list[str]:
@@ -393,6 +424,20 @@ def _check_kept(vr: str, raw: bytes | memoryview) -> None:
     if vr not in STRING_VRS:
         return                                          # OB, OW, ...: written as read
     value = bytes(raw)
+    if len(value) > MEMO_VALUE_BYTES:
+        _check_kept_text(vr, value)
+        return
+    key = (vr, value)
+    if key in _KEPT:
+        return
+    _check_kept_text(vr, value)
+    if len(_KEPT) >= MEMO_SIZE:
+        _KEPT.clear()
+    _KEPT.add(key)
+
+
+def _check_kept_text(vr: str, value: bytes) -> None:
+    """:func:`_check_kept` of a string value."""
     pad = b"\0" if vr == "UI" else b" "
     stripped = value.rstrip() if vr == "UR" else value.rstrip(b" \0")
     if value != stripped + (pad if len(stripped) % 2 else b""):
@@ -430,7 +475,8 @@ def _encode(vr: str, value: Any) -> bytes:
 
 
 def _element(elem: RawElement) -> list[bytes | memoryview]:
-    """The encoded element (header and value), as a list of pieces."""
+    """A sequence or a changed element encoded (header and value), as a list of pieces (kept
+    elements are copied as read by :meth:`RawDataset.pieces`)."""
     tag = struct.pack("<HH", elem.tag >> 16, elem.tag & 0xFFFF)
     code = elem.VR.encode()
     if elem.VR == "SQ":
@@ -445,9 +491,6 @@ def _element(elem: RawElement) -> list[bytes | memoryview]:
             return [tag, code, b"\0\0", struct.pack("<I", UNDEFINED_LENGTH), *body,
                     _delimiter(SEQUENCE_END, 0)]
         return [tag, code, b"\0\0", struct.pack("<I", sum(len(b) for b in body)), *body]
-    if not elem.changed:                                # as read: header and value copied
-        _check_kept(elem.VR, elem.raw)
-        return [elem.whole]
     value = _encode(elem.VR, elem._value)
     if code in LONG_VRS:
         return [tag, code, b"\0\0", struct.pack("<I", len(value)), value]

@@ -58,3 +58,46 @@ def test_ctrl_c_stops_the_batch():
 
     with pytest.raises(KeyboardInterrupt):
         run_batch(interrupt, [1, 2], progress=False)
+
+
+def pid_and_half(value):
+    import os
+
+    if value == 100:
+        raise InputError("a hundred is bad")
+    return os.getpid(), value / 2
+
+
+def test_small_items_go_in_chunks_and_keep_their_order_and_errors(monkeypatch):
+    """Small items are sent in chunks (fewer messages than items); each result still lands at
+    its index, and one bad item in a chunk fails alone."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from medtool import batch
+
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)  # two workers on any machine
+    sent = []
+    submit = ProcessPoolExecutor.submit
+    monkeypatch.setattr(ProcessPoolExecutor, "submit",
+                        lambda self, fn, *args: sent.append(args) or submit(self, fn, *args))
+    items = list(range(300))
+    outcome = run_batch(pid_and_half, items, workers=2, progress=False, small=True,
+                        name=lambda v: f"item{v}")
+    size = 300 // (2 * batch.CHUNKS_PER_WORKER)              # 18 items a chunk
+    assert len(sent) == -(-300 // size) and all(len(chunk) <= size for _, chunk in sent)
+    assert [r[1] if r else None for r in outcome.results] == [
+        None if v == 100 else v / 2 for v in items]
+    assert [name for name, _ in outcome.failures] == ["item100"]
+    assert outcome.workers == 2 and len({r[0] for r in outcome.results if r}) <= 2
+
+
+def test_a_batch_left_to_choose_runs_on_every_core_only_for_many_small_items(monkeypatch):
+    from medtool import batch
+
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 4)
+    assert batch.auto_workers(batch.AUTO_PARALLEL_ITEMS - 1) == 1
+    assert batch.auto_workers(batch.AUTO_PARALLEL_ITEMS) == 4
+    few = run_batch(half, [0, 1, 2], workers=None, progress=False, small=True)
+    assert few.workers == 1 and few.results == [0.0, 0.5, 1.0]
+    heavy = run_batch(half, list(range(6)) * 20, workers=None, progress=False)
+    assert heavy.workers == 1                           # not small: one process unless asked

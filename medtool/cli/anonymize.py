@@ -100,9 +100,11 @@ def register(app: typer.Typer) -> None:
         from .. import anonymize as core
         from ..errors import UsageError
 
-        if check:
-            report = core.check(paths, workers=opts.workers, shard=opts.shard,
+        workers = opts.workers if "workers" in opts.given else None     # None: one per core
+        if check:                                                       # for many files
+            report = core.check(paths, workers=workers, shard=opts.shard,
                                 progress=opts.show_progress, on_error=opts.report)
+            _report_workers(report.workers, chosen=workers is None, opts=opts)
             return _report_check(report, json=json, opts=opts)
         if in_place and keep_names:
             raise UsageError("--keep-names goes with an output folder; --in-place keeps the "
@@ -140,9 +142,10 @@ def register(app: typer.Typer) -> None:
         if write_map is not None and write_map.exists() and not opts.force:
             raise UsageError(f"{write_map} exists already", hint="pass --force to overwrite it")
         report = core.anonymize(inputs, out, settings=settings, in_place=in_place,
-                                keep_names=keep_names, workers=opts.workers, force=opts.force,
+                                keep_names=keep_names, workers=workers, force=opts.force,
                                 shard=opts.shard, progress=opts.show_progress,
                                 on_error=opts.report)
+        _report_workers(report.workers, chosen=workers is None, opts=opts)
         if write_map is not None and report.written:
             rows = core.write_map(write_map, report, force=opts.force)
             if not opts.quiet:
@@ -180,6 +183,13 @@ def _report_written(report, *, json: bool, opts: common.Options, out) -> int:
         common.stderr.print(f"[bold red]refused {len(report.refused)} file(s) with burned-in "
                             "annotation[/bold red] (--allow-burned-in writes them)", highlight=False)
     return common.report_failures(report.failures, report.files)
+
+
+def _report_workers(workers: int, *, chosen: bool, opts: common.Options) -> None:
+    """Say so when the batch chose to run on several processes."""
+    if chosen and workers > 1 and not opts.quiet:
+        common.stderr.print(f"note: {workers} worker processes (one per core, for this many "
+                            "files); --workers N to choose", highlight=False, markup=False)
 
 
 def _report_check(report, *, json: bool, opts: common.Options) -> int:

@@ -46,6 +46,8 @@ class Options:
     verbose: bool = False
     debug: bool = False
     argv: list[str] = field(default_factory=list)
+    #: The shared options given on the command line (the others hold their defaults).
+    given: frozenset[str] = frozenset()
 
     def step(self, **details: Any) -> dict[str, Any]:
         """The history entry for this run (see :func:`medtool.provenance.step`)."""
@@ -147,8 +149,10 @@ def command(app: typer.Typer, name: str, *, shared: Sequence[str] = (), **settin
         @functools.wraps(fn)
         def run(**kwargs: Any) -> None:
             values = {n: kwargs.pop(n) for n in names}
-            argv = kwargs.pop(_CONTEXT).meta.get("argv", [])
-            code = execute(lambda opts: fn(**kwargs, opts=opts), values, argv)
+            context = kwargs.pop(_CONTEXT)
+            given = frozenset(n for n in names if _given(context, n))
+            code = execute(lambda opts: fn(**kwargs, opts=opts), values,
+                           context.meta.get("argv", []), given=given)
             raise typer.Exit(code)
 
         run.__signature__ = signature.replace(parameters=[*own, *extra])
@@ -270,11 +274,18 @@ class HelpCommand(TyperCommand):
         return pieces
 
 
-def execute(body: Callable[[Options], int | None], values: dict[str, Any], argv: list[str]) -> int:
+def _given(context: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given (command line or environment), not defaulted."""
+    source = context.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def execute(body: Callable[[Options], int | None], values: dict[str, Any], argv: list[str], *,
+            given: frozenset[str] = frozenset()) -> int:
     """Build :class:`Options` from ``values``, run ``body`` and map errors to exit codes."""
     debug = bool(values.get("debug"))
     with _terminate_cleanly(), _warnings_to_log(debug):
-        return _execute(body, values, argv, debug)
+        return _execute(body, values, argv, debug, given)
 
 
 @contextlib.contextmanager
@@ -317,9 +328,11 @@ def _terminate_cleanly():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _execute(body, values: dict[str, Any], argv: list[str], debug: bool) -> int:
+def _execute(body, values: dict[str, Any], argv: list[str], debug: bool,
+             given: frozenset[str]) -> int:
     try:
-        opts = Options(argv=list(argv), **{k: v for k, v in values.items() if k != "shard"})
+        opts = Options(argv=list(argv), given=given,
+                       **{k: v for k, v in values.items() if k != "shard"})
         if values.get("shard") is not None:
             opts.shard = parse_shard(values["shard"])
         configure_logging(opts)

@@ -156,3 +156,28 @@ def test_help_paragraphs_wrap_cleanly_at_80_columns(runner, monkeypatch):
     for line, following in zip(lines[:examples], lines[1:examples]):
         if line and following:                       # a line inside a paragraph fills the width
             assert len(line) > 60, f"short line inside a paragraph: {line!r}"
+
+
+def test_many_files_run_on_every_core_unless_workers_is_given(cli, tmp_path, monkeypatch):
+    """Left to choose, a batch of many files runs one process per core and says so; a given
+    --workers (even 1) is obeyed silently. The outputs are the same either way."""
+    from pydicom.data import get_testdata_file
+
+    from medtool import batch
+
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
+    source = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for k in range(batch.AUTO_PARALLEL_ITEMS):
+        (inputs / f"slice{k:03d}.dcm").write_bytes(source)
+    chosen = cli("anonymize", inputs, tmp_path / "auto", "--salt", "s")
+    assert chosen.exit_code == 0, chosen.stderr
+    assert "note: 2 worker processes (one per core" in chosen.stderr
+    given = cli("anonymize", inputs, tmp_path / "one", "--salt", "s", "--workers", "1")
+    assert given.exit_code == 0 and "worker processes" not in given.stderr
+    names = lambda root: sorted(p.relative_to(root) for p in root.rglob("*.dcm"))  # noqa: E731
+    assert len(names(tmp_path / "auto")) == batch.AUTO_PARALLEL_ITEMS
+    assert names(tmp_path / "auto") == names(tmp_path / "one")
+    assert all((tmp_path / "auto" / n).read_bytes() == (tmp_path / "one" / n).read_bytes()
+               for n in names(tmp_path / "one"))
