@@ -67,13 +67,18 @@ class RawElement:
 
     __slots__ = ("tag", "VR", "raw", "items", "undefined", "_value", "changed", "whole")
 
-    def __init__(self, tag: int, vr: str, raw: bytes | memoryview | None, *,
-                 items: list["RawDataset"] | None = None, undefined: bool = False,
-                 whole: memoryview | None = None) -> None:
-        self.tag, self.VR, self.raw, self.items, self.undefined = tag, vr, raw, items, undefined
+    def __init__(self, tag: int, vr: str, raw: bytes | memoryview | None,
+                 whole: memoryview | None = None, items: list["RawDataset"] | None = None,
+                 undefined: bool = False) -> None:
+        # (positional: one is made per element read, and keywords cost a third of the call)
+        self.tag = tag
+        self.VR = vr
+        self.raw = raw
+        self.whole = whole              # header and value as read (written as is when kept)
+        self.items = items
+        self.undefined = undefined
         self._value: Any = None
         self.changed = False
-        self.whole = whole              # header and value as read (written as is when kept)
 
     @property
     def keyword(self) -> str:
@@ -154,7 +159,7 @@ class RawDataset:
             vr = entry[0] if entry else ""
             if vr.encode() not in KNOWN_VRS:
                 raise Fallback(f"new {name} has VR {vr!r}")
-            elem = self._elements[tag] = RawElement(tag, vr, None, items=[] if vr == "SQ" else None)
+            elem = self._elements[tag] = RawElement(tag, vr, None, None, [] if vr == "SQ" else None)
         elem.value = value
 
     @staticmethod
@@ -295,12 +300,11 @@ def _parse(data: bytes, at: int, end: int, *, group: int | None = None,
             at += 8
         if vr == "SQ":
             items, at = _sequence(data, at, end, length)
-            elements[tag] = RawElement(tag, vr, None, items=items,
-                                       undefined=length == UNDEFINED_LENGTH)
+            elements[tag] = RawElement(tag, vr, None, None, items, length == UNDEFINED_LENGTH)
             continue
         if length == UNDEFINED_LENGTH or length % 2 or at + length > end:
             raise Fallback(f"({first:04X},{second:04X}) has length {length}")
-        elements[tag] = RawElement(tag, vr, view[at:at + length], whole=view[start:at + length])
+        elements[tag] = RawElement(tag, vr, view[at:at + length], view[start:at + length])
         at += length
     if item_end:
         raise Fallback("item without its delimiter")

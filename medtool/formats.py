@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -379,10 +380,41 @@ def _medtool_extension(image) -> dict[str, Any] | None:
     return None
 
 
+def _nifti_texts(volume: Volume) -> tuple[bytes, bytes]:
+    """The ``descrip`` field and the JSON header extension of ``volume``'s NIfTI file."""
+    descrip = f"medtool {volume.meta.get('units', '')}".strip().encode()[:79]
+    return descrip, _dumps(_header(volume)).encode("utf-8")
+
+
+def writes_slabs(path: str | os.PathLike, dtype: np.dtype) -> bool:
+    """Whether :func:`save_volume_slabs` can write ``path`` with voxels of ``dtype``."""
+    from .nifti import DATATYPES
+
+    dtype = np.dtype(dtype)
+    return (Path(path).name.lower().endswith(".nii") and dtype in DATATYPES
+            and dtype.byteorder != ">" and sys.byteorder == "little")
+
+
+def save_volume_slabs(volume: Volume, path: str | os.PathLike, slabs: Iterable[np.ndarray], *,
+                      force: bool = False) -> None:
+    """Save ``volume`` (a ``.nii``: see :func:`writes_slabs`) whose voxels come as ``slabs``
+    (consecutive runs of slices, written as they come: no whole array in memory, one copy);
+    header and extension are ``volume``'s, its array's values are not read. Atomic."""
+    from .nifti import write_nii_slabs
+
+    path = Path(path)
+    if not writes_slabs(path, volume.array.dtype):
+        raise ValueError(f"cannot write {path.name} with {volume.array.dtype} voxels in slabs")
+    _, affine = to_nifti(volume)
+    descrip, extension = _nifti_texts(volume)
+    with atomic_output(path, force=force) as temp:
+        write_nii_slabs(temp, volume.shape, volume.array.dtype, affine, slabs, descrip=descrip,
+                        extension_code=NIFTI_ECODE_COMMENT, extension=extension)
+
+
 def _save_nifti(volume: Volume, path: Path, *, force: bool) -> None:
     data, affine = to_nifti(volume)
-    descrip = f"medtool {volume.meta.get('units', '')}".strip().encode()[:79]
-    extension = _dumps(_header(volume)).encode("utf-8")
+    descrip, extension = _nifti_texts(volume)
     if not path.name.lower().endswith(".nii.gz"):
         from .nifti import write_nii                 # nibabel's bytes, without nibabel
 

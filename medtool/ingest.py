@@ -23,7 +23,8 @@ import numpy as np
 from .errors import InputError, MedtoolError, UsageError, check_choice
 from .files import find_files, take_shard, volume_suffix
 from .tables import upsert_csv
-from .series import Notice, ScanResult, Stack, assemble, plan, scan
+from .series import (Notice, ScanResult, Stack, assemble, plan, planned_volume, read_slabs,
+                     scan)
 
 #: Output formats of ``dicom2npy`` (``--format``).
 FORMATS = ("npy", "npz", "nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "mhd")
@@ -345,8 +346,22 @@ def _writable(jobs: list[_Job], *, force: bool, report: Report, on_error,
 
 
 def _write(job: _Job) -> dict[str, Any]:
-    from .formats import save_volume
+    from .formats import save_volume, save_volume_slabs, writes_slabs
 
+    planned = planned_volume(job.stack) if job.hu is None else None
+    if planned is not None and writes_slabs(job.path, planned.array.dtype):
+        planned.history.append({**job.step, "source": job.stack.case})
+        lows, highs = [], []
+
+        def slabs():                                    # read and written a few at a time
+            for slab in read_slabs(job.stack):
+                lows.append(slab.min().item())
+                highs.append(slab.max().item())
+                yield slab
+
+        save_volume_slabs(planned, job.path, slabs(), force=job.force)
+        return written_row(planned, job.path, series=job.stack.name, files=job.stack.files,
+                           value_range=(min(lows), max(highs)))
     volume = assemble(job.stack, workers=job.workers, progress=job.progress)
     if job.hu is not None:
         try:
@@ -359,13 +374,16 @@ def _write(job: _Job) -> dict[str, Any]:
     return written_row(volume, job.path, series=job.stack.name, files=job.stack.files)
 
 
-def written_row(volume, path: Path, *, series: str, files: int) -> dict[str, Any]:
-    """The row a command prints (and ``--json`` gives) for one written volume."""
+def written_row(volume, path: Path, *, series: str, files: int,
+                value_range: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """The row a command prints (and ``--json`` gives) for one written volume (``value_range``:
+    its values' (min, max), when its array does not hold them)."""
+    low, high = value_range or (np.min(volume.array).item(), np.max(volume.array).item())
     return {"output": str(path), "series": series, "shape": list(volume.shape),
             "spacing": [round(s, 6) for s in volume.spacing], "files": files,
             "dtype": str(volume.array.dtype), "units": volume.units,
             "modality": volume.meta.get("modality"), "orientation": volume.orientation,
-            "range": [np.min(volume.array).item(), np.max(volume.array).item()]}
+            "range": [low, high]}
 
 
 def convert_hu(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *,

@@ -11,7 +11,7 @@ then the voxels with one write from the array. Reading NIfTI stays with nibabel.
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
+from typing import BinaryIO, Iterable
 
 import numpy as np
 
@@ -103,9 +103,39 @@ def write_nii(path: str | os.PathLike | BinaryIO, array: np.ndarray, affine: np.
     if voxels.dtype == bool:
         voxels = voxels.view(np.uint8)
     voxels = voxels.astype(voxels.dtype.newbyteorder("<"), copy=False)
-    block = extension_block(extension_code, extension)
-    hdr = header(voxels.shape[::-1], voxels.dtype, affine, descrip=descrip,
-                 extension_bytes=len(block))
+    prefix = _prefix(voxels.shape, voxels.dtype, affine, descrip=descrip,
+                     extension_code=extension_code, extension=extension)
     with open(path, "wb") as handle:
-        handle.write(hdr.tobytes() + b"\x01\0\0\0" + block)
+        handle.write(prefix)
         voxels.tofile(handle)
+
+
+def write_nii_slabs(path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype,
+                    affine: np.ndarray, slabs: Iterable[np.ndarray], *, descrip: bytes,
+                    extension_code: int, extension: bytes) -> None:
+    """Write a ``.nii`` as :func:`write_nii` would for an array of ``shape`` and ``dtype``
+    (medtool order, little-endian numbers) given as ``slabs``: consecutive runs of slices
+    along its first axis, each written as it comes (a reader may reuse one buffer for all)."""
+    dtype = np.dtype(dtype)
+    if dtype not in DATATYPES or dtype.byteorder == ">":
+        raise ValueError(f"write_nii_slabs writes little-endian numbers, not {dtype}")
+    prefix = _prefix(shape, dtype, affine, descrip=descrip, extension_code=extension_code,
+                     extension=extension)
+    written = 0
+    with open(path, "wb") as handle:
+        handle.write(prefix)
+        for slab in slabs:
+            if slab.dtype != dtype or slab.shape[1:] != tuple(shape[1:]):
+                raise ValueError(f"a slab of {slab.shape} {slab.dtype} in a {shape} {dtype} file")
+            handle.write(memoryview(np.ascontiguousarray(slab)).cast("B"))
+            written += len(slab)
+    if written != shape[0]:
+        raise ValueError(f"{written} slices written of {shape[0]}")
+
+
+def _prefix(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray, *, descrip: bytes,
+            extension_code: int, extension: bytes) -> bytes:
+    """The header, extension flag and extension block before the voxels (medtool ``shape``)."""
+    block = extension_block(extension_code, extension)
+    hdr = header(tuple(shape)[::-1], dtype, affine, descrip=descrip, extension_bytes=len(block))
+    return hdr.tobytes() + b"\x01\0\0\0" + block

@@ -18,7 +18,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from medtool import dicom, dicomfast
 from medtool.errors import MedtoolError
-from medtool.series import assemble, plan, scan
+from medtool.series import assemble, plan, planned_volume, read_slabs, scan
 
 from .dicom_fixtures import write_series
 from .test_corpus import corpus_files
@@ -68,6 +68,11 @@ def test_corpus_volumes_agree(tmp_path):
             reference = assemble(dataclasses.replace(stack, frames=slow_frames))
             assert volume.array.dtype == reference.array.dtype
             np.testing.assert_array_equal(volume.array, reference.array)
+            if planned_volume(stack) is not None:       # what dicom2npy streams to a .nii
+                slabs = [s.copy() for s in read_slabs(stack, slices=3)]
+                assert all(len(s) <= 3 for s in slabs)
+                np.testing.assert_array_equal(np.concatenate(slabs), volume.array)
+                assert planned_volume(stack).array.dtype == volume.array.dtype
 
 
 def test_phantom_series_agree(phantom_dir):

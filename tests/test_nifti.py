@@ -48,3 +48,33 @@ def test_2d_image_bytes_are_nibabels(tmp_path):
     ours = save_volume(volume, tmp_path / "ours.nii")
     theirs = save_volume(volume, tmp_path / "theirs.nii.gz")
     assert ours.read_bytes() == gzip.decompress(theirs.read_bytes())
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "float32", "float64"])
+def test_a_volume_written_in_slabs_is_the_file_written_whole(tmp_path, dtype):
+    """save_volume_slabs (voxels as they are read, a few slices at a time, one buffer reused)
+    writes the same bytes as save_volume of the whole array; a wrong slab is refused and
+    leaves nothing behind."""
+    from medtool.formats import save_volume_slabs, writes_slabs
+
+    volume = Volume(np.repeat(ARRAYS[dtype], 3, axis=0), spacing=(2.0, 0.7, 0.3),
+                    origin=(1.5, -3.0, 7.25), meta={"units": "raw"},
+                    direction=DIRECTIONS["oblique"])
+    whole = save_volume(volume, tmp_path / "whole.nii")
+    stand_in = Volume(np.broadcast_to(np.zeros((), volume.array.dtype), volume.shape),
+                      volume.spacing, volume.origin, volume.direction, volume.meta)
+    assert writes_slabs(tmp_path / "slabs.nii", volume.array.dtype)
+    assert not writes_slabs(tmp_path / "slabs.nii.gz", volume.array.dtype)
+    buffer = np.empty((2, *volume.shape[1:]), volume.array.dtype)
+
+    def slabs():                                        # 2, 2, ..., then the rest
+        for start in range(0, volume.shape[0], 2):
+            part = volume.array[start:start + 2]
+            buffer[:len(part)] = part
+            yield buffer[:len(part)]
+
+    save_volume_slabs(stand_in, tmp_path / "slabs.nii", slabs())
+    assert (tmp_path / "slabs.nii").read_bytes() == whole.read_bytes()
+    with pytest.raises(ValueError, match="slices written"):
+        save_volume_slabs(stand_in, tmp_path / "short.nii", iter([volume.array[:1]]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slabs.nii", "whole.nii"]
