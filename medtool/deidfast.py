@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import dicomdict
-from .dicomfast import (ITEM, ITEM_END, LONG_VRS, MAGIC, MAGIC_OFFSET, NUMBER_FORMATS, PIXEL_DATA,
-                        SEQUENCE_END, TEXT_VRS, UNDEFINED_LENGTH)
+from .dicomfast import (EXPLICIT_HEADER, ITEM, ITEM_END, LONG_VRS, MAGIC, MAGIC_OFFSET,
+                        NUMBER_FORMATS, PIXEL_DATA, SEQUENCE_END, TEXT_VRS, UNDEFINED_LENGTH,
+                        VR_NAMES)
 from .dicomfast import KNOWN_VRS as HEADER_VRS
 
 #: The one transfer syntax of this path.
@@ -259,9 +260,8 @@ def read(path: str | Path) -> RawFile:
 
 
 #: VR code -> VR name of the VRs this path reads.
-_VR_NAMES = {code: code.decode() for code in KNOWN_VRS}
-#: Element headers: tag, VR, 16-bit length (short VRs) or 2 reserved bytes (long VRs).
-_HEADER = struct.Struct("<HH2sH")
+_VR_NAMES = {code: name for code, name in VR_NAMES.items() if code in KNOWN_VRS}
+#: The 32-bit length of a long VR (after dicomfast's EXPLICIT_HEADER).
 _LONG_LENGTH = struct.Struct("<I")
 
 
@@ -270,7 +270,7 @@ def _parse(data: bytes, at: int, end: int, *, group: int | None = None,
     """Elements of the file ``data`` from ``at`` up to ``end`` (or the item delimiter, or the
     end of ``group``)."""
     view = memoryview(data)
-    header, long_length = _HEADER.unpack_from, _LONG_LENGTH.unpack_from
+    header, long_length = EXPLICIT_HEADER.unpack_from, _LONG_LENGTH.unpack_from
     elements: dict[int, RawElement] = {}
     previous = -1
     while at < end:

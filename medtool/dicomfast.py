@@ -188,11 +188,13 @@ class Header:
 
     def get(self, key, default: Any = None) -> Any:
         tag = _tag(key)
+        cache = self._cache
+        if tag in cache:
+            return cache[tag]
         if tag not in self._elements:
             return default
-        if tag not in self._cache:
-            self._cache[tag] = self._convert(tag)
-        return self._cache[tag]
+        value = cache[tag] = self._convert(tag)
+        return value
 
     def __getitem__(self, key) -> Element:
         tag = _tag(key)
@@ -225,12 +227,12 @@ class Header:
 
 
 def _tag(key) -> int:
+    entry = TAGS.get(key)                               # (a keyword: the common call)
+    if entry is not None:
+        return entry[0]
     if isinstance(key, int):
         return key
-    try:
-        return TAGS[key][0]
-    except KeyError:
-        raise Fallback(f"{key} is not read by the fast path") from None
+    raise Fallback(f"{key} is not read by the fast path")
 
 
 def convert(raw: bytes, vr: str) -> Any:
@@ -346,11 +348,16 @@ def _walk(buffer: bytes, at: int, elements: dict | None, *, implicit: bool, top:
     walk ends after the pixel data; elements are recorded in ``elements`` as
     ``tag -> (VR, length, value offset)``.
     """
-    unpack, previous = struct.unpack_from, -1
+    unpack, previous, size = struct.unpack_from, -1, len(buffer)
+    explicit_header, implicit_header = EXPLICIT_HEADER.unpack_from, _IMPLICIT_HEADER.unpack_from
     while True:
-        if len(buffer) < at + 8:
+        if size < at + 8:
             raise _NeedMore
-        first, second = unpack("<HH", buffer, at)
+        if implicit:
+            first, second, length = implicit_header(buffer, at)
+            code = b""
+        else:                                           # tag, VR and a 16-bit length at once
+            first, second, code, length = explicit_header(buffer, at)
         tag = first << 16 | second
         if group is not None and first != group:
             return at
@@ -360,19 +367,17 @@ def _walk(buffer: bytes, at: int, elements: dict | None, *, implicit: bool, top:
             raise Fallback(f"unexpected tag {tag:08X}")
         previous = tag
         if implicit:
-            vr = _IMPLICIT_VRS.get(tag, "")
-            length, header = unpack("<I", buffer, at + 4)[0], 8
+            vr, header = _IMPLICIT_VRS.get(tag, ""), 8
         else:
-            code = buffer[at + 4:at + 6]
-            if code not in KNOWN_VRS:
+            vr = VR_NAMES.get(code)
+            if vr is None:
                 raise Fallback(f"VR {code!r}")
-            vr = code.decode()
             if code in LONG_VRS:
-                if len(buffer) < at + 12:
+                if size < at + 12:
                     raise _NeedMore
                 length, header = unpack("<I", buffer, at + 8)[0], 12
             else:
-                length, header = unpack("<H", buffer, at + 6)[0], 8
+                header = 8
         tell = at + header
         if length == UNDEFINED_LENGTH:
             if tag == PIXEL_DATA or (not implicit and vr != "SQ"):
@@ -392,6 +397,14 @@ def _walk(buffer: bytes, at: int, elements: dict | None, *, implicit: bool, top:
         if len(buffer) < tell + length:
             raise _NeedMore
         at = tell + length
+
+
+#: Element headers: explicit VR (tag, VR, 16-bit length; for long VRs the reserved bytes) and
+#: implicit VR (tag, 32-bit length).
+EXPLICIT_HEADER = struct.Struct("<HH2sH")
+_IMPLICIT_HEADER = struct.Struct("<HHI")
+#: VR code -> VR name.
+VR_NAMES = {code: code.decode() for code in KNOWN_VRS}
 
 
 def _skip_sequence(buffer: bytes, at: int, *, implicit: bool) -> int:
