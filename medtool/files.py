@@ -192,10 +192,15 @@ def check_inside(path: str | os.PathLike, root: str | os.PathLike) -> None:
 
 @functools.cache
 def _host() -> str:
-    """This machine's name as it appears in temporary file names."""
-    import socket
+    """This machine's name as it appears in temporary file names (``gethostname``; read from
+    ``uname`` where there is one, which spares importing socket)."""
+    if hasattr(os, "uname"):
+        name = os.uname().nodename
+    else:
+        import socket
 
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+        name = socket.gethostname()
+    return re.sub(r"[^A-Za-z0-9-]", "-", name) or "host"
 
 
 def _temp_prefix(path: Path) -> str:
