@@ -125,7 +125,8 @@ def upsert_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[d
 
     Several processes may update one index at once (``make -j`` converting case by case into
     one folder): an exclusive lock on the folder itself orders them (no lock file is left),
-    and the file is rewritten atomically. Rows are kept sorted by ``key``.
+    and the file is rewritten atomically, unless it holds these rows already (a rerun: a
+    rename over a file makes ext4 write it out at once). Rows are kept sorted by ``key``.
     """
     import fcntl
 
@@ -142,7 +143,9 @@ def upsert_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[d
                     kept = {row[key]: row for row in existing.rows}
             for row in rows:
                 kept[str(row[key])] = row
-            write_csv(path, columns, [kept[k] for k in sorted(kept)], force=True)
+            text = format_csv(columns, [kept[k] for k in sorted(kept)])
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                atomic_write_text(path, text, force=True)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     finally:
