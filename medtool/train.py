@@ -52,6 +52,11 @@ LAYOUT_WARMUP, LAYOUT_STEPS = 1, 3
 PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.5, 5
 #: Momentum of SGD (nnU-Net's, with Nesterov).
 SGD_MOMENTUM = 0.99
+#: Under ``--max-minutes`` with ``--val-every`` not given, validation is paced to take at most
+#: this share of the time: its cost is measured at the first validation and the interval
+#: lengthened to match (never shortened below the planned one); the last epoch before the time
+#: limit is always validated (:func:`paced_val_every`).
+VAL_TIME_SHARE = 0.15
 
 
 #: ``steps_per_epoch`` meaning one pass over the training cases (decided once they are known),
@@ -340,6 +345,11 @@ class _Run:
     rows: list[EpochRow] = field(default_factory=list)
     stopped: str = "epochs"
     tracking: Any = None        # the trackers of --log (medtool.tracking.Tracking; rank 0)
+    paced: bool = False         # validation paced by time (see VAL_TIME_SHARE)
+    val_floor: int = 1          # the planned interval, which pacing never shortens
+    val_seconds: float | None = None    # the last validation's duration
+    last_val: int = -1          # the last validated epoch
+    epoch_end: float = 0.0      # when the last epoch ended (time.monotonic)
 
 
 def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: int = 1,
@@ -376,6 +386,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     spec = task.model_spec()
     run, layout_note = _build(task, config, spec, device=device, resume=resume, checkpoint=checkpoint,
                               dist_info=dist_info)
+    run.paced, run.val_floor = paces_validation(config), config.val_every
+    run.last_val = run.start_epoch - 1
     samples = config.steps_per_epoch * config.batch_size * dist_info.world
     dataset, sampler, loader = _loader(task, config, samples, device=device, workers=workers, dist_info=dist_info)
     columns = ["epoch", "train_loss", "lr", "seconds", "samples_per_s", "data_wait",
@@ -388,6 +400,10 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     _say_plan(task, out, say, write=dist_info.main)
     if layout_note:
         say(layout_note)
+    if run.paced:
+        say(f"validation paced by time: at most {VAL_TIME_SHARE:.0%} of the {config.max_minutes:g} "
+            f"min (interval set from the first validation's cost, at least {config.val_every} "
+            "epoch(s)); the last epoch before the limit is validated (--val-every to fix it)")
     tracked = _tracking_place(out, tracking_root, checkpoint if resume else None)
     payload_base = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
                     "medtool_version": __version__, "task": task.name, "model": spec,
@@ -395,7 +411,7 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
                     "tracking": {"root": os.path.relpath(tracked[0], out), "name": tracked[1]}}
     run.tracking = (_start_tracking(task, config, out, tracked, resume_after=run.start_epoch if resume else None)
                     if dist_info.main else Tracking())
-    started = time.monotonic()
+    started = run.epoch_end = time.monotonic()
     display = _Display(progress and dist_info.main, config.epochs, config.steps_per_epoch, run.start_epoch)
     try:
         with display:
@@ -640,10 +656,12 @@ def _end_epoch(task, run: _Run, config: TrainConfig, epoch: int, mean_loss: floa
     stop (patience, time limit); every rank gets rank 0's decision."""
     import torch
 
-    validate = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+    validate = _validates(run, config, epoch, elapsed=time.monotonic() - started)
     metrics: dict[str, float] = {}
     if dist_info.main and validate:
+        began = time.monotonic()
         metrics = task.validate(run.kept, device=device, amp_dtype=run.dtype)
+        run.val_seconds, run.last_val = time.monotonic() - began, epoch
     score = metrics.get("score", -mean_loss)
     if config.schedule == "plateau":
         run.scheduler.step(score)
@@ -666,6 +684,9 @@ def _end_epoch(task, run: _Run, config: TrainConfig, epoch: int, mean_loss: floa
                              for k, v in metrics.items() if k != "score")
             say(f"epoch {epoch + 1}/{config.epochs}  loss {mean_loss:.4f}  {dice}  "
                 f"{row.samples_per_s:.1f} samples/s  data wait {row.data_wait:.0%}")
+        if run.paced and validate:                      # an epoch's time but its validation:
+            ended = time.monotonic()                    # training, logging, checkpoints
+            _pace(run, config, train_s=ended - run.epoch_end - run.val_seconds, say=say)
         if config.patience and run.stale >= config.patience:
             stop, run.stopped = True, f"early stop: no better validation score for {run.stale} epochs"
         if config.max_minutes is not None and time.monotonic() - started > config.max_minutes * 60:
@@ -674,7 +695,49 @@ def _end_epoch(task, run: _Run, config: TrainConfig, epoch: int, mean_loss: floa
         flag = torch.tensor([1.0 if stop else 0.0], device=device)
         torch.distributed.broadcast(flag, 0)
         stop = bool(flag.item())
+    run.epoch_end = time.monotonic()
     return stop
+
+
+def paces_validation(config: TrainConfig) -> bool:
+    """Whether the run paces its validation by time: ``--max-minutes`` given and ``--val-every``
+    not (known from the command line's ``given``; Python callers keep their interval)."""
+    return (config.max_minutes is not None and config.given is not None
+            and "val_every" not in config.given)
+
+
+def paced_val_every(train_s: float, val_s: float, *, share: float = VAL_TIME_SHARE,
+                    at_least: int = 1) -> int:
+    """Epochs between validations so that validating (``val_s`` seconds each time) takes at
+    most ``share`` of the time when an epoch trains ``train_s`` seconds: the least ``k`` with
+    ``val_s / (k * train_s + val_s) <= share``, and at least ``at_least``."""
+    if train_s <= 0:
+        return at_least
+    needed = val_s * (1.0 - share) / (share * train_s)
+    return max(at_least, math.ceil(needed - 1e-9))
+
+
+def _validates(run: _Run, config: TrainConfig, epoch: int, *, elapsed: float) -> bool:
+    """Whether ``epoch`` ends with a validation: every ``val_every`` epochs and the last one;
+    when paced, counted from the last validation, and also the last epoch the time limit
+    leaves (the validation would end past it)."""
+    if epoch + 1 == config.epochs:
+        return True
+    if not run.paced:
+        return (epoch + 1) % config.val_every == 0
+    if epoch - run.last_val >= config.val_every:
+        return True
+    return elapsed + (run.val_seconds or 0.0) >= config.max_minutes * 60
+
+
+def _pace(run: _Run, config: TrainConfig, *, train_s: float, say: Callable[[str], None]) -> None:
+    """Set the validation interval from the validation just timed and the epoch's other time
+    ``train_s`` (and say so when it changes)."""
+    every = paced_val_every(train_s, run.val_seconds, at_least=run.val_floor)
+    if every != config.val_every:
+        say(f"validation takes {run.val_seconds:.1f} s against {train_s:.1f} s for the rest of an "
+            f"epoch: validating every {every} epochs and at the last")
+        config.val_every = every
 
 
 def _checkpoint(task, run: _Run, config: TrainConfig, epoch: int, metrics: dict[str, float], *, out: Path,

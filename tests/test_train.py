@@ -274,3 +274,46 @@ def test_one_pass_epochs_are_whole_passes_of_at_least_ten_batches():
     assert pass_steps(30, 8) == 12          # 4 batches a pass (the last one short): 3 passes
     assert pass_steps(3, 3) == 10           # one batch a pass: ten passes
     assert pass_steps(100, 8) == 13         # a pass is 13 batches already
+
+
+def test_the_validation_interval_keeps_validation_to_its_share_of_the_time():
+    from medtool.train import VAL_TIME_SHARE, paced_val_every
+
+    # 25 s of validation against 4.4 s of training an epoch (the lung recipe on the 2-core
+    # machine): every 33 epochs is 14.7 % of the time, every 32 epochs 15.1 %
+    assert VAL_TIME_SHARE == 0.15
+    assert paced_val_every(4.4, 25.0) == 33
+    assert 25 / (33 * 4.4 + 25) <= 0.15 < 25 / (32 * 4.4 + 25)
+    assert paced_val_every(10.0, 1.0) == 1                      # cheap validation: every epoch
+    assert paced_val_every(10.0, 1.0, at_least=8) == 8          # never below the planned interval
+    assert paced_val_every(0.0, 5.0, at_least=3) == 3
+
+
+def test_a_timed_run_paces_slow_validation_and_validates_its_last_epoch(balls, tmp_path, monkeypatch):
+    """Under --max-minutes with --val-every not given, a validation that costs far more than an
+    epoch of training is done rarely (the interval is set from its measured cost), and the last
+    epoch before the time limit is validated, so best.pt and the summary see the end of the run.
+    Given --val-every, the interval stands."""
+    import time as clock
+
+    def run(folder, given):
+        task = make_task("segment", _options(*balls, val_fraction=0.25))
+        validate = task.validate
+
+        def slow(*args, **kwargs):
+            clock.sleep(0.5)
+            return validate(*args, **kwargs)
+
+        monkeypatch.setattr(task, "validate", slow)
+        summary = fit(task, _config(epochs=10_000, steps_per_epoch=1, max_minutes=0.1, given=given),
+                      tmp_path / folder, device=torch.device("cpu"), progress=False)
+        rows = _log(tmp_path / folder)
+        return summary, [int(r["epoch"]) for r in rows if r["val_score"] not in ("", None)], rows
+
+    summary, validated, rows = run("paced", [])
+    assert "time limit" in summary["stopped"] and len(rows) >= 4
+    assert validated[0] == 1 and validated[-1] == len(rows)        # the first and the last epoch
+    assert len(validated) <= 3 < len(rows)
+    assert load_checkpoint(tmp_path / "paced" / LAST)["training"]["config"]["val_every"] > 1
+    _, fixed, fixed_rows = run("fixed", ["val_every"])
+    assert fixed == [int(r["epoch"]) for r in fixed_rows]          # --val-every 1 given: each epoch
