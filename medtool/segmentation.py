@@ -400,14 +400,15 @@ class SegmentTask(Task):
         """On a CPU, a measured recipe of docs/recipes.md for each setting not given: for
         large structures the lung recipe (a 2D U-Net of width 16, batches of 8, a foreground
         share of 0.5, lr 2e-3: a 3D U-Net of nnU-Net's size trains about ten times fewer
-        samples a second there), for small ones (:func:`foreground_share` under
+        samples a second there), for small ones (:func:`structure_statistics`' share under
         :data:`SMALL_FOREGROUND`) the tumour recipe (:data:`CPU_SMALL_PLAN`). On CUDA the
         defaults stand (nnU-Net's 3D configuration). Only options whose ``given`` is known are
         changed (the command line's; Python callers keep what they set)."""
         given = self.options.given
         planned_here = device.type == "cpu" and given is not None and config.given is not None
         cases = self.cases() if planned_here else []                       # masks read only if it matters
-        share = foreground_share(cases) if planned_here else None
+        share, into = (structure_statistics(cases, paste="aug" not in given) if planned_here
+                       else (None, None))
         self.small_structures = share is not None and share < SMALL_FOREGROUND
         keep = (("dim",) if "patch" in (given or ()) else ()) + (("patch",) if "dim" in (given or ()) else ())
         if self.small_structures:
@@ -416,9 +417,7 @@ class SegmentTask(Task):
             loop = {**CPU_SMALL_LOOP_PLAN, **({"amp": "bf16"} if cpu_has_bf16() else {})}
             why = (f"a CPU and small structures (median foreground {share:.2%} of a case): "
                    "the CPU tumour recipe of docs/recipes.md")
-            plan, into = CPU_SMALL_PLAN, None
-            if "aug" not in given:
-                into = paste_range(cases)
+            plan = CPU_SMALL_PLAN
             if into is not None:
                 plan = {**plan, "aug": [*plan["aug"], f"paste_into={into[0]:g},{into[1]:g}"]}
             self.apply_cpu_plan(config, device, plan, loop, why, keep=keep)
@@ -1128,13 +1127,6 @@ def _sampled_labels(cases):
         yield case, labelled
 
 
-def foreground_share(cases) -> float | None:
-    """The median over cases of the share of a case's voxels that any of its masks labels
-    (up to :data:`SHARE_SAMPLE` cases, evenly spread); ``None`` without masks."""
-    shares = [float(labelled.mean()) for _, labelled in _sampled_labels(cases)]
-    return float(np.median(shares)) if shares else None
-
-
 #: Copy-paste targets are planned from the intensities of this many voxels around each
 #: training object, and span their quartiles widened by this many interquartile ranges
 #: (Tukey's far-out fences: the tissue the objects sit in, not the odd neighbour).
@@ -1142,30 +1134,58 @@ PASTE_SHELL_VOXELS = 2
 PASTE_FENCE_IQR = 3.0
 
 
-def paste_range(cases) -> tuple[float, float] | None:
-    """Where pasted objects may land: the intensities (HU) around the training objects.
+def structure_statistics(cases, *, paste: bool = True) -> tuple[float | None, tuple[float, float] | None]:
+    """How large the labelled structures are, and where pasted objects may land.
 
-    The voxels within :data:`PASTE_SHELL_VOXELS` of a labelled voxel (and not labelled) of up
-    to :data:`SHARE_SAMPLE` cases, pooled; their quartiles widened by :data:`PASTE_FENCE_IQR`
-    interquartile ranges, rounded to whole HU. ``None`` unless the images are CT in HU with
-    labelled voxels (z-scored inputs have no fixed units to plan in before normalisation).
-    """
+    The share: the median over cases of the share of a case's voxels that any of its masks
+    labels (up to :data:`SHARE_SAMPLE` cases, evenly spread; ``None`` without masks). The paste
+    range, when the share is under :data:`SMALL_FOREGROUND` and ``paste``: the intensities (HU)
+    around the training objects, i.e. the voxels within :data:`PASTE_SHELL_VOXELS` of a labelled
+    voxel (and not labelled) pooled over the cases, their quartiles widened by
+    :data:`PASTE_FENCE_IQR` interquartile ranges, rounded outwards to whole HU; ``None`` unless
+    the images are CT in HU with labelled voxels (z-scored inputs have no fixed units to plan
+    in before normalisation). Each sampled case's masks are read once; its image only when its
+    own share is small."""
+    shares, around, in_hu = [], [], paste
+    for case, labelled in _sampled_labels(cases):
+        shares.append(float(labelled.mean()))
+        if in_hu and shares[-1] < SMALL_FOREGROUND:
+            shell = _shell_values(case, labelled)
+            if shell is _NOT_HU:
+                in_hu = False
+            elif shell is not None:
+                around.append(shell)
+    share = float(np.median(shares)) if shares else None
+    small = share is not None and share < SMALL_FOREGROUND
+    return share, (_fenced(around) if small and in_hu else None)
+
+
+#: :func:`_shell_values` of an image that is not in HU.
+_NOT_HU = object()
+
+
+def _shell_values(case, labelled: np.ndarray):
+    """The image values of ``case`` within :data:`PASTE_SHELL_VOXELS` of its labelled voxels
+    (not labelled themselves); ``None`` when nothing is labelled, :data:`_NOT_HU` when the
+    image is not in HU."""
     from scipy import ndimage
 
     from .formats import load_volume
 
-    around = []
-    for case, labelled in _sampled_labels(cases):
-        image = load_volume(case.image, mmap=True)
-        if image.units != "HU":
-            return None
-        if labelled.shape != image.shape or not labelled.any():
-            continue
-        box = tuple(slice(max(0, a.min() - PASTE_SHELL_VOXELS), a.max() + PASTE_SHELL_VOXELS + 1)
-                    for a in np.nonzero(labelled))
-        inside = labelled[box]
-        shell = ndimage.binary_dilation(inside, iterations=PASTE_SHELL_VOXELS) & ~inside
-        around.append(np.asarray(image.array[box], dtype=np.float32)[shell])
+    image = load_volume(case.image, mmap=True)
+    if image.units != "HU":
+        return _NOT_HU
+    if labelled.shape != image.shape or not labelled.any():
+        return None
+    box = tuple(slice(max(0, a.min() - PASTE_SHELL_VOXELS), a.max() + PASTE_SHELL_VOXELS + 1)
+                for a in np.nonzero(labelled))
+    inside = labelled[box]
+    shell = ndimage.binary_dilation(inside, iterations=PASTE_SHELL_VOXELS) & ~inside
+    return np.asarray(image.array[box], dtype=np.float32)[shell]
+
+
+def _fenced(around: list[np.ndarray]) -> tuple[float, float] | None:
+    """The quartiles of the pooled ``around`` widened by :data:`PASTE_FENCE_IQR` IQRs."""
     if not around:
         return None
     low, high = np.percentile(np.concatenate(around), [25, 75])

@@ -205,13 +205,13 @@ def _cases_with_share(folder, shares, shape=(10, 20, 20)):
     return folder
 
 
-def test_foreground_share_is_the_median_case_share(tmp_path):
+def test_the_foreground_share_is_the_median_case_share(tmp_path):
     from medtool.datasets import match_cases
-    from medtool.segmentation import foreground_share
+    from medtool.segmentation import structure_statistics
 
     folder = _cases_with_share(tmp_path, [0.001, 0.25, 0.5])      # 4, 1000 and 2000 of 4000 voxels
-    assert foreground_share(match_cases(folder / "img", folder / "mask")) == 0.25
-    assert foreground_share([]) is None
+    assert structure_statistics(match_cases(folder / "img", folder / "mask")) == (0.25, None)
+    assert structure_statistics([]) == (None, None)
 
 
 def test_paste_range_is_the_widened_quartiles_around_the_objects(tmp_path):
@@ -220,7 +220,7 @@ def test_paste_range_is_the_widened_quartiles_around_the_objects(tmp_path):
     times, -940 five times and -930 once; quartiles -952.5 and -947.5, IQR 5, widened by 3 IQR
     -> (-968, -932) after rounding outwards."""
     from medtool.datasets import match_cases
-    from medtool.segmentation import paste_range
+    from medtool.segmentation import structure_statistics
 
     (tmp_path / "img").mkdir()
     (tmp_path / "mask").mkdir()
@@ -230,9 +230,11 @@ def test_paste_range_is_the_widened_quartiles_around_the_objects(tmp_path):
     save_volume(Volume(image, (1.0, 1.0, 1.0), meta={"units": "HU"}), tmp_path / "img" / "c0.npy")
     save_volume(Volume(mask, (1.0, 1.0, 1.0)), tmp_path / "mask" / "c0.npy")
     cases = match_cases(tmp_path / "img", tmp_path / "mask")
-    assert paste_range(cases) == (-968.0, -932.0)
+    share, into = structure_statistics(cases)
+    assert share == 1 / 11 ** 3 and into == (-968.0, -932.0)
+    assert structure_statistics(cases, paste=False) == (share, None)
     save_volume(Volume(image, (1.0, 1.0, 1.0)), tmp_path / "img" / "c0.npy", force=True)
-    assert paste_range(cases) is None                   # not HU: no units to plan in
+    assert structure_statistics(cases) == (share, None)  # not HU: no units to plan in
 
     options = SegmentOptions(images=str(tmp_path / "img"), masks=str(tmp_path / "mask"), given=[])
     save_volume(Volume(image, (1.0, 1.0, 1.0), meta={"units": "HU"}), tmp_path / "img" / "c0.npy", force=True)
