@@ -561,10 +561,12 @@ class SegmentTask(Task):
                          shapes=np.array([h.shape for h in headers]), voxel_mm3=float(np.prod(spacing3)),
                          classes=recipe["classes"][1:])
         keep, keep_why = keep_largest(fp)
+        labelled = sum(c["voxel_share"] for c in fp["classes"].values())
         interpolation, interpolation_why = (
-            ("linear", "small structures: probabilities interpolated onto each input's grid keep "
-                       "their edges (0.02 more held-out Dice in docs/recipes.md)")
-            if getattr(self, "small_structures", False) else
+            ("linear", f"small structures ({labelled:.2%} of the training voxels labelled): "
+                       "probabilities interpolated onto each input's grid keep their edges (0.02 "
+                       "more held-out Dice in docs/recipes.md)")
+            if labelled < SMALL_FOREGROUND else
             ("nearest", "labels taken at the model's spacing, then nearest neighbour"))
         specs = channel_specs(recipe["normalize"])
         names = (recipe.get("channels") or {}).get("names") or ["image"]
@@ -590,7 +592,8 @@ class SegmentTask(Task):
                                                                "batch_dice", "pos_ratio", "augment")],
             *([option_line(o, "aug", " ".join(o.aug), chosen=chosen)] if o.aug else []),
             *([] if loop is None else [option_line(loop, name, chosen=chosen)
-                                       for name in ("batch_size", "steps_per_epoch", "lr", "amp")]),
+                                       for name in ("batch_size", "steps_per_epoch", "val_every", "lr",
+                                                    "amp")]),
             *([PlanLine("regions", ", ".join(f"{k}={'+'.join(map(str, v))}" for k, v in recipe["regions"].items()),
                         GIVEN, "one sigmoid output per region; predict paints them back into labels "
                         + ", ".join(f"{k}->{v}" for k, v in paint_order(recipe["regions"])))]

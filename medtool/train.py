@@ -397,13 +397,15 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     if task.data_line():
         say(task.data_line())
     say(_start_line(task, device, dist_info))
+    if run.paced:
+        _plan_paced(task.recipe)
     _say_plan(task, out, say, write=dist_info.main)
     if layout_note:
         say(layout_note)
     if run.paced:
-        say(f"validation paced by time: at most {VAL_TIME_SHARE:.0%} of the {config.max_minutes:g} "
-            f"min (interval set from the first validation's cost, at least {config.val_every} "
-            "epoch(s)); the last epoch before the limit is validated (--val-every to fix it)")
+        say(f"validation paced by time: at most {VAL_TIME_SHARE:.0%} of the {config.max_minutes:.3g} "
+            f"min (interval set from the first validation's cost, at least {_epochs(config.val_every)}); "
+            "the last epoch before the limit is validated (--val-every to fix it)")
     tracked = _tracking_place(out, tracking_root, checkpoint if resume else None)
     payload_base = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
                     "medtool_version": __version__, "task": task.name, "model": spec,
@@ -465,6 +467,8 @@ def plan_only(task, config: TrainConfig, out: str | os.PathLike, *, device, work
     _prepare(task, config, out, workers=workers, progress=progress, dist_info=Distributed())
     if task.data_line():
         say(task.data_line())
+    if paces_validation(config):
+        _plan_paced(task.recipe)
     _say_plan(task, out, say, write=True)
     return {"run": str(out), "plan": task.recipe.get("plan", []), "fingerprint": task.recipe.get("fingerprint")}
 
@@ -706,6 +710,18 @@ def paces_validation(config: TrainConfig) -> bool:
             and "val_every" not in config.given)
 
 
+def _plan_paced(recipe: dict[str, Any]) -> None:
+    """The plan's ``val_every`` line (where the task's plan has one) when validation is paced."""
+    from .plan import PLANNED
+
+    for line in recipe.get("plan") or []:
+        if line.get("name") == "val_every":
+            line["source"] = PLANNED
+            line["why"] = (f"at least this; lengthened from the first validation's cost so that "
+                           f"validating takes at most {VAL_TIME_SHARE:.0%} of --max-minutes, "
+                           "and the last epoch validated")
+
+
 def paced_val_every(train_s: float, val_s: float, *, share: float = VAL_TIME_SHARE,
                     at_least: int = 1) -> int:
     """Epochs between validations so that validating (``val_s`` seconds each time) takes at
@@ -736,8 +752,12 @@ def _pace(run: _Run, config: TrainConfig, *, train_s: float, say: Callable[[str]
     every = paced_val_every(train_s, run.val_seconds, at_least=run.val_floor)
     if every != config.val_every:
         say(f"validation takes {run.val_seconds:.1f} s against {train_s:.1f} s for the rest of an "
-            f"epoch: validating every {every} epochs and at the last")
+            f"epoch: validating every {_epochs(every)} and at the last")
         config.val_every = every
+
+
+def _epochs(count: int) -> str:
+    return "epoch" if count == 1 else f"{count} epochs"
 
 
 def _checkpoint(task, run: _Run, config: TrainConfig, epoch: int, metrics: dict[str, float], *, out: Path,

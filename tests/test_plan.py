@@ -83,6 +83,13 @@ def test_plan_only_is_deterministic_and_given_options_win(cli, tmp_path):
     assert given["width"]["value"] == 6 and given["width"]["source"] == "given"
     assert given["batch_size"]["value"] == 3 and given["batch_size"]["source"] == "given"
     assert "width          6  (given)" in result.stderr
+    assert given["val_every"]["source"] == "default"
+    # under --max-minutes the validation interval is paced by the budget (the plan says how)
+    result = cli("train", "segment", "--dataset", dataset, "--dim", "2d", "--max-minutes", "2", "--plan-only",
+                 "--device", "cpu", "--out", tmp_path / "d")
+    assert result.exit_code == 0, result.stderr
+    paced = {line["name"]: line for line in json.loads((tmp_path / "d" / "plan.json").read_text())["plan"]}
+    assert paced["val_every"]["source"] == "planned" and "15%" in paced["val_every"]["why"]
 
 
 def test_the_plan_in_the_checkpoint_is_what_predict_uses(cli, tmp_path):
@@ -139,3 +146,30 @@ def test_a_flipped_or_transposed_input_is_predicted_in_the_training_orientation(
     np.testing.assert_array_equal(labels_a, labels_b)
     wrong = cli("predict", tmp_path / "run" / "last.pt", dataset / "labelsTr", tmp_path / "none")
     assert wrong.exit_code == 1 and "no input is named <case>_0000" in wrong.stderr
+
+
+def test_small_structures_plan_linear_interpolation_on_any_device(cli, tmp_path):
+    """The inference's interpolation follows the fingerprint's labelled share (not a CPU-only
+    statistic): a lesion of 8 voxels in 16 x 32 x 32 cases (0.05 %) plans linear."""
+    from medtool.formats import save_volume
+    from medtool.volume import Volume
+
+    dataset = tmp_path / "Dataset043_Spot"
+    for sub in ("imagesTr", "labelsTr"):
+        (dataset / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        image = rng.normal(0, 50, (16, 32, 32)).astype(np.float32) - 800
+        labels = np.zeros((16, 32, 32), np.uint8)
+        labels[7 + i % 2:9 + i % 2, 10:12, 14:16] = 1
+        image[labels > 0] = 40
+        save_volume(Volume(image, (2.0, 1.0, 1.0)), dataset / "imagesTr" / f"spot_{i:03d}_0000.nii.gz")
+        save_volume(Volume(labels, (2.0, 1.0, 1.0)), dataset / "labelsTr" / f"spot_{i:03d}.nii.gz")
+    (dataset / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 3,
+        "file_ending": ".nii.gz"}))
+    result = cli("train", "segment", "--dataset", dataset, "--dim", "2d", "--plan-only", "--device", "cpu",
+                 "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
+    lines = {line["name"]: line for line in json.loads((tmp_path / "run" / "plan.json").read_text())["plan"]}
+    assert lines["interpolation"]["value"] == "linear" and "0.05%" in lines["interpolation"]["why"]
