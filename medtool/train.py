@@ -250,10 +250,11 @@ def fastest_layout(spec: dict[str, Any], example, loss_fn, *, device, dtype) -> 
     return {name: len(inputs) / seconds for name, seconds in best.items()}
 
 
-def _settle_layout(task, spec: dict[str, Any], loss_fn, *, batch_size: int, device, dtype, dist_info) -> str:
+def _settle_layout(task, spec: dict[str, Any], loss_fn, *, batch_size: int, device, dtype,
+                   dist_info) -> tuple[str, float]:
     """Time both memory layouts (:func:`fastest_layout`), write the faster into ``spec`` and the
     task's options (so a resumed run keeps it; under DDP every rank takes rank 0's), and return
-    the line that reports it."""
+    the line that reports it and the kept layout's samples/s."""
     import torch
 
     timed = fastest_layout(spec, task.example_batch(batch_size), loss_fn, device=device, dtype=dtype)
@@ -264,7 +265,8 @@ def _settle_layout(task, spec: dict[str, Any], loss_fn, *, batch_size: int, devi
         channels_last = bool(flag.item())
     spec["config"]["channels_last"] = task.options.channels_last = channels_last
     return (f"memory layout {'channels-last' if channels_last else 'contiguous'}: "
-            f"{timed['channels_last']:.1f} samples/s channels-last, {timed['contiguous']:.1f} contiguous")
+            f"{timed['channels_last']:.1f} samples/s channels-last, {timed['contiguous']:.1f} contiguous",
+            timed["channels_last" if channels_last else "contiguous"])
 
 
 def _synchronize(device) -> None:
@@ -349,6 +351,7 @@ class _Run:
     val_floor: int = 1          # the planned interval, which pacing never shortens
     val_seconds: float | None = None    # the last validation's duration
     last_val: int = -1          # the last validated epoch
+    timed_rate: float | None = None     # samples/s of the layout timing (None: not timed)
     epoch_end: float = 0.0      # when the last epoch ended (time.monotonic)
 
 
@@ -402,6 +405,8 @@ def fit(task, config: TrainConfig, out: str | os.PathLike, *, device, workers: i
     _say_plan(task, out, say, write=dist_info.main)
     if layout_note:
         say(layout_note)
+    if config.max_minutes and run.timed_rate:
+        say(budget_line(config.max_minutes, run.timed_rate, samples))
     if run.paced:
         say(f"validation paced by time: at most {VAL_TIME_SHARE:.0%} of the {config.max_minutes:.3g} "
             f"min (interval set from the first validation's cost, at least {_epochs(config.val_every)}); "
@@ -525,10 +530,10 @@ def _build(task, config: TrainConfig, spec: dict[str, Any], *, device, resume: b
 
     loss_fn = task.build_loss()
     dtype = amp_dtype(config.amp, device)
-    layout_note = None
+    layout_note, rate = None, None
     if spec["config"].get("channels_last", False) is None:      # left to this machine: time both
-        layout_note = _settle_layout(task, spec, loss_fn, batch_size=config.batch_size, device=device,
-                                     dtype=dtype, dist_info=dist_info)
+        layout_note, rate = _settle_layout(task, spec, loss_fn, batch_size=config.batch_size,
+                                           device=device, dtype=dtype, dist_info=dist_info)
     model = models.build(spec["name"], spec["config"])
     if not resume:                                     # e.g. local pretrained weights
         task.init_model(model)
@@ -538,6 +543,7 @@ def _build(task, config: TrainConfig, spec: dict[str, Any], *, device, resume: b
     run = _Run(model=model, kept=ema.module if ema is not None else model, train_model=model, optimizer=optimizer,
                scheduler=_scheduler(optimizer, config), ema=ema, loss_fn=loss_fn, dtype=dtype,
                scaler=torch.amp.GradScaler("cuda", enabled=dtype == torch.float16))
+    run.timed_rate = rate
     if resume and checkpoint is not None:
         _restore(run, config, checkpoint)
     if dist_info.active:
@@ -708,6 +714,15 @@ def paces_validation(config: TrainConfig) -> bool:
     not (known from the command line's ``given``; Python callers keep their interval)."""
     return (config.max_minutes is not None and config.given is not None
             and "val_every" not in config.given)
+
+
+def budget_line(minutes: float, rate: float, samples_per_epoch: int) -> str:
+    """What ``minutes`` of training buy at the timed ``rate`` (samples/s): samples and epochs
+    (an upper bound: validation, data loading and checkpoints take some of the time)."""
+    total = rate * minutes * 60
+    return (f"budget: {minutes:.3g} min at about {rate:.1f} samples/s (timed) is at most about "
+            f"{total:,.0f} training samples, {total / max(1, samples_per_epoch):,.0f} epochs of "
+            f"{samples_per_epoch}")
 
 
 def _plan_paced(recipe: dict[str, Any]) -> None:

@@ -317,3 +317,11 @@ def test_a_timed_run_paces_slow_validation_and_validates_its_last_epoch(balls, t
     assert load_checkpoint(tmp_path / "paced" / LAST)["training"]["config"]["val_every"] > 1
     _, fixed, fixed_rows = run("fixed", ["val_every"])
     assert fixed == [int(r["epoch"]) for r in fixed_rows]          # --val-every 1 given: each epoch
+
+
+def test_the_budget_line_says_what_the_minutes_buy_at_the_timed_rate():
+    from medtool.train import budget_line
+
+    # 10 min at 10 samples/s: 6,000 samples, 75 epochs of 40 steps of 2
+    assert budget_line(10, 10.0, 80) == ("budget: 10 min at about 10.0 samples/s (timed) is at most "
+                                         "about 6,000 training samples, 75 epochs of 80")
