@@ -257,6 +257,16 @@ _TEMP_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
 _FILE_MODE = 0o666
 
 
+#: ... and of a folder that ``mkdir`` creates.
+_FOLDER_MODE = 0o777
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def temporary_file(path: str | os.PathLike) -> Path:
     """Create an empty hidden temporary file beside ``path`` (same folder, suffix kept)."""
     temp, handle = open_temporary(path)
@@ -315,6 +325,7 @@ def atomic_directory(path: str | os.PathLike, *, force: bool = False) -> Iterato
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     temp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    os.chmod(temp, _FOLDER_MODE & ~_umask())            # mkdtemp's 0700 would stay the folder's
     try:
         yield temp
         if path.exists():

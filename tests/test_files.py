@@ -149,3 +149,20 @@ def test_a_temporary_name_left_by_a_dead_process_of_the_same_pid_is_skipped(tmp_
     temp, handle = files.open_temporary(tmp_path / "c.dcm")
     os.close(handle)
     assert temp != taken and taken.read_bytes() == b"old" and temp.stat().st_size == 0
+
+
+def test_a_folder_written_atomically_gets_the_usual_permissions(tmp_path):
+    """Not mkdtemp's 0700: a phantom case folder or an exported data set is readable as any
+    folder mkdir makes (0o777 less the umask)."""
+    import os
+    import stat
+
+    from medtool.files import atomic_directory
+
+    old = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "case_001") as temp:
+            (temp / "a.dcm").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "case_001").stat().st_mode) == 0o755
