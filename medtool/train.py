@@ -731,9 +731,10 @@ def _plan_paced(recipe: dict[str, Any]) -> None:
 
     for line in recipe.get("plan") or []:
         if line.get("name") == "val_every":
+            first = "" if line.get("source") != PLANNED else f"{line.get('why')}; "
             line["source"] = PLANNED
-            line["why"] = (f"at least this; lengthened from the first validation's cost so that "
-                           f"validating takes at most {VAL_TIME_SHARE:.0%} of --max-minutes, "
+            line["why"] = (f"{first}at least this, lengthened from the first validation's cost so "
+                           f"that validating takes at most {VAL_TIME_SHARE:.0%} of --max-minutes, "
                            "and the last epoch validated")
 
 
