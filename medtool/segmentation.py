@@ -1147,42 +1147,49 @@ def structure_statistics(cases, *, paste: bool = True) -> tuple[float | None, tu
     voxel (and not labelled) pooled over the cases, their quartiles widened by
     :data:`PASTE_FENCE_IQR` interquartile ranges, rounded outwards to whole HU; ``None`` unless
     the images are CT in HU with labelled voxels (z-scored inputs have no fixed units to plan
-    in before normalisation). Each sampled case's masks are read once; its image only when its
-    own share is small."""
-    shares, around, in_hu = [], [], paste
+    in before normalisation). Each sampled case's masks are read once (the box around a small
+    case's objects is kept); the images only when the share is small."""
+    shares, boxes = [], []
     for case, labelled in _sampled_labels(cases):
         shares.append(float(labelled.mean()))
-        if in_hu and shares[-1] < SMALL_FOREGROUND:
-            shell = _shell_values(case, labelled)
-            if shell is _NOT_HU:
-                in_hu = False
-            elif shell is not None:
-                around.append(shell)
+        if paste and shares[-1] < SMALL_FOREGROUND and labelled.any():
+            box = tuple(slice(max(0, a.min() - PASTE_SHELL_VOXELS), a.max() + PASTE_SHELL_VOXELS + 1)
+                        for a in np.nonzero(labelled))
+            boxes.append((case, labelled.shape, box, labelled[box].copy()))
     share = float(np.median(shares)) if shares else None
-    small = share is not None and share < SMALL_FOREGROUND
-    return share, (_fenced(around) if small and in_hu else None)
+    if share is None or share >= SMALL_FOREGROUND or not paste:
+        return share, None
+    around = []
+    for case, shape, box, inside in boxes:
+        shell = _shell_values(case, shape, box, inside)
+        if shell is _NOT_HU:
+            return share, None
+        if shell is not None:
+            around.append(shell)
+    return share, _fenced(around)
 
 
-#: :func:`_shell_values` of an image that is not in HU.
+#: :func:`_shell_values` of an image that is not a volume in HU.
 _NOT_HU = object()
 
 
-def _shell_values(case, labelled: np.ndarray):
+def _shell_values(case, shape: tuple[int, ...], box: tuple[slice, ...], inside: np.ndarray):
     """The image values of ``case`` within :data:`PASTE_SHELL_VOXELS` of its labelled voxels
-    (not labelled themselves); ``None`` when nothing is labelled, :data:`_NOT_HU` when the
-    image is not in HU."""
+    ``inside`` the ``box`` of its masks' ``shape`` (not labelled themselves); ``None`` when the
+    image is of another shape, :data:`_NOT_HU` when it is not one volume in HU (a 4D
+    multi-channel image, an MR)."""
     from scipy import ndimage
 
     from .formats import load_volume
 
-    image = load_volume(case.image, mmap=True)
+    try:
+        image = load_volume(case.image, mmap=True)
+    except InputError:
+        return _NOT_HU
     if image.units != "HU":
         return _NOT_HU
-    if labelled.shape != image.shape or not labelled.any():
+    if image.shape != shape:
         return None
-    box = tuple(slice(max(0, a.min() - PASTE_SHELL_VOXELS), a.max() + PASTE_SHELL_VOXELS + 1)
-                for a in np.nonzero(labelled))
-    inside = labelled[box]
     shell = ndimage.binary_dilation(inside, iterations=PASTE_SHELL_VOXELS) & ~inside
     return np.asarray(image.array[box], dtype=np.float32)[shell]
 

@@ -281,3 +281,21 @@ def test_the_cpu_plan_takes_the_tumour_recipe_for_small_structures(tmp_path):
     assert options.dim == 2 and options.patch is None and options.width == 8   # and a given dim its patch
     options, _ = planned(small, cuda)
     assert (options.dim, options.width, options.patch) == (3, 32, None)       # the defaults stand
+
+
+def test_structure_statistics_of_a_four_d_image_plan_no_paste_targets(tmp_path):
+    """A multi-channel 4D image (a Decathlon brain case) cannot be read as one volume in HU:
+    the paste range is left unplanned, the share is still given (no error)."""
+    import nibabel as nib
+
+    from medtool.datasets import match_cases
+    from medtool.segmentation import structure_statistics
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "mask").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((11, 11, 11, 4), np.float32), np.eye(4)), tmp_path / "img" / "c0.nii.gz")
+    mask = np.zeros((11, 11, 11), np.uint8)
+    mask[5, 5, 5] = 1
+    save_volume(Volume(mask, (1.0, 1.0, 1.0)), tmp_path / "mask" / "c0.nii.gz")
+    cases = match_cases(tmp_path / "img", tmp_path / "mask")
+    assert structure_statistics(cases) == (1 / 11 ** 3, None)
