@@ -1144,10 +1144,10 @@ def structure_statistics(cases, *, paste: bool = True) -> tuple[float | None, tu
     labels (up to :data:`SHARE_SAMPLE` cases, evenly spread; ``None`` without masks). The paste
     range, when the share is under :data:`SMALL_FOREGROUND` and ``paste``: the intensities (HU)
     around the training objects, i.e. the voxels within :data:`PASTE_SHELL_VOXELS` of a labelled
-    voxel (and not labelled) pooled over the cases, their quartiles widened by
-    :data:`PASTE_FENCE_IQR` interquartile ranges, rounded outwards to whole HU; ``None`` unless
-    the images are CT in HU with labelled voxels (z-scored inputs have no fixed units to plan
-    in before normalisation). Each sampled case's masks are read once (the box around a small
+    voxel (and not labelled) pooled over the cases whose own share is small, their quartiles
+    widened by :data:`PASTE_FENCE_IQR` interquartile ranges, rounded outwards to whole HU;
+    ``None`` unless the images are CT in HU with labelled voxels (z-scored inputs have no fixed
+    units to plan in before normalisation). Each sampled case's masks are read once (the box around a small
     case's objects is kept); the images only when the share is small."""
     shares, boxes = [], []
     for case, labelled in _sampled_labels(cases):
